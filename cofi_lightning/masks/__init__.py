@@ -1,0 +1,14 @@
+"""CoFi's hard-concrete masks: the gate, the set of masks for a model, and the typed ``Masks`` value."""
+
+from cofi_lightning.masks.cofi_masks import COFI_INIT_LOG_ALPHA, CoFiMasks
+from cofi_lightning.masks.hard_concrete import GateConstants, HardConcreteGate
+from cofi_lightning.masks.types import UNIT_NAMES, Masks
+
+__all__ = [
+    "COFI_INIT_LOG_ALPHA",
+    "CoFiMasks",
+    "GateConstants",
+    "HardConcreteGate",
+    "Masks",
+    "UNIT_NAMES",
+]

@@ -1,0 +1,272 @@
+"""The prunable BERT models: encoder, sequence classification / regression head and QA head.
+
+This file owns the ``PreTrainedModel`` classes, how masks are split per layer, and loading: a vanilla
+Hugging Face BERT checkpoint (hub name or directory) or one of our exported compact checkpoints, with
+a clear error for anything else and never a silent partial load. Physical pruning lives in
+``pruning.py``; parameter counting in ``param_count.py``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, PreTrainedModel
+from transformers.modeling_outputs import QuestionAnsweringModelOutput, SequenceClassifierOutput
+
+from cofi_lightning.modeling.configuration import CoFiBertConfig
+from cofi_lightning.modeling.layers import CoFiBertEmbeddings, CoFiBertEncoder, LayerMasks
+
+if TYPE_CHECKING:
+    from cofi_lightning.masks.types import Masks
+
+#: Config keys that ``from_pretrained`` forwards to the config rather than to the model.
+_CONFIG_OVERRIDES = ("num_labels", "id2label", "label2id", "problem_type", "classifier_dropout")
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's weights do not match its (or the requested) architecture."""
+
+
+class CoFiBertPreTrainedModel(PreTrainedModel):
+    """Weight initialisation, loading and the pruning / counting API shared by the task models."""
+
+    config_class = CoFiBertConfig
+    base_model_prefix = "bert"
+    #: Parameters a vanilla BERT checkpoint may lack: the freshly initialised task head.
+    _new_head_prefixes: tuple[str, ...] = ()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, CoFiBertEmbeddings):
+            with torch.no_grad():
+                module.position_ids.copy_(torch.arange(module.position_ids.shape[-1]).unsqueeze(0))
+
+    # --- loading ---------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, config=None, **kwargs):
+        """Load a vanilla HF BERT checkpoint or an exported cofi-lightning checkpoint.
+
+        Args:
+            pretrained_model_name_or_path: hub name (e.g. ``bert-base-uncased``) or local directory.
+            config: optional config; by default read from the checkpoint.
+            **kwargs: ``num_labels`` / ``id2label`` / ``label2id`` / ``problem_type`` go to the config;
+                the rest to ``transformers.PreTrainedModel.from_pretrained``.
+
+        Raises:
+            ValueError: the checkpoint is not a BERT encoder (names the architecture found).
+            CheckpointMismatchError: weights missing, unexpected or of the wrong shape for the config.
+        """
+        overrides = {k: kwargs.pop(k) for k in _CONFIG_OVERRIDES if k in kwargs}
+        hub_kwargs = {
+            k: kwargs[k]
+            for k in ("cache_dir", "revision", "local_files_only", "token", "trust_remote_code")
+            if k in kwargs
+        }
+        if config is None:
+            source = AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+            if source.model_type not in ("bert", CoFiBertConfig.model_type):
+                raise ValueError(
+                    f"{pretrained_model_name_or_path} is a '{source.model_type}' checkpoint "
+                    f"(architectures={getattr(source, 'architectures', None)}); cofi-lightning prunes "
+                    "BERT encoders (model_type 'bert' or 'cofi_bert')"
+                )
+            config = CoFiBertConfig.from_bert_config(source, **overrides)
+            vanilla = source.model_type == "bert"
+        else:
+            vanilla = False
+        kwargs.setdefault("dtype", torch.float32)  # fp16 checkpoints train and compare in fp32
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, *args, config=config, output_loading_info=True, **kwargs
+        )
+        allowed_missing = cls._new_head_prefixes if vanilla else ()
+        missing = [k for k in info["missing_keys"] if not k.startswith(allowed_missing)]
+        # vanilla checkpoints may carry an MLM / NSP head or a pooler the QA model does not use
+        unexpected = [] if vanilla else list(info["unexpected_keys"])
+        mismatched = list(info.get("mismatched_keys", []))
+        if missing or unexpected or mismatched:
+            raise CheckpointMismatchError(
+                f"weights in {pretrained_model_name_or_path} do not match the architecture "
+                f"(hidden_size={config.hidden_size}, num_heads={config.num_heads}, "
+                f"intermediate_sizes={config.intermediate_sizes}): missing={missing[:8]} "
+                f"unexpected={unexpected[:8]} mismatched={mismatched[:8]}"
+            )
+        return model
+
+    # --- pruning API -------------------------------------------------------------------------------
+
+    def num_encoder_params(self) -> int:
+        """Encoder parameters counted on the real tensors (definition: ``param_count.py``)."""
+        return sum(p.numel() for p in self.bert.encoder.parameters())
+
+    def prune(self, masks: Masks) -> CoFiBertPreTrainedModel:
+        """A new compact dense model of the same class: masks folded in, zeroed units removed."""
+        from cofi_lightning.modeling.pruning import prune_model
+
+        return prune_model(self, masks)
+
+
+def split_masks(masks: Masks | None, num_layers: int) -> tuple[list[LayerMasks], LayerMasks]:
+    """Per-layer :class:`LayerMasks` and the embeddings' masks from one :class:`Masks` value."""
+    if masks is None:
+        return [LayerMasks()] * num_layers, LayerMasks()
+    hidden = masks.hidden
+    keep = None if hidden is None else (hidden != 0).to(hidden.dtype)
+    shared = LayerMasks(hidden=hidden, hidden_keep=keep)
+
+    def row(t: torch.Tensor | None, i: int) -> torch.Tensor | None:
+        return None if t is None else t[i]
+
+    layers = [
+        shared._replace(
+            head=row(masks.head, i),
+            head_layer=row(masks.head_layer, i),
+            intermediate=row(masks.intermediate, i),
+            mlp=row(masks.mlp, i),
+        )
+        for i in range(num_layers)
+    ]
+    return layers, shared
+
+
+class CoFiBertModel(CoFiBertPreTrainedModel):
+    """The encoder with embeddings and an optional pooler."""
+
+    def __init__(self, config: CoFiBertConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = CoFiBertEmbeddings(config)
+        self.encoder = CoFiBertEncoder(config)
+        self.pooler = None
+        if add_pooling_layer:
+            self.pooler = nn.Sequential()
+            self.pooler.add_module("dense", nn.Linear(config.hidden_size, config.pooler_size))
+            self.pooler.add_module("activation", nn.Tanh())
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings.word_embeddings = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        masks: Masks | None = None,
+        output_hidden_states: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...] | None]:
+        """Returns ``(sequence [B, S, H], pooled [B, P] or None, hidden states or None)``.
+
+        Hidden states follow HF: the embedding output, then every layer's output.
+        """
+        layer_masks, emb_masks = split_masks(masks, self.config.num_hidden_layers)
+        # [B, S] 1 = token -> [B, 1, 1, S] bool, broadcast over heads and queries (True = attend)
+        attn_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+        x = self.embeddings(input_ids, token_type_ids, position_ids, emb_masks)
+        seq, states = self.encoder(x, attn_mask, layer_masks, output_hidden_states)
+        pooled = self.pooler(seq[:, 0]) if self.pooler is not None else None
+        hidden_states = (x, *states) if output_hidden_states else None
+        return seq, pooled, hidden_states
+
+
+class CoFiBertForSequenceClassification(CoFiBertPreTrainedModel):
+    """Pooler + linear head; ``num_labels == 1`` is regression (STS-B) with an MSE loss."""
+
+    _new_head_prefixes = ("classifier.",)
+
+    def __init__(self, config: CoFiBertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = CoFiBertModel(config, add_pooling_layer=True)
+        p = config.classifier_dropout
+        self.dropout = nn.Dropout(config.hidden_dropout_prob if p is None else p)
+        self.classifier = nn.Linear(config.pooler_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        masks: Masks | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        **_: object,
+    ) -> SequenceClassifierOutput:
+        """``logits [B, num_labels]``; ``loss`` (CE, or MSE for regression) when ``labels`` are given."""
+        _, pooled, states = self.bert(
+            input_ids, attention_mask, token_type_ids, position_ids, masks, output_hidden_states
+        )
+        logits = self.classifier(self.dropout(pooled))
+        loss = None
+        if labels is not None:
+            if self.num_labels == 1:
+                loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+            else:
+                loss = F.cross_entropy(logits, labels)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=states)
+
+
+class CoFiBertForQuestionAnswering(CoFiBertPreTrainedModel):
+    """Span extraction head: ``start_logits``, ``end_logits`` of shape ``[B, S]``."""
+
+    _new_head_prefixes = ("qa_outputs.",)
+
+    def __init__(self, config: CoFiBertConfig):
+        super().__init__(config)
+        self.bert = CoFiBertModel(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        masks: Masks | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        **_: object,
+    ) -> QuestionAnsweringModelOutput:
+        """Span logits; ``loss`` is the mean of start and end CE when positions are given."""
+        seq, _, states = self.bert(
+            input_ids, attention_mask, token_type_ids, position_ids, masks, output_hidden_states
+        )
+        start_logits, end_logits = self.qa_outputs(seq).unbind(-1)  # 2 x [B, S]
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            S = start_logits.shape[1]
+            # positions outside the window are clamped to S and ignored, as in HF
+            start = start_positions.clamp(0, S)
+            end = end_positions.clamp(0, S)
+            loss = (
+                F.cross_entropy(start_logits, start, ignore_index=S)
+                + F.cross_entropy(end_logits, end, ignore_index=S)
+            ) / 2
+        return QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits.contiguous(),
+            end_logits=end_logits.contiguous(),
+            hidden_states=states,
+        )

@@ -1,0 +1,239 @@
+"""Mask-aware BERT building blocks with per-layer sizes: embeddings, attention, FFN, layer, encoder.
+
+This file owns the forward maths of one encoder and where each CoFi mask is applied (Xia et al. 2022,
+Sec. 3.1). The modules never sample or learn masks; they take mask tensors as inputs. Submodule names
+follow ``transformers``' BERT exactly so vanilla checkpoints load key for key.
+
+Where each mask acts (B = batch, S = sequence, H = hidden, n = heads, d = head size, m = FFN dims):
+- ``hidden`` [H]: multiplies the embeddings before and after their LayerNorm, and every sublayer output
+  before the residual sum and after its LayerNorm; LayerNorm statistics use the kept dimensions only.
+- ``head`` [n]: multiplies each head's context vector, before the output projection.
+- ``head_layer`` (scalar): multiplies the attention output projection.
+- ``intermediate`` [m]: multiplies the FFN activation.
+- ``mlp`` (scalar): multiplies the FFN output projection.
+A sublayer whose layer mask is zero, or all of whose heads / FFN dimensions are zero, is *removed*: the
+residual passes through with no bias and no LayerNorm, which is exactly what the physically pruned model
+computes (the original code kept the output bias and LayerNorm when only the heads were all zero, so its
+masked and pruned models disagreed). The choice is made with ``torch.where``, never with a host sync.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.activations import ACT2FN
+
+
+class LayerMasks(NamedTuple):
+    """The mask tensors one encoder layer needs (None = not masked)."""
+
+    hidden: torch.Tensor | None = None  # [H]
+    hidden_keep: torch.Tensor | None = None  # [H], 1.0 where hidden != 0
+    head: torch.Tensor | None = None  # [n]
+    head_layer: torch.Tensor | None = None  # scalar
+    intermediate: torch.Tensor | None = None  # [m]
+    mlp: torch.Tensor | None = None  # scalar
+
+
+def masked_layer_norm(x: torch.Tensor, ln: nn.LayerNorm, keep: torch.Tensor | None) -> torch.Tensor:
+    """LayerNorm whose mean and variance are taken over the kept hidden dimensions only.
+
+    Args:
+        x: ``[..., H]`` input.
+        ln: the LayerNorm holding weight, bias and eps.
+        keep: ``[H]`` 0/1 float (1 = kept) or None for a plain LayerNorm.
+
+    Returns:
+        ``[..., H]``; on kept dims it equals ``F.layer_norm`` of the kept sub-vector, so a model whose
+        dropped dims were physically removed computes the same numbers. Dropped dims hold the bias
+        (callers multiply by the hidden mask afterwards).
+    """
+    if keep is None:
+        return ln(x)
+    n = keep.sum()
+    mean = (x * keep).sum(-1, keepdim=True) / n
+    centered = (x - mean) * keep
+    var = centered.square().sum(-1, keepdim=True) / n
+    return centered * torch.rsqrt(var + ln.eps) * ln.weight + ln.bias
+
+
+class CoFiBertEmbeddings(nn.Module):
+    """Word + position + token-type embeddings, LayerNorm and dropout (HF ``BertEmbeddings`` layout)."""
+
+    def __init__(self, config):
+        super().__init__()
+        h = config.hidden_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, h, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, h)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, h)
+        self.LayerNorm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.register_buffer(
+            "position_ids", torch.arange(config.max_position_embeddings).unsqueeze(0), persistent=False
+        )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        masks: LayerMasks,
+    ) -> torch.Tensor:
+        """``[B, S]`` ids -> ``[B, S, H]`` embeddings."""
+        seq_len = input_ids.shape[1]
+        if position_ids is None:
+            position_ids = self.position_ids[:, :seq_len]
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        x = x + self.position_embeddings(position_ids)
+        if masks.hidden is not None:
+            x = x * masks.hidden
+        x = self.dropout(masked_layer_norm(x, self.LayerNorm, masks.hidden_keep))
+        if masks.hidden is not None:
+            x = x * masks.hidden
+        return x
+
+
+class SublayerOutput(nn.Module):
+    """Output projection, dropout, residual sum and LayerNorm of one sublayer (HF ``BertSelfOutput`` /
+    ``BertOutput`` layout)."""
+
+    def __init__(self, in_features: int, config):
+        super().__init__()
+        self.dense = nn.Linear(in_features, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        residual: torch.Tensor,
+        layer_z: torch.Tensor | None,
+        masks: LayerMasks,
+        alive: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``x [B, S, in]``, ``residual [B, S, H]`` -> ``[B, S, H]``; ``alive`` is a bool scalar or None."""
+        x = self.dense(x)
+        if layer_z is not None:
+            x = x * layer_z
+        if masks.hidden is not None:
+            x = x * masks.hidden
+        out = masked_layer_norm(self.dropout(x) + residual, self.LayerNorm, masks.hidden_keep)
+        if masks.hidden is not None:
+            out = out * masks.hidden
+        if alive is not None:
+            out = torch.where(alive, out, residual)
+        return out
+
+
+class QKVProjections(nn.Module):
+    """Query, key and value projections (HF ``BertSelfAttention`` parameter layout)."""
+
+    def __init__(self, hidden_size: int, inner_size: int):
+        super().__init__()
+        self.query = nn.Linear(hidden_size, inner_size)
+        self.key = nn.Linear(hidden_size, inner_size)
+        self.value = nn.Linear(hidden_size, inner_size)
+
+
+class CoFiBertAttention(nn.Module):
+    """Multi-head self-attention with ``num_heads`` heads of ``config.attention_head_size``."""
+
+    def __init__(self, config, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_size = config.attention_head_size
+        self.dropout_p = config.attention_probs_dropout_prob
+        self.self = QKVProjections(config.hidden_size, num_heads * self.head_size)
+        self.output = SublayerOutput(num_heads * self.head_size, config)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, masks: LayerMasks):
+        """``x [B, S, H]``, ``attn_mask [B, 1, 1, S]`` bool (True = attend) -> ``[B, S, H]``."""
+        B, S, _ = x.shape
+        n, d = self.num_heads, self.head_size
+
+        def heads(t: torch.Tensor) -> torch.Tensor:  # [B, S, n*d] -> [B, n, S, d]
+            return t.view(B, S, n, d).transpose(1, 2)
+
+        q, k, v = heads(self.self.query(x)), heads(self.self.key(x)), heads(self.self.value(x))
+        ctx = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout_p if self.training else 0.0
+        )  # [B, n, S, d]
+        if masks.head is not None:
+            ctx = ctx * masks.head.view(1, n, 1, 1)
+        ctx = ctx.transpose(1, 2).reshape(B, S, n * d)
+        alive = _alive(masks.head_layer, masks.head)
+        return self.output(ctx, x, masks.head_layer, masks, alive)
+
+
+class Intermediate(nn.Module):
+    """FFN input projection and activation (HF ``BertIntermediate`` layout)."""
+
+    def __init__(self, config, size: int):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, size)
+        act = config.hidden_act
+        self.intermediate_act_fn = ACT2FN[act] if isinstance(act, str) else act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.intermediate_act_fn(self.dense(x))
+
+
+def _alive(layer_z: torch.Tensor | None, unit_z: torch.Tensor | None) -> torch.Tensor | None:
+    """Bool scalar: the sublayer exists (its layer gate and at least one unit are non-zero)."""
+    if layer_z is None and unit_z is None:
+        return None
+    alive = torch.ones((), dtype=torch.bool, device=(layer_z if layer_z is not None else unit_z).device)
+    if layer_z is not None:
+        alive = alive & (layer_z != 0)
+    if unit_z is not None:
+        alive = alive & (unit_z != 0).any()
+    return alive
+
+
+class CoFiBertLayer(nn.Module):
+    """One encoder layer; ``num_heads == 0`` or ``intermediate_size == 0`` removes that sublayer."""
+
+    def __init__(self, config, num_heads: int, intermediate_size: int):
+        super().__init__()
+        self.attention = CoFiBertAttention(config, num_heads) if num_heads > 0 else None
+        if intermediate_size > 0:
+            self.intermediate = Intermediate(config, intermediate_size)
+            self.output = SublayerOutput(intermediate_size, config)
+        else:
+            self.intermediate = self.output = None
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, masks: LayerMasks):
+        """``[B, S, H]`` -> ``[B, S, H]``."""
+        if self.attention is not None:
+            x = self.attention(x, attn_mask, masks)
+        if self.intermediate is not None:
+            h = self.intermediate(x)
+            if masks.intermediate is not None:
+                h = h * masks.intermediate
+            x = self.output(h, x, masks.mlp, masks, _alive(masks.mlp, masks.intermediate))
+        return x
+
+
+class CoFiBertEncoder(nn.Module):
+    """The stack of layers, sized per layer from ``config.num_heads`` / ``config.intermediate_sizes``."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.layer = nn.ModuleList(
+            CoFiBertLayer(config, n, m)
+            for n, m in zip(config.num_heads, config.intermediate_sizes, strict=True)
+        )
+
+    def forward(self, x, attn_mask, layer_masks: list[LayerMasks], output_hidden_states: bool):
+        """Returns the last ``[B, S, H]`` state and, if asked, every layer's output (not the embeddings)."""
+        states = []
+        for layer, masks in zip(self.layer, layer_masks, strict=True):
+            x = layer(x, attn_mask, masks)
+            if output_hidden_states:
+                states.append(x)
+        return x, states
