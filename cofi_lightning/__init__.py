@@ -1,7 +1,8 @@
 """cofi-lightning: CoFi structured pruning (Xia, Zhong & Chen, ACL 2022) on Lightning and Hydra.
 
-Importing the package registers the prunable BERT (``model_type="cofi_bert"``) with the ``transformers``
-Auto classes, so exported compact models load through ``AutoModelForSequenceClassification`` and
+Importing the package registers the prunable BERT (``model_type="cofi_bert"``) with the
+``transformers`` Auto classes, so exported compact models load through
+``AutoModelForSequenceClassification`` and
 ``AutoModelForQuestionAnswering``.
 """
 

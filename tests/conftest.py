@@ -1,4 +1,4 @@
-"""Shared test fixtures: tiny random BERT configs and the location of the read-only ``../shared`` assets."""
+"""Shared test fixtures: tiny random BERT configs and the read-only ``../shared`` assets."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    """``../shared`` beside the repository (CI has it). Tests that need real data or models use this."""
+    """``../shared`` beside the repository (CI has it), for tests on real data or models."""
     if not SHARED_DIR.is_dir():
         pytest.skip(f"{SHARED_DIR} not found (set COFI_SHARED_DIR); real-data integration test")
     return SHARED_DIR

@@ -1,4 +1,4 @@
-"""CoFi's hard-concrete masks: the gate, the set of masks for a model, and the typed ``Masks`` value."""
+"""CoFi's hard-concrete masks: the gate, the masks of a model, the typed ``Masks`` value."""
 
 from cofi_lightning.masks.cofi_masks import COFI_INIT_LOG_ALPHA, CoFiMasks
 from cofi_lightning.masks.hard_concrete import GateConstants, HardConcreteGate

@@ -1,8 +1,8 @@
 """The set of CoFi masks for one model: gates per unit type, sampling, evaluation masks and the
 expected / remaining encoder parameter counts.
 
-This module owns the L0 side of CoFi (Xia et al. 2022, Sec. 3.2-3.3): which gates exist and their shapes,
-and how masks translate into parameter counts. It does not apply masks (the model does, see
+This module owns the L0 side of CoFi (Xia et al. 2022, Sec. 3.2-3.3): which gates exist and their
+shapes, and how masks translate into parameter counts. It does not apply masks (the model does, see
 ``cofi_lightning.modeling``) and does not own the Lagrangian (``cofi_lightning.lagrangian``).
 """
 
@@ -19,8 +19,8 @@ from cofi_lightning.masks.types import UNIT_NAMES, Masks
 from cofi_lightning.modeling.param_count import encoder_params
 
 #: CoFi's initial log-alpha means: 10 (gates start open) except ``intermediate``, which started at
-#: log(1 - 0.5) - log(0.5) = 0 (droprate_init 0.5); the original authors call the asymmetry a typo but
-#: it is what their published runs used, so it is the default here.
+#: log(1 - 0.5) - log(0.5) = 0 (droprate_init 0.5); the original authors call the asymmetry a typo
+#: but it is what their published runs used, so it is the default here.
 COFI_INIT_LOG_ALPHA: dict[str, float] = {
     "hidden": 10.0,
     "head": 10.0,
@@ -32,18 +32,21 @@ COFI_INIT_LOG_ALPHA: dict[str, float] = {
 
 def _uniform(config, attr_list: str, attr_scalar: str) -> int:
     """The per-layer size of a uniform architecture (masks are defined on unpruned models)."""
-    sizes = getattr(config, attr_list, None) or [getattr(config, attr_scalar)] * config.num_hidden_layers
+    sizes = (
+        getattr(config, attr_list, None)
+        or [getattr(config, attr_scalar)] * config.num_hidden_layers
+    )
     if len(set(sizes)) != 1 or sizes[0] == 0:
         raise ValueError(
-            f"CoFiMasks needs a model whose layers all have the same {attr_list} > 0 (an unpruned model); "
+            f"CoFiMasks needs an unpruned model (the same {attr_list} > 0 in every layer); "
             f"got {attr_list}={list(sizes)}"
         )
     return sizes[0]
 
 
 class CoFiMasks(nn.Module):
-    """Hard-concrete masks over a BERT encoder's hidden dims, heads, attention layers, FFN dims and FFN
-    layers. Its only trainable parameters are the gates' log-alphas.
+    """Hard-concrete masks over a BERT encoder's hidden dims, heads, attention layers, FFN dims and
+    FFN layers. Its only trainable parameters are the gates' log-alphas.
 
     Args:
         config: a ``BertConfig`` or ``CoFiBertConfig`` of an unpruned (uniform) model.
@@ -95,7 +98,7 @@ class CoFiMasks(nn.Module):
             self.gates[unit] = HardConcreteGate(shapes[unit], mean, self.constants)
         self.full_params = int(self._params(self._ones()).round().item())
 
-    # --- masks ---------------------------------------------------------------------------------------
+    # --- masks ------------------------------------------------------------------------------------
 
     def _as_masks(self, values: dict[str, torch.Tensor]) -> Masks:
         """Gate-shaped tensors -> :class:`Masks` field shapes (drop the group-of-one dims)."""
@@ -131,7 +134,7 @@ class CoFiMasks(nn.Module):
         for gate in self.gates.values():
             gate.clamp_()
 
-    # --- parameter counts ----------------------------------------------------------------------------
+    # --- parameter counts -------------------------------------------------------------------------
 
     def _ones(self) -> dict[str, torch.Tensor]:
         return {u: torch.ones_like(g.log_alpha, dtype=torch.float64) for u, g in self.gates.items()}
@@ -163,19 +166,20 @@ class CoFiMasks(nn.Module):
     def expected_params(self) -> torch.Tensor:
         """Differentiable expected number of encoder parameters under the gates' distribution.
 
-        The hidden mask enters as the expected number of kept hidden dimensions; without it the hidden
-        size is constant, which gives the paper's formula without hidden pruning.
+        The hidden mask enters as the expected number of kept hidden dimensions; without it the
+        hidden size is constant, which gives the paper's formula without hidden pruning.
         """
         return self._params({u: g.prob_nonzero() for u, g in self.gates.items()})
 
     def expected_sparsity(self) -> torch.Tensor:
-        """Differentiable expected sparsity s_hat = 1 - E[params] / params of the unpruned encoder."""
+        """Differentiable expected sparsity s_hat = 1 - E[params] / params of the full encoder."""
         return 1.0 - self.expected_params() / self.full_params
 
     def remaining_params(self, masks: Masks) -> int:
-        """Exact encoder parameters of the model obtained by pruning with ``masks`` (zeros removed)."""
+        """Exact encoder parameters of the model pruned with ``masks`` (zeros removed)."""
         gate_shaped = {
-            unit: (t != 0).to(torch.float64).reshape(self._shapes[unit]) for unit, t in masks.items()
+            unit: (t != 0).to(torch.float64).reshape(self._shapes[unit])
+            for unit, t in masks.items()
         }
         return int(self._params(gate_shaped).round().item())
 

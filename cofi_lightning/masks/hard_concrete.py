@@ -1,8 +1,9 @@
 """Hard-concrete gates (Louizos, Welling & Kingma 2018, "Learning Sparse Neural Networks through L0
 Regularization"), with the constants and the evaluation rule CoFi uses.
 
-This file owns one gate tensor: its log-alphas, sampling, the probability of being non-zero and CoFi's
-deterministic evaluation mask. It knows nothing of BERT or of parameter counts (see ``cofi_masks.py``).
+This file owns one gate tensor: its log-alphas, sampling, the probability of being non-zero and
+CoFi's deterministic evaluation mask. It knows nothing of BERT or of parameter counts (see
+``cofi_masks.py``).
 """
 
 from __future__ import annotations
@@ -41,13 +42,13 @@ class GateConstants:
 class HardConcreteGate(nn.Module):
     """A tensor of independent hard-concrete gates.
 
-    The last dimension is the *group* over which the deterministic mask keeps a rounded expected count
-    (CoFi decides heads and FFN dimensions per layer, the hidden mask globally). Layer-level masks use
-    groups of one: shape ``[L, 1]``.
+    The last dimension is the *group* over which the deterministic mask keeps a rounded expected
+    count (CoFi decides heads and FFN dimensions per layer, the hidden mask globally). Layer-level
+    masks use groups of one: shape ``[L, 1]``.
 
     Args:
-        shape: gate shape, e.g. ``[L, N]`` for heads, ``[L, 1]`` for whole sublayers, ``[1, H]`` for hidden.
-        init_log_alpha: mean of the normal initialisation of log-alpha.
+        shape: gate shape, e.g. ``[L, N]`` for heads, ``[L, 1]`` for whole sublayers, ``[1, H]``
+        for hidden. init_log_alpha: mean of the normal initialisation of log-alpha.
         constants: the hard-concrete hyperparameters.
     """
 
@@ -81,8 +82,8 @@ class HardConcreteGate(nn.Module):
         """A differentiable training sample z in [0, 1] (Louizos et al., Eq. 10).
 
         Args:
-            noise: optional uniform noise ``u`` of the gate shape (values in (0, 1)); drawn here when
-                None. Passing it lets callers make every DDP rank use the same sample.
+            noise: optional uniform noise ``u`` of the gate shape (values in (0, 1)); drawn here
+                when None. Passing it lets callers make every DDP rank use the same sample.
         """
         c = self.constants
         if noise is None:
@@ -95,9 +96,10 @@ class HardConcreteGate(nn.Module):
     def deterministic(self) -> torch.Tensor:
         """CoFi's evaluation mask: per group keep round(E[#non-zero]) gates, with soft values.
 
-        In each group (last dimension) the number of zeros is ``round(size - sum P(z > 0))``; the gates
-        with the smallest soft score ``sigmoid(log_alpha / beta * eval_factor)`` are zeroed and the rest
-        keep that soft score (not 1). Implemented with a sort and a rank comparison so no host sync happens.
+        In each group (last dimension) the number of zeros is ``round(size - sum P(z > 0))``; the
+        gates with the smallest soft score ``sigmoid(log_alpha / beta * eval_factor)`` are zeroed
+        and the rest keep that soft score (not 1). Implemented with a sort and a rank comparison so
+        no host sync happens.
         """
         c = self.constants
         size = self.log_alpha.shape[-1]

@@ -1,7 +1,7 @@
 """The typed value that carries one set of CoFi mask values from the mask module to the model.
 
-This file owns the :class:`Masks` dataclass only: no hard-concrete maths (see ``hard_concrete.py``) and no
-BERT code. Every field is optional; a missing field means "all ones" for that unit type.
+This file owns the :class:`Masks` dataclass only: no hard-concrete maths (see ``hard_concrete.py``)
+and no BERT code. Every field is optional; a missing field means "all ones" for that unit type.
 """
 
 from __future__ import annotations
@@ -37,7 +37,11 @@ class Masks:
 
     def items(self) -> list[tuple[str, torch.Tensor]]:
         """The ``(unit name, tensor)`` pairs that are set, in :data:`UNIT_NAMES` order."""
-        return [(f.name, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None]
+        return [
+            (f.name, getattr(self, f.name))
+            for f in fields(self)
+            if getattr(self, f.name) is not None
+        ]
 
     def map(self, fn) -> Masks:
         """Apply ``fn`` to every tensor that is set (e.g. ``.detach()``, ``.to(device)``)."""

@@ -1,9 +1,9 @@
 """The prunable BERT models: encoder, sequence classification / regression head and QA head.
 
-This file owns the ``PreTrainedModel`` classes, how masks are split per layer, and loading: a vanilla
-Hugging Face BERT checkpoint (hub name or directory) or one of our exported compact checkpoints, with
-a clear error for anything else and never a silent partial load. Physical pruning lives in
-``pruning.py``; parameter counting in ``param_count.py``.
+This file owns the ``PreTrainedModel`` classes, how masks are split per layer, and loading: a
+vanilla Hugging Face BERT checkpoint (hub name or directory) or one of our exported compact
+checkpoints, with a clear error for anything else and never a silent partial load. Physical pruning
+lives in ``pruning.py``; parameter counting in ``param_count.py``.
 """
 
 from __future__ import annotations
@@ -65,12 +65,14 @@ class CoFiBertPreTrainedModel(PreTrainedModel):
         Args:
             pretrained_model_name_or_path: hub name (e.g. ``bert-base-uncased``) or local directory.
             config: optional config; by default read from the checkpoint.
-            **kwargs: ``num_labels`` / ``id2label`` / ``label2id`` / ``problem_type`` go to the config;
+            **kwargs: ``num_labels`` / ``id2label`` / ``label2id`` / ``problem_type`` go to the
+            config;
                 the rest to ``transformers.PreTrainedModel.from_pretrained``.
 
         Raises:
             ValueError: the checkpoint is not a BERT encoder (names the architecture found).
-            CheckpointMismatchError: weights missing, unexpected or of the wrong shape for the config.
+            CheckpointMismatchError: weights missing, unexpected or of the wrong shape for the
+            config.
         """
         overrides = {k: kwargs.pop(k) for k in _CONFIG_OVERRIDES if k in kwargs}
         hub_kwargs = {
@@ -83,7 +85,8 @@ class CoFiBertPreTrainedModel(PreTrainedModel):
             if source.model_type not in ("bert", CoFiBertConfig.model_type):
                 raise ValueError(
                     f"{pretrained_model_name_or_path} is a '{source.model_type}' checkpoint "
-                    f"(architectures={getattr(source, 'architectures', None)}); cofi-lightning prunes "
+                    f"(architectures={getattr(source, 'architectures', None)}); cofi-lightning "
+                    "prunes "
                     "BERT encoders (model_type 'bert' or 'cofi_bert')"
                 )
             config = CoFiBertConfig.from_bert_config(source, **overrides)
@@ -91,9 +94,25 @@ class CoFiBertPreTrainedModel(PreTrainedModel):
         else:
             vanilla = False
         kwargs.setdefault("dtype", torch.float32)  # fp16 checkpoints train and compare in fp32
-        model, info = super().from_pretrained(
-            pretrained_model_name_or_path, *args, config=config, output_loading_info=True, **kwargs
+        arch = (
+            f"hidden_size={config.hidden_size}, num_heads={config.num_heads}, "
+            f"intermediate_sizes={config.intermediate_sizes}"
         )
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path,
+                *args,
+                config=config,
+                output_loading_info=True,
+                **kwargs,
+            )
+        except RuntimeError as err:
+            if "mismatch" not in str(err):
+                raise
+            raise CheckpointMismatchError(
+                f"weights in {pretrained_model_name_or_path} have shapes that do not match the "
+                f"architecture in its config ({arch}); see the load report above for the tensors"
+            ) from err
         allowed_missing = cls._new_head_prefixes if vanilla else ()
         missing = [k for k in info["missing_keys"] if not k.startswith(allowed_missing)]
         # vanilla checkpoints may carry an MLM / NSP head or a pooler the QA model does not use
@@ -102,13 +121,12 @@ class CoFiBertPreTrainedModel(PreTrainedModel):
         if missing or unexpected or mismatched:
             raise CheckpointMismatchError(
                 f"weights in {pretrained_model_name_or_path} do not match the architecture "
-                f"(hidden_size={config.hidden_size}, num_heads={config.num_heads}, "
-                f"intermediate_sizes={config.intermediate_sizes}): missing={missing[:8]} "
+                f"({arch}): missing={missing[:8]} "
                 f"unexpected={unexpected[:8]} mismatched={mismatched[:8]}"
             )
         return model
 
-    # --- pruning API -------------------------------------------------------------------------------
+    # --- pruning API ------------------------------------------------------------------------------
 
     def num_encoder_params(self) -> int:
         """Encoder parameters counted on the real tensors (definition: ``param_count.py``)."""
@@ -212,7 +230,7 @@ class CoFiBertForSequenceClassification(CoFiBertPreTrainedModel):
         output_hidden_states: bool = False,
         **_: object,
     ) -> SequenceClassifierOutput:
-        """``logits [B, num_labels]``; ``loss`` (CE, or MSE for regression) when ``labels`` are given."""
+        """``logits [B, num_labels]``; ``loss`` (CE, or MSE for regression) given ``labels``."""
         _, pooled, states = self.bert(
             input_ids, attention_mask, token_type_ids, position_ids, masks, output_hidden_states
         )

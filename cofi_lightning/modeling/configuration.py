@@ -1,8 +1,9 @@
 """Configuration of the prunable BERT: a ``BertConfig`` that spells out the architecture per layer.
 
 This file owns the config only. A pruned model differs from BERT in four numbers, all stored
-explicitly in ``config.json`` so any loader can rebuild the exact shapes without guessing from tensors
-(the original CoFi checkpoints kept the unpruned sizes in their config, so plain loaders failed):
+explicitly in ``config.json`` so any loader can rebuild the exact shapes without guessing from
+tensors (the original CoFi checkpoints kept the unpruned sizes in their config, so plain
+loaders failed):
 
 - ``hidden_size``: the kept hidden dimensions (may be smaller than the pretrained model's);
 - ``num_heads``: heads per layer (0 = the attention sublayer is removed);
@@ -21,8 +22,8 @@ from transformers import BertConfig
 class CoFiBertConfig(BertConfig):
     """``BertConfig`` plus the explicit per-layer architecture (see the module docstring).
 
-    Missing per-layer fields are filled from the uniform BERT fields, so a vanilla BERT config converts
-    with ``CoFiBertConfig(**bert_config.to_dict())``.
+    Missing per-layer fields are filled from the uniform BERT fields, so a vanilla BERT config
+    converts with ``CoFiBertConfig(**bert_config.to_dict())``.
     """
 
     model_type = "cofi_bert"
@@ -48,7 +49,7 @@ class CoFiBertConfig(BertConfig):
             values = getattr(self, key)
             if len(values) != L or min(values, default=0) < 0:
                 raise ValueError(
-                    f"CoFiBertConfig.{key} must list {L} non-negative sizes (num_hidden_layers={L}), "
+                    f"CoFiBertConfig.{key} must list {L} sizes >= 0 (num_hidden_layers={L}), "
                     f"got {values}"
                 )
         super().__post_init__(**kwargs)

@@ -1,20 +1,22 @@
 """Mask-aware BERT building blocks with per-layer sizes: embeddings, attention, FFN, layer, encoder.
 
-This file owns the forward maths of one encoder and where each CoFi mask is applied (Xia et al. 2022,
-Sec. 3.1). The modules never sample or learn masks; they take mask tensors as inputs. Submodule names
-follow ``transformers``' BERT exactly so vanilla checkpoints load key for key.
+This file owns the forward maths of one encoder and where each CoFi mask is applied (Xia et al.
+2022, Sec. 3.1). The modules never sample or learn masks; they take mask tensors as inputs.
+Submodule names follow ``transformers``' BERT exactly so vanilla checkpoints load key for key.
 
 Where each mask acts (B = batch, S = sequence, H = hidden, n = heads, d = head size, m = FFN dims):
-- ``hidden`` [H]: multiplies the embeddings before and after their LayerNorm, and every sublayer output
-  before the residual sum and after its LayerNorm; LayerNorm statistics use the kept dimensions only.
+- ``hidden`` [H]: multiplies the embeddings before and after their LayerNorm, and every sublayer
+  output before the residual sum and after its LayerNorm; LayerNorm statistics use the kept
+  dimensions only.
 - ``head`` [n]: multiplies each head's context vector, before the output projection.
 - ``head_layer`` (scalar): multiplies the attention output projection.
 - ``intermediate`` [m]: multiplies the FFN activation.
 - ``mlp`` (scalar): multiplies the FFN output projection.
-A sublayer whose layer mask is zero, or all of whose heads / FFN dimensions are zero, is *removed*: the
-residual passes through with no bias and no LayerNorm, which is exactly what the physically pruned model
-computes (the original code kept the output bias and LayerNorm when only the heads were all zero, so its
-masked and pruned models disagreed). The choice is made with ``torch.where``, never with a host sync.
+A sublayer whose layer mask is zero, or all of whose heads / FFN dimensions are zero, is *removed*:
+the residual passes through with no bias and no LayerNorm, which is exactly what the physically
+pruned model computes (the original code kept the output bias and LayerNorm when only the heads were
+all zero, so its masked and pruned models disagreed). The choice is made with ``torch.where``, never
+with a host sync.
 """
 
 from __future__ import annotations
@@ -47,9 +49,9 @@ def masked_layer_norm(x: torch.Tensor, ln: nn.LayerNorm, keep: torch.Tensor | No
         keep: ``[H]`` 0/1 float (1 = kept) or None for a plain LayerNorm.
 
     Returns:
-        ``[..., H]``; on kept dims it equals ``F.layer_norm`` of the kept sub-vector, so a model whose
-        dropped dims were physically removed computes the same numbers. Dropped dims hold the bias
-        (callers multiply by the hidden mask afterwards).
+        ``[..., H]``; on kept dims it equals ``F.layer_norm`` of the kept sub-vector, so a model
+        whose dropped dims were physically removed computes the same numbers. Dropped dims hold the
+        bias (callers multiply by the hidden mask afterwards).
     """
     if keep is None:
         return ln(x)
@@ -61,7 +63,7 @@ def masked_layer_norm(x: torch.Tensor, ln: nn.LayerNorm, keep: torch.Tensor | No
 
 
 class CoFiBertEmbeddings(nn.Module):
-    """Word + position + token-type embeddings, LayerNorm and dropout (HF ``BertEmbeddings`` layout)."""
+    """Word + position + token-type embeddings, LayerNorm, dropout (HF ``BertEmbeddings``)."""
 
     def __init__(self, config):
         super().__init__()
@@ -72,7 +74,9 @@ class CoFiBertEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.register_buffer(
-            "position_ids", torch.arange(config.max_position_embeddings).unsqueeze(0), persistent=False
+            "position_ids",
+            torch.arange(config.max_position_embeddings).unsqueeze(0),
+            persistent=False,
         )
 
     def forward(
@@ -99,8 +103,8 @@ class CoFiBertEmbeddings(nn.Module):
 
 
 class SublayerOutput(nn.Module):
-    """Output projection, dropout, residual sum and LayerNorm of one sublayer (HF ``BertSelfOutput`` /
-    ``BertOutput`` layout)."""
+    """Output projection, dropout, residual sum and LayerNorm of one sublayer (HF
+    ``BertSelfOutput`` / ``BertOutput`` layout)."""
 
     def __init__(self, in_features: int, config):
         super().__init__()
@@ -116,7 +120,7 @@ class SublayerOutput(nn.Module):
         masks: LayerMasks,
         alive: torch.Tensor | None,
     ) -> torch.Tensor:
-        """``x [B, S, in]``, ``residual [B, S, H]`` -> ``[B, S, H]``; ``alive`` is a bool scalar or None."""
+        """``x [B, S, in]``, ``residual [B, S, H]`` -> ``[B, S, H]``; ``alive``: bool scalar."""
         x = self.dense(x)
         if layer_z is not None:
             x = x * layer_z
@@ -187,7 +191,9 @@ def _alive(layer_z: torch.Tensor | None, unit_z: torch.Tensor | None) -> torch.T
     """Bool scalar: the sublayer exists (its layer gate and at least one unit are non-zero)."""
     if layer_z is None and unit_z is None:
         return None
-    alive = torch.ones((), dtype=torch.bool, device=(layer_z if layer_z is not None else unit_z).device)
+    alive = torch.ones(
+        (), dtype=torch.bool, device=(layer_z if layer_z is not None else unit_z).device
+    )
     if layer_z is not None:
         alive = alive & (layer_z != 0)
     if unit_z is not None:
@@ -220,7 +226,7 @@ class CoFiBertLayer(nn.Module):
 
 
 class CoFiBertEncoder(nn.Module):
-    """The stack of layers, sized per layer from ``config.num_heads`` / ``config.intermediate_sizes``."""
+    """The layers, sized from ``config.num_heads`` / ``config.intermediate_sizes``."""
 
     def __init__(self, config):
         super().__init__()
@@ -230,7 +236,7 @@ class CoFiBertEncoder(nn.Module):
         )
 
     def forward(self, x, attn_mask, layer_masks: list[LayerMasks], output_hidden_states: bool):
-        """Returns the last ``[B, S, H]`` state and, if asked, every layer's output (not the embeddings)."""
+        """The last ``[B, S, H]`` state and, if asked, every layer's output (no embeddings)."""
         states = []
         for layer, masks in zip(self.layer, layer_masks, strict=True):
             x = layer(x, attn_mask, masks)

@@ -1,21 +1,21 @@
-"""The one formula for the number of encoder parameters, shared by the exact and the expected counts.
+"""The one formula for the number of encoder parameters, shared by exact and expected counts.
 
-**Encoder parameters** (the quantity every sparsity in this project is measured on) are all parameters
-of the Transformer layers: Q/K/V/output projections with their biases, the FFN input and output
-projections with their biases, and both LayerNorms of every layer. Embeddings, the pooler, the task
-head and the distillation projection are excluded, as in the paper (Sec. 4.1). Unlike the original
-code, biases and LayerNorms are counted exactly, so the sparsity we report is what the exported model
-really holds.
+**Encoder parameters** (the quantity every sparsity in this project is measured on) are all
+parameters of the Transformer layers: Q/K/V/output projections with their biases, the FFN input and
+output projections with their biases, and both LayerNorms of every layer. Embeddings, the pooler,
+the task head and the distillation projection are excluded, as in the paper (Sec. 4.1). Unlike the
+original code, biases and LayerNorms are counted exactly, so the sparsity we report is what the
+exported model really holds.
 
 For a layer with hidden size h, n heads of size d and m FFN dimensions::
 
     attention = 4*h*n*d (Q, K, V, O weights) + 3*n*d (Q, K, V biases) + 3*h (O bias, LayerNorm)
     ffn       = 2*h*m (in/out weights) + m (in bias) + 3*h (out bias, LayerNorm)
 
-where the ``3*h`` terms exist only while the sublayer does (``alive``). With binary masks each argument
-is a count and the formula is exact; with gate probabilities each argument is an expectation and,
-because the gates are independent, the formula is the exact expected parameter count (products of
-expectations of independent gates are expectations of products).
+where the ``3*h`` terms exist only while the sublayer does (``alive``). With binary masks each
+argument is a count and the formula is exact; with gate probabilities each argument is an
+expectation and, because the gates are independent, the formula is the exact expected parameter
+count (products of expectations of independent gates are expectations of products).
 """
 
 from __future__ import annotations
@@ -58,5 +58,7 @@ def architecture_params(
     """Exact encoder parameter count of an architecture given as per-layer sizes (0 = removed)."""
     heads = torch.tensor(num_heads, dtype=torch.float64)
     inter = torch.tensor(intermediate_sizes, dtype=torch.float64)
-    total = encoder_params(hidden, heads, inter, (heads > 0).double(), (inter > 0).double(), head_size)
+    total = encoder_params(
+        hidden, heads, inter, (heads > 0).double(), (inter > 0).double(), head_size
+    )
     return int(round(total.item()))

@@ -6,10 +6,10 @@ computes with those (deterministic) masks; tests check this to 1e-4 in fp32.
 
 Folding, per unit (``hz`` = hidden mask, ``K`` = kept indices):
 - embeddings: word / position / token-type columns ``[:, K_hidden] * hz``; LayerNorm ``* hz``.
-- attention: Q/K/V rows of kept heads, columns ``K_hidden``; the output projection's columns are scaled
-  by each head's mask, the whole projection (and bias) by ``head_layer``, its rows by ``hz``.
-- FFN: input projection rows ``K_int``; output projection columns scaled by ``intermediate``, the whole
-  projection by ``mlp``, rows by ``hz``; LayerNorms ``* hz``.
+- attention: Q/K/V rows of kept heads, columns ``K_hidden``; the output projection's columns are
+  scaled by each head's mask, the whole projection (and bias) by ``head_layer``, its rows by ``hz``.
+- FFN: input projection rows ``K_int``; output projection columns scaled by ``intermediate``, the
+  whole projection by ``mlp``, rows by ``hz``; LayerNorms ``* hz``.
 - pooler / QA head: input columns ``K_hidden`` (the pooler's output size is not a hidden dimension).
 """
 
@@ -37,11 +37,18 @@ def _full_masks(masks: Masks, config: CoFiBertConfig) -> dict[str, torch.Tensor]
     uniform = len(set(config.num_heads)) == 1 and len(set(config.intermediate_sizes)) == 1
     if not uniform and (masks.head is not None or masks.intermediate is not None):
         raise ValueError(
-            "head / intermediate masks need a model with the same heads and FFN size in every layer; "
-            f"this one has num_heads={config.num_heads}, intermediate_sizes={config.intermediate_sizes}"
+            "head / intermediate masks need the same heads and FFN size in every layer; "
+            f"this model has num_heads={config.num_heads}, "
+            f"intermediate_sizes={config.intermediate_sizes}"
         )
-    N, I = config.num_heads[0], config.intermediate_sizes[0]
-    shapes = {"hidden": (H,), "head": (L, N), "head_layer": (L,), "intermediate": (L, I), "mlp": (L,)}
+    n, m = config.num_heads[0], config.intermediate_sizes[0]
+    shapes = {
+        "hidden": (H,),
+        "head": (L, n),
+        "head_layer": (L,),
+        "intermediate": (L, m),
+        "mlp": (L,),
+    }
     out = {}
     for name, shape in shapes.items():
         t = getattr(masks, name)
@@ -97,7 +104,8 @@ def prune_model(model: CoFiBertPreTrainedModel, masks: Masks) -> CoFiBertPreTrai
             for proj in ("query", "key", "value"):
                 sd[f"{a}self.{proj}.weight"] = src[f"{a}self.{proj}.weight"][rows][:, kh]
                 sd[f"{a}self.{proj}.bias"] = src[f"{a}self.{proj}.bias"][rows]
-            col_scale = z["head"][i][heads].repeat_interleave(d)  # each head's mask on its d columns
+            # each head's mask scales its d columns of the output projection
+            col_scale = z["head"][i][heads].repeat_interleave(d)
             layer_scale = z["head_layer"][i] * hzk  # [H_kept]
             w = src[f"{a}output.dense.weight"][kh][:, rows] * col_scale
             sd[f"{a}output.dense.weight"] = w * layer_scale[:, None]
@@ -109,7 +117,9 @@ def prune_model(model: CoFiBertPreTrainedModel, masks: Masks) -> CoFiBertPreTrai
         dims = _kept(int_scale) if cfg.intermediate_sizes[i] > 0 else int_scale.new_zeros(0).long()
         inter_sizes.append(len(dims))
         if len(dims):
-            sd[f"{pre}intermediate.dense.weight"] = src[f"{pre}intermediate.dense.weight"][dims][:, kh]
+            sd[f"{pre}intermediate.dense.weight"] = src[f"{pre}intermediate.dense.weight"][dims][
+                :, kh
+            ]
             sd[f"{pre}intermediate.dense.bias"] = src[f"{pre}intermediate.dense.bias"][dims]
             layer_scale = z["mlp"][i] * hzk
             w = src[f"{pre}output.dense.weight"][kh][:, dims] * z["intermediate"][i][dims]
@@ -122,7 +132,12 @@ def prune_model(model: CoFiBertPreTrainedModel, masks: Masks) -> CoFiBertPreTrai
     for key in (f"{base}pooler.dense.weight", "qa_outputs.weight"):
         if key in src:
             sd[key] = src[key][:, kh]
-    for key in (f"{base}pooler.dense.bias", "qa_outputs.bias", "classifier.weight", "classifier.bias"):
+    for key in (
+        f"{base}pooler.dense.bias",
+        "qa_outputs.bias",
+        "classifier.weight",
+        "classifier.bias",
+    ):
         if key in src:
             sd[key] = src[key]
 

@@ -1,0 +1,323 @@
+"""Distillation losses of CoFi: prediction-layer KL and layer-wise MSE with a layer mapping.
+
+Xia et al. 2022, Sec. 3.2 ("Distillation to pruned models"). This file owns:
+
+* :func:`prediction_distill_loss`, the soft-label loss on the logits (classification, regression,
+  QA);
+* :func:`teacher_layer_indices` and :func:`student_layer_alive`, which teacher layers are matched
+  and which student layers still exist under the current masks;
+* :func:`dynamic_layer_mapping` and :class:`LayerDistiller`, the learned projection W and the layer
+  loss ``Σ_i MSE(W h_s[m(i)], h_t[i])`` with a dynamic or a fixed mapping m;
+* :func:`distillation_loss`, the weighted sum of both.
+
+It does not run the teacher or the student, sample masks or fold the student's soft hidden mask into
+the projection: the Lightning system does. The ground-truth cross-entropy is not used when a teacher
+is present (as in the paper); the system adds it only when there is no teacher.
+
+Conventions: hidden-state sequences hold the per-layer outputs *without* the embedding output
+(``hidden_states[1:]`` of a Hugging Face model), each ``[B, S, H]``. During pruning the student's
+hidden size equals the teacher's: the hidden mask zeroes dimensions but does not remove them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LayerMapping = Literal["dynamic", "fixed"]
+
+
+def _single_prediction_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    if student.shape != teacher.shape:
+        raise ValueError(
+            f"logit shapes differ: student {tuple(student.shape)}, teacher {tuple(teacher.shape)}"
+        )
+    # Upcast: log-softmax and squared errors in bf16 lose most of the signal of small differences.
+    student, teacher = student.float(), teacher.detach().float()
+    if student.shape[-1] == 1:
+        # Regression (STS-B): a softmax over one logit is always 1, so the KL would be 0 for any
+        # prediction and give no signal at all. Match the teacher's score directly instead; the
+        # temperature has no meaning for a single value.
+        return F.mse_loss(student, teacher)
+    log_p_student = F.log_softmax(student / temperature, dim=-1)
+    log_p_teacher = F.log_softmax(teacher / temperature, dim=-1)
+    # KL(p_teacher ‖ p_student) summed over classes, averaged over the batch (dim 0); the T² factor
+    # keeps the gradient scale independent of T (Hinton et al. 2015).
+    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
+    return kl * temperature**2
+
+
+def prediction_distill_loss(
+    student_logits: Tensor | Sequence[Tensor],
+    teacher_logits: Tensor | Sequence[Tensor],
+    temperature: float = 2.0,
+) -> Tensor:
+    """Prediction-layer distillation L_pred = T² · KL(softmax(z_t / T) ‖ softmax(z_s / T)).
+
+    Args:
+        student_logits: ``[B, C]`` logits; ``[B, 1]`` for regression, where the loss is the MSE
+            between the logits instead; or a tuple of tensors, e.g. ``(start [B, S], end [B, S])``
+            for extractive QA, where the loss is the mean of the per-tensor losses.
+        teacher_logits: Same structure and shapes as ``student_logits``; detached (a target only).
+        temperature: Softmax temperature T > 0 (2 in CoFi's scripts).
+
+    Returns:
+        Scalar float32 loss.
+    """
+    if temperature <= 0:
+        raise ValueError(f"`temperature` must be > 0, got {temperature!r}")
+    if isinstance(student_logits, Tensor) and isinstance(teacher_logits, Tensor):
+        return _single_prediction_loss(student_logits, teacher_logits, temperature)
+    if isinstance(student_logits, Tensor) or isinstance(teacher_logits, Tensor):
+        raise TypeError("pass both logits as tensors or both as sequences of tensors")
+    if len(student_logits) != len(teacher_logits) or not student_logits:
+        raise ValueError(
+            "student and teacher logit sequences must be non-empty and of equal length"
+        )
+    losses = [
+        _single_prediction_loss(s, t, temperature)
+        for s, t in zip(student_logits, teacher_logits, strict=True)
+    ]
+    return torch.stack(losses).mean()
+
+
+def teacher_layer_indices(num_teacher_layers: int, every: int = 3) -> list[int]:
+    """0-based indices of the distilled teacher layer outputs: every ``every``-th from the top.
+
+    Counting from the top keeps the last layer, the one nearest the prediction, in every case:
+    12 layers give ``[2, 5, 8, 11]`` (CoFi's choice), 6 give ``[2, 5]``, 4 give ``[0, 3]``, and 2
+    or 1 give ``[1]`` or ``[0]``, so there is always at least one.
+
+    Args:
+        num_teacher_layers: Number of teacher transformer layers (>= 1).
+        every: Stride between distilled layers (>= 1).
+
+    Returns:
+        Increasing list of layer indices.
+    """
+    if num_teacher_layers < 1 or every < 1:
+        raise ValueError(
+            f"need num_teacher_layers >= 1 and every >= 1, got {num_teacher_layers}, {every}"
+        )
+    return list(range(num_teacher_layers - 1, -1, -every))[::-1]
+
+
+def student_layer_alive(
+    num_layers: int,
+    *,
+    head_layer: Tensor | None = None,
+    head: Tensor | None = None,
+    mlp: Tensor | None = None,
+    intermediate: Tensor | None = None,
+) -> Tensor:
+    """Which student layers still exist: those whose attention OR FFN sublayer is kept.
+
+    The original code tested only the attention mask although the matched hidden states are FFN
+    outputs (CoFiPruning issue #53); here a layer is dead only when both sublayers are gone. A
+    sublayer is gone when its layer gate is 0 or all of its heads / FFN dimensions are 0. A mask
+    that is None counts as all ones.
+
+    Args:
+        num_layers: L, the number of student layers.
+        head_layer: ``[L]`` z_MHA. head: ``[L, N]`` z_head.
+        mlp: ``[L]`` z_FFN. intermediate: ``[L, I]`` z_int.
+
+    Returns:
+        Bool tensor ``[L]``.
+    """
+    given = [m for m in (head_layer, head, mlp, intermediate) if m is not None]
+    device = given[0].device if given else None
+    attention = torch.ones(num_layers, dtype=torch.bool, device=device)
+    ffn = torch.ones(num_layers, dtype=torch.bool, device=device)
+    if head_layer is not None:
+        attention = attention & (head_layer != 0)
+    if head is not None:
+        attention = attention & (head != 0).any(dim=-1)
+    if mlp is not None:
+        ffn = ffn & (mlp != 0)
+    if intermediate is not None:
+        ffn = ffn & (intermediate != 0).any(dim=-1)
+    return attention | ffn
+
+
+def dynamic_layer_mapping(cost: Tensor, student_alive: Tensor | None = None) -> Tensor:
+    """CoFi's dynamic layer mapping (its "v4"), with the existence and out-of-range bugs fixed.
+
+    Teacher layers are matched top-down; each takes the lowest-cost alive student layer whose
+    index is strictly below the previous match (first bound: L_s). If none qualifies, the previous
+    match is reused; if no layer is alive at all, the top teacher layer falls back to the last
+    student layer. Ineligible entries are masked to +inf, so no index can leave ``[0, L_s)`` (the
+    original indexed column L_s here, a plausible cause of CoFiPruning issue #27). All tensor ops:
+    no host sync, at the price of a Python loop over the (few) teacher layers.
+
+    Args:
+        cost: ``[n_t, L_s]`` MSE of teacher layer k (increasing depth) against student layer j.
+            Only used for selection (detached).
+        student_alive: Bool ``[L_s]``; None means all alive.
+
+    Returns:
+        LongTensor ``[n_t]``: the student layer matched to each teacher layer, non-decreasing in k.
+    """
+    cost = cost.detach()
+    n_teacher, n_student = cost.shape
+    # Finite costs only (NaN and inf become the largest float), so that an argmin over a row with
+    # any eligible entry always picks one of them rather than a masked +inf entry.
+    cost = cost.float().nan_to_num(nan=torch.finfo(torch.float32).max)
+    positions = torch.arange(n_student, device=cost.device)
+    alive = (
+        torch.ones(n_student, dtype=torch.bool, device=cost.device)
+        if student_alive is None
+        else student_alive.to(device=cost.device, dtype=torch.bool)
+    )
+    bound = torch.tensor(n_student, device=cost.device)  # exclusive upper bound on the next match
+    previous = torch.tensor(n_student - 1, device=cost.device)  # fallback if nothing qualifies
+    chosen: list[Tensor] = []
+    for k in reversed(range(n_teacher)):
+        eligible = alive & (positions < bound)
+        best = cost[k].masked_fill(~eligible, float("inf")).argmin()
+        previous = bound = torch.where(eligible.any(), best, previous)
+        chosen.append(previous)
+    return torch.stack(chosen[::-1])
+
+
+def _masked_mse(pred: Tensor, target: Tensor, token_weights: Tensor | None) -> Tensor:
+    """Mean squared error over non-padding tokens and hidden dims; leading dims are kept.
+
+    Args:
+        pred: ``[..., B, S, H]``. target: broadcastable to ``pred``.
+        token_weights: ``[B, S]`` float, 1 for real tokens and 0 for padding; None means all tokens.
+    """
+    per_token = (pred.float() - target.float()).pow(2).mean(dim=-1)  # [..., B, S]
+    if token_weights is None:
+        return per_token.mean(dim=(-2, -1))
+    return (per_token * token_weights).sum(dim=(-2, -1)) / token_weights.sum().clamp_min(1.0)
+
+
+class LayerDistiller(nn.Module):
+    """Layer-wise distillation L_layer = Σ_i MSE(W h_s[m(i)], h_t[i]) with a learned projection W.
+
+    W is one ``nn.Linear(H, H)`` shared by all student layers, initialised to the identity so that
+    the loss starts as the plain MSE between hidden states; train it with the model weights.
+
+    Args:
+        hidden_size: H, the hidden size of student and teacher.
+        teacher_layers: 0-based teacher layers to distil; None means
+            :func:`teacher_layer_indices` of the teacher's depth, resolved at each call.
+    """
+
+    def __init__(self, hidden_size: int, teacher_layers: Sequence[int] | None = None) -> None:
+        super().__init__()
+        if teacher_layers is not None and (not teacher_layers or min(teacher_layers) < 0):
+            raise ValueError(f"`teacher_layers` must be non-empty and >= 0, got {teacher_layers!r}")
+        self.teacher_layers = None if teacher_layers is None else sorted(teacher_layers)
+        self.projection = nn.Linear(hidden_size, hidden_size)
+        with torch.no_grad():
+            self.projection.weight.copy_(torch.eye(hidden_size))
+            self.projection.bias.zero_()
+
+    def forward(
+        self,
+        student_hidden: Sequence[Tensor],
+        teacher_hidden: Sequence[Tensor],
+        attention_mask: Tensor | None = None,
+        student_alive: Tensor | None = None,
+        mapping: LayerMapping = "dynamic",
+    ) -> tuple[Tensor, Tensor]:
+        """The layer loss and the student layer matched to each distilled teacher layer.
+
+        Dynamic mapping (paper: m(i) = argmin_j MSE(W h_s[j], h_t[i]), made monotone as in CoFi)
+        selects with :func:`dynamic_layer_mapping` on a detached ``[n_t, L_s]`` MSE matrix; the
+        gradient flows only through the selected terms. Fixed mapping pairs teacher layer i with the
+        student layer at the same relative depth, ``(i + 1) · L_s // L_t − 1`` (the same index for
+        equal depth) and ignores ``student_alive``: it is the paper's non-adaptive ablation.
+
+        Args:
+            student_hidden: L_s tensors ``[B, S, H_s]``; ``H_s < H`` only after
+                :meth:`prune_hidden`.
+            teacher_hidden: L_t tensors ``[B, S, H]``; detached.
+            attention_mask: ``[B, S]``, nonzero for real tokens; None means all tokens count.
+            student_alive: Bool ``[L_s]`` from :func:`student_layer_alive`; None means all alive.
+            mapping: ``"dynamic"`` or ``"fixed"``.
+
+        Returns:
+            ``(loss, mapping)``: the scalar loss summed over teacher layers, and a LongTensor
+            ``[n_t]`` of student indices aligned with the teacher layers in increasing order.
+        """
+        if mapping not in ("dynamic", "fixed"):
+            raise ValueError(f"`mapping` must be 'dynamic' or 'fixed', got {mapping!r}")
+        n_student, n_teacher_total = len(student_hidden), len(teacher_hidden)
+        layers = self.teacher_layers
+        if layers is None:
+            layers = teacher_layer_indices(n_teacher_total)
+        if n_student < 1 or not all(0 <= i < n_teacher_total for i in layers):
+            raise ValueError(f"teacher layers {layers} vs {n_teacher_total} teacher layers")
+        teacher = torch.stack([teacher_hidden[i] for i in layers]).detach()  # [n_t, B, S, H]
+        student = self.projection(torch.stack(list(student_hidden)))  # [L_s, B, S, H]
+        if student.shape[1:] != teacher.shape[1:]:
+            raise ValueError(f"student {tuple(student.shape)} vs teacher {tuple(teacher.shape)}")
+        weights = None if attention_mask is None else (attention_mask != 0).to(torch.float32)
+
+        if mapping == "fixed":
+            indices = [max(0, (i + 1) * n_student // n_teacher_total - 1) for i in layers]
+            selected = torch.stack([student[j] for j in indices])
+            chosen = torch.tensor(indices, device=student.device)
+        else:
+            with torch.no_grad():  # selection only: [n_t, L_s], one [L_s, B, S, H] diff at a time
+                cost = torch.stack([_masked_mse(student, t, weights) for t in teacher])
+            chosen = dynamic_layer_mapping(cost, student_alive)
+            selected = student.index_select(0, chosen)  # [n_t, B, S, H]
+        return _masked_mse(selected, teacher, weights).sum(), chosen
+
+    @torch.no_grad()
+    def prune_hidden(self, keep_index: Tensor) -> nn.Linear:
+        """Keep only the projection's input (student) dims in ``keep_index``; outputs stay as is.
+
+        Replaces ``self.projection`` (so rebuild any optimizer that holds the old parameters) and
+        returns the new layer. Folding the student's soft hidden mask into W is the caller's job.
+
+        Args:
+            keep_index: LongTensor ``[H_kept]`` of kept student hidden dims.
+        """
+        old = self.projection
+        keep = keep_index.to(device=old.weight.device, dtype=torch.long)
+        new = nn.Linear(
+            keep.numel(),
+            old.out_features,
+            bias=old.bias is not None,
+            device=old.weight.device,
+            dtype=old.weight.dtype,
+        )
+        new.weight.copy_(old.weight.index_select(1, keep))
+        if old.bias is not None:
+            new.bias.copy_(old.bias)
+        self.projection = new
+        return new
+
+
+def distillation_loss(
+    pred_loss: Tensor,
+    layer_loss: Tensor | None = None,
+    *,
+    alpha_pred: float = 0.1,
+    alpha_layer: float = 0.9,
+) -> Tensor:
+    """Total distillation loss ``α_layer · L_layer + α_pred · L_pred`` (Xia et al. 2022, Sec. 3.2).
+
+    The paper pairs (α_layer, α_pred) as (0.9, 0.1), (0.7, 0.3) or (0.5, 0.5). The ground-truth
+    cross-entropy is not part of it: with a teacher, CoFi trains on the teacher's signals only.
+
+    Args:
+        pred_loss: Scalar L_pred from :func:`prediction_distill_loss`.
+        layer_loss: Scalar L_layer from :class:`LayerDistiller`; None (layer distillation off)
+            contributes 0.
+        alpha_pred: Weight of L_pred (>= 0).
+        alpha_layer: Weight of L_layer (>= 0).
+    """
+    if alpha_pred < 0 or alpha_layer < 0:
+        raise ValueError(f"distillation weights must be >= 0, got {alpha_pred}, {alpha_layer}")
+    total = alpha_pred * pred_loss
+    return total if layer_loss is None else total + alpha_layer * layer_loss

@@ -1,0 +1,164 @@
+"""Target-sparsity schedule and the Lagrangian sparsity penalty L_c of CoFi (Xia et al. 2022).
+
+This file owns three small things:
+
+* :func:`target_sparsity`, the linear ramp of the target sparsity t over the Lagrangian warm-up;
+* :class:`LagrangeMultipliers`, the two learned multipliers and the penalty
+  ``L_c = λ1 (ŝ − t) + λ2 (ŝ − t)²`` (the paper's Lagrangian term, Sec. 3, after Wang et al.
+  2020, "Structured Pruning of Large Language Models");
+* :func:`multiplier_param_group`, the optimizer parameter group that trains the multipliers by
+  gradient *ascent*.
+
+It does not compute the expected sparsity ŝ (the mask module does, from the hard-concrete gates and
+the parameter counts of ``modeling``), and it does not decide when pruning starts or how many steps
+the warm-up has (the Lightning system resolves ``warmup_epochs`` into steps and passes them in).
+
+Sign convention. The penalty is a min-max game: the masks minimise L_c while the multipliers
+maximise it, so λ1 and λ2 keep growing in the direction that punishes the current violation until
+ŝ reaches t. The original code got the ascent from a negative learning rate (an AdamW quirk: only
+the default lr is validated). Here the ascent is explicit, ``maximize=True`` in the multipliers'
+AdamW parameter group, with a non-negative lr. Per-group ``maximize`` is honoured by
+``torch.optim.AdamW`` (checked on torch 2.13 and pinned by ``tests/test_lagrangian.py``), so one
+optimizer can hold the model weights, the mask log-alphas and the multipliers as three groups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+def _check_sparsity(name: str, value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"`{name}` must be in [0, 1), got {value!r}")
+
+
+def target_sparsity(step: int, *, target: float, warmup_steps: int, start: float = 0.0) -> float:
+    """The target sparsity t at a pruning step: a linear ramp from ``start`` to ``target``.
+
+    ``t(step) = start + (target − start) · min(1, step / warmup_steps)``. Ramping t instead of
+    asking for the final sparsity at once lets the masks shrink gradually while distillation keeps
+    up.
+
+    Args:
+        step: Optimizer steps since pruning started, i.e. *after* any distillation-only warm-up.
+            Negative values (still in that warm-up) give ``start``.
+        target: Final target sparsity, in [0, 1).
+        warmup_steps: Length of the ramp in optimizer steps (>= 0); 0 means ``target`` at once.
+        start: Sparsity at step 0, in [0, 1); CoFi uses 0.
+
+    Returns:
+        The target sparsity as a Python float.
+
+    Raises:
+        ValueError: if ``target`` or ``start`` lies outside [0, 1) or ``warmup_steps`` < 0.
+    """
+    _check_sparsity("target_sparsity", target)
+    _check_sparsity("start_sparsity", start)
+    if warmup_steps < 0:
+        raise ValueError(f"`warmup_steps` must be >= 0, got {warmup_steps!r}")
+    if step < 0:
+        return start
+    if warmup_steps == 0:
+        return target
+    return start + (target - start) * min(1.0, step / warmup_steps)
+
+
+class LagrangeMultipliers(nn.Module):
+    """The multipliers λ1, λ2 of the sparsity constraint and the penalty L_c they define.
+
+    Both start at 0, as in CoFi, so L_c is 0 at the first step and the masks feel no pressure until
+    the multipliers have taken a first ascent step (their gradients ``ŝ − t`` and ``(ŝ − t)²`` are
+    non-zero even at λ = 0).
+
+    Attributes:
+        lambda_1: Scalar parameter of the linear term. Under ascent it drifts negative while ŝ < t
+            and positive while ŝ > t, so ``λ1 (ŝ − t)`` is positive in both cases.
+        lambda_2: Scalar parameter of the quadratic term. Its gradient ``(ŝ − t)²`` is never
+            negative, so under ascent it only grows: a quadratic penalty that stiffens over time.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lambda_1 = nn.Parameter(torch.zeros(()))
+        self.lambda_2 = nn.Parameter(torch.zeros(()))
+
+    def forward(self, expected_sparsity: Tensor, target: float | Tensor) -> Tensor:
+        """The penalty ``L_c = λ1 (ŝ − t) + λ2 (ŝ − t)²`` (Xia et al. 2022, Sec. 3).
+
+        Args:
+            expected_sparsity: ŝ, scalar tensor, differentiable w.r.t. the mask log-alphas.
+            target: t, the current target sparsity (float or scalar tensor).
+
+        Returns:
+            Scalar tensor; minimise it w.r.t. the log-alphas, maximise it w.r.t. the multipliers.
+        """
+        gap = expected_sparsity - target
+        return self.lambda_1 * gap + self.lambda_2 * gap * gap
+
+
+def multiplier_param_group(multipliers: LagrangeMultipliers, lr: float) -> dict[str, Any]:
+    """An AdamW parameter group that trains the multipliers by gradient ascent.
+
+    Use it beside the other groups, e.g.
+    ``torch.optim.AdamW([weights_group, log_alpha_group, multiplier_param_group(m, 0.01)])``.
+    Keep the multipliers out of gradient clipping (CoFi clips only the model weights).
+
+    Args:
+        multipliers: The module holding λ1 and λ2.
+        lr: Non-negative learning rate (CoFi's ``reg_learning_rate``, 0.01 in its scripts); the
+            ascent comes from ``maximize=True``, never from a negative lr.
+
+    Returns:
+        ``{"params": [λ1, λ2], "lr": lr, "weight_decay": 0.0, "maximize": True}``. Weight decay is 0
+        because decaying λ towards 0 would quietly weaken the constraint.
+
+    Raises:
+        ValueError: if ``lr`` is negative.
+    """
+    if lr < 0:
+        raise ValueError(f"`reg_lr` must be >= 0 (ascent is `maximize=True`), got {lr!r}")
+    return {
+        "params": list(multipliers.parameters()),
+        "lr": lr,
+        "weight_decay": 0.0,
+        "maximize": True,
+    }
+
+
+@dataclass(frozen=True)
+class LagrangianConfig:
+    """Settings of the sparsity constraint, validated on construction.
+
+    Attributes:
+        target_sparsity: Final target sparsity, in [0, 1).
+        warmup_steps: Length of the target ramp in optimizer steps; the caller converts
+            ``warmup_epochs`` with its steps per epoch.
+        start_sparsity: Sparsity at the start of the ramp, in [0, 1).
+        reg_lr: Learning rate of the multipliers (and, in CoFi, of the mask log-alphas).
+    """
+
+    target_sparsity: float
+    warmup_steps: int = 0
+    start_sparsity: float = 0.0
+    reg_lr: float = 0.01
+
+    def __post_init__(self) -> None:
+        _check_sparsity("target_sparsity", self.target_sparsity)
+        _check_sparsity("start_sparsity", self.start_sparsity)
+        if self.warmup_steps < 0:
+            raise ValueError(f"`warmup_steps` must be >= 0, got {self.warmup_steps!r}")
+        if self.reg_lr < 0:
+            raise ValueError(f"`reg_lr` must be >= 0, got {self.reg_lr!r}")
+
+    def target_at(self, step: int) -> float:
+        """:func:`target_sparsity` with this config's values, at ``step`` steps into pruning."""
+        return target_sparsity(
+            step,
+            target=self.target_sparsity,
+            warmup_steps=self.warmup_steps,
+            start=self.start_sparsity,
+        )

@@ -1,0 +1,106 @@
+"""CoFiMasks: units, parameters, expected / remaining encoder parameter counts."""
+
+import pytest
+import torch
+from conftest import tiny_bert_kwargs
+
+from cofi_lightning.masks import UNIT_NAMES, CoFiMasks, Masks
+from cofi_lightning.modeling import CoFiBertConfig
+
+
+@pytest.fixture
+def config():
+    return CoFiBertConfig(**tiny_bert_kwargs(num_hidden_layers=3))
+
+
+def randomize(masks: CoFiMasks, low=-2.0, high=3.0, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for g in masks.gates.values():
+            g.log_alpha.copy_(torch.empty_like(g.log_alpha).uniform_(low, high, generator=gen))
+
+
+def test_only_log_alphas_are_parameters(config):
+    masks = CoFiMasks(config)
+    names = sorted(n for n, _ in masks.named_parameters())
+    assert names == sorted(f"gates.{u}.log_alpha" for u in UNIT_NAMES)
+    assert len(masks.mask_parameters()) == 5
+
+
+def test_shapes_and_units(config):
+    z = CoFiMasks(config, units=("head", "mlp")).sample()
+    assert isinstance(z, Masks)
+    assert z.head.shape == (3, 4) and z.mlp.shape == (3,)
+    assert z.hidden is None and z.intermediate is None and z.head_layer is None
+    full = CoFiMasks(config).deterministic()
+    assert full.hidden.shape == (32,) and full.intermediate.shape == (3, 48)
+    assert full.head_layer.shape == (3,)
+
+
+def test_unknown_unit_and_pruned_config_rejected(config):
+    with pytest.raises(ValueError, match="unknown mask units"):
+        CoFiMasks(config, units=("heads",))
+    ragged = CoFiBertConfig(**tiny_bert_kwargs(num_hidden_layers=2), num_heads=[4, 2])
+    with pytest.raises(ValueError, match="num_heads"):
+        CoFiMasks(ragged)
+
+
+def test_cofi_initialisation(config):
+    masks = CoFiMasks(config)
+    assert abs(masks.gates["head"].log_alpha.mean().item() - 10) < 0.01
+    assert abs(masks.gates["intermediate"].log_alpha.mean().item()) < 0.01
+    custom = CoFiMasks(config, init_log_alpha={"intermediate": None}, droprate_init=0.2)
+    assert (
+        abs(custom.gates["intermediate"].log_alpha.mean().item() - torch.log(torch.tensor(4.0)))
+        < 0.01
+    )
+
+
+def test_full_params_counts_the_real_encoder(config):
+    from cofi_lightning.modeling import CoFiBertForSequenceClassification
+
+    model = CoFiBertForSequenceClassification(config)
+    assert CoFiMasks(config).full_params == model.num_encoder_params()
+
+
+def test_expected_sparsity_is_differentiable(config):
+    masks = CoFiMasks(config)
+    randomize(masks)
+    s = masks.expected_sparsity()
+    assert 0 < s.item() < 1
+    s.backward()
+    for g in masks.gates.values():
+        assert g.log_alpha.grad.abs().sum() > 0
+
+
+def test_all_open_gates_give_zero_sparsity(config):
+    masks = CoFiMasks(config, init_log_alpha={"intermediate": 10.0})
+    assert abs(masks.expected_sparsity().item()) < 1e-3
+
+
+def test_expected_params_is_the_mean_of_sampled_counts(config):
+    """E[params] from the formula equals the Monte-Carlo mean of exact counts of sampled masks."""
+    masks = CoFiMasks(config)
+    randomize(masks, low=-1.0, high=2.0)
+    torch.manual_seed(1)
+    counts = torch.tensor(
+        [masks.remaining_params(masks.sample()) for _ in range(3000)], dtype=torch.float
+    )
+    expected = masks.expected_params().item()
+    assert abs(counts.mean().item() - expected) / expected < 0.01
+
+
+def test_expected_params_without_hidden_matches_independent_sum(config):
+    masks = CoFiMasks(config, units=("head", "head_layer", "intermediate", "mlp"))
+    randomize(masks)
+    p = {u: g.prob_nonzero().detach().double() for u, g in masks.gates.items()}
+    h, d, total = 32, 8, 0.0
+    for layer in range(3):
+        hl, heads = p["head_layer"][layer, 0], p["head"][layer]
+        mlp, inter = p["mlp"][layer, 0], p["intermediate"][layer]
+        n, m = (hl * heads).sum(), (mlp * inter).sum()
+        attn_alive = hl * (1 - torch.prod(1 - heads))
+        ffn_alive = mlp * (1 - torch.prod(1 - inter))
+        total += 4 * h * n * d + 3 * n * d + 3 * h * attn_alive
+        total += 2 * h * m + m + 3 * h * ffn_alive
+    assert abs(masks.expected_params().item() - total.item()) < 1e-2 * 1e-3 * total.item()
