@@ -1,0 +1,14 @@
+"""The README's Python API example runs as written."""
+
+import re
+
+from conftest import REPO_ROOT
+
+
+def test_readme_python_example_runs(minilm_dir, monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)  # the example names ../shared relative to the repository
+    readme = (REPO_ROOT / "README.md").read_text()
+    example = re.findall(r"```python\n(.*?)```", readme, re.S)[0]
+    namespace: dict = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    assert namespace["small"].num_encoder_params() < namespace["model"].num_encoder_params()
