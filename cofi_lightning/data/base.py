@@ -1,0 +1,282 @@
+"""What the GLUE and SQuAD DataModules share: arguments, feature cache, padding, loaders.
+
+This file owns the on-disk cache of tokenized features (``datasets`` map cache files whose names are
+keyed by task, split, tokenizer content, max length, stride and sample limit), the collator that
+pads a batch (to its longest sequence, or to a fixed length for speed benchmarks) and the DataLoader
+settings. Task-specific tokenization lives in ``glue.py`` and ``squad.py``; raw data loading in
+``sources.py``.
+
+Padding is applied at collate time, never in the cache, so the padding mode is deliberately not part
+of the cache key: both modes read the same cached features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from datasets import Dataset, Features
+from torch.utils.data import DataLoader
+
+from cofi_lightning.data.sources import default_cache_dir, load_split
+from cofi_lightning.data.tasks import TaskSpec, get_task
+
+log = logging.getLogger(__name__)
+
+#: Bump when the feature preparation changes, so old cache files are not reused.
+FEATURE_VERSION = 1
+
+#: Sequence columns and their padding values (``None``: the tokenizer's pad id).
+_SEQUENCE_PAD: dict[str, int | None] = {"input_ids": None, "attention_mask": 0, "token_type_ids": 0}
+_SCALAR_KEYS = ("labels", "start_positions", "end_positions", "feature_index")
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A content hash of a fast tokenizer (vocabulary, normalizer, special tokens).
+
+    The path or hub name is deliberately left out: the same tokenizer copied elsewhere hits the same
+    cache, and a different tokenizer saved under the same path does not. Transient truncation and
+    padding settings, which the fast backend keeps from its last call, are dropped.
+
+    Raises:
+        TypeError: ``tokenizer`` is not a fast (Rust ``tokenizers``-backed) tokenizer.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not getattr(tokenizer, "is_fast", False):
+        raise TypeError(
+            f"{type(tokenizer).__name__} is not a fast tokenizer; offsets and caching need one "
+            "(load it with AutoTokenizer.from_pretrained(..., use_fast=True))"
+        )
+    state = json.loads(backend.to_str())
+    state.pop("truncation", None)
+    state.pop("padding", None)
+    sides = [getattr(tokenizer, "truncation_side", None), getattr(tokenizer, "padding_side", None)]
+    blob = json.dumps([type(tokenizer).__name__, sides, state], sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class PadCollator:
+    """Stack tokenized features into a batch of tensors, right-padding the sequences.
+
+    Args:
+        pad_token_id: Id written into padded ``input_ids`` positions.
+        pad_to: Fixed length to pad every batch to; ``None`` pads to the batch's longest sequence.
+        float_labels: Labels are regression targets (``float32``) rather than class ids (``int64``).
+
+    Returns (from ``__call__``):
+        ``input_ids``, ``attention_mask``, ``token_type_ids``: ``[B, T]`` int64, with ``T`` the
+        longest sequence (or ``pad_to``); and whichever of ``labels`` (``[B]``),
+        ``start_positions``, ``end_positions``, ``feature_index`` (``[B]`` int64) the features
+        carry.
+    """
+
+    def __init__(self, pad_token_id: int, pad_to: int | None = None, float_labels: bool = False):
+        self.pad_token_id = pad_token_id
+        self.pad_to = pad_to
+        self.float_labels = float_labels
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        longest = max(len(f["input_ids"]) for f in features)
+        length = longest if self.pad_to is None else self.pad_to
+        if longest > length:
+            raise ValueError(f"a sequence of {longest} tokens does not fit pad_to={length}")
+        batch: dict[str, torch.Tensor] = {}
+        for key, pad in _SEQUENCE_PAD.items():
+            if key not in features[0]:
+                continue
+            fill = self.pad_token_id if pad is None else pad
+            out = torch.full((len(features), length), fill, dtype=torch.long)  # [B, T]
+            for row, f in enumerate(features):
+                out[row, : len(f[key])] = torch.as_tensor(f[key], dtype=torch.long)
+            batch[key] = out
+        for key in _SCALAR_KEYS:
+            if key in features[0]:
+                dtype = torch.float32 if key == "labels" and self.float_labels else torch.long
+                batch[key] = torch.tensor([f[key] for f in features], dtype=dtype)  # [B]
+        return batch
+
+
+class TaskDataModule(L.LightningDataModule):
+    """Base class: argument checks, cached tokenization and loaders. See the subclasses.
+
+    Args:
+        task: Task name (``sst2``, ``mnli``, ..., ``squad``).
+        tokenizer: The model's fast tokenizer.
+        data_dir: Local mirror directory; ``None`` loads from the hub.
+        batch_size: Training batch size.
+        eval_batch_size: Evaluation batch size (default: ``batch_size``).
+        max_seq_length: Maximum tokens per sequence (default: the task's paper value).
+        pad_to_max_length: Pad every batch to ``max_seq_length`` (speed benchmarks) instead of to
+            the batch's longest sequence.
+        limit_train_samples: Use only the first N training examples (quick runs).
+        limit_eval_samples: Use only the first N evaluation examples of each evaluation split.
+        num_workers: DataLoader worker processes.
+        cache_dir: Tokenized-feature cache (default ``$COFI_CACHE_DIR`` or
+            ``~/.cache/cofi_lightning``).
+        use_hub: Fall back to the hub for splits missing from ``data_dir``.
+        check_num_rows: Refuse full splits whose size differs from the official one.
+    """
+
+    family: str = ""
+
+    def __init__(
+        self,
+        task: str,
+        tokenizer: Any,
+        data_dir: str | os.PathLike | None = None,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        max_seq_length: int | None = None,
+        pad_to_max_length: bool = False,
+        limit_train_samples: int | None = None,
+        limit_eval_samples: int | None = None,
+        num_workers: int = 0,
+        cache_dir: str | os.PathLike | None = None,
+        use_hub: bool = True,
+        check_num_rows: bool = True,
+    ) -> None:
+        super().__init__()
+        self.task: TaskSpec = get_task(task)
+        if self.task.family != self.family:
+            raise ValueError(f"task {task!r} is a {self.task.family} task; use the matching module")
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        for name, value in (
+            ("limit_train_samples", limit_train_samples),
+            ("limit_eval_samples", limit_eval_samples),
+        ):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be None or >= 1, got {value}")
+        self.tokenizer = tokenizer
+        self.tokenizer_id = tokenizer_fingerprint(tokenizer)
+        self.data_dir = None if data_dir is None else str(data_dir)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.max_seq_length = max_seq_length or self.task.max_seq_length
+        if self.max_seq_length > tokenizer.model_max_length:
+            raise ValueError(
+                f"max_seq_length={self.max_seq_length} exceeds the tokenizer's model_max_length "
+                f"{tokenizer.model_max_length}"
+            )
+        self.pad_to_max_length = pad_to_max_length
+        self.limit_train_samples = limit_train_samples
+        self.limit_eval_samples = limit_eval_samples
+        self.num_workers = num_workers
+        self.cache_dir = Path(cache_dir or default_cache_dir())
+        self.use_hub = use_hub
+        self.check_num_rows = check_num_rows
+        #: ``{"<split>/<kind>": True if the features came from the cache}``, filled by ``setup``.
+        self.cache_hits: dict[str, bool] = {}
+        self.save_hyperparameters(ignore=["tokenizer"])
+
+    @property
+    def eval_splits(self) -> list[str]:
+        """Hub names of the evaluation splits, in ``val_dataloader`` order."""
+        return list(self.task.eval_splits)
+
+    @property
+    def eval_names(self) -> list[str]:
+        """Short names of the evaluation splits for metric keys (``["mnli_m", "mnli_mm"]``)."""
+        return list(self.task.eval_names)
+
+    def prepare_data(self) -> None:
+        """Fill the feature cache once, on one process, for the splits the trainer's stage needs.
+
+        ``trainer.validate``/``test`` tokenize only the evaluation splits, so evaluating works when
+        the training split is absent; without a trainer every split is prepared.
+        """
+        state = getattr(self.trainer, "state", None)
+        self.setup(None if state is None or state.fn is None else str(state.fn.value))
+
+    def _load(self, split: str, limit: int | None) -> tuple[Dataset, str]:
+        """Raw rows of ``split`` (validated), cut to the first ``limit``; and their fingerprint."""
+        ds, origin, fingerprint = load_split(
+            self.task, split, self.data_dir, self.use_hub, self.check_num_rows
+        )
+        if limit is not None and limit < len(ds):
+            ds = ds.select(range(limit))
+        log.info("%s %s: %d examples from %s", self.task.name, split, len(ds), origin)
+        return ds, fingerprint
+
+    def _tokenize(
+        self,
+        ds: Dataset,
+        split: str,
+        kind: str,
+        fingerprint: str,
+        function: Callable[..., dict],
+        fn_kwargs: dict[str, Any],
+        features: Features,
+        key_extra: dict[str, Any],
+        with_indices: bool = False,
+    ) -> Dataset:
+        """Map ``function`` over ``ds`` (``datasets.map``), cached on disk under a content key."""
+        key = {
+            "version": FEATURE_VERSION,
+            "task": self.task.name,
+            "split": split,
+            "kind": kind,
+            "data": fingerprint,
+            "tokenizer": self.tokenizer_id,
+            "max_seq_length": self.max_seq_length,
+            "num_examples": len(ds),
+            **key_extra,
+        }
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+        path = self.cache_dir / self.task.name / f"{split}-{kind}-{digest}.arrow"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        hit = path.is_file()
+        self.cache_hits[f"{split}/{kind}"] = hit
+        log.info(
+            "%s %s/%s features: %s %s",
+            self.task.name,
+            split,
+            kind,
+            "cache hit" if hit else "tokenizing into",
+            path,
+        )
+        out = ds.map(
+            function,
+            batched=True,
+            with_indices=with_indices,
+            fn_kwargs=fn_kwargs,
+            remove_columns=ds.column_names,
+            features=features,
+            cache_file_name=str(path),
+            load_from_cache_file=True,
+            new_fingerprint=digest,
+            desc=f"Tokenizing {self.task.name} {split}",
+        )
+        if len(out) == 0:
+            raise RuntimeError(f"{self.task.name} {split}: tokenization produced no features")
+        return out
+
+    def _collator(self, float_labels: bool = False) -> PadCollator:
+        pad_to = self.max_seq_length if self.pad_to_max_length else None
+        return PadCollator(self.tokenizer.pad_token_id, pad_to, float_labels)
+
+    def _loader(self, ds: Dataset, batch_size: int, shuffle: bool, **collate: Any) -> DataLoader:
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=self._collator(**collate),
+        )
+
+    @staticmethod
+    def _require(value: Any, what: str) -> Any:
+        if value is None:
+            raise RuntimeError(
+                f"{what} is not set up; call setup('fit') or setup('validate') first"
+            )
+        return value

@@ -1,0 +1,200 @@
+"""SQuAD v1.1 windows: question/context features, answer-span labels, logits back to text.
+
+This file owns the three conversions between characters and tokens:
+
+* ``char_span_to_token_span``: an answer's character span to (start, end) token positions in one
+  window;
+* ``prepare_train_features`` / ``prepare_eval_features``: examples to overlapping windows of at most
+  ``max_length`` tokens that advance with an overlap of ``doc_stride`` tokens (offset mappings keep
+  the token-to-character link; training answers outside a window point at ``[CLS]``);
+* ``best_spans``: start/end logits of all windows of each example back to the best-scoring text span
+  (n-best start and end candidates, a maximum answer length in tokens).
+
+The DataModule that uses them is ``squad.py``; EM/F1 are in ``cofi_lightning.metrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+#: Offset written for tokens outside the context (question, special tokens) in evaluation features.
+NO_OFFSET = (-1, -1)
+
+
+def char_span_to_token_span(
+    offsets: Sequence[Sequence[int]],
+    is_context: Sequence[bool],
+    start_char: int,
+    end_char: int,
+) -> tuple[int, int] | None:
+    """Token positions of the character span ``[start_char, end_char)`` within one window.
+
+    Args:
+        offsets: ``[T]`` pairs ``(first_char, end_char)`` of each token in the context string.
+        is_context: ``[T]`` whether each token belongs to the context.
+        start_char: First character of the answer in the context.
+        end_char: One past the last character of the answer.
+
+    Returns:
+        ``(start, end)`` token positions, inclusive, of the tokens covering the span; ``None`` if
+        the span is not entirely inside this window's context tokens.
+    """
+    context = [t for t, c in enumerate(is_context) if c]
+    if not context:
+        return None
+    first, last = context[0], context[-1]
+    if offsets[first][0] > start_char or offsets[last][1] < end_char:
+        return None
+    start = first
+    while start + 1 <= last and offsets[start + 1][0] <= start_char:
+        start += 1  # last token starting at or before the answer's first character
+    end = last
+    while end - 1 >= start and offsets[end - 1][1] >= end_char:
+        end -= 1  # first token ending at or after the answer's last character
+    return start, end
+
+
+def _windows(batch: dict[str, list], tokenizer: Any, max_length: int, doc_stride: int):
+    # Some SQuAD questions start with runs of spaces that would waste window length.
+    questions = [q.lstrip() for q in batch["question"]]
+    return tokenizer(
+        questions,
+        batch["context"],
+        truncation="only_second",
+        max_length=max_length,
+        stride=doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        return_token_type_ids=True,
+    )
+
+
+def prepare_train_features(
+    batch: dict[str, list], tokenizer: Any, max_length: int, doc_stride: int
+) -> dict[str, list]:
+    """Windows of training examples labelled with the first answer's token span.
+
+    Args:
+        batch: ``n`` examples in hub schema (``question``, ``context``, ``answers``).
+        tokenizer: Fast tokenizer (question first, context second, right padding).
+        max_length: Tokens per window (384 in the paper).
+        doc_stride: Overlap in tokens between consecutive windows of one context (128).
+
+    Returns:
+        Columns of ``m >= n`` features: ``input_ids``, ``token_type_ids``, ``attention_mask`` and
+        ``start_positions`` / ``end_positions`` (the ``[CLS]`` position when the answer is not fully
+        inside the window).
+    """
+    enc = _windows(batch, tokenizer, max_length, doc_stride)
+    starts, ends = [], []
+    for i, example in enumerate(enc["overflow_to_sample_mapping"]):
+        answers = batch["answers"][example]
+        start_char = answers["answer_start"][0]
+        end_char = start_char + len(answers["text"][0])
+        is_context = [s == 1 for s in enc.sequence_ids(i)]
+        span = char_span_to_token_span(enc["offset_mapping"][i], is_context, start_char, end_char)
+        cls = enc["input_ids"][i].index(tokenizer.cls_token_id)
+        start, end = span if span is not None else (cls, cls)
+        starts.append(start)
+        ends.append(end)
+    return {
+        "input_ids": enc["input_ids"],
+        "token_type_ids": enc["token_type_ids"],
+        "attention_mask": enc["attention_mask"],
+        "start_positions": starts,
+        "end_positions": ends,
+    }
+
+
+def prepare_eval_features(
+    batch: dict[str, list],
+    indices: list[int],
+    tokenizer: Any,
+    max_length: int,
+    doc_stride: int,
+) -> dict[str, list]:
+    """Windows of evaluation examples that remember their example and their context offsets.
+
+    Args:
+        batch: ``n`` examples in hub schema.
+        indices: ``[n]`` row numbers of those examples in the evaluation example table.
+        tokenizer: Fast tokenizer.
+        max_length: Tokens per window.
+        doc_stride: Overlap in tokens between consecutive windows.
+
+    Returns:
+        Columns of ``m >= n`` features: ``input_ids``, ``token_type_ids``, ``attention_mask``,
+        ``example_index`` (row of the example) and ``offset_mapping`` (``[T]`` character spans in
+        the context; ``NO_OFFSET`` for question and special tokens, so they can never be an answer).
+    """
+    enc = _windows(batch, tokenizer, max_length, doc_stride)
+    offsets = []
+    for i, pairs in enumerate(enc["offset_mapping"]):
+        seq = enc.sequence_ids(i)
+        offsets.append([tuple(p) if s == 1 else NO_OFFSET for p, s in zip(pairs, seq, strict=True)])
+    return {
+        "input_ids": enc["input_ids"],
+        "token_type_ids": enc["token_type_ids"],
+        "attention_mask": enc["attention_mask"],
+        "example_index": [indices[e] for e in enc["overflow_to_sample_mapping"]],
+        "offset_mapping": offsets,
+    }
+
+
+def best_spans(
+    start_logits: Sequence[np.ndarray],
+    end_logits: Sequence[np.ndarray],
+    offsets: Sequence[np.ndarray],
+    example_index: np.ndarray,
+    contexts: Sequence[str],
+    n_best: int = 20,
+    max_answer_length: int = 30,
+) -> dict[int, str]:
+    """Best answer text per example over all of its windows.
+
+    For each window, the ``n_best`` highest start and end logits are paired; a pair is valid when
+    both tokens are context tokens, ``end >= start`` and it spans at most ``max_answer_length``
+    tokens. Its score is ``start_logit + end_logit``; the best valid pair over all windows of an
+    example gives the answer ``context[offsets[start][0]:offsets[end][1]]``, or ``""`` when no pair
+    is valid.
+
+    Args:
+        start_logits: ``[F]`` arrays of ``[T_f']`` logits (``T_f' >= T_f``; padding is ignored), or
+            ``None`` for features that were not scored.
+        end_logits: Same as ``start_logits``.
+        offsets: ``[F]`` int arrays ``[T_f, 2]`` from ``prepare_eval_features``.
+        example_index: ``[F]`` example row of each feature.
+        contexts: Context string of each example row.
+        n_best: Start and end candidates considered per window.
+        max_answer_length: Longest answer in tokens.
+
+    Returns:
+        ``{example row: answer text}`` for every example with at least one scored feature.
+    """
+    best: dict[int, tuple[float, str]] = {}
+    for f, (start, end) in enumerate(zip(start_logits, end_logits, strict=True)):
+        if start is None:
+            continue
+        spans = offsets[f]
+        length = len(spans)
+        start = np.asarray(start, dtype=np.float64)[:length]
+        end = np.asarray(end, dtype=np.float64)[:length]
+        in_context = spans[:, 0] >= 0  # [T]
+        s = np.argsort(-start, kind="stable")[:n_best]  # [K] candidate starts
+        e = np.argsort(-end, kind="stable")[:n_best]  # [K] candidate ends
+        width = e[None, :] - s[:, None] + 1  # [K, K] answer length in tokens
+        valid = in_context[s][:, None] & in_context[e][None, :] & (width >= 1)
+        valid &= width <= max_answer_length
+        if not valid.any():
+            best.setdefault(int(example_index[f]), (-np.inf, ""))
+            continue
+        score = np.where(valid, start[s][:, None] + end[e][None, :], -np.inf)  # [K, K]
+        i, j = np.unravel_index(np.argmax(score), score.shape)
+        row = int(example_index[f])
+        if row not in best or score[i, j] > best[row][0]:
+            text = contexts[row][spans[s[i], 0] : spans[e[j], 1]]
+            best[row] = (float(score[i, j]), text)
+    return {row: text for row, (_, text) in best.items()}

@@ -1,0 +1,239 @@
+"""The typed registry of the nine CoFi evaluation tasks (eight GLUE tasks and SQuAD v1.1).
+
+This file owns what is *declared* about a task: its hub name, the columns it reads, its label set,
+its metrics and main metric, the paper's max sequence length, its evaluation splits and the official
+row counts. It loads no data (see ``sources.py``) and computes no metric (see
+``cofi_lightning.metrics``). ``conf/task/<name>.yaml`` repeats the user-facing values; a test checks
+that the two agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+#: Metric names, one spelling each (they are the keys returned by ``cofi_lightning.metrics``).
+GLUE_METRIC_NAMES: tuple[str, ...] = (
+    "accuracy",
+    "f1",
+    "matthews_correlation",
+    "pearson",
+    "spearman",
+)
+SQUAD_METRIC_NAMES: tuple[str, ...] = ("exact_match", "f1")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything the data and metric code needs to know about one task.
+
+    Attributes:
+        name: Task name as used in configs (``task=<name>``).
+        family: ``"glue"`` (sentence(-pair) classification / regression) or ``"squad"`` (span
+            extraction).
+        hub_path: Hugging Face hub dataset repository.
+        hub_config: Hub configuration name (``None`` when the dataset has one configuration).
+        text_columns: Input text columns, in the order they are fed to the tokenizer.
+        num_labels: Classifier outputs: number of classes, 1 for regression (STS-B), 2 for SQuAD
+            (start and end logits per token).
+        metrics: Metric keys reported for this task, in percent.
+        main_metric: The metric used for model selection; computed on ``eval_splits[0]``.
+        max_seq_length: The paper's maximum sequence length in tokens.
+        eval_splits: Hub split names used for evaluation (MNLI has two).
+        eval_names: Short names of ``eval_splits`` used in metric keys (``mnli_m``, ``mnli_mm``).
+        num_rows: ``(split, rows)`` pairs of the official split sizes; a full split of another size
+            is refused (it would be a truncated or wrong file).
+        label_values: The allowed class ids for classification tasks (hub schema, never remapped).
+        label_range: Closed interval of allowed regression targets (STS-B similarity score).
+        train_split: Hub split name used for training.
+    """
+
+    name: str
+    family: Literal["glue", "squad"]
+    hub_path: str
+    hub_config: str | None
+    text_columns: tuple[str, ...]
+    num_labels: int
+    metrics: tuple[str, ...]
+    main_metric: str
+    max_seq_length: int
+    eval_splits: tuple[str, ...]
+    eval_names: tuple[str, ...]
+    num_rows: tuple[tuple[str, int], ...]
+    label_values: tuple[int, ...] = ()
+    label_range: tuple[float, float] | None = None
+    train_split: str = "train"
+
+    def __post_init__(self) -> None:
+        allowed = SQUAD_METRIC_NAMES if self.family == "squad" else GLUE_METRIC_NAMES
+        unknown = [m for m in self.metrics if m not in allowed]
+        if unknown:
+            raise ValueError(f"task {self.name!r}: unknown metrics {unknown}; allowed {allowed}")
+        if self.main_metric not in self.metrics:
+            raise ValueError(f"task {self.name!r}: main_metric {self.main_metric!r} not in metrics")
+        if len(self.eval_names) != len(self.eval_splits):
+            raise ValueError(f"task {self.name!r}: eval_names and eval_splits differ in length")
+        if self.family == "glue" and self.is_regression == (self.label_range is None):
+            raise ValueError(f"task {self.name!r}: a regression task needs label_range, others not")
+
+    @property
+    def is_regression(self) -> bool:
+        """True for STS-B (one output, float targets)."""
+        return self.family == "glue" and self.num_labels == 1
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """All splits the task uses: the training split, then the evaluation splits."""
+        return (self.train_split, *self.eval_splits)
+
+    @property
+    def main_metric_key(self) -> str:
+        """Key of the model-selection metric: ``accuracy``, or ``mnli_m/accuracy`` for MNLI."""
+        if len(self.eval_splits) == 1:
+            return self.main_metric
+        return f"{self.eval_names[0]}/{self.main_metric}"
+
+    def expected_rows(self, split: str) -> int | None:
+        """Official number of rows of ``split``, or ``None`` if unknown."""
+        return dict(self.num_rows).get(split)
+
+
+def _glue(name: str, columns: tuple[str, ...], metrics: tuple[str, ...], main: str, rows, **kw):
+    return TaskSpec(
+        name=name,
+        family="glue",
+        hub_path="nyu-mll/glue",
+        hub_config=name,
+        text_columns=columns,
+        metrics=metrics,
+        main_metric=main,
+        max_seq_length=128,  # CoFi's GLUE runs: max_seq_length 128 for every task
+        num_rows=tuple(rows.items()),
+        **kw,
+    )
+
+
+_BINARY = {"num_labels": 2, "label_values": (0, 1)}
+_VAL = {"eval_splits": ("validation",)}
+
+# Main metrics follow the CoFi code's model-selection keys (accuracy for MRPC/QQP, Matthews for
+# CoLA); STS-B uses Spearman, the figure the pruning papers tabulate.
+TASKS: dict[str, TaskSpec] = {
+    t.name: t
+    for t in (
+        _glue(
+            "sst2",
+            ("sentence",),
+            ("accuracy",),
+            "accuracy",
+            {"train": 67349, "validation": 872},
+            eval_names=("sst2",),
+            **_BINARY,
+            **_VAL,
+        ),
+        _glue(
+            "mnli",
+            ("premise", "hypothesis"),
+            ("accuracy",),
+            "accuracy",
+            {"train": 392702, "validation_matched": 9815, "validation_mismatched": 9832},
+            num_labels=3,
+            label_values=(0, 1, 2),  # entailment, neutral, contradiction (hub order)
+            eval_splits=("validation_matched", "validation_mismatched"),
+            eval_names=("mnli_m", "mnli_mm"),
+        ),
+        _glue(
+            "qnli",
+            ("question", "sentence"),
+            ("accuracy",),
+            "accuracy",
+            {"train": 104743, "validation": 5463},
+            eval_names=("qnli",),
+            **_BINARY,
+            **_VAL,
+        ),
+        _glue(
+            "qqp",
+            ("question1", "question2"),
+            ("accuracy", "f1"),
+            "accuracy",
+            {"train": 363846, "validation": 40430},
+            eval_names=("qqp",),
+            **_BINARY,
+            **_VAL,
+        ),
+        _glue(
+            "cola",
+            ("sentence",),
+            ("matthews_correlation",),
+            "matthews_correlation",
+            {"train": 8551, "validation": 1043},
+            eval_names=("cola",),
+            **_BINARY,
+            **_VAL,
+        ),
+        _glue(
+            "rte",
+            ("sentence1", "sentence2"),
+            ("accuracy",),
+            "accuracy",
+            {"train": 2490, "validation": 277},
+            eval_names=("rte",),
+            **_BINARY,
+            **_VAL,
+        ),
+        _glue(
+            "mrpc",
+            ("sentence1", "sentence2"),
+            ("accuracy", "f1"),
+            "accuracy",
+            {"train": 3668, "validation": 408},
+            eval_names=("mrpc",),
+            **_BINARY,
+            **_VAL,
+        ),
+        _glue(
+            "stsb",
+            ("sentence1", "sentence2"),
+            ("pearson", "spearman"),
+            "spearman",
+            {"train": 5749, "validation": 1500},
+            num_labels=1,
+            label_range=(0.0, 5.0),
+            eval_names=("stsb",),
+            **_VAL,
+        ),
+        TaskSpec(
+            name="squad",
+            family="squad",
+            hub_path="rajpurkar/squad",
+            hub_config=None,
+            text_columns=("question", "context"),
+            num_labels=2,
+            metrics=SQUAD_METRIC_NAMES,
+            main_metric="f1",
+            max_seq_length=384,
+            eval_splits=("validation",),
+            eval_names=("squad",),
+            num_rows=(("train", 87599), ("validation", 10570)),
+        ),
+    )
+}
+
+GLUE_TASKS: tuple[str, ...] = tuple(n for n, t in TASKS.items() if t.family == "glue")
+
+
+def get_task(name: str) -> TaskSpec:
+    """Look up a task by name.
+
+    Args:
+        name: One of ``TASKS`` (``sst2``, ``mnli``, ``qnli``, ``qqp``, ``cola``, ``rte``, ``mrpc``,
+            ``stsb``, ``squad``); case-insensitive, ``sst-2``/``sts-b`` spellings accepted.
+
+    Raises:
+        KeyError: Unknown task, with the list of known ones.
+    """
+    key = name.lower().replace("-", "")
+    if key not in TASKS:
+        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    return TASKS[key]

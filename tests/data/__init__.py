@@ -1,0 +1,1 @@
+"""Tests of ``cofi_lightning.data``; a package so its conftest cannot shadow tests/conftest."""
