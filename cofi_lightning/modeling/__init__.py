@@ -27,6 +27,13 @@ AutoModelForSequenceClassification.register(
 )
 AutoModelForQuestionAnswering.register(CoFiBertConfig, CoFiBertForQuestionAnswering, exist_ok=True)
 
+# save_pretrained also writes an ``auto_map`` and copies the modeling files, so an exported model
+# loads with ``trust_remote_code=True`` where cofi-lightning is not installed.
+CoFiBertConfig.register_for_auto_class()
+CoFiBertModel.register_for_auto_class("AutoModel")
+CoFiBertForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+CoFiBertForQuestionAnswering.register_for_auto_class("AutoModelForQuestionAnswering")
+
 __all__ = [
     "CheckpointMismatchError",
     "CoFiBertConfig",

@@ -16,11 +16,17 @@ from torch import nn
 from transformers import AutoConfig, PreTrainedModel
 from transformers.modeling_outputs import QuestionAnsweringModelOutput, SequenceClassifierOutput
 
-from cofi_lightning.modeling.configuration import CoFiBertConfig
-from cofi_lightning.modeling.layers import CoFiBertEmbeddings, CoFiBertEncoder, LayerMasks
+# Relative imports only (and no other package import outside ``try``): exported checkpoints ship
+# these files as ``trust_remote_code`` modules for users who do not have cofi-lightning installed.
+from .configuration import CoFiBertConfig
+from .layers import CoFiBertEmbeddings, CoFiBertEncoder, LayerMasks
+from .pruning import prune_model
 
 if TYPE_CHECKING:
-    from cofi_lightning.masks.types import Masks
+    try:
+        from cofi_lightning.masks.types import Masks
+    except ImportError:  # loaded as remote code
+        pass
 
 #: Config keys that ``from_pretrained`` forwards to the config rather than to the model.
 _CONFIG_OVERRIDES = ("num_labels", "id2label", "label2id", "problem_type", "classifier_dropout")
@@ -134,8 +140,6 @@ class CoFiBertPreTrainedModel(PreTrainedModel):
 
     def prune(self, masks: Masks) -> CoFiBertPreTrainedModel:
         """A new compact dense model of the same class: masks folded in, zeroed units removed."""
-        from cofi_lightning.modeling.pruning import prune_model
-
         return prune_model(self, masks)
 
 

@@ -19,11 +19,15 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from cofi_lightning.modeling.configuration import CoFiBertConfig
+from .configuration import CoFiBertConfig  # relative: shipped as remote code (see bert.py)
 
 if TYPE_CHECKING:
-    from cofi_lightning.masks.types import Masks
-    from cofi_lightning.modeling.bert import CoFiBertPreTrainedModel
+    from .bert import CoFiBertPreTrainedModel
+
+    try:
+        from cofi_lightning.masks.types import Masks
+    except ImportError:  # loaded as remote code
+        pass
 
 
 def _check_shape(name: str, t: torch.Tensor | None, shape: tuple[int, ...]) -> None:

@@ -3,6 +3,9 @@ the
 exported checkpoint reloads through the Auto classes with identical outputs."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -155,3 +158,34 @@ def test_pruning_a_pruned_model_is_consistent(cfg):
     smaller = small.prune(z).eval()
     torch.testing.assert_close(outputs(smaller), outputs(small, z), atol=1e-4, rtol=0)
     assert smaller.config.hidden_size == h - 1
+
+
+def test_export_loads_as_remote_code_without_the_package(tmp_path, cfg):
+    """``trust_remote_code=True`` loads an export where cofi_lightning cannot be imported."""
+    small = CoFiBertForSequenceClassification(cfg).prune(random_masks(cfg, 5)).eval()
+    export = tmp_path / "export"
+    small.save_pretrained(export)
+    torch.save(outputs(small), tmp_path / "expected.pt")
+    script = f"""
+import sys, importlib.abc, torch
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "cofi_lightning":
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+from transformers import AutoModelForSequenceClassification
+model = AutoModelForSequenceClassification.from_pretrained({str(export)!r}, trust_remote_code=True)
+assert "cofi_lightning" not in sys.modules, "package leaked in"
+gen = torch.Generator().manual_seed(0)
+ids = torch.randint(1, 99, (4, 13), generator=gen)
+am = torch.ones_like(ids); am[1, 9:] = 0; am[3, 2:] = 0
+got = model.eval()(input_ids=ids, attention_mask=am).logits
+torch.testing.assert_close(got, torch.load({str(tmp_path / "expected.pt")!r}), atol=0, rtol=0)
+print("remote-code OK", type(model).__module__)
+"""
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "remote-code OK transformers_modules" in done.stdout
