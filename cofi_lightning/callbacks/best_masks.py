@@ -1,0 +1,99 @@
+"""Keep the pruning stage's best sub-network: deterministic masks + full-size student weights.
+
+This file owns CoFi's model selection during pruning (trainer.py ``start_saving_best``, with its
+``sparsity_epsilon`` actually plumbed through): only evaluations whose expected sparsity has reached
+``target − epsilon`` compete, and the one with the best main metric is written to ``dirpath`` as
+
+* ``masks.pt``: ``{unit: tensor}`` of the deterministic (soft-valued) masks;
+* ``student.pt``: the student's full-size ``state_dict`` (masks not yet folded in);
+* ``layer_distiller.pt``: the projection's ``state_dict`` (absent without layer distillation);
+* ``meta.json``: step, metric, expected and deterministic sparsity, ``reached_target``.
+
+If no evaluation reaches the target, :meth:`finalize` (called by the pipeline after the final
+validation) writes the final state with ``reached_target: false`` and a warning, so a short run
+still yields a structure. Physical pruning and the finetune stage live in ``cofi_lightning.stages``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+
+from cofi_lightning.masks import Masks
+
+
+def load_masks(dirpath: str | Path) -> Masks:
+    """The :class:`Masks` saved by :class:`BestMasksCheckpoint` in ``dirpath``."""
+    return Masks(**torch.load(Path(dirpath) / "masks.pt", weights_only=True))
+
+
+class BestMasksCheckpoint(L.Callback):
+    """Save the best masks and weights among evaluations at (almost) the target sparsity.
+
+    Args:
+        dirpath: Output directory.
+        target_sparsity: The final target t.
+        epsilon: Slack: an evaluation qualifies when ŝ >= t − epsilon (CoFi's ``sparsity_epsilon``).
+    """
+
+    def __init__(self, dirpath: str | Path, target_sparsity: float, epsilon: float = 0.01) -> None:
+        self.dirpath = Path(dirpath)
+        self.target = float(target_sparsity)
+        self.epsilon = float(epsilon)
+        self.best: float | None = None
+        self.best_step: int | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_step": self.best_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_step = state["best"], state["best_step"]
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking or module.masks is None or not module.pruning_active():
+            return
+        metrics = module.last_val_metrics
+        expected = metrics.get("sparsity/expected_at_eval", 0.0)
+        score = metrics.get(module.main_metric_key())
+        if score is None or expected < self.target - self.epsilon:
+            return
+        if self.best is None or score > self.best:
+            self.best, self.best_step = score, trainer.global_step
+            self._save(trainer, module, reached=True)
+
+    def finalize(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        """After the last validation: if nothing qualified, save the final state (and warn)."""
+        if self.best is None and module.masks is not None:
+            rank_zero_warn(
+                f"pruning never reached the target sparsity {self.target} (epsilon "
+                f"{self.epsilon}); keeping the final masks. Train longer, raise pruning.reg_lr or "
+                "shorten the Lagrangian warm-up."
+            )
+            self._save(trainer, module, reached=False)
+
+    def _save(self, trainer: L.Trainer, module: L.LightningModule, reached: bool) -> None:
+        if not trainer.is_global_zero:
+            return
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        masks = module.masks.deterministic().detach().to("cpu")
+        torch.save(dict(masks.items()), self.dirpath / "masks.pt")
+        torch.save(module.student.state_dict(), self.dirpath / "student.pt")
+        if module.layer_distiller is not None:
+            torch.save(module.layer_distiller.state_dict(), self.dirpath / "layer_distiller.pt")
+        kept = module.masks.remaining_params(masks)
+        with torch.no_grad():
+            expected = float(module.masks.expected_sparsity())
+        meta = {
+            "step": trainer.global_step,
+            "metric": module.last_val_metrics.get(module.main_metric_key()),
+            "main_metric": module.main_metric_key(),
+            "expected_sparsity": expected,
+            "deterministic_sparsity": 1.0 - kept / module.masks.full_params,
+            "reached_target": reached,
+        }
+        (self.dirpath / "meta.json").write_text(json.dumps(meta, indent=2))

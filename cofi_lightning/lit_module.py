@@ -1,0 +1,322 @@
+"""The CoFi training system: a LightningModule holding student, masks, multipliers and teacher.
+
+This file owns one training / validation step of every stage (Xia et al. 2022, Sec. 3):
+
+* teacher fine-tuning and plain fine-tuning: the task loss of an unmasked model (no teacher);
+* pruning: masks sampled once per optimizer step, identical on every DDP rank (the noise comes from
+  a generator seeded by ``(seed, global_step)``, so no communication is needed), distillation
+  ``α_layer·L_layer + α_pred·L_pred`` from a frozen teacher, and the Lagrangian
+  ``λ1(ŝ−t) + λ2(ŝ−t)²`` after an optional distillation-only warm-up;
+* finetune of the compact model: distillation without masks.
+
+It does not build models or data, choose stages, or write files (``cofi_lightning.pipeline``), and
+its optimizer groups live in ``cofi_lightning.optim``. The teacher is deliberately *not* a
+registered submodule: it is never in ``state_dict`` (checkpoints stay small; the pipeline reloads it
+from its HF directory on resume), never in ``parameters()`` (so never in an optimizer or in DDP),
+and Lightning's ``.train()`` calls never take it out of eval mode.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from cofi_lightning.data.tasks import get_task
+from cofi_lightning.distillation import (
+    LayerDistiller,
+    distillation_loss,
+    prediction_distill_loss,
+    student_layer_alive,
+)
+from cofi_lightning.lagrangian import LagrangeMultipliers, target_sparsity
+from cofi_lightning.masks import CoFiMasks, Masks
+from cofi_lightning.optim import (
+    WEIGHT_GROUPS,
+    OptimConfig,
+    build_optimizer,
+    build_scheduler,
+    group_params,
+)
+from cofi_lightning.system_config import DistillSettings, PruningSchedule
+from cofi_lightning.validation_metrics import ValidationCollector
+
+__all__ = ["CoFiSystem", "DistillSettings", "PruningSchedule"]
+
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_LABEL_KEYS = ("labels", "start_positions", "end_positions")
+
+
+def _logits(out: Any) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Classification ``[B, C]`` logits, or ``(start [B, S], end [B, S])`` for QA."""
+    if getattr(out, "start_logits", None) is not None:
+        return out.start_logits, out.end_logits
+    return out.logits
+
+
+class CoFiSystem(L.LightningModule):
+    """Student (+ masks + multipliers) trained on the task or distilled from a frozen teacher.
+
+    Args:
+        student: A ``CoFiBertForSequenceClassification`` / ``...ForQuestionAnswering``.
+        task: Task name (``sst2``, ``squad``, ...); chooses metrics and the main metric.
+        optim: Optimizer settings of this stage.
+        masks: The student's :class:`CoFiMasks` (pruning stage only).
+        pruning: Pruning schedule; required with ``masks``.
+        teacher: Frozen fine-tuned model of the same task; None trains on the task loss.
+        distill: Distillation settings (used with a teacher).
+        layer_distiller: Projection + layer loss; None builds one for the student's hidden size
+            when there is a teacher and ``distill.alpha_layer > 0``.
+        seed: Seed of the per-step mask noise (the same on every rank).
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        *,
+        task: str,
+        optim: OptimConfig,
+        masks: CoFiMasks | None = None,
+        pruning: PruningSchedule | None = None,
+        teacher: nn.Module | None = None,
+        distill: DistillSettings | None = None,
+        layer_distiller: LayerDistiller | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if (masks is None) != (pruning is None):
+            raise ValueError("pass both `masks` and `pruning` (pruning stage) or neither")
+        self.task = get_task(task)
+        # HF loaders return models in eval mode and Lightning keeps the mode it finds, so without
+        # this the student would train with dropout off.
+        self.student = student.train()
+        self.masks = masks
+        self.multipliers = LagrangeMultipliers() if masks is not None else None
+        self.optim = optim
+        self.pruning = pruning
+        self.distill = distill or DistillSettings()
+        self.seed = int(seed)
+        self.set_teacher(teacher)
+        if teacher is not None and layer_distiller is None and self.distill.alpha_layer > 0:
+            layer_distiller = LayerDistiller(teacher.config.hidden_size)
+        self.layer_distiller = layer_distiller
+        self.collector = ValidationCollector(self.task)
+        # resolved in configure_optimizers, once the trainer knows the epoch length
+        self.pre_pruning_steps = 0
+        self.lagrangian_warmup_steps = 0
+        self._noise: dict[str, torch.Tensor] | None = None
+        self._noise_step = -1
+        #: Number of mask noise draws (one per optimizer step while pruning); tests read it.
+        self.mask_draws = 0
+        #: The masks of the last training step (detached), for callbacks and tests.
+        self.current_masks: Masks | None = None
+        #: ``{"val/<metric>": value}`` of the last validation, for callbacks.
+        self.last_val_metrics: dict[str, float] = {}
+
+    # --- teacher ----------------------------------------------------------------------------------
+
+    @property
+    def teacher(self) -> nn.Module | None:
+        return self._teacher
+
+    def set_teacher(self, teacher: nn.Module | None) -> None:
+        """Attach a frozen teacher without registering it as a submodule (see module docstring)."""
+        if teacher is not None:
+            teacher.eval().requires_grad_(False)
+        object.__setattr__(self, "_teacher", teacher)
+
+    def _teacher_to_device(self) -> None:
+        if self._teacher is not None:
+            self._teacher.to(self.device)
+
+    def on_fit_start(self) -> None:
+        self._teacher_to_device()
+
+    def on_validation_start(self) -> None:
+        self._teacher_to_device()
+
+    # --- optimization -----------------------------------------------------------------------------
+
+    def _weights(self) -> list[tuple[str, nn.Parameter]]:
+        named = [(f"student.{n}", p) for n, p in self.student.named_parameters()]
+        if self.layer_distiller is not None:
+            named += [
+                (f"layer_distiller.{n}", p) for n, p in self.layer_distiller.named_parameters()
+            ]
+        return named
+
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per training epoch (after ``limit_train_batches`` and accumulation)."""
+        batches = self.trainer.num_training_batches
+        if not math.isfinite(batches):
+            total, epochs = self.trainer.estimated_stepping_batches, self.trainer.max_epochs
+            return max(1, int(total // max(1, epochs or 1)))
+        return max(1, math.ceil(batches / self.trainer.accumulate_grad_batches))
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        total = int(self.trainer.estimated_stepping_batches)  # also sets up the train loader
+        if self.pruning is not None:
+            self.pre_pruning_steps, self.lagrangian_warmup_steps = self.pruning.steps(
+                self.steps_per_epoch()
+            )
+        optimizer = build_optimizer(
+            self._weights(),
+            self.optim,
+            self.masks.mask_parameters() if self.masks is not None else (),
+            self.multipliers,
+        )
+        scheduler = build_scheduler(optimizer, self.optim, total)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ):
+        """Clip the weight groups only (CoFi never clips log-alphas or multipliers)."""
+        max_norm = self.optim.max_grad_norm
+        if max_norm is not None and max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(group_params(optimizer, WEIGHT_GROUPS), max_norm)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.masks is not None:
+            self.masks.clamp_()  # CoFi's log-alpha range after every step
+
+    # --- masks and sparsity -----------------------------------------------------------------------
+
+    def pruning_active(self) -> bool:
+        """Masks and the Lagrangian are on (pruning stage, after the distillation-only warm-up)."""
+        return self.masks is not None and self.global_step >= self.pre_pruning_steps
+
+    def target_now(self) -> float:
+        """The current target sparsity t (0 / ``start_sparsity`` during the warm-up)."""
+        assert self.pruning is not None
+        return target_sparsity(
+            self.global_step - self.pre_pruning_steps,
+            target=self.pruning.target_sparsity,
+            warmup_steps=self.lagrangian_warmup_steps,
+            start=self.pruning.start_sparsity,
+        )
+
+    def _train_masks(self) -> Masks:
+        """Masks of this optimizer step: fresh noise once per step, a fresh graph per micro-batch.
+
+        Re-sampling from cached noise (instead of caching the masks) gives identical values in every
+        micro-batch of an accumulated step while each backward owns its autograd graph.
+        """
+        assert self.masks is not None
+        if self._noise_step != self.global_step:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.global_step)
+            self._noise = self.masks.noise(generator)
+            self._noise_step = self.global_step
+            self.mask_draws += 1
+        return self.masks.sample(self._noise)
+
+    # --- steps ------------------------------------------------------------------------------------
+
+    def _run(self, model: nn.Module, batch: dict, masks: Masks | None, hidden: bool, labels: bool):
+        inputs = {k: batch[k] for k in _MODEL_INPUTS if k in batch}
+        if labels:
+            inputs.update({k: batch[k] for k in _LABEL_KEYS if k in batch})
+        return model(**inputs, masks=masks, output_hidden_states=hidden)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        pruning = self.pruning_active()
+        masks = self._train_masks() if pruning else None
+        self.current_masks = None if masks is None else masks.detach()
+        teacher = self._teacher
+        use_layer = teacher is not None and self.layer_distiller is not None
+        out = self._run(self.student, batch, masks, hidden=use_layer, labels=teacher is None)
+        if teacher is None:
+            loss = main = out.loss
+            self.log("train/task_loss", main)
+        else:
+            with torch.no_grad():
+                t_out = self._run(teacher, batch, None, hidden=use_layer, labels=False)
+            pred = prediction_distill_loss(_logits(out), _logits(t_out), self.distill.temperature)
+            layer = None
+            if use_layer:
+                alive = None
+                if masks is not None:
+                    alive = student_layer_alive(
+                        len(out.hidden_states) - 1,
+                        head_layer=masks.head_layer,
+                        head=masks.head,
+                        mlp=masks.mlp,
+                        intermediate=masks.intermediate,
+                    )
+                layer, _ = self.layer_distiller(
+                    out.hidden_states[1:],
+                    t_out.hidden_states[1:],
+                    batch.get("attention_mask"),
+                    alive,
+                    mapping=self.distill.layer_mapping,
+                )
+                self.log("train/layer_loss", layer)
+            loss = main = distillation_loss(
+                pred,
+                layer,
+                alpha_pred=self.distill.alpha_pred,
+                alpha_layer=self.distill.alpha_layer,
+            )
+            self.log("train/pred_loss", pred)
+            self.log("train/distill_loss", main)
+        if self.masks is not None:
+            loss = loss + self._lagrangian(pruning)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def _lagrangian(self, pruning: bool) -> torch.Tensor:
+        """L_c (0 during the warm-up) and the sparsity logs of this step."""
+        assert self.masks is not None and self.multipliers is not None
+        if pruning:
+            s_hat = self.masks.expected_sparsity()
+            target = self.target_now()
+            lag = self.multipliers(s_hat, target)
+        else:
+            with torch.no_grad():
+                s_hat = self.masks.expected_sparsity()
+            target, lag = 0.0, s_hat.new_zeros(())
+        self.log("train/lagrangian_loss", lag.float())
+        self.log("sparsity/expected", s_hat.float(), prog_bar=True)
+        self.log("sparsity/target", float(target))
+        self.log("sparsity/lambda_1", self.multipliers.lambda_1.detach())
+        self.log("sparsity/lambda_2", self.multipliers.lambda_2.detach())
+        return lag.to(torch.float32)
+
+    def eval_masks(self) -> Masks | None:
+        """Deterministic masks once pruning has started; None before (and without masks)."""
+        if self.masks is None or not self.pruning_active():
+            return None
+        return self.masks.deterministic()
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_masks = self.eval_masks()
+        self.collector.reset()
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        out = self._run(self.student, batch, self._val_masks, hidden=False, labels=False)
+        self.collector.add(dataloader_idx, _logits(out), batch)
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self.collector.compute(self.trainer)
+        if self.masks is not None:
+            with torch.no_grad():
+                metrics["sparsity/expected_at_eval"] = float(self.masks.expected_sparsity())
+            if self._val_masks is not None:
+                kept = self.masks.remaining_params(self._val_masks)
+                metrics["sparsity/deterministic"] = 1.0 - kept / self.masks.full_params
+                for unit, z in self._val_masks.items():
+                    metrics[f"structure/{unit}_kept"] = float((z != 0).float().mean())
+        self.last_val_metrics = metrics
+        if not self.trainer.sanity_checking:
+            self.log_dict(metrics, sync_dist=False)
+
+    def main_metric_key(self) -> str:
+        """``val/<main metric>`` (``val/mnli_m/accuracy`` for MNLI)."""
+        return f"val/{self.task.main_metric_key}"

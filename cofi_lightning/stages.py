@@ -1,0 +1,218 @@
+"""The four CoFi stages: teacher, prune, finetune, export. Each returns its DONE record.
+
+This file owns what each stage builds and trains and which files it leaves in the run directory:
+
+* ``teacher/model``: the fine-tuned teacher (HF format + tokenizer), unless ``distill.teacher`` is
+  given (then only evaluated) or distillation is off (skipped);
+* ``prune/best``: the best deterministic masks and full-size student weights
+  (:class:`~cofi_lightning.callbacks.BestMasksCheckpoint`); ``prune/structure``: tables/heatmaps;
+* ``finetune/model``: the compact model after fine-tuning with distillation;
+* ``pruned_model``: the exported compact model + tokenizer, loadable with the Auto classes.
+
+The student starts from the *pretrained* model in the prune stage (as in the paper), not from the
+teacher. For the finetune stage the layer-distillation projection keeps the prune stage's weights
+with its input columns cut to the kept hidden dims: the compact model's hidden states equal the
+masked model's on those dims (the soft hidden mask is folded into the weights), so the loss is
+unchanged.
+Resume and records live in ``cofi_lightning.pipeline``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
+
+from cofi_lightning.callbacks import BestMasksCheckpoint, StructureLogger, load_masks
+from cofi_lightning.distillation import LayerDistiller
+from cofi_lightning.lit_module import CoFiSystem, PruningSchedule
+from cofi_lightning.masks import CoFiMasks
+from cofi_lightning.pipeline import RunContext, _is_global_zero, barrier
+
+STAGE_ORDER = ("teacher", "prune", "finetune", "export")
+
+
+def _teacher(ctx: RunContext) -> torch.nn.Module | None:
+    """The frozen teacher of the prune / finetune stages (None without distillation)."""
+    record = ctx.records.get("teacher", {})
+    path = record.get("teacher_dir")
+    return None if path is None else ctx.load_model(path)
+
+
+def _fit(ctx: RunContext, stage: str, system: CoFiSystem, trainer) -> dict[str, float]:
+    """Fit (resuming if possible), then validate once more so the record has final metrics."""
+    trainer.fit(system, datamodule=ctx.datamodule, ckpt_path=ctx.resume_path(stage))
+    trainer.validate(system, datamodule=ctx.datamodule, verbose=False)
+    ctx.close_loggers(trainer.loggers)
+    return dict(system.last_val_metrics)
+
+
+def _save(model: torch.nn.Module, ctx: RunContext, path: Path) -> None:
+    if _is_global_zero():
+        model.save_pretrained(path)
+        ctx.tokenizer.save_pretrained(path)
+
+
+def teacher_stage(ctx: RunContext) -> dict[str, Any]:
+    cfg = ctx.cfg
+    if not cfg.distill.enabled:
+        return {"skipped": "distill.enabled is false", "teacher_dir": None, "metrics": {}}
+    if cfg.distill.teacher is not None:
+        model = ctx.load_model(cfg.distill.teacher)
+        return {"teacher_dir": str(cfg.distill.teacher), "metrics": ctx.evaluate(model)}
+    t = cfg.distill.teacher_training
+    system = CoFiSystem(
+        ctx.load_model(cfg.model.pretrained),
+        task=ctx.task.name,
+        optim=ctx.optim(t.lr, t.schedule, freeze_embeddings=False),
+        seed=cfg.seed,
+    )
+    trainer = ctx.trainer(
+        "teacher", max_epochs=t.epochs, max_steps=t.max_steps, eval_every_steps=t.eval_every_steps
+    )
+    metrics = _fit(ctx, "teacher", system, trainer)
+    out = ctx.run_dir / "teacher" / "model"
+    _save(system.student, ctx, out)
+    barrier()
+    return {"teacher_dir": str(out), "metrics": _strip(metrics)}
+
+
+def prune_stage(ctx: RunContext) -> dict[str, Any]:
+    cfg, p = ctx.cfg, ctx.cfg.pruning
+    student = ctx.load_model(cfg.model.pretrained)
+    system = CoFiSystem(
+        student,
+        task=ctx.task.name,
+        optim=ctx.optim(p.lr, "linear", cfg.model.freeze_embeddings),
+        masks=CoFiMasks(student.config, units=list(p.units)),
+        pruning=PruningSchedule(
+            target_sparsity=p.target_sparsity,
+            lagrangian_warmup_epochs=p.lagrangian_warmup_epochs,
+            lagrangian_warmup_steps=p.lagrangian_warmup_steps,
+            pre_pruning_epochs=p.pre_pruning_epochs,
+            pre_pruning_steps=p.pre_pruning_steps,
+            start_sparsity=p.start_sparsity,
+        ),
+        teacher=_teacher(ctx),
+        distill=ctx.distill_settings(),
+        seed=cfg.seed,
+    )
+    best_dir = ctx.run_dir / "prune" / "best"
+    best = BestMasksCheckpoint(best_dir, p.target_sparsity, p.sparsity_epsilon)
+    every = cfg.callbacks.get("structure", {}).get("heatmap_every_n_evals", 1)
+    structure = StructureLogger(ctx.run_dir / "prune" / "structure", every)
+    trainer = ctx.trainer(
+        "prune",
+        max_epochs=p.epochs,
+        max_steps=p.max_steps,
+        eval_every_steps=p.eval_every_steps,
+        callbacks=[best, structure],
+    )
+    metrics = _fit(ctx, "prune", system, trainer)
+    best.finalize(trainer, system)
+    barrier()
+    meta = json.loads((best_dir / "meta.json").read_text())
+    return {"structure_dir": str(best_dir), "best": meta, "metrics": _strip(metrics)}
+
+
+def _structure_dir(ctx: RunContext) -> Path:
+    record = ctx.records.get("prune")
+    return Path(record["structure_dir"] if record else ctx.cfg.pruning.structure_dir)
+
+
+def finetune_stage(ctx: RunContext) -> dict[str, Any]:
+    cfg, f = ctx.cfg, ctx.cfg.pruning.finetune
+    src = _structure_dir(ctx)
+    student = ctx.load_model(cfg.model.pretrained)
+    student.load_state_dict(torch.load(src / "student.pt", weights_only=True))
+    masks = load_masks(src)
+    compact = student.prune(masks)
+    teacher = _teacher(ctx)
+    distiller = None
+    if teacher is not None and cfg.distill.alpha_layer > 0:
+        distiller = LayerDistiller(teacher.config.hidden_size)
+        if (src / "layer_distiller.pt").is_file():
+            distiller.load_state_dict(torch.load(src / "layer_distiller.pt", weights_only=True))
+        if masks.hidden is not None:
+            distiller.prune_hidden(torch.nonzero(masks.hidden != 0).flatten())
+    system = CoFiSystem(
+        compact,
+        task=ctx.task.name,
+        optim=ctx.optim(f.lr, f.schedule, cfg.model.freeze_embeddings),
+        teacher=teacher,
+        distill=ctx.distill_settings(),
+        layer_distiller=distiller,
+        seed=cfg.seed,
+    )
+    trainer = ctx.trainer(
+        "finetune", max_epochs=f.epochs, max_steps=f.max_steps, eval_every_steps=f.eval_every_steps
+    )
+    metrics = _fit(ctx, "finetune", system, trainer)
+    out = ctx.run_dir / "finetune" / "model"
+    _save(system.student, ctx, out)
+    barrier()
+    return {"model_dir": str(out), "metrics": _strip(metrics)}
+
+
+def export_stage(ctx: RunContext) -> dict[str, Any]:
+    src = Path(ctx.records["finetune"]["model_dir"])
+    out = ctx.run_dir / "pruned_model"
+    _save(ctx.load_model(src), ctx, out)
+    barrier()
+    auto = (
+        AutoModelForQuestionAnswering
+        if ctx.task.family == "squad"
+        else (AutoModelForSequenceClassification)
+    )
+    model = auto.from_pretrained(out)  # proves the export loads through the Auto classes
+    unpruned = unpruned_encoder_params(ctx)
+    pruned = model.num_encoder_params()
+    metrics = ctx.evaluate(model)
+    if _is_global_zero():
+        loggers = ctx.loggers("export")
+        logged = {f"export/{k}": v for k, v in metrics.items()}
+        for lg in loggers:
+            lg.log_metrics({"export/sparsity": 1.0 - pruned / unpruned, **logged}, step=0)
+        ctx.close_loggers(loggers)
+    c = model.config
+    return {
+        "export_dir": str(out),
+        "metrics": metrics,
+        "params": {"unpruned": unpruned, "pruned": pruned},
+        "sparsity": 1.0 - pruned / unpruned,
+        "structure": {
+            "hidden_size": c.hidden_size,
+            "num_heads": list(c.num_heads),
+            "intermediate_sizes": list(c.intermediate_sizes),
+        },
+    }
+
+
+def unpruned_encoder_params(ctx: RunContext) -> int:
+    """Encoder parameters of the unpruned model, counted on real (meta-device) tensors."""
+    from transformers import AutoConfig
+
+    from cofi_lightning.modeling import CoFiBertConfig
+
+    source = AutoConfig.from_pretrained(ctx.cfg.model.pretrained)
+    config = (
+        source if isinstance(source, CoFiBertConfig) else CoFiBertConfig.from_bert_config(source)
+    )
+    with torch.device("meta"):
+        model = ctx.model_class(config)
+    return model.num_encoder_params()
+
+
+def _strip(metrics: dict[str, float]) -> dict[str, float]:
+    return {k.removeprefix("val/"): v for k, v in metrics.items()}
+
+
+STAGES = {
+    "teacher": teacher_stage,
+    "prune": prune_stage,
+    "finetune": finetune_stage,
+    "export": export_stage,
+}

@@ -1,0 +1,170 @@
+"""Fixtures of the training-system tests: tiny random BERTs and an in-memory task DataModule."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+from transformers import BertConfig
+
+from cofi_lightning.modeling import CoFiBertConfig, CoFiBertForSequenceClassification
+
+TINY = dict(
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=48,
+    max_position_embeddings=64,
+    type_vocab_size=2,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
+
+
+def tiny_classifier(seed: int = 0, **overrides) -> CoFiBertForSequenceClassification:
+    """A random 2-layer CoFi BERT classifier (2 labels)."""
+    torch.manual_seed(seed)
+    config = CoFiBertConfig.from_bert_config(BertConfig(**{**TINY, **overrides}), num_labels=2)
+    return CoFiBertForSequenceClassification(config)
+
+
+class _Synthetic(Dataset):
+    """Random token sequences whose label is the parity of the second token (learnable)."""
+
+    def __init__(self, n: int, seed: int, seq_len: int = 12, vocab: int = 99) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(5, vocab, (n, seq_len), generator=g)
+        self.ids[:, 0] = 2  # [CLS]
+        lengths = torch.randint(seq_len // 2, seq_len + 1, (n,), generator=g)
+        self.mask = (torch.arange(seq_len)[None] < lengths[:, None]).long()
+        self.ids = self.ids * self.mask
+        self.labels = self.ids[:, 1] % 2
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {
+            "input_ids": self.ids[i],
+            "attention_mask": self.mask[i],
+            "token_type_ids": torch.zeros_like(self.ids[i]),
+            "labels": self.labels[i],
+        }
+
+
+class SyntheticGlue(L.LightningDataModule):
+    """An SST-2-shaped DataModule over :class:`_Synthetic` data (no files, no tokenizer)."""
+
+    def __init__(self, n_train: int = 32, n_val: int = 16, batch_size: int = 8) -> None:
+        super().__init__()
+        self.train, self.val = _Synthetic(n_train, 0), _Synthetic(n_val, 1)
+        self.batch_size = batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train, batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val, batch_size=self.batch_size)
+
+
+@pytest.fixture
+def synthetic_dm() -> SyntheticGlue:
+    return SyntheticGlue()
+
+
+def quiet_trainer(**kwargs) -> L.Trainer:
+    """A CPU trainer without logger, checkpoints, progress bar or model summary."""
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+@pytest.fixture
+def make_student():
+    """Factory of tiny random classifiers: ``make_student(seed=0, **config_overrides)``."""
+    return tiny_classifier
+
+
+@pytest.fixture
+def make_trainer():
+    """Factory of quiet CPU trainers: ``make_trainer(max_steps=2, ...)``."""
+    return quiet_trainer
+
+
+CONF_DIR = __import__("pathlib").Path(__file__).resolve().parents[2] / "conf"
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, minilm_dir):
+    """A vanilla HF ``BertForSequenceClassification`` dir (random, hidden 32) + MiniLM tokenizer."""
+    import shutil
+
+    from transformers import BertForSequenceClassification
+
+    out = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    config = BertConfig(**{**TINY, "vocab_size": 30522, "max_position_embeddings": 128})
+    BertForSequenceClassification(config).save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(minilm_dir / name, out / name)
+    return out
+
+
+@pytest.fixture(scope="session")
+def feature_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("feature_cache")
+
+
+def tiny_run_overrides(model_dir, run_dir, cache_dir) -> list[str]:
+    """Overrides that shrink ``experiment=demo`` to seconds on the tiny model."""
+    return [
+        "experiment=demo",
+        f"model.pretrained={model_dir}",
+        f"run_dir={run_dir}",
+        f"paths.cache_dir={cache_dir}",
+        "logger=csv",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "task.datamodule.limit_train_samples=48",
+        "task.datamodule.limit_eval_samples=32",
+        "task.datamodule.batch_size=8",
+        "distill.teacher_training.epochs=1",
+        "pruning.target_sparsity=0.3",
+        "pruning.epochs=2",
+        "pruning.reg_lr=0.5",
+        "pruning.pre_pruning_steps=1",
+        "pruning.lagrangian_warmup_steps=4",
+        "pruning.eval_every_steps=3",
+        "pruning.checkpoint_every_steps=1",
+        "pruning.sparsity_epsilon=0.05",
+        "pruning.finetune.epochs=1",
+    ]
+
+
+@pytest.fixture
+def compose_train():
+    """``compose_train(overrides) -> DictConfig`` of ``conf/train.yaml``."""
+    from hydra import compose, initialize_config_dir
+
+    import cofi_lightning.config_schema  # noqa: F401
+    import cofi_lightning.data  # noqa: F401
+
+    def _compose(overrides=(), hydra_cfg: bool = False):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("train", overrides=list(overrides), return_hydra_config=hydra_cfg)
+
+    return _compose
+
+
+@pytest.fixture
+def tiny_overrides(tiny_bert_dir, feature_cache):
+    return lambda run_dir: tiny_run_overrides(tiny_bert_dir, run_dir, feature_cache)

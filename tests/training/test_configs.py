@@ -1,0 +1,149 @@
+"""Every experiment x ablation composes and instantiates; invalid values stop with the key named."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from cofi_lightning.config_schema import ABLATIONS, ConfigError, validate_config
+from cofi_lightning.lit_module import PruningSchedule
+from cofi_lightning.masks import CoFiMasks
+from cofi_lightning.modeling import CoFiBertConfig
+from cofi_lightning.pipeline import RunContext
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+ABLATION_FILES = sorted(p.stem for p in (CONF / "ablation").glob("*.yaml"))
+
+
+def test_shipped_files():
+    assert set(ABLATION_FILES) == set(ABLATIONS)
+    assert {
+        "demo",
+        "glue_large_s60",
+        "glue_large_s95",
+        "glue_small_s60",
+        "glue_small_s95",
+        "squad_s60",
+        "squad_s95",
+    } <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("ablation", [None, *ABLATION_FILES])
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_x_ablation_instantiates(compose_train, tmp_path, experiment, ablation):
+    overrides = [f"experiment={experiment}", f"run_dir={tmp_path}"]
+    if ablation:
+        overrides.append(f"ablation={ablation}")
+    cfg = compose_train(overrides)
+    OmegaConf.resolve(cfg)
+    validate_config(cfg, tmp_path)
+    assert cfg.experiment_name == experiment and cfg.ablation_name == ablation
+    ctx = RunContext(cfg, tmp_path)
+    trainer = ctx.trainer("prune", max_epochs=1, eval_every_steps=cfg.pruning.eval_every_steps)
+    assert trainer.max_epochs == 1
+    assert ctx.optim(cfg.pruning.lr, "linear", cfg.model.freeze_embeddings).reg_lr == 0.01 or (
+        experiment == "demo"
+    )
+    ctx.distill_settings()
+    PruningSchedule(target_sparsity=cfg.pruning.target_sparsity)
+    tiny = CoFiBertConfig(
+        vocab_size=10,
+        hidden_size=8,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=8,
+    )
+    masks = CoFiMasks(tiny, units=list(cfg.pruning.units))
+    if ablation == "no_hidden_mask":
+        assert "hidden" not in masks.units
+    if ablation == "no_layer_masks":
+        assert not {"head_layer", "mlp"} & set(masks.units)
+    if ablation == "fixed_layer_map":
+        assert cfg.distill.layer_mapping == "fixed"
+    if ablation == "no_distill":
+        assert not cfg.distill.enabled
+    if experiment.startswith("squad"):
+        assert cfg.task.name == "squad"
+
+
+def test_command_line_task_wins_over_experiment(compose_train):
+    cfg = compose_train(["experiment=glue_small_s95", "task=rte"])
+    assert cfg.task.name == "rte" and cfg.pruning.lagrangian_warmup_epochs == 20
+
+
+def test_run_dir_is_deterministic(compose_train):
+    cfg = compose_train(["ablation=no_distill", "pruning.target_sparsity=0.6"], hydra_cfg=True)
+    assert cfg.hydra.run.dir == "outputs/default/sst2_s0.6_no_distill_seed57"
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("pruning.target_sparsity=1.2", "pruning.target_sparsity must be in [0, 1), got 1.2"),
+        ("pruning.target_sparsity=-0.1", "pruning.target_sparsity"),
+        ("pruning.units=[hidden,heads]", "pruning.units"),
+        ("distill.temperature=0", "distill.temperature"),
+        ("distill.layer_mapping=random", "distill.layer_mapping"),
+        ("stages=[finetune,export]", "stages"),
+        ("stages=[prune,teacher]", "stages"),
+        ("+ablation_name=no_heads", "ablation"),
+        ("task.name=sst3", "task.name"),
+        ("pruning.reg_lr=-1", "pruning.reg_lr"),
+    ],
+)
+def test_invalid_values_name_the_key(compose_train, tmp_path, override, key):
+    overrides = [f"run_dir={tmp_path}", override]
+    if override.startswith("+ablation_name"):
+        overrides = [f"run_dir={tmp_path}", "ablation_name=no_heads"]
+    cfg = compose_train(overrides)
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        validate_config(cfg, tmp_path)
+
+
+def test_unknown_ablation_or_task_group_fails_at_compose(compose_train):
+    with pytest.raises(Exception, match="ablation"):
+        compose_train(["ablation=no_heads"])
+    with pytest.raises(Exception, match="task"):
+        compose_train(["task=sst3"])
+
+
+def test_teacher_with_wrong_label_count(compose_train, tmp_path):
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "config.json").write_text(json.dumps({"model_type": "bert", "num_labels": 3}))
+    cfg = compose_train([f"run_dir={tmp_path}", f"distill.teacher={teacher}"])
+    with pytest.raises(ConfigError, match="distill.teacher has 3 labels but task sst2 needs 2"):
+        validate_config(cfg, tmp_path)
+
+
+def test_finetune_only_with_structure_dir(compose_train, tmp_path):
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "masks.pt").write_bytes(b"")
+    cfg = compose_train(
+        [
+            f"run_dir={tmp_path}",
+            "stages=[finetune,export]",
+            f"pruning.structure_dir={tmp_path / 'best'}",
+        ]
+    )
+    validate_config(cfg, tmp_path)
+
+
+def test_sweep_over_ablations_composes(compose_train):
+    """What `-m ablation='glob(*)'` expands to: one composable job per ablation file."""
+    for name in ABLATION_FILES:
+        cfg = compose_train([f"ablation={name}", "experiment=glue_small_s95"])
+        assert cfg.ablation_name == name and cfg.experiment_name == "glue_small_s95"
+        assert name in cfg.run_name
+
+
+@pytest.mark.parametrize("launcher", ["submitit_slurm", "submitit_local"])
+def test_launcher_presets_compose(compose_train, launcher):
+    cfg = compose_train([f"hydra={launcher}", "experiment=glue_large_s95"], hydra_cfg=True)
+    assert "submitit" in cfg.hydra.launcher._target_
+    assert cfg.hydra.sweep.subdir == "sst2_s0.95_full_seed57"  # resumable: no timestamp

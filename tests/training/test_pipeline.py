@@ -1,0 +1,87 @@
+"""The whole pipeline on a tiny random BERT and 48 SST-2 sentences: stages, resume, results.json."""
+
+from __future__ import annotations
+
+import json
+
+import lightning as L
+import pytest
+from transformers import AutoModelForSequenceClassification
+
+from cofi_lightning.pipeline import RESULT_KEYS, train
+
+
+class Crash(L.Callback):
+    """Raise once the stage reaches ``step`` optimizer steps (a kill in the middle of a stage)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            raise RuntimeError("simulated crash")
+
+
+class FirstStep(L.Callback):
+    """Records the global step at which training (re)starts."""
+
+    def __init__(self) -> None:
+        self.start: int | None = None
+
+    def on_train_start(self, trainer, module) -> None:
+        self.start = trainer.global_step
+
+
+def test_pipeline_resumes_after_crash_in_prune(compose_train, tiny_overrides, tmp_path):
+    run_dir = tmp_path / "run"
+    cfg = compose_train(tiny_overrides(run_dir))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, extra_callbacks={"prune": [Crash(step=4)]})
+    teacher_done = run_dir / "teacher" / "DONE.json"
+    assert teacher_done.is_file() and not (run_dir / "prune" / "DONE.json").exists()
+    assert (run_dir / "prune" / "checkpoints" / "last.ckpt").is_file()
+    stamp = teacher_done.stat().st_mtime_ns
+
+    first = FirstStep()
+    results = train(cfg, extra_callbacks={"prune": [first]})
+    assert teacher_done.stat().st_mtime_ns == stamp  # the teacher stage was not re-run
+    assert first.start is not None and first.start >= 3  # prune resumed from its checkpoint
+
+    assert tuple(results) == RESULT_KEYS
+    on_disk = json.loads((run_dir / "results.json").read_text())
+    assert on_disk == json.loads(json.dumps(results))
+    assert set(on_disk["params"]) == {"unpruned", "pruned"}
+    assert set(on_disk["stage_seconds"]) == {"teacher", "prune", "finetune", "export"}
+    assert on_disk["main_metric"] == "accuracy" and "accuracy" in on_disk["pruned"]
+    assert "accuracy" in on_disk["teacher"] and on_disk["ablation"] is None
+    model = AutoModelForSequenceClassification.from_pretrained(on_disk["export_dir"])
+    assert model.num_encoder_params() == on_disk["params"]["pruned"]
+    assert on_disk["sparsity"] == pytest.approx(
+        1 - on_disk["params"]["pruned"] / on_disk["params"]["unpruned"]
+    )
+    assert len(on_disk["structure"]["num_heads"]) == 2
+    assert (run_dir / "prune" / "structure" / "structure.csv").is_file()
+
+    again = train(cfg)  # everything done: only reads the records
+    assert again["stage_seconds"] == results["stage_seconds"]
+
+
+def test_no_distill_ablation_skips_teacher(compose_train, tiny_overrides, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(run_dir) + ["ablation=no_distill", "pruning.epochs=1"]
+    results = train(compose_train(overrides))
+    assert results["ablation"] == "no_distill" and results["teacher"] == {}
+    record = json.loads((run_dir / "teacher" / "DONE.json").read_text())
+    assert record["teacher_dir"] is None
+
+
+@pytest.mark.slow
+def test_wandb_offline_logging(compose_train, tiny_overrides, tmp_path):
+    """W&B offline: scalar logs, the structure table and heatmap images, one run per stage."""
+    run_dir = tmp_path / "run"
+    overrides = [o for o in tiny_overrides(run_dir) if o != "logger=csv"] + ["logger=wandb"]
+    results = train(compose_train(overrides))
+    assert results["sparsity"] > 0
+    runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 4  # teacher, prune, finetune, export
+    assert list((run_dir / "prune" / "structure").glob("structure_step*.png"))

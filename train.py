@@ -1,0 +1,24 @@
+"""CoFi end to end (teacher -> prune -> finetune -> export) in one Hydra run directory.
+
+    python train.py task=sst2 model.pretrained=<hf name or dir> pruning.target_sparsity=0.95
+    python train.py experiment=demo            # the whole pipeline on CPU in minutes
+    python train.py -m experiment=glue_small_s95 task=rte 'ablation=glob(*)'
+
+Re-running the same command resumes where it stopped. See conf/train.yaml.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+import cofi_lightning.config_schema  # noqa: F401  (registers the cofi.* config resolvers)
+import cofi_lightning.data  # noqa: F401  (registers the paths resolvers)
+from cofi_lightning.pipeline import train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()
