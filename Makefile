@@ -2,7 +2,7 @@
 PYTHON ?= python
 STAMP := .install.stamp
 
-.PHONY: install demo test test-all bench lint clean
+.PHONY: install demo demo-exact test test-all bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install torch==2.13.0
@@ -11,7 +11,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The main job: the whole CoFi pipeline (teacher, prune, finetune, export) on a 2-layer MiniLM and
+# an SST-2 subset, on CPU in minutes. Results land in outputs/demo/.../results.json.
 demo: $(STAMP)
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE-1} WANDB_MODE=$${WANDB_MODE-offline} $(PYTHON) train.py experiment=demo
+
+# Prune MiniLM-L6 with random masks and check the compact model equals the masked one.
+demo-exact: $(STAMP)
 	$(PYTHON) -m cofi_lightning.demo
 
 test: $(STAMP)
@@ -22,6 +28,7 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(PYTHON) bench/pruned_speed.py
+	$(PYTHON) bench/train_step.py
 
 lint: $(STAMP)
 	ruff check . && ruff format --check .
