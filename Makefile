@@ -13,8 +13,12 @@ install: $(STAMP)
 
 # The main job: the whole CoFi pipeline (teacher, prune, finetune, export) on a 2-layer MiniLM and
 # an SST-2 subset, on CPU in minutes. Results land in outputs/demo/.../results.json.
+# Offline when ../shared holds the models (no hub look-ups); otherwise the hub fallbacks are used.
+OFFLINE := $(if $(wildcard ../shared/models),1,0)
+
 demo: $(STAMP)
-	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE-1} WANDB_MODE=$${WANDB_MODE-offline} $(PYTHON) train.py experiment=demo
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE-$(OFFLINE)} WANDB_MODE=$${WANDB_MODE-offline} \
+		$(PYTHON) train.py experiment=demo
 
 # Prune MiniLM-L6 with random masks and check the compact model equals the masked one.
 demo-exact: $(STAMP)

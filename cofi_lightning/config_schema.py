@@ -29,7 +29,13 @@ def shared_dir() -> str:
     return os.environ.get("COFI_SHARED_DIR") or str(REPO_ROOT.parent / "shared")
 
 
+def local_or_hub(local: str, hub_name: str) -> str:
+    """``local`` if that directory exists, else the hub name (for users without ``../shared``)."""
+    return local if Path(local).is_dir() else hub_name
+
+
 OmegaConf.register_new_resolver("cofi.shared_dir", shared_dir, replace=True)
+OmegaConf.register_new_resolver("cofi.local_or_hub", local_or_hub, replace=True)
 OmegaConf.register_new_resolver(
     "cofi.default", lambda value, default: default if value is None else value, replace=True
 )

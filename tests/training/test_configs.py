@@ -147,3 +147,11 @@ def test_launcher_presets_compose(compose_train, launcher):
     cfg = compose_train([f"hydra={launcher}", "experiment=glue_large_s95"], hydra_cfg=True)
     assert "submitit" in cfg.hydra.launcher._target_
     assert cfg.hydra.sweep.subdir == "sst2_s0.95_full_seed57"  # resumable: no timestamp
+
+
+def test_demo_model_falls_back_to_the_hub_without_shared(tmp_path):
+    from cofi_lightning.config_schema import local_or_hub
+
+    assert local_or_hub(str(tmp_path), "google/bert_uncased_L-2_H-128_A-2") == str(tmp_path)
+    missing = str(tmp_path / "absent")
+    assert local_or_hub(missing, "google/bert_uncased_L-2_H-128_A-2").startswith("google/")
