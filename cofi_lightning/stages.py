@@ -56,6 +56,28 @@ def _save(model: torch.nn.Module, ctx: RunContext, path: Path) -> None:
         ctx.tokenizer.save_pretrained(path)
 
 
+def _train_and_save(ctx: RunContext, stage: str, system: CoFiSystem, settings) -> tuple[Path, dict]:
+    """Train ``system`` for one stage and save its student to ``<run_dir>/<stage>/model``.
+
+    Args:
+        settings: the stage's config node with ``epochs``, ``max_steps`` and ``eval_every_steps``.
+
+    Returns:
+        The model directory and the final validation metrics (without the ``val/`` prefix).
+    """
+    trainer = ctx.trainer(
+        stage,
+        max_epochs=settings.epochs,
+        max_steps=settings.max_steps,
+        eval_every_steps=settings.eval_every_steps,
+    )
+    metrics = _fit(ctx, stage, system, trainer)
+    out = ctx.run_dir / stage / "model"
+    _save(system.student, ctx, out)
+    barrier()
+    return out, _strip(metrics)
+
+
 def teacher_stage(ctx: RunContext) -> dict[str, Any]:
     cfg = ctx.cfg
     if not cfg.distill.enabled:
@@ -70,14 +92,8 @@ def teacher_stage(ctx: RunContext) -> dict[str, Any]:
         optim=ctx.optim(t.lr, t.schedule, freeze_embeddings=False),
         seed=cfg.seed,
     )
-    trainer = ctx.trainer(
-        "teacher", max_epochs=t.epochs, max_steps=t.max_steps, eval_every_steps=t.eval_every_steps
-    )
-    metrics = _fit(ctx, "teacher", system, trainer)
-    out = ctx.run_dir / "teacher" / "model"
-    _save(system.student, ctx, out)
-    barrier()
-    return {"teacher_dir": str(out), "metrics": _strip(metrics)}
+    out, metrics = _train_and_save(ctx, "teacher", system, t)
+    return {"teacher_dir": str(out), "metrics": metrics}
 
 
 def prune_stage(ctx: RunContext) -> dict[str, Any]:
@@ -147,14 +163,8 @@ def finetune_stage(ctx: RunContext) -> dict[str, Any]:
         layer_distiller=distiller,
         seed=cfg.seed,
     )
-    trainer = ctx.trainer(
-        "finetune", max_epochs=f.epochs, max_steps=f.max_steps, eval_every_steps=f.eval_every_steps
-    )
-    metrics = _fit(ctx, "finetune", system, trainer)
-    out = ctx.run_dir / "finetune" / "model"
-    _save(system.student, ctx, out)
-    barrier()
-    return {"model_dir": str(out), "metrics": _strip(metrics)}
+    out, metrics = _train_and_save(ctx, "finetune", system, f)
+    return {"model_dir": str(out), "metrics": metrics}
 
 
 def export_stage(ctx: RunContext) -> dict[str, Any]:
