@@ -1,4 +1,4 @@
-"""Shared test fixtures: tiny random BERT configs and the read-only ``../shared`` assets."""
+"""Shared test fixtures: the read-only ``../shared`` assets (tiny configs: ``tiny_bert.py``)."""
 
 from __future__ import annotations
 
@@ -37,20 +37,3 @@ def minilm_l2_dir(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def data_dir(shared_dir: Path) -> Path:
     return shared_dir / "data"
-
-
-def tiny_bert_kwargs(**overrides) -> dict:
-    """Keyword arguments of a tiny ``BertConfig`` (2 layers, hidden 32, 4 heads of 8, FFN 48)."""
-    kwargs = dict(
-        vocab_size=99,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=48,
-        max_position_embeddings=64,
-        type_vocab_size=2,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    kwargs.update(overrides)
-    return kwargs

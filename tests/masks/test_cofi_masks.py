@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import tiny_bert_kwargs
+from tiny_bert import tiny_bert_kwargs
 
 from cofi_lightning.masks import UNIT_NAMES, CoFiMasks, Masks
 from cofi_lightning.modeling import CoFiBertConfig

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_bert_kwargs
+from tiny_bert import tiny_bert_kwargs
 from transformers import (
     BertConfig,
     BertForQuestionAnswering,

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import tiny_bert_kwargs
+from tiny_bert import tiny_bert_kwargs
 from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
 from cofi_lightning.masks import CoFiMasks, Masks

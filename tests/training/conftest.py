@@ -5,22 +5,13 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from tiny_bert import tiny_bert_kwargs
 from torch.utils.data import DataLoader, Dataset
 from transformers import BertConfig
 
 from cofi_lightning.modeling import CoFiBertConfig, CoFiBertForSequenceClassification
 
-TINY = dict(
-    vocab_size=99,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=48,
-    max_position_embeddings=64,
-    type_vocab_size=2,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-)
+TINY = tiny_bert_kwargs()
 
 
 def tiny_classifier(seed: int = 0, **overrides) -> CoFiBertForSequenceClassification:
