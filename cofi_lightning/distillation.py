@@ -256,21 +256,29 @@ class LayerDistiller(nn.Module):
         if n_student < 1 or not all(0 <= i < n_teacher_total for i in layers):
             raise ValueError(f"teacher layers {layers} vs {n_teacher_total} teacher layers")
         teacher = torch.stack([teacher_hidden[i] for i in layers]).detach()  # [n_t, B, S, H]
-        student = self.projection(torch.stack(list(student_hidden)))  # [L_s, B, S, H]
-        if student.shape[1:] != teacher.shape[1:]:
-            raise ValueError(f"student {tuple(student.shape)} vs teacher {tuple(teacher.shape)}")
+        s_shape, t_shape = tuple(student_hidden[0].shape), tuple(teacher.shape[1:])
+        proj = self.projection
+        dims = (proj.in_features, proj.out_features)
+        if s_shape[:-1] != t_shape[:-1] or (s_shape[-1], t_shape[-1]) != dims:
+            raise ValueError(
+                f"student {s_shape} vs teacher {t_shape} hidden states; the projection maps "
+                f"{proj.in_features} -> {proj.out_features} dims"
+            )
         weights = None if attention_mask is None else (attention_mask != 0).to(torch.float32)
 
         if mapping == "fixed":
             indices = [max(0, (i + 1) * n_student // n_teacher_total - 1) for i in layers]
-            selected = torch.stack([student[j] for j in indices])
-            chosen = torch.tensor(indices, device=student.device)
+            selected = torch.stack([student_hidden[j] for j in indices])  # [n_t, B, S, H_s]
+            chosen = torch.tensor(indices, device=teacher.device)
         else:
+            stacked = torch.stack(list(student_hidden))  # [L_s, B, S, H_s]
             with torch.no_grad():  # selection only: [n_t, L_s], one [L_s, B, S, H] diff at a time
-                cost = torch.stack([_masked_mse(student, t, weights) for t in teacher])
+                projected = self.projection(stacked)
+                cost = torch.stack([_masked_mse(projected, t, weights) for t in teacher])
             chosen = dynamic_layer_mapping(cost, student_alive)
-            selected = student.index_select(0, chosen)  # [n_t, B, S, H]
-        return _masked_mse(selected, teacher, weights).sum(), chosen
+            # Project again with gradients, only the n_t selected layers (not all L_s).
+            selected = stacked.index_select(0, chosen)  # [n_t, B, S, H_s]
+        return _masked_mse(self.projection(selected), teacher, weights).sum(), chosen
 
     @torch.no_grad()
     def prune_hidden(self, keep_index: Tensor) -> nn.Linear:

@@ -28,6 +28,7 @@ from transformers import AutoTokenizer
 
 from cofi_lightning.config_schema import validate_config
 from cofi_lightning.data import build_datamodule, get_task
+from cofi_lightning.data.loaders import RestoreLoaderState
 from cofi_lightning.lit_module import CoFiSystem, DistillSettings
 from cofi_lightning.modeling import CoFiBertForQuestionAnswering, CoFiBertForSequenceClassification
 from cofi_lightning.optim import OptimConfig
@@ -48,6 +49,25 @@ RESULT_KEYS = (
     "seed",
     "stage_seconds",
 )
+
+
+class StageClock(L.Callback):
+    """Carries a stage's elapsed seconds through its checkpoints, so a resumed stage reports the
+    time of every attempt up to its last checkpoint, not only of the attempt that finished it.
+
+    Args:
+        started: ``time.perf_counter()`` when this attempt of the stage started.
+    """
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.before = 0.0  # seconds of earlier attempts (from the resumed checkpoint)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"seconds": self.before + time.perf_counter() - self.started}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.before = float(state["seconds"])
 
 
 class RunContext:
@@ -73,6 +93,9 @@ class RunContext:
         self.records: dict[str, dict[str, Any]] = {}
         self._tokenizer = None
         self._datamodule = None
+        #: ``{stage: StageClock}`` of the stage's trainer; ``{stage: start}`` of this attempt.
+        self.clocks: dict[str, StageClock] = {}
+        self.started: dict[str, float] = {}
 
     # --- models and data --------------------------------------------------------------------------
 
@@ -98,6 +121,7 @@ class RunContext:
             kwargs = OmegaConf.to_container(self.cfg.task.datamodule, resolve=True)
             for key in ("_target_", "_partial_", "task"):
                 kwargs.pop(key, None)
+            kwargs.setdefault("seed", int(self.cfg.seed))
             self._datamodule = build_datamodule(self.task.name, self.tokenizer, **kwargs)
         return self._datamodule
 
@@ -157,7 +181,10 @@ class RunContext:
         """A trainer for ``stage`` with its resume checkpoint, loggers and callbacks."""
         loggers = self.loggers(stage)
         every = checkpoint_every_steps or self.cfg.pruning.checkpoint_every_steps
+        clock = self.clocks[stage] = StageClock(self.started.get(stage, time.perf_counter()))
         cbs: list[L.Callback] = [
+            clock,
+            RestoreLoaderState(),
             ModelCheckpoint(
                 dirpath=self.run_dir / stage / "checkpoints",
                 save_last=True,
@@ -236,9 +263,13 @@ def run_stage(ctx: RunContext, name: str, fn: Callable[[RunContext], dict[str, A
         rank_zero_info(f"[{name}] already done ({done}); skipping")
     else:
         rank_zero_info(f"[{name}] starting")
-        start = time.perf_counter()
+        start = ctx.started[name] = time.perf_counter()
         record = fn(ctx)
-        record["seconds"] = round(time.perf_counter() - start, 2)
+        attempt = time.perf_counter() - start
+        clock = ctx.clocks.get(name)
+        earlier = clock.before if clock is not None else 0.0  # attempts cut short by a crash
+        record["seconds"] = round(attempt + earlier, 2)
+        record["attempt_seconds"] = round(attempt, 2)
         if _is_global_zero():
             done.parent.mkdir(parents=True, exist_ok=True)
             done.write_text(json.dumps(record, indent=2))

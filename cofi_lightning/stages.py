@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
-from cofi_lightning.callbacks import BestMasksCheckpoint, StructureLogger, load_masks
+from cofi_lightning.callbacks import BestMasksCheckpoint, BestWeights, StructureLogger, load_masks
 from cofi_lightning.distillation import LayerDistiller
 from cofi_lightning.lit_module import CoFiSystem, PruningSchedule
 from cofi_lightning.masks import CoFiMasks
@@ -42,9 +43,15 @@ def _teacher(ctx: RunContext) -> torch.nn.Module | None:
     return None if path is None else ctx.load_model(path)
 
 
-def _fit(ctx: RunContext, stage: str, system: CoFiSystem, trainer) -> dict[str, float]:
-    """Fit (resuming if possible), then validate once more so the record has final metrics."""
+def _fit(
+    ctx: RunContext, stage: str, system: CoFiSystem, trainer, best: BestWeights | None = None
+) -> dict[str, float]:
+    """Fit (resuming if possible), restore the best weights if kept, then validate once more so
+    the record has the metrics of the weights the stage saves."""
     trainer.fit(system, datamodule=ctx.datamodule, ckpt_path=ctx.resume_path(stage))
+    barrier()  # rank 0 wrote the best weights
+    if best is not None and best.restore(system):
+        rank_zero_info(f"[{stage}] keeping the best weights (step {best.best_step})")
     trainer.validate(system, datamodule=ctx.datamodule, verbose=False)
     ctx.close_loggers(trainer.loggers)
     return dict(system.last_val_metrics)
@@ -60,18 +67,21 @@ def _train_and_save(ctx: RunContext, stage: str, system: CoFiSystem, settings) -
     """Train ``system`` for one stage and save its student to ``<run_dir>/<stage>/model``.
 
     Args:
-        settings: the stage's config node with ``epochs``, ``max_steps`` and ``eval_every_steps``.
+        settings: the stage's config node with ``epochs``, ``max_steps``, ``eval_every_steps`` and
+            ``select_best`` (keep the weights of the best validation instead of the last ones).
 
     Returns:
         The model directory and the final validation metrics (without the ``val/`` prefix).
     """
+    best = BestWeights(ctx.run_dir / stage / "best_student.pt") if settings.select_best else None
     trainer = ctx.trainer(
         stage,
         max_epochs=settings.epochs,
         max_steps=settings.max_steps,
         eval_every_steps=settings.eval_every_steps,
+        callbacks=[best] if best is not None else [],
     )
-    metrics = _fit(ctx, stage, system, trainer)
+    metrics = _fit(ctx, stage, system, trainer, best)
     out = ctx.run_dir / stage / "model"
     _save(system.student, ctx, out)
     barrier()
@@ -147,6 +157,8 @@ def finetune_stage(ctx: RunContext) -> dict[str, Any]:
     masks = load_masks(src)
     compact = student.prune(masks)
     teacher = _teacher(ctx)
+    if f.batch_size:  # the paper's finetune script used 64 (pruning: 32)
+        ctx.datamodule.batch_size = int(f.batch_size)
     distiller = None
     if teacher is not None and cfg.distill.alpha_layer > 0:
         distiller = LayerDistiller(teacher.config.hidden_size)

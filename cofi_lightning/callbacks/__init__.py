@@ -1,11 +1,14 @@
-"""Callbacks of the CoFi pipeline: best-mask selection during pruning and structure dashboards."""
+"""Callbacks of the CoFi pipeline: best-mask selection during pruning, best weights while
+fine-tuning, and structure dashboards."""
 
 from cofi_lightning.callbacks.best_masks import BestMasksCheckpoint, load_masks
+from cofi_lightning.callbacks.best_weights import BestWeights
 from cofi_lightning.callbacks.mask_digest import MaskDigest
 from cofi_lightning.callbacks.structure import StructureLogger, heatmap, structure_rows
 
 __all__ = [
     "BestMasksCheckpoint",
+    "BestWeights",
     "MaskDigest",
     "StructureLogger",
     "heatmap",

@@ -25,6 +25,7 @@ import torch
 from datasets import Dataset, Features
 from torch.utils.data import DataLoader
 
+from cofi_lightning.data.loaders import EpochShuffleSampler, ResumableDataLoader, eval_sampler
 from cofi_lightning.data.sources import default_cache_dir, load_split
 from cofi_lightning.data.tasks import TaskSpec, get_task
 
@@ -122,6 +123,7 @@ class TaskDataModule(L.LightningDataModule):
             ``~/.cache/cofi_lightning``).
         use_hub: Fall back to the hub for splits missing from ``data_dir``.
         check_num_rows: Refuse full splits whose size differs from the official one.
+        seed: Seed of the training order (epoch e is a permutation seeded by ``(seed, e)``).
     """
 
     family: str = ""
@@ -141,6 +143,7 @@ class TaskDataModule(L.LightningDataModule):
         cache_dir: str | os.PathLike | None = None,
         use_hub: bool = True,
         check_num_rows: bool = True,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.task: TaskSpec = get_task(task)
@@ -173,6 +176,7 @@ class TaskDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir or default_cache_dir())
         self.use_hub = use_hub
         self.check_num_rows = check_num_rows
+        self.seed = int(seed)
         #: ``{"<split>/<kind>": True if the features came from the cache}``, filled by ``setup``.
         self.cache_hits: dict[str, bool] = {}
         self.save_hyperparameters(ignore=["tokenizer"])
@@ -264,14 +268,18 @@ class TaskDataModule(L.LightningDataModule):
         return PadCollator(self.tokenizer.pad_token_id, pad_to, float_labels)
 
     def _loader(self, ds: Dataset, batch_size: int, shuffle: bool, **collate: Any) -> DataLoader:
-        return DataLoader(
-            ds,
+        """Training (``shuffle``): resumable mid-epoch, order seeded by ``(seed, epoch)``.
+        Evaluation: file order; under DDP each example on exactly one rank."""
+        common = dict(
             batch_size=batch_size,
-            shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=self._collator(**collate),
         )
+        if shuffle:
+            sampler = EpochShuffleSampler(len(ds), self.seed)
+            return ResumableDataLoader(ds, sampler=sampler, **common)
+        return DataLoader(ds, sampler=eval_sampler(ds), **common)
 
     @staticmethod
     def _require(value: Any, what: str) -> Any:

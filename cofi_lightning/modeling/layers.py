@@ -12,6 +12,9 @@ Where each mask acts (B = batch, S = sequence, H = hidden, n = heads, d = head s
 - ``head_layer`` (scalar): multiplies the attention output projection.
 - ``intermediate`` [m]: multiplies the FFN activation.
 - ``mlp`` (scalar): multiplies the FFN output projection.
+The head, intermediate, layer and (sublayer-output) hidden masks are folded into the output
+projection's weight columns / rows rather than multiplied into activations: mathematically the same,
+and the weight is much smaller than a batch of activations.
 A sublayer whose layer mask is zero, or all of whose heads / FFN dimensions are zero, is *removed*:
 the residual passes through with no bias and no LayerNorm, which is exactly what the physically
 pruned model computes (the original code kept the output bias and LayerNorm when only the heads were
@@ -50,15 +53,16 @@ def masked_layer_norm(x: torch.Tensor, ln: nn.LayerNorm, keep: torch.Tensor | No
 
     Returns:
         ``[..., H]``; on kept dims it equals ``F.layer_norm`` of the kept sub-vector, so a model
-        whose dropped dims were physically removed computes the same numbers. Dropped dims hold the
-        bias (callers multiply by the hidden mask afterwards).
+        whose dropped dims were physically removed computes the same numbers. Dropped dims hold
+        arbitrary values: callers multiply by the hidden mask afterwards.
     """
     if keep is None:
         return ln(x)
     n = keep.sum()
-    mean = (x * keep).sum(-1, keepdim=True) / n
-    centered = (x - mean) * keep
-    var = centered.square().sum(-1, keepdim=True) / n
+    # Weighted sums as mat-vec products: one pass over x each, no [..., H] temporaries for x * keep.
+    mean = (x @ keep).unsqueeze(-1) / n  # [..., 1]
+    centered = x - mean
+    var = (centered.square() @ keep).unsqueeze(-1) / n  # [..., 1]
     return centered * torch.rsqrt(var + ln.eps) * ln.weight + ln.bias
 
 
@@ -119,13 +123,25 @@ class SublayerOutput(nn.Module):
         layer_z: torch.Tensor | None,
         masks: LayerMasks,
         alive: torch.Tensor | None,
+        unit_z: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``x [B, S, in]``, ``residual [B, S, H]`` -> ``[B, S, H]``; ``alive``: bool scalar."""
-        x = self.dense(x)
-        if layer_z is not None:
-            x = x * layer_z
+        """``x [B, S, in]``, ``residual [B, S, H]`` -> ``[B, S, H]``; ``alive``: bool scalar.
+
+        ``unit_z [in]`` (head mask repeated over each head's dims, or the FFN mask) scales the
+        projection's inputs and ``layer_z · hidden`` its outputs. Both are folded into the weight
+        (``[H, in]`` work) instead of multiplying activations (``[B, S, in]`` and ``[B, S, H]``
+        work, forward and backward): the same function, a cheaper pruning step.
+        """
+        weight, bias = self.dense.weight, self.dense.bias
+        out_z = layer_z
         if masks.hidden is not None:
-            x = x * masks.hidden
+            out_z = masks.hidden if out_z is None else out_z * masks.hidden
+        if unit_z is not None:
+            weight = weight * unit_z  # [H, in] * [in]
+        if out_z is not None:
+            weight = weight * out_z.reshape(-1, 1)  # rows: [H, 1] or [1, 1]
+            bias = bias * out_z
+        x = F.linear(x, weight, bias)
         out = masked_layer_norm(self.dropout(x) + residual, self.LayerNorm, masks.hidden_keep)
         if masks.hidden is not None:
             out = out * masks.hidden
@@ -167,11 +183,10 @@ class CoFiBertAttention(nn.Module):
         ctx = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout_p if self.training else 0.0
         )  # [B, n, S, d]
-        if masks.head is not None:
-            ctx = ctx * masks.head.view(1, n, 1, 1)
         ctx = ctx.transpose(1, 2).reshape(B, S, n * d)
+        head_z = None if masks.head is None else masks.head.repeat_interleave(d)  # [n*d]
         alive = _alive(masks.head_layer, masks.head)
-        return self.output(ctx, x, masks.head_layer, masks, alive)
+        return self.output(ctx, x, masks.head_layer, masks, alive, unit_z=head_z)
 
 
 class Intermediate(nn.Module):
@@ -219,9 +234,8 @@ class CoFiBertLayer(nn.Module):
             x = self.attention(x, attn_mask, masks)
         if self.intermediate is not None:
             h = self.intermediate(x)
-            if masks.intermediate is not None:
-                h = h * masks.intermediate
-            x = self.output(h, x, masks.mlp, masks, _alive(masks.mlp, masks.intermediate))
+            alive = _alive(masks.mlp, masks.intermediate)
+            x = self.output(h, x, masks.mlp, masks, alive, unit_z=masks.intermediate)
         return x
 
 

@@ -121,3 +121,29 @@ def test_distillation_step_runs(make_student, make_trainer, synthetic_dm, mappin
     for key in ("train/loss", "train/distill_loss", "train/layer_loss", "train/pred_loss"):
         assert torch.isfinite(trainer.callback_metrics[key])
     assert system.layer_distiller.projection.weight.grad is not None
+
+
+def test_best_weights_restores_the_best_validation(
+    make_student, synthetic_dm, make_trainer, tmp_path
+):
+    """Teacher / finetune keep the weights of the best validation, not the last ones."""
+    from cofi_lightning.callbacks import BestWeights
+
+    class Snapshots(L.Callback):
+        def __init__(self) -> None:
+            self.items: list[tuple[float, dict]] = []
+
+        def on_validation_end(self, trainer, module) -> None:
+            state = {k: v.clone() for k, v in module.student.state_dict().items()}
+            self.items.append((module.last_val_metrics["val/accuracy"], state))
+
+    system = CoFiSystem(make_student(), task="sst2", optim=OptimConfig(lr=5e-3))
+    best, snaps = BestWeights(tmp_path / "best.pt"), Snapshots()
+    trainer = make_trainer(max_steps=8, val_check_interval=1, callbacks=[best, snaps])
+    trainer.fit(system, datamodule=synthetic_dm)
+    scores = [score for score, _ in snaps.items]
+    assert len(scores) == 8 and best.best == max(scores)
+    expected = snaps.items[scores.index(max(scores))][1]  # the first best wins ties
+    assert best.restore(system)
+    for name, value in system.student.state_dict().items():
+        torch.testing.assert_close(value, expected[name], rtol=0, atol=0)

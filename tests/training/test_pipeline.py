@@ -32,20 +32,46 @@ class FirstStep(L.Callback):
         self.start = trainer.global_step
 
 
+class Batches(L.Callback):
+    """Records ``(epoch, batch_idx, rows)`` of every training batch (rows: unpadded token ids)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int, list[tuple[int, ...]]]] = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        ids, mask = batch["input_ids"].tolist(), batch["attention_mask"].tolist()
+        rows = [
+            tuple(i for i, m in zip(r, k, strict=True) if m) for r, k in zip(ids, mask, strict=True)
+        ]
+        self.seen.append((trainer.current_epoch, batch_idx, rows))
+
+
 def test_pipeline_resumes_after_crash_in_prune(compose_train, tiny_overrides, tmp_path):
     run_dir = tmp_path / "run"
     cfg = compose_train(tiny_overrides(run_dir))
+    before = Batches()
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(cfg, extra_callbacks={"prune": [Crash(step=4)]})
+        train(cfg, extra_callbacks={"prune": [before, Crash(step=4)]})
     teacher_done = run_dir / "teacher" / "DONE.json"
     assert teacher_done.is_file() and not (run_dir / "prune" / "DONE.json").exists()
     assert (run_dir / "prune" / "checkpoints" / "last.ckpt").is_file()
     stamp = teacher_done.stat().st_mtime_ns
 
-    first = FirstStep()
-    results = train(cfg, extra_callbacks={"prune": [first]})
+    first, after = FirstStep(), Batches()
+    results = train(cfg, extra_callbacks={"prune": [first, after]})
     assert teacher_done.stat().st_mtime_ns == stamp  # the teacher stage was not re-run
-    assert first.start is not None and first.start >= 3  # prune resumed from its checkpoint
+    # The crash hit after step 4's batch but before its checkpoint (Lightning runs checkpointing
+    # last), so prune resumes from step 3 and replays the lost 4th batch: the same epoch order
+    # continues, and epoch 0 (48 examples / 8 = 6 batches) covers every example exactly once.
+    assert first.start == 3
+    assert [(e, i) for e, i, _ in before.seen] == [(0, i) for i in range(4)]
+    assert [(e, i) for e, i, _ in after.seen[:3]] == [(0, 3), (0, 4), (0, 5)]
+    assert after.seen[0][2] == before.seen[3][2]
+    epoch0 = [row for _, _, rows in before.seen[:3] + after.seen[:3] for row in rows]
+    assert len(epoch0) == 48 and len(set(epoch0)) == 48
+    assert after.seen[3][:2] == (1, 0)
+    prune_done = json.loads((run_dir / "prune" / "DONE.json").read_text())
+    assert prune_done["seconds"] > prune_done["attempt_seconds"]  # the crashed attempt counts
 
     assert tuple(results) == RESULT_KEYS
     on_disk = json.loads((run_dir / "results.json").read_text())

@@ -1,0 +1,118 @@
+"""DataLoaders that resume mid-epoch and evaluate every example exactly once under DDP.
+
+This file owns two things the plain ``torch`` loaders get wrong for long CoFi runs:
+
+* :class:`EpochShuffleSampler` + :class:`ResumableDataLoader`: the training order of epoch e is a
+  permutation seeded by ``(seed, e)``, and the loader's ``state_dict`` records how many batches of
+  the current epoch were handed out. Lightning stores it in every checkpoint and restores it on
+  resume, so a run killed mid-epoch continues with exactly the batches it had not seen yet (a plain
+  ``RandomSampler`` would restart the epoch in a new random order: some examples twice, some never).
+* :func:`eval_sampler`: under DDP, an "unrepeated" distributed sampler for evaluation. Lightning's
+  default ``DistributedSampler`` pads the shards with repeated examples, so GLUE metrics would count
+  up to ``world_size − 1`` examples twice.
+
+:class:`RestoreLoaderState` works around a Lightning resume gap (see its docstring). It does not
+build datasets or batches (``cofi_lightning.data.base``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Sampler
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A fresh random permutation of ``range(n)`` per epoch, reproducible from ``(seed, epoch)``.
+
+    Lightning calls :meth:`set_epoch` before each training epoch (as for ``DistributedSampler``).
+
+    Args:
+        n: Dataset size.
+        seed: Base seed (the run's seed).
+    """
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        self.n = int(n)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader whose position inside the current epoch survives a checkpoint.
+
+    ``state_dict()`` is ``{"epoch", "batches"}`` (batches handed out by the current iterator);
+    after ``load_state_dict`` the next iterator skips that many batches of the same epoch's order.
+    Skipped batches are still collated (cheap: features are pre-tokenized) but never returned, so
+    the skip works with any sampler, including the ones Lightning wraps for DDP.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._batches = 0
+        self._skip = 0
+        self._skip_epoch: int | None = None
+
+    def _epoch(self) -> int | None:
+        sampler = getattr(self.sampler, "epoch", None)
+        return None if sampler is None else int(sampler)
+
+    def __iter__(self) -> Iterator[Any]:
+        skip = self._skip if self._skip_epoch in (None, self._epoch()) else 0
+        self._skip, self._skip_epoch = 0, None
+        self._batches = 0
+        for i, batch in enumerate(super().__iter__()):
+            if i < skip:
+                continue
+            self._batches = i + 1
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self._epoch(), "batches": self._batches}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._skip = int(state.get("batches", 0))
+        self._skip_epoch = state.get("epoch")
+
+
+class RestoreLoaderState(L.Callback):
+    """Apply the checkpoint's loader state that Lightning would otherwise drop.
+
+    Lightning (2.6) restores a stateful loader's ``state_dict`` only when it builds the training
+    loader *after* the checkpoint is read. CoFi's ``configure_optimizers`` reads
+    ``trainer.estimated_stepping_batches`` (the schedules need the epoch length), which builds the
+    loader earlier, so the saved state stays pending. This applies it at ``on_train_start``, before
+    the first batch is drawn (:class:`ResumableDataLoader` reads its skip lazily).
+    """
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        loop = trainer.fit_loop
+        if getattr(loop, "_combined_loader_states_to_load", None):
+            loop._load_combined_loader_states()
+
+
+def eval_sampler(dataset: Any) -> Sampler[int] | None:
+    """An unrepeated distributed sampler when running under DDP, else None (sequential order).
+
+    Each rank gets a disjoint, contiguous-by-stride share and the shares together cover the dataset
+    exactly once (shards may differ in length by one, which evaluation tolerates).
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+    return UnrepeatedDistributedSampler(dataset, shuffle=False)
