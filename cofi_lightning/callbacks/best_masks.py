@@ -1,17 +1,21 @@
 """Keep the pruning stage's best sub-network: deterministic masks + full-size student weights.
 
 This file owns CoFi's model selection during pruning (trainer.py ``start_saving_best``, with its
-``sparsity_epsilon`` actually plumbed through): only evaluations whose expected sparsity has reached
-``target − epsilon`` compete, and the one with the best main metric is written to ``dirpath`` as
+``sparsity_epsilon`` actually plumbed through). An evaluation *qualifies* when its expected sparsity
+lies within ``epsilon`` of the target, ``|ŝ − t| <= epsilon``, and the qualifying one with the best
+main metric is written to ``dirpath`` as
 
 * ``masks.pt``: ``{unit: tensor}`` of the deterministic (soft-valued) masks;
 * ``student.pt``: the student's full-size ``state_dict`` (masks not yet folded in);
 * ``layer_distiller.pt``: the projection's ``state_dict`` (absent without layer distillation);
 * ``meta.json``: step, metric, expected and deterministic sparsity, ``reached_target``.
 
-If no evaluation reaches the target, :meth:`finalize` (called by the pipeline after the final
-validation) writes the final state with ``reached_target: false`` and a warning, so a short run
-still yields a structure. Physical pruning and the finetune stage live in ``cofi_lightning.stages``.
+CoFi accepted any ŝ >= t − epsilon. Short schedules overshoot (the multipliers keep pushing after ŝ
+passes t; CoFiPruning issue #55), and the most accurate overshooting evaluation is then a *smaller*
+model than asked for, reported under the wrong target; hence the two-sided window. Until some
+evaluation qualifies, the one closest to the target is kept instead (``reached_target: false``), and
+:meth:`finalize` warns if that is what the run ends with, so a short run still yields a structure.
+Physical pruning and the finetune stage live in ``cofi_lightning.stages``.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ class BestMasksCheckpoint(L.Callback):
     Args:
         dirpath: Output directory.
         target_sparsity: The final target t.
-        epsilon: Slack: an evaluation qualifies when ŝ >= t − epsilon (CoFi's ``sparsity_epsilon``).
+        epsilon: Window: an evaluation qualifies when ``|ŝ − t| <= epsilon`` (CoFi's
+            ``sparsity_epsilon``, one-sided there).
     """
 
     def __init__(self, dirpath: str | Path, target_sparsity: float, epsilon: float = 0.01) -> None:
@@ -47,33 +52,43 @@ class BestMasksCheckpoint(L.Callback):
         self.epsilon = float(epsilon)
         self.best: float | None = None
         self.best_step: int | None = None
+        self.closest: float | None = None  # smallest |ŝ − t| saved while nothing qualified
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_step": self.best_step}
+        return {"best": self.best, "best_step": self.best_step, "closest": self.closest}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.best_step = state["best"], state["best_step"]
+        self.closest = state.get("closest")
 
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking or module.masks is None or not module.pruning_active():
             return
         metrics = module.last_val_metrics
-        expected = metrics.get("sparsity/expected_at_eval", 0.0)
+        expected = metrics.get("sparsity/expected_at_eval")
         score = metrics.get(module.main_metric_key())
-        if score is None or expected < self.target - self.epsilon:
+        if score is None or expected is None:
             return
-        if self.best is None or score > self.best:
-            self.best, self.best_step = score, trainer.global_step
-            self._save(trainer, module, reached=True)
+        gap = abs(expected - self.target)
+        if gap <= self.epsilon:
+            if self.best is None or score > self.best:
+                self.best, self.best_step = score, trainer.global_step
+                self._save(trainer, module, reached=True)
+        elif self.best is None and (self.closest is None or gap < self.closest):
+            self.closest = gap
+            self._save(trainer, module, reached=False)
 
     def finalize(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        """After the last validation: if nothing qualified, save the final state (and warn)."""
-        if self.best is None and module.masks is not None:
-            rank_zero_warn(
-                f"pruning never reached the target sparsity {self.target} (epsilon "
-                f"{self.epsilon}); keeping the final masks. Train longer, raise pruning.reg_lr or "
-                "shorten the Lagrangian warm-up."
-            )
+        """After the last validation: warn if no evaluation qualified (and save the final state if
+        none was saved at all)."""
+        if self.best is not None or module.masks is None:
+            return
+        rank_zero_warn(
+            f"no evaluation reached the target sparsity {self.target} ± {self.epsilon}; keeping "
+            "the evaluation closest to it (see prune/best/meta.json). Train longer, evaluate more "
+            "often, or lengthen the Lagrangian warm-up."
+        )
+        if self.closest is None:
             self._save(trainer, module, reached=False)
 
     def _save(self, trainer: L.Trainer, module: L.LightningModule, reached: bool) -> None:

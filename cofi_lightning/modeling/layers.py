@@ -96,8 +96,11 @@ class CoFiBertEmbeddings(nn.Module):
             position_ids = self.position_ids[:, :seq_len]
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
-        x = x + self.position_embeddings(position_ids)
+        # In place: embedding lookups do not keep their outputs for backward, and the fresh
+        # [B, S, H] tensors per sum cost page faults that show in small pruned models.
+        x = self.word_embeddings(input_ids)
+        x += self.token_type_embeddings(token_type_ids)
+        x += self.position_embeddings(position_ids)
         if masks.hidden is not None:
             x = x * masks.hidden
         x = self.dropout(masked_layer_norm(x, self.LayerNorm, masks.hidden_keep))
@@ -141,8 +144,9 @@ class SublayerOutput(nn.Module):
         if out_z is not None:
             weight = weight * out_z.reshape(-1, 1)  # rows: [H, 1] or [1, 1]
             bias = bias * out_z
-        x = F.linear(x, weight, bias)
-        out = masked_layer_norm(self.dropout(x) + residual, self.LayerNorm, masks.hidden_keep)
+        x = self.dropout(F.linear(x, weight, bias))
+        x += residual  # in place: neither linear nor dropout keeps its output for backward
+        out = masked_layer_norm(x, self.LayerNorm, masks.hidden_keep)
         if masks.hidden is not None:
             out = out * masks.hidden
         if alive is not None:

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -36,3 +38,28 @@ def test_ddp_ranks_share_masks(tiny_overrides, tmp_path):
     assert len(set(rank0.values())) == len(rank0)  # a fresh sample every step
     assert (run_dir / "prune" / "DONE.json").is_file()
     assert (run_dir / "prune" / "best" / "masks.pt").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_full_pipeline_counts_each_eval_example_once(tiny_overrides, tmp_path):
+    """All four stages under ``trainer=ddp``; 31 evaluation sentences (odd, so a padding sampler
+    would count one twice): every accuracy must be a multiple of 1/31."""
+    run_dir = tmp_path / "run"
+    overrides = [o for o in tiny_overrides(run_dir) if not o.startswith("experiment=")]
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "experiment=demo",
+        *overrides,
+        "trainer=ddp",
+        "task.datamodule.limit_eval_samples=31",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    for accuracy in (results["teacher"]["accuracy"], results["pruned"]["accuracy"]):
+        correct = accuracy / 100 * 31
+        assert correct == pytest.approx(round(correct), abs=1e-6)
+    assert results["params"]["pruned"] < results["params"]["unpruned"]

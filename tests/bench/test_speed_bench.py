@@ -1,0 +1,249 @@
+"""``python -m cofi_lightning.bench``: a consistent report, run-dir discovery, clear errors, and an
+exact inference rewrite, on tiny random BERTs (latencies are measured but never asserted)."""
+
+import json
+import statistics
+
+import pytest
+import torch
+from tiny_bert import tiny_bert_kwargs
+from transformers import BertConfig, BertForQuestionAnswering, BertForSequenceClassification
+
+from cofi_lightning.bench import (
+    BenchError,
+    compare,
+    discover,
+    make_inputs,
+    optimize_for_inference,
+    time_models,
+)
+from cofi_lightning.bench.__main__ import main, parse_args
+from cofi_lightning.bench.sources import BERT_BASE, S95_FFN, S95_HEADS, S95_HIDDEN
+from cofi_lightning.flops import config_forward_flops
+from cofi_lightning.masks import Masks
+from cofi_lightning.modeling import (
+    CoFiBertConfig,
+    CoFiBertForQuestionAnswering,
+    CoFiBertForSequenceClassification,
+    architecture_params,
+)
+
+FAST = ["batch=2", "seq=8", "warmup=0", "rounds=2", "threads=1"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny forwards on two threads of a busy machine spend ~0.2 s each in thread hand-offs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_masks(layers: int = 2) -> Masks:
+    """Heads, FFN dims and hidden dims removed, including a whole attention and a whole FFN."""
+    head = torch.ones(layers, 4)
+    head[0, :3] = 0
+    head[1] = 0
+    inter = torch.ones(layers, 48)
+    inter[0, 5:] = 0  # 5 dims: padded to 16 by the rewrite
+    inter[-1] = 0
+    hidden = torch.ones(32)
+    hidden[::5] = 0  # hidden 25: output projections padded to 32 by the rewrite
+    return Masks(hidden=hidden, head=head, intermediate=inter)
+
+
+def tiny_pair(cls=CoFiBertForSequenceClassification, **overrides):
+    """``(pruned, unpruned)`` tiny models of class ``cls``."""
+    torch.manual_seed(0)
+    model = cls(CoFiBertConfig(**tiny_bert_kwargs(num_labels=3, **overrides))).eval()
+    return model.prune(tiny_masks(model.config.num_hidden_layers)).eval(), model
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A finished run: ``pruned_model/``, ``results.json`` and Hydra's config whose
+    ``model.pretrained`` is relative to the launch dir recorded in ``.hydra/hydra.yaml``."""
+    launch = tmp_path / "repo"
+    torch.manual_seed(0)
+    BertForSequenceClassification(BertConfig(**tiny_bert_kwargs())).save_pretrained(
+        launch / "models" / "tiny-bert"
+    )
+    run = tmp_path / "outputs" / "sst2_s0.5"
+    pruned, _ = tiny_pair()
+    pruned.save_pretrained(run / "pruned_model")
+    # export_dir as written by a run launched elsewhere: the discovery falls back to pruned_model/
+    (run / "results.json").write_text(
+        json.dumps({"task": "sst2", "export_dir": "outputs/sst2_s0.5/pruned_model"})
+    )
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "config.yaml").write_text(
+        "task:\n  name: sst2\nmodel:\n  pretrained: models/tiny-bert\n"
+    )
+    (run / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    cwd: {launch}\n")
+    return run
+
+
+def test_report_is_consistent():
+    pruned, base = tiny_pair()
+    report = compare(pruned, base, batch=2, seq=8, warmup=1, rounds=3)
+    for key in ("device", "dtype", "batch", "seq", "threads", "speedup", "flop_ideal_speedup"):
+        assert key in report
+    assert (report["device"], report["dtype"], report["batch"], report["seq"]) == (
+        "cpu",
+        "fp32",
+        2,
+        8,
+    )
+    assert report["threads"] == torch.get_num_threads()
+    b, p = report["baseline"], report["pruned"]
+    for r in (b, p):
+        assert len(r["latency_ms_rounds"]) == 3
+        assert r["latency_ms"] == statistics.median(r["latency_ms_rounds"])
+        assert r["page_faults_per_forward"] is not None
+    assert report["speedup"] == pytest.approx(b["latency_ms"] / p["latency_ms"])
+    assert (b["encoder_params"], p["encoder_params"]) == (
+        base.num_encoder_params(),
+        pruned.num_encoder_params(),
+    )
+    c = pruned.config
+    assert p["encoder_params"] == architecture_params(
+        c.hidden_size, c.num_heads, c.intermediate_sizes, c.attention_head_size
+    )
+    assert b["sparsity"] == 0.0
+    assert p["sparsity"] == pytest.approx(1 - p["encoder_params"] / b["encoder_params"])
+    ideal = config_forward_flops(base.config, 2, 8) / config_forward_flops(pruned.config, 2, 8)
+    assert report["flop_ideal_speedup"] == pytest.approx(ideal)
+    assert report["achieved_fraction_of_ideal"] == pytest.approx(report["speedup"] / ideal)
+    assert p["structure"]["num_heads"] == [1, 0] and p["structure"]["hidden_size"] == 25
+    json.dumps(report)  # the CLI writes it as is
+
+
+def test_run_dir_discovery(run_dir):
+    found = discover(run=str(run_dir))
+    assert found.pruned == str(run_dir / "pruned_model")
+    assert found.baseline.endswith("repo/models/tiny-bert")  # via hydra.runtime.cwd
+    assert found.task == "sst2"
+    assert discover(pruned=str(run_dir / "pruned_model")) == found
+    assert discover(pruned=str(run_dir)) == found
+    # train.py's resolved config.yaml wins over Hydra's copy
+    (run_dir / "config.yaml").write_text(f"model:\n  pretrained: {run_dir / 'pruned_model'}\n")
+    assert discover(run=str(run_dir)).baseline == str(run_dir / "pruned_model")
+    # a name that is no local dir is a hub name
+    (run_dir / "config.yaml").write_text(
+        "model:\n  pretrained: google/bert_uncased_L-2_H-128_A-2\n"
+    )
+    assert discover(run=str(run_dir)).baseline == "google/bert_uncased_L-2_H-128_A-2"
+
+
+def test_cli_on_a_run_dir_writes_the_json(run_dir, capsys):
+    main([f"run={run_dir}", *FAST])
+    printed = capsys.readouterr().out
+    assert "speedup" in printed and "FLOP-ideal" in printed
+    report = json.loads((run_dir / "speed_cpu_fp32.json").read_text())
+    assert report["task"] == "sst2" and report["seq"] == 8 and report["threads"] == 1
+    assert report["pruned"]["sparsity"] > 0.3
+    assert report["model_class"] == "CoFiBertForSequenceClassification"
+
+
+def test_qa_models_default_to_seq_384(tmp_path):
+    pruned, _ = tiny_pair(CoFiBertForQuestionAnswering, max_position_embeddings=384)
+    pruned.save_pretrained(tmp_path / "pruned")
+    BertForQuestionAnswering(
+        BertConfig(**tiny_bert_kwargs(max_position_embeddings=384))
+    ).save_pretrained(tmp_path / "base")
+    out = tmp_path / "speed.json"
+    main(
+        [
+            f"pruned={tmp_path / 'pruned'}",
+            f"baseline={tmp_path / 'base'}",
+            f"out={out}",
+            "batch=1",
+            "warmup=0",
+            "rounds=1",
+            "optimize=true",
+        ]
+    )
+    report = json.loads(out.read_text())
+    assert report["seq"] == 384 and report["optimize"] is True
+    assert report["model_class"] == "CoFiBertForQuestionAnswering"
+
+
+def test_cuda_unavailable_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    pruned, base = tiny_pair()
+    with pytest.raises(BenchError, match="device=cuda but torch.cuda.is_available"):
+        compare(pruned, base, device="cuda", batch=2, seq=8)
+    with pytest.raises(SystemExit, match="device=cpu"):  # before any model is built or loaded
+        main(["synthetic=s95", "device=cuda"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["pruned={tmp}/missing", "baseline=x"], "no such directory"),
+        (["pruned={tmp}", "baseline={tmp}"], "not a Hugging Face model dir"),
+        (["run={tmp}"], "has no exported model"),
+        (["pruned={tmp}/model"], "no baseline"),
+        (["pruned={tmp}/model", "baseline={tmp}/gpt2"], "times BERT encoders"),
+        (["pruned={tmp}/model", "baseline={tmp}/qa"], "does not load as a CoFiBertForSequence"),
+        (["run={tmp}", "colour=red"], "unknown key"),
+        (["synthetic=s95", "pruned={tmp}"], "drop run="),
+        (["synthetic=s95", "optimize=maybe"], "optimize must be true or false"),
+        (["synthetic=s95", "dtype=fp16"], "dtype must be one of"),
+        ([], "usage"),
+    ],
+)
+def test_bad_inputs_name_the_problem(tmp_path, args, message):
+    pruned, _ = tiny_pair()
+    pruned.save_pretrained(tmp_path / "model")
+    tiny_pair(CoFiBertForQuestionAnswering)[1].save_pretrained(tmp_path / "qa")
+    (tmp_path / "gpt2").mkdir()
+    (tmp_path / "gpt2" / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(SystemExit, match=message):
+        main([a.format(tmp=tmp_path) for a in args])
+
+
+def test_run_dir_without_config_asks_for_a_baseline(run_dir):
+    (run_dir / ".hydra" / "config.yaml").unlink()
+    with pytest.raises(BenchError, match="pass baseline="):
+        discover(run=str(run_dir))
+
+
+def test_compare_rejects_unfair_pairs():
+    pruned, base = tiny_pair()
+    qa, _ = tiny_pair(CoFiBertForQuestionAnswering)
+    with pytest.raises(BenchError, match="same task model"):
+        compare(qa, base, batch=1, seq=8)
+    with pytest.raises(BenchError, match="exceeds"):
+        compare(pruned, base, batch=1, seq=65)
+    inputs = make_inputs(1, 8, 99, torch.device("cpu"))
+    with pytest.raises(ValueError, match="eval mode"):
+        time_models({"pruned": pruned.train()}, inputs, warmup=0, rounds=1)
+
+
+@pytest.mark.parametrize("cls", [CoFiBertForSequenceClassification, CoFiBertForQuestionAnswering])
+def test_inference_rewrite_is_exact(cls):
+    pruned, base = tiny_pair(cls, num_hidden_layers=3)
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, 99, (3, 11), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    for model in (pruned, base):
+        fast = optimize_for_inference(model)
+        for token_types in (None, torch.randint(0, 2, ids.shape, generator=gen)):
+            with torch.inference_mode():
+                want = model(ids, mask, token_types, output_hidden_states=True)
+                got = fast(ids, mask, token_types, output_hidden_states=True)
+            for a, b in zip(want.hidden_states, got.hidden_states, strict=True):
+                torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match="eval mode"):
+        fast.train()(ids, mask)
+
+
+def test_synthetic_structure_is_95_percent_sparse():
+    d = BERT_BASE["hidden_size"] // BERT_BASE["num_attention_heads"]
+    dense = architecture_params(768, [12] * 12, [3072] * 12, d)
+    s95 = architecture_params(S95_HIDDEN, S95_HEADS, S95_FFN, d)
+    assert 0.945 < 1 - s95 / dense < 0.955
+    assert parse_args(["synthetic=s95"])["synthetic"] is True

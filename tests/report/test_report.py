@@ -1,0 +1,257 @@
+"""``cofi_lightning.report`` on a fake sweep: collection, aggregation, tables, plots and the CLI.
+
+The sweep is written once per module: an SST-2 grid (full CoFi and ``no_hidden_mask`` at two
+targets with three seeds, ``no_distill`` with one seed), one MRPC run without a speedup, a job
+whose ``run_dir`` lies outside the sweep, a crashed job, a malformed ``results.json`` and a
+submitit job that died before Hydra started. Expected numbers are recomputed here from what was
+written, never copied from the report.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+from matplotlib.image import imread
+
+from cofi_lightning.report import aggregate, collect_runs, parse_results, write_report
+from cofi_lightning.report.__main__ import main
+from cofi_lightning.report.plots import pareto_front
+
+GRID = [(abl, t, s) for abl in (None, "no_hidden_mask") for t in (0.6, 0.95) for s in (1, 2, 3)]
+GRID += [("no_distill", 0.95, 1)]
+
+
+def fake_results(task="sst2", ablation=None, target=0.6, seed=1, metric="accuracy") -> dict:
+    """A results.json with every key of ``pipeline.RESULT_KEYS``; values vary with the inputs."""
+    unpruned = 21_000_000
+    pruned_params = int(unpruned * (1 - target - 0.004 * seed))
+    accuracy = 92.0 - 8.0 * target - (1.5 if ablation else 0.0) + 0.37 * seed**2
+    return {
+        "task": task,
+        "target_sparsity": target,
+        "sparsity": 1 - pruned_params / unpruned,
+        "params": {"unpruned": unpruned, "pruned": pruned_params},
+        "teacher": {metric: 93.0 + 0.1 * seed},
+        "pruned": {metric: accuracy, "loss": 0.3},
+        "main_metric": metric,
+        "structure": {"hidden_size": 384, "num_heads": [6, 3], "intermediate_sizes": [900, 0]},
+        "export_dir": "pruned_model",
+        "ablation": ablation,
+        "seed": seed,
+        "stage_seconds": {"teacher": 10.0, "prune": 20.0, "finetune": 5.0, "export": 1.0},
+    }
+
+
+def job_dir(root: Path, name: str, overrides: list[str], job_id="???", **config) -> Path:
+    """A Hydra job dir: ``.hydra/{config,overrides,hydra}.yaml``."""
+    hydra = root / name / ".hydra"
+    hydra.mkdir(parents=True)
+    (hydra / "config.yaml").write_text(yaml.safe_dump({"seed": 1, "run_dir": None, **config}))
+    (hydra / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    hydra_cfg = {"hydra": {"job": {"id": job_id, "name": "train"}, "runtime": {"cwd": str(root)}}}
+    (hydra / "hydra.yaml").write_text(yaml.safe_dump(hydra_cfg))
+    return root / name
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("sweep")
+    written = []
+    for i, (ablation, target, seed) in enumerate(GRID):
+        run = job_dir(root, str(i), [f"ablation={ablation}", f"seed={seed}"])
+        res = fake_results("sst2", ablation, target, seed)
+        # Speedups three ways: in results.json, in the bench's file, or (no_distill) not at all.
+        speedup = round(1 / (1 - res["sparsity"]) * (0.8 + 0.01 * seed), 3)
+        if ablation is None:
+            res["speedup"] = speedup
+        elif ablation == "no_hidden_mask":
+            (run / "speed_cpu_fp32.json").write_text(json.dumps({"speedup": speedup}))
+            res["speedup_in_speed_json"] = speedup
+        (run / "results.json").write_text(json.dumps(res))
+        written.append(res)
+    mrpc = fake_results("mrpc", None, 0.6, 1, metric="f1")
+    (job_dir(root, "mrpc", ["task=mrpc"]) / "results.json").write_text(json.dumps(mrpc))
+    # run_dir outside the sweep: the Hydra dir holds the config, the other dir the results.
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / "run"
+    elsewhere.mkdir()
+    job_dir(root, "moved", ["run_dir=..."], run_dir=str(elsewhere))
+    moved = fake_results("mrpc", None, 0.95, 1, metric="f1")
+    (elsewhere / "results.json").write_text(json.dumps(moved))
+
+    crashed = job_dir(root, "crashed", ["pruning.target_sparsity=0.7"], job_id="4242_7")
+    (crashed / "teacher").mkdir()
+    (crashed / "teacher" / "DONE.json").write_text("{}")  # prune/DONE.json missing
+    err = root / ".submitit" / "4242_7" / "4242_7_0_log.err"
+    err.parent.mkdir(parents=True)
+    err.write_text(
+        "Traceback (most recent call last):\n  File 'train.py', line 3\n"
+        "torch.OutOfMemoryError: CUDA out of memory.\nsrun: error: node1: Exited with exit code 1\n"
+    )
+    broken = job_dir(root, "broken", ["seed=9"])
+    (broken / "results.json").write_text('{"task": "sst2", "sparsity": ')
+    orphan = root / ".submitit" / "999" / "999_0_log.err"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_text("ValueError: could not unpickle the job\n")
+    (root / ".submitit" / "1000").mkdir()  # submitted, not started: not a problem yet
+
+    runs, problems = collect_runs([root, elsewhere.parent])
+    report = write_report(runs, problems, root / "report", sources=[root])
+    return dict(root=root, written=written, runs=runs, problems=problems, report=report)
+
+
+def table(markdown: str, heading: str) -> list[list[str]]:
+    """The first Markdown table after ``heading``: header row, then data rows (cells stripped)."""
+    lines = markdown[markdown.index(heading + "\n") :].splitlines()[1:]
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("|"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        if not line.startswith("|---"):
+            rows.append([c.strip() for c in line.strip("|").split(" | ")])
+    return rows
+
+
+def expected(written: list[dict], ablation, target) -> tuple[list[float], list[float]]:
+    cell = [r for r in written if r["ablation"] == ablation and r["target_sparsity"] == target]
+    speed = [r.get("speedup", r.get("speedup_in_speed_json")) for r in cell]
+    return [r["pruned"]["accuracy"] for r in cell], [s for s in speed if s is not None]
+
+
+def fmt(values: list[float], digits: int = 1) -> str:
+    mean = statistics.mean(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def test_collects_every_run_once(sweep):
+    runs = sweep["runs"]
+    assert len(runs) == len(GRID) + 2  # the moved run counted once, though both dirs were given
+    assert {r.task for r in runs} == {"sst2", "mrpc"}
+    assert {r.ablation for r in runs} == {"full", "no_hidden_mask", "no_distill"}
+    by_cell = {(r.ablation, r.target_sparsity, r.seed): r for r in runs if r.task == "sst2"}
+    for res in sweep["written"]:
+        run = by_cell[(res["ablation"] or "full", res["target_sparsity"], res["seed"])]
+        assert run.speedup == res.get("speedup", res.get("speedup_in_speed_json"))
+
+
+def test_aggregates_over_seeds(sweep):
+    groups = {(g.task, g.ablation, g.target_sparsity): g for g in aggregate(sweep["runs"])}
+    for ablation, target in [(None, 0.6), ("no_hidden_mask", 0.95)]:
+        group = groups[("sst2", ablation or "full", target)]
+        pruned, speed = expected(sweep["written"], ablation, target)
+        assert group.n_seeds == 3
+        assert group.pruned.mean == pytest.approx(statistics.mean(pruned))
+        assert group.pruned.std == pytest.approx(statistics.stdev(pruned))
+        assert group.speedup.mean == pytest.approx(statistics.mean(speed))
+    single = groups[("sst2", "no_distill", 0.95)]
+    assert single.pruned.std is None and single.speedup is None
+
+
+def test_summary_table(sweep):
+    rows = table(sweep["report"].read_text(), "## Results")
+    header, body = rows[0], {(r[0], r[1], r[2]): r for r in rows[1:]}
+    col = {name: i for i, name in enumerate(header)}
+    assert len(body) == 7  # 2 ablations x 2 targets + no_distill, mrpc at 0.6 and 0.95
+    pruned, speed = expected(sweep["written"], "no_hidden_mask", 0.6)
+    row = body[("sst2", "no_hidden_mask", "60")]
+    assert row[col["pruned"]] == fmt(pruned)
+    assert row[col["speedup"]] == fmt(speed, 2) + "×"
+    assert row[col["seeds"]] == "3"
+    sparsity = [100 * r["sparsity"] for r in sweep["written"] if r["ablation"] == "no_hidden_mask"]
+    assert row[col["sparsity (%)"]] == fmt(sparsity[:3])
+    one_seed = body[("sst2", "no_distill", "95")]
+    assert "±" not in one_seed[col["pruned"]] and "nan" not in one_seed[col["pruned"]]
+    assert one_seed[col["speedup"]] == "–"
+    assert body[("mrpc", "full", "60")][col["metric"]] == "f1"
+
+
+def test_ablation_table(sweep):
+    rows = table(sweep["report"].read_text(), "### sst2")
+    assert rows[0] == ["sst2 (accuracy)", "60%", "95%"]
+    assert [r[0] for r in rows[1:]] == ["full", "no_distill", "no_hidden_mask"]
+    full = {t: expected(sweep["written"], None, t)[0] for t in (0.6, 0.95)}
+    assert rows[1][1:] == [fmt(full[0.6]), fmt(full[0.95])]
+    assert rows[2][1] == "–"
+    nd = expected(sweep["written"], "no_distill", 0.95)[0]
+    assert rows[2][2] == f"{fmt(nd)} ({nd[0] - statistics.mean(full[0.95]):+.1f})"
+    nhm = expected(sweep["written"], "no_hidden_mask", 0.6)[0]
+    diff = statistics.mean(nhm) - statistics.mean(full[0.6])
+    assert rows[3][1] == f"{fmt(nhm)} ({diff:+.1f})"
+
+
+def test_lists_missing_and_failed_jobs(sweep):
+    problems = {p.job_dir.name: p for p in sweep["problems"]}
+    assert set(problems) == {"crashed", "broken", "999"}
+    crashed = problems["crashed"]
+    assert crashed.status == "failed" and crashed.stages_done == ("teacher",)
+    assert crashed.reason.startswith("torch.OutOfMemoryError: CUDA out of memory.")
+    assert crashed.overrides == ("pruning.target_sparsity=0.7",)
+    assert problems["broken"].status == "malformed"
+    assert "cannot read results.json" in problems["broken"].reason
+    assert problems["999"].status == "failed" and "could not unpickle" in problems["999"].reason
+    rows = table(sweep["report"].read_text(), "## Missing or failed jobs")
+    assert len(rows) == 4
+    listed = {Path(r[0].strip("`")).name: r for r in rows[1:]}
+    assert listed["crashed"][1:3] == ["failed", "teacher"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: [r], "holds a list"),
+        (lambda r: {k: v for k, v in r.items() if k != "sparsity"}, "lacks sparsity"),
+        (lambda r: {**r, "main_metric": "f1"}, "lack the main metric 'f1'"),
+        (lambda r: {**r, "pruned": {"accuracy": None}}, "pruned.accuracy is None"),
+    ],
+)
+def test_malformed_results_say_why(tmp_path, change, message):
+    (tmp_path / "results.json").write_text(json.dumps(change(fake_results())))
+    with pytest.raises(ValueError, match=message):
+        parse_results(tmp_path / "results.json")
+
+
+def test_missing_results_without_error_log(tmp_path):
+    run = job_dir(tmp_path, "running", ["seed=1"], stages=["teacher", "prune"])
+    (run / "teacher").mkdir()
+    (run / "teacher" / "DONE.json").write_text("{}")
+    (run / "train.log").write_text("[INFO] - [prune] starting\n")
+    runs, problems = collect_runs(tmp_path)
+    assert runs == [] and len(problems) == 1
+    assert problems[0].status == "missing"
+    assert problems[0].reason.endswith("last log line: [INFO] - [prune] starting")
+
+
+def test_csv_and_plots(sweep):
+    out = sweep["report"].parent
+    lines = (out / "results.csv").read_text().splitlines()
+    assert len(lines) == 1 + len(sweep["runs"])
+    assert lines[0].startswith("task,ablation,target_sparsity,sparsity,main_metric")
+    text = sweep["report"].read_text()
+    names = ["sst2_metric_vs_sparsity", "sst2_metric_vs_speedup", "mrpc_metric_vs_sparsity"]
+    for name in names:
+        image = imread(out / f"{name}.png")
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+        assert f"({name}.png)" in text
+    assert not (out / "mrpc_metric_vs_speedup.png").exists()
+    assert "no speedup measured for task mrpc" in text
+
+
+def test_pareto_front():
+    points = [(1.0, 90.0), (2.0, 91.0), (3.0, 89.0), (4.0, 85.0), (4.0, 80.0), (5.0, 86.0)]
+    assert pareto_front(points) == [(2.0, 91.0), (3.0, 89.0), (5.0, 86.0)]
+
+
+def test_cli(sweep, tmp_path, capsys):
+    out = tmp_path / "cli_report"
+    assert main([str(sweep["root"]), f"out={out}"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == str(out / "report.md")
+    assert printed[1].startswith("| task | ablation |")
+    assert (out / "report.md").is_file() and (out / "results.csv").is_file()
+    assert main([str(tmp_path / "does_not_exist")]) == 2

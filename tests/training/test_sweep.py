@@ -1,0 +1,49 @@
+"""A two-job Hydra multirun through the submitit_local launcher, then the sweep report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_submitit_local_sweep_and_report(tiny_overrides, tmp_path):
+    sweep = tmp_path / "sweep"
+    overrides = [o for o in tiny_overrides(tmp_path / "unused") if not o.startswith("run_dir=")]
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "-m",
+        "hydra=submitit_local",
+        *overrides,
+        "pruning.target_sparsity=0.2,0.3",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.launcher.timeout_min=20",
+        "hydra.launcher.cpus_per_task=1",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = sorted(sweep.glob("*/results.json"))
+    assert [p.parent.name for p in results] == ["sst2_s0.2_full_seed57", "sst2_s0.3_full_seed57"]
+    targets = [json.loads(p.read_text())["target_sparsity"] for p in results]
+    assert targets == [0.2, 0.3]
+
+    report = subprocess.run(
+        [sys.executable, "-m", "cofi_lightning.report", str(sweep)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr[-4000:]
+    text = (sweep / "report" / "report.md").read_text()
+    assert "| sst2 | full | 20 |" in text and "| sst2 | full | 30 |" in text
+    assert (sweep / "report" / "sst2_metric_vs_sparsity.png").is_file()
