@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from tiny_bert import tiny_bert_kwargs
 
 from cofi_lightning.config_schema import ABLATIONS, ConfigError, validate_config
 from cofi_lightning.lit_module import PruningSchedule
@@ -51,14 +52,7 @@ def test_experiment_x_ablation_instantiates(compose_train, tmp_path, experiment,
     )
     ctx.distill_settings()
     PruningSchedule(target_sparsity=cfg.pruning.target_sparsity)
-    tiny = CoFiBertConfig(
-        vocab_size=10,
-        hidden_size=8,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=8,
-    )
-    masks = CoFiMasks(tiny, units=list(cfg.pruning.units))
+    masks = CoFiMasks(CoFiBertConfig(**tiny_bert_kwargs()), units=list(cfg.pruning.units))
     if ablation == "no_hidden_mask":
         assert "hidden" not in masks.units
     if ablation == "no_layer_masks":

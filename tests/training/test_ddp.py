@@ -4,34 +4,25 @@ same sub-network at every step."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+
+def _ddp_overrides(tiny_overrides, tmp_path) -> list[str]:
+    """The tiny demo run under ``trainer=ddp`` in ``tmp_path / "run"``."""
+    overrides = [o for o in tiny_overrides(tmp_path / "run") if not o.startswith("experiment=")]
+    return ["experiment=demo", *overrides, "trainer=ddp", f"hydra.run.dir={tmp_path / 'hydra'}"]
 
 
-def test_ddp_ranks_share_masks(tiny_overrides, tmp_path):
+def test_ddp_ranks_share_masks(tiny_overrides, train_cli, tmp_path):
     run_dir = tmp_path / "run"
-    overrides = [o for o in tiny_overrides(run_dir) if not o.startswith("experiment=")]
-    cmd = [
-        sys.executable,
-        str(REPO / "train.py"),
-        "experiment=demo",
-        *overrides,
-        "trainer=ddp",
+    train_cli(
+        *_ddp_overrides(tiny_overrides, tmp_path),
         "ablation=no_distill",
         "stages=[teacher,prune]",
         "pruning.epochs=1",
         "+callbacks.mask_digest._target_=cofi_lightning.callbacks.MaskDigest",
-        f"hydra.run.dir={tmp_path / 'hydra'}",
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    )
     rank0 = json.loads((run_dir / "prune" / "mask_digests_rank0.json").read_text())
     rank1 = json.loads((run_dir / "prune" / "mask_digests_rank1.json").read_text())
     assert len(rank0) >= 2 and rank0 == rank1
@@ -41,24 +32,15 @@ def test_ddp_ranks_share_masks(tiny_overrides, tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_full_pipeline_counts_each_eval_example_once(tiny_overrides, tmp_path):
+def test_ddp_full_pipeline_counts_each_eval_example_once(tiny_overrides, train_cli, tmp_path):
     """All four stages under ``trainer=ddp``; 31 evaluation sentences (odd, so a padding sampler
     would count one twice): every accuracy must be a multiple of 1/31."""
-    run_dir = tmp_path / "run"
-    overrides = [o for o in tiny_overrides(run_dir) if not o.startswith("experiment=")]
-    cmd = [
-        sys.executable,
-        str(REPO / "train.py"),
-        "experiment=demo",
-        *overrides,
-        "trainer=ddp",
+    train_cli(
+        *_ddp_overrides(tiny_overrides, tmp_path),
         "task.datamodule.limit_eval_samples=31",
-        f"hydra.run.dir={tmp_path / 'hydra'}",
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    results = json.loads((run_dir / "results.json").read_text())
+        timeout=900,
+    )
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
     for accuracy in (results["teacher"]["accuracy"], results["pruned"]["accuracy"]):
         correct = accuracy / 100 * 31
         assert correct == pytest.approx(round(correct), abs=1e-6)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,12 +13,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_submitit_local_sweep_and_report(tiny_overrides, tmp_path):
+def test_submitit_local_sweep_and_report(tiny_overrides, train_cli, tmp_path):
     sweep = tmp_path / "sweep"
     overrides = [o for o in tiny_overrides(tmp_path / "unused") if not o.startswith("run_dir=")]
-    cmd = [
-        sys.executable,
-        str(REPO / "train.py"),
+    train_cli(
         "-m",
         "hydra=submitit_local",
         *overrides,
@@ -27,10 +24,8 @@ def test_submitit_local_sweep_and_report(tiny_overrides, tmp_path):
         f"hydra.sweep.dir={sweep}",
         "hydra.launcher.timeout_min=20",
         "hydra.launcher.cpus_per_task=1",
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+        timeout=1200,
+    )
     results = sorted(sweep.glob("*/results.json"))
     assert [p.parent.name for p in results] == ["sst2_s0.2_full_seed57", "sst2_s0.3_full_seed57"]
     targets = [json.loads(p.read_text())["target_sparsity"] for p in results]
