@@ -18,11 +18,12 @@ from cofi_lightning.pipeline import RunContext
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+SHORT_SCHEDULES = {"demo", "repro_mrpc_cpu"}  # CPU presets with faster multipliers
 ABLATION_FILES = sorted(p.stem for p in (CONF / "ablation").glob("*.yaml"))
 
 
 def test_shipped_files():
-    assert set(ABLATION_FILES) == set(ABLATIONS)
+    assert set(ABLATION_FILES) == {"full", *ABLATIONS}
     assert {
         "demo",
         "glue_large_s60",
@@ -43,13 +44,13 @@ def test_experiment_x_ablation_instantiates(compose_train, tmp_path, experiment,
     cfg = compose_train(overrides)
     OmegaConf.resolve(cfg)
     validate_config(cfg, tmp_path)
-    assert cfg.experiment_name == experiment and cfg.ablation_name == ablation
+    assert cfg.experiment_name == experiment
+    assert cfg.ablation_name == (None if ablation == "full" else ablation)
     ctx = RunContext(cfg, tmp_path)
     trainer = ctx.trainer("prune", max_epochs=1, eval_every_steps=cfg.pruning.eval_every_steps)
     assert trainer.max_epochs == 1
-    assert ctx.optim(cfg.pruning.lr, "linear", cfg.model.freeze_embeddings).reg_lr == 0.01 or (
-        experiment == "demo"
-    )
+    reg_lr = ctx.optim(cfg.pruning.lr, "linear", cfg.model.freeze_embeddings).reg_lr
+    assert reg_lr == (0.02 if experiment in SHORT_SCHEDULES else 0.01)
     ctx.distill_settings()
     PruningSchedule(target_sparsity=cfg.pruning.target_sparsity)
     masks = CoFiMasks(CoFiBertConfig(**tiny_bert_kwargs()), units=list(cfg.pruning.units))
@@ -68,6 +69,15 @@ def test_experiment_x_ablation_instantiates(compose_train, tmp_path, experiment,
 def test_command_line_task_wins_over_experiment(compose_train):
     cfg = compose_train(["experiment=glue_small_s95", "task=rte"])
     assert cfg.task.name == "rte" and cfg.pruning.lagrangian_warmup_epochs == 20
+
+
+def test_full_ablation_equals_no_ablation_so_a_glob_sweep_includes_full_cofi(compose_train):
+    assert "full" in ABLATION_FILES
+    full = compose_train(["ablation=full", "pruning.target_sparsity=0.6"], hydra_cfg=True)
+    unset = compose_train(["pruning.target_sparsity=0.6"], hydra_cfg=True)
+    assert full.hydra.run.dir == unset.hydra.run.dir == "outputs/default/sst2_s0.6_full_seed57"
+    del full.hydra, unset.hydra
+    assert full == unset
 
 
 def test_run_dir_is_deterministic(compose_train):
@@ -129,10 +139,11 @@ def test_finetune_only_with_structure_dir(compose_train, tmp_path):
 
 
 def test_sweep_over_ablations_composes(compose_train):
-    """What `-m ablation='glob(*)'` expands to: one composable job per ablation file."""
+    """What `-m ablation='glob(*)'` expands to: full CoFi and one job per ablation file."""
     for name in ABLATION_FILES:
         cfg = compose_train([f"ablation={name}", "experiment=glue_small_s95"])
-        assert cfg.ablation_name == name and cfg.experiment_name == "glue_small_s95"
+        assert cfg.ablation_name == (None if name == "full" else name)
+        assert cfg.experiment_name == "glue_small_s95"
         assert name in cfg.run_name
 
 
