@@ -44,7 +44,7 @@ def plot_metric_vs_sparsity(groups: Sequence[Group], out_dir: Path) -> list[Path
         ax.set_xlabel("measured encoder sparsity (%)")
         ax.set_ylabel(f"{mine[0].main_metric} (%)")
         ax.set_title(f"{task}: {mine[0].main_metric} vs sparsity")
-        paths.append(_save(fig, ax, out_dir / f"{_slug(task)}_metric_vs_sparsity.png"))
+        paths.append(_save(fig, ax, out_dir / f"{slug(task)}_metric_vs_sparsity.png"))
     return paths
 
 
@@ -77,7 +77,7 @@ def plot_metric_vs_speedup(groups: Sequence[Group], out_dir: Path) -> list[Path]
         ax.set_xlabel("inference speedup (log scale)")
         ax.set_ylabel(f"{mine[0].main_metric} (%)")
         ax.set_title(f"{task}: {mine[0].main_metric} vs speedup")
-        paths.append(_save(fig, ax, out_dir / f"{_slug(task)}_metric_vs_speedup.png"))
+        paths.append(_save(fig, ax, out_dir / f"{slug(task)}_metric_vs_speedup.png"))
     return paths
 
 
@@ -125,5 +125,6 @@ def _save(fig: Figure, ax, path: Path) -> Path:
     return path
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
+    """A file-name-safe form of ``name`` (every report PNG is named with it)."""
     return re.sub(r"[^\w.-]+", "_", name)

@@ -168,6 +168,32 @@ def ablation_table(groups: Sequence[Group], task: str) -> str:
     return markdown_table(header, rows)
 
 
+def structure_table(runs: Sequence[Run]) -> str:
+    """The exported structure of every run: hidden size, heads and FFN dims kept per layer.
+
+    Per-layer lists read bottom (layer 0) to top; 0 means the sublayer was removed. Runs whose
+    results lack a structure show ``–``.
+    """
+    rows = []
+    for run in runs:
+        structure = run.raw.get("structure") or {}
+        heads, ffn = structure.get("num_heads"), structure.get("intermediate_sizes")
+        rows.append(
+            [
+                run.task,
+                run.ablation,
+                f"{run.target_sparsity * 100:g}",
+                str(run.seed) if run.seed is not None else MISSING,
+                f"{run.sparsity * 100:.1f}",
+                str(structure.get("hidden_size", MISSING)),
+                " ".join(map(str, heads)) if heads else MISSING,
+                " ".join(map(str, ffn)) if ffn else MISSING,
+            ]
+        )
+    header = ["task", "ablation", "target (%)", "seed", "sparsity (%)", "hidden"]
+    return markdown_table(header + ["heads per layer", "FFN dims per layer"], rows)
+
+
 def problems_table(problems: Sequence[Problem]) -> str:
     """The missing / failed jobs: directory, status, finished stages, overrides, reason."""
     rows = [

@@ -10,12 +10,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cofi_lightning.report.collect import Problem, Run
+from cofi_lightning.report.curves import plot_prune_curves
 from cofi_lightning.report.plots import plot_metric_vs_sparsity, plot_metric_vs_speedup
 from cofi_lightning.report.tables import (
     Group,
     ablation_table,
     aggregate,
     problems_table,
+    structure_table,
     summary_table,
     write_csv,
 )
@@ -46,8 +48,12 @@ def write_report(
     groups = aggregate(runs)
     write_csv(runs, out / CSV_FILE)
     plots = plot_metric_vs_sparsity(groups, out) + plot_metric_vs_speedup(groups, out)
+    curves = plot_prune_curves(runs, out)
+    text = render_markdown(
+        groups, problems, [p.name for p in plots], sources, runs, [p.name for p in curves]
+    )
     path = out / REPORT_FILE
-    path.write_text(render_markdown(groups, problems, [p.name for p in plots], sources))
+    path.write_text(text)
     return path
 
 
@@ -56,8 +62,14 @@ def render_markdown(
     problems: Sequence[Problem],
     plot_names: Sequence[str] = (),
     sources: Sequence[str | Path] = (),
+    runs: Sequence[Run] = (),
+    curve_names: Sequence[str] = (),
 ) -> str:
-    """The text of ``report.md`` (plots are linked by file name, relative to the report)."""
+    """The text of ``report.md`` (plots are linked by file name, relative to the report).
+
+    ``runs`` fill the per-run structure table and ``curve_names`` the prune-stage curves; both
+    sections are left out when empty.
+    """
     n_runs = sum(g.n_seeds for g in groups)
     parts = ["# CoFi sweep report", ""]
     if sources:
@@ -87,6 +99,17 @@ def render_markdown(
         parts += [f"![{name.removesuffix('.png')}]({name})", ""]
     parts += [] if plot_names else ["No plots.", ""]
     parts += _speedup_notes(groups)
+    if curve_names:
+        parts += [
+            "## Prune-stage curves",
+            "",
+            "Expected sparsity against the target schedule, and the validation metric, per "
+            "optimizer step (from the runs' CSV logs).",
+            "",
+        ]
+        parts += [line for name in curve_names for line in (f"![{name[:-4]}]({name})", "")]
+    if runs:
+        parts += ["## Structures", "", structure_table(runs), ""]
     parts += ["## Missing or failed jobs", ""]
     parts += [problems_table(problems) if problems else "None.", ""]
     return "\n".join(parts)

@@ -1,0 +1,159 @@
+"""The prune stage's training curves, read back from the runs' CSV logs and plotted per target.
+
+This file owns reading ``<run_dir>/prune/csv/version_*/metrics.csv`` (written with ``logger=csv``)
+and the figure drawn from it: expected sparsity ŝ against the warmed-up target t (paper Eq. 6 and
+its linear schedule) and the validation main metric, against the optimizer step, one colour per
+ablation. Runs logged to W&B only have no CSV file and are left out (their curves are on the W&B
+dashboard). It does not compute anything the training did not log.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from cofi_lightning.report.collect import Run
+from cofi_lightning.report.plots import slug
+
+LOG_GLOB = "prune/csv/version_*/metrics.csv"
+EXPECTED, TARGET = "sparsity/expected", "sparsity/target"
+
+
+@dataclass
+class PruneCurve:
+    """One run's prune-stage series, each a sorted list of ``(step, value)``.
+
+    Attributes:
+        expected: Expected encoder sparsity ŝ of the sampled masks (fraction).
+        target: The Lagrangian's target t at that step (fraction).
+        metric: Validation main metric (%), at each evaluation.
+        selected: ``(step, metric)`` of the evaluation whose masks were exported (the prune
+            stage's ``DONE.json``), if known.
+    """
+
+    expected: list[tuple[int, float]] = field(default_factory=list)
+    target: list[tuple[int, float]] = field(default_factory=list)
+    metric: list[tuple[int, float]] = field(default_factory=list)
+    selected: tuple[int, float] | None = None
+
+
+def read_prune_curve(run_dir: Path, main_metric: str) -> PruneCurve | None:
+    """The prune stage's curves of ``run_dir``, or None without a CSV log.
+
+    A resumed stage logs each attempt into its own ``version_<n>`` folder; later attempts win for
+    the steps they repeat (the replayed steps after the last checkpoint).
+    """
+    files = sorted(Path(run_dir).glob(LOG_GLOB), key=_version)
+    if not files:
+        return None
+    series: dict[str, dict[int, float]] = {EXPECTED: {}, TARGET: {}, "metric": {}}
+    for path in files:
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            metric_key = _metric_column(reader.fieldnames or [], main_metric)
+            for row in reader:
+                step = _float(row.get("step"))
+                if step is None:
+                    continue
+                for key, column in ((EXPECTED, EXPECTED), (TARGET, TARGET), ("metric", metric_key)):
+                    value = _float(row.get(column)) if column else None
+                    if value is not None:
+                        series[key][int(step)] = value
+    curve = PruneCurve(*(sorted(series[k].items()) for k in (EXPECTED, TARGET, "metric")))
+    curve.selected = _selected(Path(run_dir) / "prune" / "DONE.json")
+    return curve
+
+
+def plot_prune_curves(runs: Sequence[Run], out_dir: Path) -> list[Path]:
+    """Per (task, target sparsity): ŝ and t (top) and the validation metric (bottom) per step.
+
+    One colour per ablation (every seed drawn, thin); the teacher's metric is the dashed line; a
+    star (and a dotted line above it) marks the evaluation whose masks were exported.
+    Returns the written PNGs (``<task>_s<target>_prune_curves.png``); targets whose runs have no
+    CSV log get none.
+    """
+    ablations = list(dict.fromkeys(r.ablation for r in runs))
+    colors = {name: f"C{i % 10}" for i, name in enumerate(ablations)}
+    paths = []
+    for task, target in dict.fromkeys((r.task, r.target_sparsity) for r in runs):
+        mine = [r for r in runs if (r.task, r.target_sparsity) == (task, target)]
+        curves = [(r, read_prune_curve(r.run_dir, r.main_metric)) for r in mine]
+        curves = [(r, c) for r, c in curves if c is not None and c.expected]
+        if not curves:
+            continue
+        fig = Figure(figsize=(7, 6), layout="constrained")
+        FigureCanvasAgg(fig)
+        top, bottom = fig.subplots(2, 1, sharex=True)
+        labelled: set[str] = set()
+        for run, curve in curves:
+            color = colors[run.ablation]
+            label = None if run.ablation in labelled else run.ablation
+            labelled.add(run.ablation)
+            top.plot(*_xy(curve.expected, 100), color=color, linewidth=1, label=label)
+            if curve.metric:
+                bottom.plot(*_xy(curve.metric), color=color, marker=".", linewidth=1, label=label)
+            if curve.selected is not None:
+                step, value = curve.selected
+                bottom.scatter([step], [value], marker="*", s=150, color=color, zorder=3)
+                top.axvline(step, color=color, linestyle=":", linewidth=1)
+        target_curve = max((c.target for _, c in curves), key=len)
+        if target_curve:
+            top.plot(*_xy(target_curve, 100), "k--", linewidth=1, label="target t")
+        teachers = [r.teacher for r, _ in curves if r.teacher is not None]
+        if teachers:
+            bottom.axhline(
+                sum(teachers) / len(teachers), color="black", linestyle="--", label="teacher"
+            )
+        top.set_ylabel("expected sparsity ŝ (%)")
+        top.set_title(f"{task}, target {100 * target:g}%: prune stage")
+        bottom.set_ylabel(f"validation {mine[0].main_metric} (%)")
+        bottom.set_xlabel("optimizer step")
+        for ax in (top, bottom):
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize="small")
+        path = out_dir / f"{slug(task)}_s{target:g}_prune_curves.png"
+        fig.savefig(path, dpi=100)
+        paths.append(path)
+    return paths
+
+
+def _metric_column(columns: Sequence[str], main_metric: str) -> str | None:
+    """``val/<metric>``, or with several evaluation sets the first ``val/<name>/<metric>``."""
+    if f"val/{main_metric}" in columns:
+        return f"val/{main_metric}"
+    nested = (c for c in columns if c.startswith("val/") and c.endswith(f"/{main_metric}"))
+    return next(nested, None)
+
+
+def _selected(done: Path) -> tuple[int, float] | None:
+    """``(step, metric)`` of ``best`` in the prune stage's DONE.json, if it has one."""
+    try:
+        best = json.loads(done.read_text()).get("best") or {}
+        return int(best["step"]), float(best["metric"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _version(path: Path) -> int:
+    match = re.search(r"version_(\d+)", path.parent.name)
+    return int(match.group(1)) if match else -1
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        value = float(text) if text not in (None, "") else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _xy(points: list[tuple[int, float]], scale: float = 1.0) -> tuple[list[int], list[float]]:
+    return [s for s, _ in points], [scale * v for _, v in points]

@@ -1,0 +1,103 @@
+"""Prune-stage curves read back from CSV logs, their plot, and the report's structure table."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from matplotlib.image import imread
+
+from cofi_lightning.report import collect_runs, write_report
+from cofi_lightning.report.curves import read_prune_curve
+
+COLUMNS = ["epoch", "step", "sparsity/expected", "sparsity/target", "train/loss", "val/accuracy"]
+
+
+def write_log(run_dir: Path, version: int, rows: list[dict]) -> None:
+    """A Lightning CSVLogger file: one metric per row, the others empty (as Lightning writes)."""
+    path = run_dir / "prune" / "csv" / f"version_{version}" / "metrics.csv"
+    path.parent.mkdir(parents=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_run(root: Path, name: str, ablation: str | None, target: float, heads: list[int]) -> Path:
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    results = {
+        "task": "mrpc",
+        "target_sparsity": target,
+        "sparsity": target + 0.003,
+        "pruned": {"accuracy": 80.0},
+        "teacher": {"accuracy": 83.0},
+        "main_metric": "accuracy",
+        "structure": {"hidden_size": 300, "num_heads": heads, "intermediate_sizes": [512, 0]},
+        "ablation": ablation,
+        "seed": 57,
+    }
+    (run_dir / "results.json").write_text(json.dumps(results))
+    return run_dir
+
+
+def test_resumed_attempts_merge_and_the_later_attempt_wins(tmp_path):
+    run = write_run(tmp_path, "full", None, 0.6, [4, 2])
+    # Attempt 0 logged steps 0..29 and was lost after its checkpoint at step 20; attempt 1 replays
+    # steps 20..29 (different samples) and continues. Evaluations log on their own rows.
+    first = [
+        {"step": s, "sparsity/expected": 0.01 * s, "sparsity/target": 0.02 * s} for s in range(30)
+    ]
+    first += [{"step": 19, "val/accuracy": 70.0}]
+    second = [
+        {"step": s, "sparsity/expected": 0.5 + 0.001 * s, "sparsity/target": 0.02 * s}
+        for s in range(20, 40)
+    ]
+    second += [{"step": 39, "val/accuracy": 75.5}, {"step": 40, "train/loss": 0.3}]
+    write_log(run, 0, first)
+    write_log(run, 1, second)
+    assert read_prune_curve(run, "accuracy").selected is None  # prune stage not finished
+    best = {"step": 39, "metric": 75.5, "reached_target": True}
+    (run / "prune" / "DONE.json").write_text(json.dumps({"best": best}))
+
+    curve = read_prune_curve(run, "accuracy")
+    assert curve.selected == (39, 75.5)
+    assert [s for s, _ in curve.expected] == list(range(40))
+    assert dict(curve.expected)[25] == 0.5 + 0.025  # replayed step: the later attempt's value
+    assert dict(curve.expected)[10] == 0.1
+    assert curve.metric == [(19, 70.0), (39, 75.5)]
+    assert dict(curve.target)[39] == 0.78
+    assert read_prune_curve(tmp_path / "no_logs", "accuracy") is None
+
+
+def test_report_has_curves_per_target_and_every_structure(tmp_path):
+    root = tmp_path / "sweep"
+    logged = {
+        "full": write_run(root, "a", None, 0.6, [4, 2]),
+        "no_hidden_mask": write_run(root, "b", "no_hidden_mask", 0.6, [3, 0]),
+    }
+    for i, run in enumerate(logged.values()):
+        rows = [
+            {"step": s, "sparsity/expected": 0.01 * s + i, "sparsity/target": 0.01 * s}
+            for s in range(60)
+        ]
+        write_log(run, 0, rows + [{"step": 59, "val/accuracy": 79.0 + i}])
+    write_run(root, "c", None, 0.9, [1, 1])  # no CSV log (a W&B-only run): no curve for 0.9
+
+    runs, problems = collect_runs(root)
+    report = write_report(runs, problems, root / "report")
+    text = report.read_text()
+    png = report.parent / "mrpc_s0.6_prune_curves.png"
+    image = imread(png)
+    assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 300
+    assert "(mrpc_s0.6_prune_curves.png)" in text
+    assert not (report.parent / "mrpc_s0.9_prune_curves.png").exists()
+
+    structures = text[text.index("## Structures") :].splitlines()
+    rows = [line for line in structures if line.startswith("| mrpc")]
+    assert len(rows) == 3
+    cells = {(r.split(" | ")[1], r.split(" | ")[2]): r for r in rows}
+    assert cells[("full", "60")].endswith("| 300 | 4 2 | 512 0 |")
+    assert cells[("no_hidden_mask", "60")].endswith("| 300 | 3 0 | 512 0 |")
+    assert "| 90.3 |" in cells[("full", "90")]
