@@ -132,8 +132,13 @@ class FastLayer(nn.Module):
         y += residual
         return norm(y)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, masks) -> torch.Tensor:
-        """``x [B, S, H]``, ``attn_mask [B, 1, 1, S]`` bool (True = attend) -> ``[B, S, H]``."""
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None, masks, reuse_input: bool = False
+    ) -> torch.Tensor:
+        """``x [B, S, H]``, ``attn_mask [B, 1, 1, S]`` bool (True = attend) -> ``[B, S, H]``.
+
+        ``reuse_input`` is accepted for ``CoFiBertLayer``'s signature; this layer always adds the
+        residual into its own projection output instead."""
         _check_no_masks(self, masks)
         if self.qkv is not None:
             B, S, _ = x.shape

@@ -127,6 +127,7 @@ class SublayerOutput(nn.Module):
         masks: LayerMasks,
         alive: torch.Tensor | None,
         unit_z: torch.Tensor | None = None,
+        reuse_residual: bool = False,
     ) -> torch.Tensor:
         """``x [B, S, in]``, ``residual [B, S, H]`` -> ``[B, S, H]``; ``alive``: bool scalar.
 
@@ -134,7 +135,26 @@ class SublayerOutput(nn.Module):
         projection's inputs and ``layer_z · hidden`` its outputs. Both are folded into the weight
         (``[H, in]`` work) instead of multiplying activations (``[B, S, in]`` and ``[B, S, H]``
         work, forward and backward): the same function, a cheaper pruning step.
+
+        ``reuse_residual``: the caller no longer needs ``residual``. Without masks, gradients or
+        dropout, the projection then accumulates into the residual's memory (one GEMM with
+        ``beta = 1``, then the bias), instead of broadcasting the bias into a fresh ``[B, S, H]``
+        tensor and adding the residual in a second pass. The same sum in another order; on CPU
+        the fresh tensor's first touch (page faults) costs about as much as a small pruned GEMM.
         """
+        if (
+            reuse_residual
+            and layer_z is None
+            and unit_z is None
+            and alive is None
+            and masks.hidden is None
+            and not (self.training or torch.is_grad_enabled())
+            and residual.is_contiguous()
+        ):
+            flat = residual.view(-1, residual.shape[-1])  # [B*S, H], shares memory
+            flat.addmm_(x.reshape(-1, x.shape[-1]), self.dense.weight.t())
+            flat += self.dense.bias
+            return self.LayerNorm(residual)
         weight, bias = self.dense.weight, self.dense.bias
         out_z = layer_z
         if masks.hidden is not None:
@@ -175,8 +195,17 @@ class CoFiBertAttention(nn.Module):
         self.self = QKVProjections(config.hidden_size, num_heads * self.head_size)
         self.output = SublayerOutput(num_heads * self.head_size, config)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, masks: LayerMasks):
-        """``x [B, S, H]``, ``attn_mask [B, 1, 1, S]`` bool (True = attend) -> ``[B, S, H]``."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        masks: LayerMasks,
+        reuse_input: bool = False,
+    ):
+        """``x [B, S, H]``, ``attn_mask [B, 1, 1, S]`` bool (True = attend) -> ``[B, S, H]``.
+
+        ``reuse_input``: ``x`` may be overwritten (see ``SublayerOutput``).
+        """
         B, S, _ = x.shape
         n, d = self.num_heads, self.head_size
 
@@ -190,7 +219,9 @@ class CoFiBertAttention(nn.Module):
         ctx = ctx.transpose(1, 2).reshape(B, S, n * d)
         head_z = None if masks.head is None else masks.head.repeat_interleave(d)  # [n*d]
         alive = _alive(masks.head_layer, masks.head)
-        return self.output(ctx, x, masks.head_layer, masks, alive, unit_z=head_z)
+        return self.output(
+            ctx, x, masks.head_layer, masks, alive, unit_z=head_z, reuse_residual=reuse_input
+        )
 
 
 class Intermediate(nn.Module):
@@ -232,14 +263,25 @@ class CoFiBertLayer(nn.Module):
         else:
             self.intermediate = self.output = None
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, masks: LayerMasks):
-        """``[B, S, H]`` -> ``[B, S, H]``."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        masks: LayerMasks,
+        reuse_input: bool = False,
+    ):
+        """``[B, S, H]`` -> ``[B, S, H]``. ``reuse_input``: the caller no longer needs ``x``, so
+        inference may overwrite it; the attention's output is always this layer's own tensor."""
         if self.attention is not None:
-            x = self.attention(x, attn_mask, masks)
+            layer_input = x
+            x = self.attention(x, attn_mask, masks, reuse_input=reuse_input)
+            reuse_input = reuse_input or x is not layer_input  # a fresh tensor nobody else holds
         if self.intermediate is not None:
             h = self.intermediate(x)
             alive = _alive(masks.mlp, masks.intermediate)
-            x = self.output(h, x, masks.mlp, masks, alive, unit_z=masks.intermediate)
+            x = self.output(
+                h, x, masks.mlp, masks, alive, unit_z=masks.intermediate, reuse_residual=reuse_input
+            )
         return x
 
 
@@ -256,8 +298,10 @@ class CoFiBertEncoder(nn.Module):
     def forward(self, x, attn_mask, layer_masks: list[LayerMasks], output_hidden_states: bool):
         """The last ``[B, S, H]`` state and, if asked, every layer's output (no embeddings)."""
         states = []
+        # Without hidden states nobody else holds a layer's input (the embedding output
+        # included), so inference may accumulate each residual sum in place.
         for layer, masks in zip(self.layer, layer_masks, strict=True):
-            x = layer(x, attn_mask, masks)
+            x = layer(x, attn_mask, masks, reuse_input=not output_hidden_states)
             if output_hidden_states:
                 states.append(x)
         return x, states

@@ -74,6 +74,29 @@ def test_masked_equals_pruned_with_soft_masks(cfg, model_cls, seed):
 
 
 @pytest.mark.parametrize("model_cls", MODELS)
+def test_inference_sums_residuals_in_place_with_the_same_outputs(cfg, model_cls):
+    """Under no_grad a compact model accumulates each residual sum into its input's memory
+    (``SublayerOutput``); outputs equal the autograd path's, and asking for hidden states keeps
+    every returned state intact (no state is overwritten)."""
+    small = model_cls(cfg).prune(random_masks(cfg, 0)).eval()
+    seen = []
+    small.bert.embeddings.register_forward_hook(lambda m, i, out: seen.append((out, out.clone())))
+    reference = outputs(small)  # gradients on: fresh tensors everywhere
+    torch.testing.assert_close(seen[-1][0], seen[-1][1], atol=0, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(outputs(small), reference, atol=1e-5, rtol=0)
+        embedded, copy = seen[-1]
+        assert not torch.equal(embedded, copy)  # the in-place path ran: layer 0 reused its input
+        ids = torch.randint(1, 99, (2, 9), generator=torch.Generator().manual_seed(3))
+        states = small.bert(input_ids=ids, output_hidden_states=True)[2]
+        kept = [s.clone() for s in states]
+    grad_states = small.bert(input_ids=ids, output_hidden_states=True)[2]
+    for state, snapshot, grad_state in zip(states, kept, grad_states, strict=True):
+        torch.testing.assert_close(state, snapshot, atol=0, rtol=0)
+        torch.testing.assert_close(state, grad_state, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("model_cls", MODELS)
 def test_predicted_params_equal_real_params(cfg, model_cls):
     model = model_cls(cfg)
     masks = CoFiMasks(cfg)
