@@ -18,7 +18,7 @@ from cofi_lightning.pipeline import RunContext
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-SHORT_SCHEDULES = {"demo", "repro_mrpc_cpu"}  # CPU presets with faster multipliers
+SHORT_SCHEDULES = {"demo", "repro_sst2_cpu"}  # CPU presets with faster multipliers
 ABLATION_FILES = sorted(p.stem for p in (CONF / "ablation").glob("*.yaml"))
 
 
@@ -50,7 +50,10 @@ def test_experiment_x_ablation_instantiates(compose_train, tmp_path, experiment,
     trainer = ctx.trainer("prune", max_epochs=1, eval_every_steps=cfg.pruning.eval_every_steps)
     assert trainer.max_epochs == 1
     reg_lr = ctx.optim(cfg.pruning.lr, "linear", cfg.model.freeze_embeddings).reg_lr
-    assert reg_lr == (0.02 if experiment in SHORT_SCHEDULES else 0.01)
+    if experiment in SHORT_SCHEDULES:
+        assert reg_lr > 0.01  # a few hundred steps need faster masks and multipliers
+    else:
+        assert reg_lr == 0.01  # the paper's
     ctx.distill_settings()
     PruningSchedule(target_sparsity=cfg.pruning.target_sparsity)
     masks = CoFiMasks(CoFiBertConfig(**tiny_bert_kwargs()), units=list(cfg.pruning.units))
