@@ -108,12 +108,12 @@ def test_task_loss_without_teacher_and_validation_metrics(make_student, make_tra
 
 @pytest.mark.parametrize("mapping", ["dynamic", "fixed"])
 def test_distillation_step_runs(make_student, make_trainer, synthetic_dm, mapping):
-    student = make_student()
+    student = make_student(num_hidden_layers=4)
     system = CoFiSystem(
         student,
         task="sst2",
         optim=OptimConfig(lr=1e-3),
-        teacher=make_student(seed=1),
+        teacher=make_student(seed=1, num_hidden_layers=4),
         distill=DistillSettings(layer_mapping=mapping),
     )
     trainer = make_trainer(max_steps=1)
@@ -121,6 +121,14 @@ def test_distillation_step_runs(make_student, make_trainer, synthetic_dm, mappin
     for key in ("train/loss", "train/distill_loss", "train/layer_loss", "train/pred_loss"):
         assert torch.isfinite(trainer.callback_metrics[key])
     assert system.layer_distiller.projection.weight.grad is not None
+    # The matched student layer of each distilled teacher layer (teacher layers 0 and 3 of 4).
+    matched = [
+        int(trainer.callback_metrics[f"distill/student_layer_for_teacher_{t}"]) for t in (0, 3)
+    ]
+    if mapping == "fixed":
+        assert matched == [0, 3]
+    else:  # matched top-down: a lower teacher layer never gets a higher student layer
+        assert 0 <= matched[0] <= matched[1] <= 3
 
 
 def test_best_weights_restores_the_best_validation(
