@@ -7,6 +7,8 @@
 Re-running the same command resumes where it stopped. See conf/train.yaml.
 """
 
+import logging
+
 import hydra
 from omegaconf import DictConfig
 
@@ -14,10 +16,18 @@ import cofi_lightning.config_schema  # noqa: F401  (registers the cofi.* config 
 import cofi_lightning.data  # noqa: F401  (registers the paths resolvers)
 from cofi_lightning.pipeline import train
 
+log = logging.getLogger("train")
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    train(cfg)
+    try:
+        train(cfg)
+    except Exception:
+        # Into the job's own train.log: a multirun goes on with the next job and reports failures
+        # only at its end, and `python -m cofi_lightning.report` reads the reason from this log.
+        log.exception("job failed")
+        raise
 
 
 if __name__ == "__main__":

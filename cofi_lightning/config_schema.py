@@ -10,6 +10,7 @@ Each check raises :class:`ConfigError` with the offending key first, e.g.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from cofi_lightning.data.tasks import TASKS
 from cofi_lightning.masks import UNIT_NAMES
+
+log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -151,8 +154,10 @@ def validate_config(cfg: DictConfig, run_dir: str | Path | None = None) -> None:
         done = (Path(run_dir) / "finetune" / "DONE.json").is_file()
         _require(done, "stages", "has 'export' without 'finetune' and no finished finetune stage")
 
-    if d.teacher is not None:
-        _require(d.enabled, "distill.teacher", "is set but distill.enabled is false", d.teacher)
+    if d.teacher is not None and not d.enabled:
+        # Not an error: a sweep shares `distill.teacher=<dir>` across ablations, no_distill too.
+        log.warning("distill.teacher=%s is not used: distill.enabled is false", d.teacher)
+    elif d.teacher is not None:
         labels = _teacher_num_labels(d.teacher)
         _require(
             labels is None or labels == cfg.task.num_labels,

@@ -119,6 +119,16 @@ def test_unknown_ablation_or_task_group_fails_at_compose(compose_train):
         compose_train(["task=sst3"])
 
 
+def test_shared_teacher_is_ignored_by_no_distill(compose_train, tmp_path, caplog):
+    """A sweep passes one `distill.teacher=` to every ablation; no_distill runs without it."""
+    cfg = compose_train(
+        [f"run_dir={tmp_path}", "ablation=no_distill", f"distill.teacher={tmp_path}"]
+    )
+    with caplog.at_level("WARNING"):
+        validate_config(cfg, tmp_path)
+    assert f"distill.teacher={tmp_path} is not used: distill.enabled is false" in caplog.text
+
+
 def test_teacher_with_wrong_label_count(compose_train, tmp_path):
     teacher = tmp_path / "teacher"
     teacher.mkdir()

@@ -1,4 +1,5 @@
-"""A two-job Hydra multirun through the submitit_local launcher, then the sweep report."""
+"""Hydra multiruns: a two-job sweep through submitit_local and its report (slow), and a failing
+job whose reason reaches its own log and the report."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from cofi_lightning.report import collect_runs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,3 +45,23 @@ def test_submitit_local_sweep_and_report(tiny_overrides, train_cli, tmp_path):
     text = (sweep / "report" / "report.md").read_text()
     assert "| sst2 | full | 20 |" in text and "| sst2 | full | 30 |" in text
     assert (sweep / "report" / "sst2_metric_vs_sparsity.png").is_file()
+
+
+def test_failed_job_logs_its_error_for_the_report(tiny_overrides, train_cli, tmp_path):
+    """A multirun goes on after a failing job; the reason is in that job's train.log at once."""
+    sweep = tmp_path / "sweep"
+    overrides = [o for o in tiny_overrides(tmp_path / "unused") if not o.startswith("run_dir=")]
+    proc = train_cli(
+        "-m",
+        *overrides,
+        "pruning.target_sparsity=1.5",
+        f"hydra.sweep.dir={sweep}",
+        check=False,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    log = (sweep / "sst2_s1.5_full_seed57" / "train.log").read_text()
+    assert "pruning.target_sparsity must be in [0, 1), got 1.5" in log
+    runs, problems = collect_runs(sweep)
+    assert runs == [] and [p.status for p in problems] == ["failed"]
+    assert "pruning.target_sparsity must be in [0, 1)" in problems[0].reason
