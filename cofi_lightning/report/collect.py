@@ -46,6 +46,7 @@ ROW_FIELDS = (  # columns of results.csv, in order (Run.row)
     "pruned",
     "speedup",
     "flop_ideal_speedup",
+    "reached_target",
     "seed",
     "params_unpruned",
     "params_pruned",
@@ -72,6 +73,9 @@ class Run:
         seed: Training seed.
         speedup: Measured inference speedup over the unpruned model, if benchmarked.
         flop_ideal_speedup: FLOP-ideal speedup from the speed file, if any.
+        reached_target: Whether an evaluation of the prune stage had its expected sparsity within
+            epsilon of the target (``prune/DONE.json``); False means the closest evaluation was
+            exported instead; None when unknown.
         raw: The parsed ``results.json``.
     """
 
@@ -86,6 +90,7 @@ class Run:
     seed: int | None = None
     speedup: float | None = None
     flop_ideal_speedup: float | None = None
+    reached_target: bool | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def row(self) -> dict[str, Any]:
@@ -104,6 +109,7 @@ class Run:
             "pruned": self.pruned,
             "speedup": self.speedup,
             "flop_ideal_speedup": self.flop_ideal_speedup,
+            "reached_target": self.reached_target,
             "seed": self.seed,
             "params_unpruned": params.get("unpruned"),
             "params_pruned": params.get("pruned"),
@@ -194,6 +200,7 @@ def parse_results(path: Path) -> Run:
         seed=int(data["seed"]) if isinstance(data.get("seed"), int) else None,
         speedup=_optional_number(data.get("speedup", speed.get("speedup"))),
         flop_ideal_speedup=_optional_number(speed.get("flop_ideal_speedup")),
+        reached_target=_reached_target(path.parent),
         raw=data,
     )
 
@@ -251,6 +258,16 @@ def _read_speed(run_dir: Path) -> dict[str, Any]:
         log.warning("ignoring unreadable %s: %s", path, err)
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _reached_target(run_dir: Path) -> bool | None:
+    """``best.reached_target`` of the prune stage's DONE.json, None if absent or unreadable."""
+    try:
+        best = json.loads((run_dir / "prune" / "DONE.json").read_text()).get("best") or {}
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    value = best.get("reached_target") if isinstance(best, dict) else None
+    return value if isinstance(value, bool) else None
 
 
 def _number(data: dict, key: str, prefix: str = "") -> float:

@@ -17,6 +17,11 @@ from cofi_lightning.report.collect import ROW_FIELDS, Problem, Run
 
 MISSING = "–"  # an empty cell (no run, no speedup)
 FULL = "full"  # ablation name of full CoFi (results.json: null)
+MISSED = " †"  # marks a sparsity whose prune stage never evaluated within epsilon of the target
+MISSED_NOTE = (
+    "† No evaluation of the prune stage had its expected sparsity within epsilon of the target "
+    "(in some seed); the closest one was exported, so the measured sparsity is off target."
+)
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,11 @@ class Group:
     def n_seeds(self) -> int:
         return len(self.runs)
 
+    @property
+    def missed_target(self) -> bool:
+        """Some run's prune stage never evaluated within epsilon of the target."""
+        return any(r.reached_target is False for r in self.runs)
+
 
 def aggregate(runs: Sequence[Run]) -> list[Group]:
     """Group runs by (task, ablation, target sparsity); groups keep the order of ``runs``."""
@@ -130,7 +140,7 @@ def summary_table(groups: Sequence[Group]) -> str:
             g.task,
             g.ablation,
             f"{g.target_sparsity * 100:g}",
-            g.sparsity.format(1, scale=100),
+            g.sparsity.format(1, scale=100) + (MISSED if g.missed_target else ""),
             g.main_metric,
             g.teacher.format(1) if g.teacher else MISSING,
             g.pruned.format(1),
@@ -160,7 +170,7 @@ def ablation_table(groups: Sequence[Group], task: str) -> str:
             if group is None:
                 row.append(MISSING)
                 continue
-            text = group.pruned.format(1)
+            text = group.pruned.format(1) + (MISSED if group.missed_target else "")
             if full is not None and ablation != FULL:
                 text += f" ({group.pruned.mean - full.pruned.mean:+.1f})"
             row.append(text)

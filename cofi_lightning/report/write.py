@@ -13,6 +13,7 @@ from cofi_lightning.report.collect import Problem, Run
 from cofi_lightning.report.curves import plot_prune_curves
 from cofi_lightning.report.plots import plot_metric_vs_sparsity, plot_metric_vs_speedup
 from cofi_lightning.report.tables import (
+    MISSED_NOTE,
     Group,
     ablation_table,
     aggregate,
@@ -86,6 +87,7 @@ def render_markdown(
         "",
         summary_table(groups) if groups else "No results.",
         "",
+        *([MISSED_NOTE, ""] if any(g.missed_target for g in groups) else []),
         "## Ablations",
         "",
         "Pruned main metric, mean ± std over seeds; in parentheses the difference to full CoFi's "
@@ -94,6 +96,8 @@ def render_markdown(
     ]
     for task in dict.fromkeys(g.task for g in groups):
         parts += [f"### {task}", "", ablation_table(groups, task), ""]
+        if any(g.missed_target for g in groups if g.task == task):
+            parts += [MISSED_NOTE, ""]
     parts += ["## Plots", ""]
     for name in plot_names:
         parts += [f"![{name.removesuffix('.png')}]({name})", ""]

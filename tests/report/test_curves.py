@@ -1,4 +1,5 @@
-"""Prune-stage curves read back from CSV logs, their plot, and the report's structure table."""
+"""Prune-stage curves read back from CSV logs, their plot, the report's structure table, and
+runs whose prune stage never reached the target window."""
 
 from __future__ import annotations
 
@@ -101,3 +102,31 @@ def test_report_has_curves_per_target_and_every_structure(tmp_path):
     assert cells[("full", "60")].endswith("| 300 | 4 2 | 512 0 |")
     assert cells[("no_hidden_mask", "60")].endswith("| 300 | 3 0 | 512 0 |")
     assert "| 90.3 |" in cells[("full", "90")]
+
+
+def test_runs_that_missed_the_target_window_are_marked(tmp_path):
+    root = tmp_path / "sweep"
+    for name, ablation, reached in (("a", None, True), ("b", "no_hidden_mask", False)):
+        run = write_run(root, name, ablation, 0.6, [4, 2])
+        (run / "prune").mkdir()
+        done = {"best": {"step": 40, "metric": 70.0, "reached_target": reached}}
+        (run / "prune" / "DONE.json").write_text(json.dumps(done))
+    write_run(root, "c", "no_distill", 0.6, [4, 2])  # no prune/DONE.json: unknown, not marked
+
+    runs, problems = collect_runs(root)
+    assert {r.ablation: r.reached_target for r in runs} == {
+        "full": True,
+        "no_hidden_mask": False,
+        "no_distill": None,
+    }
+    report = write_report(runs, problems, root / "report")
+    rows = [ln for ln in report.read_text().splitlines() if ln.startswith("| mrpc |")]
+    marked = {ln.split(" | ")[1] for ln in rows[:3] if "60.3 †" in ln}
+    assert marked == {"no_hidden_mask"}
+    assert "the closest one was exported" in report.read_text()
+    csv_rows = list(csv.DictReader((report.parent / "results.csv").open()))
+    assert {r["ablation"]: r["reached_target"] for r in csv_rows} == {
+        "full": "True",
+        "no_hidden_mask": "False",
+        "no_distill": "",
+    }
