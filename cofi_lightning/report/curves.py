@@ -1,9 +1,9 @@
 """The prune stage's training curves, read back from the runs' CSV logs and plotted per target.
 
 This file owns reading ``<run_dir>/prune/csv/version_*/metrics.csv`` (written with ``logger=csv``)
-and the figure drawn from it: expected sparsity ŝ against the warmed-up target t (paper Eq. 6 and
-its linear schedule) and the validation main metric, against the optimizer step, one colour per
-ablation. Runs logged to W&B only have no CSV file and are left out (their curves are on the W&B
+and the figure drawn from it: expected sparsity ŝ against the Lagrangian's target t (linearly
+warmed up) and the validation main metric, against the optimizer step, one colour per ablation.
+Runs logged to W&B only have no CSV file and are left out (their curves are on the W&B
 dashboard). It does not compute anything the training did not log.
 """
 
