@@ -219,6 +219,12 @@ class LayerDistiller(nn.Module):
             self.projection.weight.copy_(torch.eye(hidden_size))
             self.projection.bias.zero_()
 
+    def distilled_layers(self, num_teacher_layers: int) -> list[int]:
+        """The 0-based teacher layers this distiller matches, for a teacher of that depth."""
+        if self.teacher_layers is not None:
+            return self.teacher_layers
+        return teacher_layer_indices(num_teacher_layers)
+
     def forward(
         self,
         student_hidden: Sequence[Tensor],
@@ -250,9 +256,7 @@ class LayerDistiller(nn.Module):
         if mapping not in ("dynamic", "fixed"):
             raise ValueError(f"`mapping` must be 'dynamic' or 'fixed', got {mapping!r}")
         n_student, n_teacher_total = len(student_hidden), len(teacher_hidden)
-        layers = self.teacher_layers
-        if layers is None:
-            layers = teacher_layer_indices(n_teacher_total)
+        layers = self.distilled_layers(n_teacher_total)
         if n_student < 1 or not all(0 <= i < n_teacher_total for i in layers):
             raise ValueError(f"teacher layers {layers} vs {n_teacher_total} teacher layers")
         teacher = torch.stack([teacher_hidden[i] for i in layers]).detach()  # [n_t, B, S, H]

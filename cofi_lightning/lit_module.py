@@ -31,7 +31,6 @@ from cofi_lightning.distillation import (
     distillation_loss,
     prediction_distill_loss,
     student_layer_alive,
-    teacher_layer_indices,
 )
 from cofi_lightning.lagrangian import LagrangeMultipliers, target_sparsity
 from cofi_lightning.masks import CoFiMasks, Masks
@@ -261,9 +260,7 @@ class CoFiSystem(L.LightningModule):
                 self.log("train/layer_loss", layer)
                 # The student layer matched to each distilled teacher layer (0-based), logged as
                 # a tensor (no host sync): how the dynamic mapping moves as layers are pruned.
-                t_layers = self.layer_distiller.teacher_layers or teacher_layer_indices(
-                    len(t_out.hidden_states) - 1
-                )
+                t_layers = self.layer_distiller.distilled_layers(len(t_out.hidden_states) - 1)
                 for t_layer, s_layer in zip(t_layers, chosen, strict=True):
                     self.log(f"distill/student_layer_for_teacher_{t_layer}", s_layer.float())
             loss = main = distillation_loss(
