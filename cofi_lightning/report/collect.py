@@ -260,13 +260,19 @@ def _read_speed(run_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _reached_target(run_dir: Path) -> bool | None:
-    """``best.reached_target`` of the prune stage's DONE.json, None if absent or unreadable."""
+def prune_best(run_dir: Path) -> dict[str, Any]:
+    """The ``best`` record of the prune stage's DONE.json (the exported evaluation: step, metric,
+    sparsities, reached_target); empty if the file is absent or unreadable."""
     try:
-        best = json.loads((run_dir / "prune" / "DONE.json").read_text()).get("best") or {}
+        best = json.loads((Path(run_dir) / "prune" / "DONE.json").read_text()).get("best")
     except (OSError, json.JSONDecodeError, AttributeError):
-        return None
-    value = best.get("reached_target") if isinstance(best, dict) else None
+        return {}
+    return best if isinstance(best, dict) else {}
+
+
+def _reached_target(run_dir: Path) -> bool | None:
+    """``best.reached_target`` of the prune stage, None if unknown."""
+    value = prune_best(run_dir).get("reached_target")
     return value if isinstance(value, bool) else None
 
 

@@ -10,7 +10,6 @@ dashboard). It does not compute anything the training did not log.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -20,8 +19,9 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from cofi_lightning.report.collect import Run
-from cofi_lightning.report.plots import slug
+from cofi_lightning.report.collect import prune_best
+from cofi_lightning.report.plots import ablation_colors, slug, teacher_line
+from cofi_lightning.report.tables import Group
 
 LOG_GLOB = "prune/csv/version_*/metrics.csv"
 EXPECTED, TARGET = "sparsity/expected", "sparsity/target"
@@ -68,23 +68,23 @@ def read_prune_curve(run_dir: Path, main_metric: str) -> PruneCurve | None:
                     if value is not None:
                         series[key][int(step)] = value
     curve = PruneCurve(*(sorted(series[k].items()) for k in (EXPECTED, TARGET, "metric")))
-    curve.selected = _selected(Path(run_dir) / "prune" / "DONE.json")
+    curve.selected = _selected(prune_best(Path(run_dir)))
     return curve
 
 
-def plot_prune_curves(runs: Sequence[Run], out_dir: Path) -> list[Path]:
+def plot_prune_curves(groups: Sequence[Group], out_dir: Path) -> list[Path]:
     """Per (task, target sparsity): ŝ and t (top) and the validation metric (bottom) per step.
 
-    One colour per ablation (every seed drawn, thin); the teacher's metric is the dashed line; a
-    star (and a dotted line above it) marks the evaluation whose masks were exported.
-    Returns the written PNGs (``<task>_s<target>_prune_curves.png``); targets whose runs have no
-    CSV log get none.
+    One colour per ablation, as in the other plots (every seed drawn, thin); the teacher's metric
+    is the dashed line; a star (and a dotted line above it) marks the evaluation whose masks were
+    exported. Returns the written PNGs (``<task>_s<target>_prune_curves.png``); targets whose runs
+    have no CSV log get none.
     """
-    ablations = list(dict.fromkeys(r.ablation for r in runs))
-    colors = {name: f"C{i % 10}" for i, name in enumerate(ablations)}
+    colors = ablation_colors(groups)
     paths = []
-    for task, target in dict.fromkeys((r.task, r.target_sparsity) for r in runs):
-        mine = [r for r in runs if (r.task, r.target_sparsity) == (task, target)]
+    for task, target in dict.fromkeys((g.task, g.target_sparsity) for g in groups):
+        cell = [g for g in groups if (g.task, g.target_sparsity) == (task, target)]
+        mine = [r for g in cell for r in g.runs]
         curves = [(r, read_prune_curve(r.run_dir, r.main_metric)) for r in mine]
         curves = [(r, c) for r, c in curves if c is not None and c.expected]
         if not curves:
@@ -107,11 +107,7 @@ def plot_prune_curves(runs: Sequence[Run], out_dir: Path) -> list[Path]:
         target_curve = max((c.target for _, c in curves), key=len)
         if target_curve:
             top.plot(*_xy(target_curve, 100), "k--", linewidth=1, label="target t")
-        teachers = [r.teacher for r, _ in curves if r.teacher is not None]
-        if teachers:
-            bottom.axhline(
-                sum(teachers) / len(teachers), color="black", linestyle="--", label="teacher"
-            )
+        teacher_line(bottom, cell)
         top.set_ylabel("expected sparsity ŝ (%)")
         top.set_title(f"{task}, target {100 * target:g}%: prune stage")
         bottom.set_ylabel(f"validation {mine[0].main_metric} (%)")
@@ -133,12 +129,11 @@ def _metric_column(columns: Sequence[str], main_metric: str) -> str | None:
     return next(nested, None)
 
 
-def _selected(done: Path) -> tuple[int, float] | None:
-    """``(step, metric)`` of ``best`` in the prune stage's DONE.json, if it has one."""
+def _selected(best: dict) -> tuple[int, float] | None:
+    """``(step, metric)`` of the prune stage's ``best`` record, if it has both."""
     try:
-        best = json.loads(done.read_text()).get("best") or {}
         return int(best["step"]), float(best["metric"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError):
         return None
 
 

@@ -24,7 +24,7 @@ def plot_metric_vs_sparsity(groups: Sequence[Group], out_dir: Path) -> list[Path
     Points are means over seeds with ± std error bars on both axes; the dashed line is the
     teacher's mean. Returns the written PNGs (``<task>_metric_vs_sparsity.png``).
     """
-    paths, colors = [], _colors(groups)
+    paths, colors = [], ablation_colors(groups)
     for task in _tasks(groups):
         mine = [g for g in groups if g.task == task]
         fig, ax = _figure()
@@ -40,7 +40,7 @@ def plot_metric_vs_sparsity(groups: Sequence[Group], out_dir: Path) -> list[Path
                 color=colors[ablation],
                 label=ablation,
             )
-        _teacher_line(ax, mine)
+        teacher_line(ax, mine)
         ax.set_xlabel("measured encoder sparsity (%)")
         ax.set_ylabel(f"{mine[0].main_metric} (%)")
         ax.set_title(f"{task}: {mine[0].main_metric} vs sparsity")
@@ -55,7 +55,7 @@ def plot_metric_vs_speedup(groups: Sequence[Group], out_dir: Path) -> list[Path]
     ablation that no other cell of it beats on both speedup and metric. The teacher sits at 1×.
     Returns the written PNGs (``<task>_metric_vs_speedup.png``); tasks without speedups get none.
     """
-    paths, colors = [], _colors(groups)
+    paths, colors = [], ablation_colors(groups)
     for task in _tasks(groups):
         mine = [g for g in groups if g.task == task and g.speedup is not None]
         if not mine:
@@ -92,7 +92,7 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
     return front[::-1]
 
 
-def _colors(groups: Sequence[Group]) -> dict[str, str]:
+def ablation_colors(groups: Sequence[Group]) -> dict[str, str]:
     """One colour per ablation across all of a report's plots (matplotlib's C0, C1, ...)."""
     return {name: f"C{i % 10}" for i, name in enumerate(ablation_order(groups))}
 
@@ -105,7 +105,8 @@ def _sparsity(group: Group) -> float:
     return 100 * group.sparsity.mean
 
 
-def _teacher_line(ax, groups: Sequence[Group]) -> None:
+def teacher_line(ax, groups: Sequence[Group]) -> None:
+    """The teachers' mean main metric as a dashed horizontal line (nothing without a teacher)."""
     teacher = summarize(g.teacher.mean for g in groups if g.teacher)
     if teacher is not None:
         ax.axhline(teacher.mean, color="black", linestyle="--", linewidth=1, label="teacher")

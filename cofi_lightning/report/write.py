@@ -49,7 +49,7 @@ def write_report(
     groups = aggregate(runs)
     write_csv(runs, out / CSV_FILE)
     plots = plot_metric_vs_sparsity(groups, out) + plot_metric_vs_speedup(groups, out)
-    curves = plot_prune_curves(runs, out)
+    curves = plot_prune_curves(groups, out)
     text = render_markdown(
         groups, problems, [p.name for p in plots], sources, runs, [p.name for p in curves]
     )
