@@ -12,22 +12,23 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-import cofi_lightning.config_schema  # noqa: F401  (registers the cofi.* config resolvers)
-import cofi_lightning.data  # noqa: F401  (registers the paths resolvers)
+import cofi_lightning.config  # noqa: F401  (registers the config schema and the cofi.* resolvers)
 from cofi_lightning.pipeline import train
 
 log = logging.getLogger("train")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
+    """Run the pipeline; returns the exported model's main metric (what Hydra sweepers optimise)."""
     try:
-        train(cfg)
+        results = train(cfg)
     except Exception:
         # Into the job's own train.log: a multirun goes on with the next job and reports failures
         # only at its end, and `python -m cofi_lightning.report` reads the reason from this log.
         log.exception("job failed")
         raise
+    return results["pruned"][results["main_metric"]] if results else None
 
 
 if __name__ == "__main__":

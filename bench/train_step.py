@@ -26,10 +26,11 @@ from pathlib import Path
 
 import torch
 
-from cofi_lightning.lit_module import CoFiSystem, PruningSchedule
+from cofi_lightning.config import OptimConfig, PruningConfig
+from cofi_lightning.lit_module import CoFiSystem
 from cofi_lightning.masks import CoFiMasks
 from cofi_lightning.modeling import CoFiBertForSequenceClassification
-from cofi_lightning.optim import WEIGHT_GROUPS, OptimConfig, build_optimizer, group_params
+from cofi_lightning.optim import WEIGHT_GROUPS, build_optimizer, group_params
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1].parent / "shared/models/all-MiniLM-L6-v2"
 
@@ -66,8 +67,8 @@ def main() -> None:
         "token_type_ids": torch.zeros(args.batch, args.seq, dtype=torch.long),
         "labels": torch.randint(0, 2, (args.batch,)),
     }
-    optim = OptimConfig(lr=2e-5, reg_lr=0.01, freeze_embeddings=False)
-    plain_opt = build_optimizer(plain.named_parameters(), optim)
+    optim = OptimConfig()
+    plain_opt = build_optimizer(plain.named_parameters(), optim, lr=2e-5)
 
     def plain_step() -> None:
         plain(**batch).loss.backward()
@@ -79,13 +80,20 @@ def main() -> None:
     system = CoFiSystem(
         student,
         task="sst2",
+        stage=PruningConfig(
+            target_sparsity=0.6, lagrangian_warmup_steps=0, pre_pruning_steps=0, reg_lr=0.01
+        ),
         optim=optim,
         masks=masks,
-        pruning=PruningSchedule(0.6, lagrangian_warmup_steps=0, pre_pruning_steps=0),
         teacher=teacher,
     )
     prune_opt = build_optimizer(
-        system._weights(), optim, masks.mask_parameters(), system.multipliers
+        system._weights(),
+        optim,
+        lr=2e-5,
+        reg_lr=0.01,
+        log_alphas=masks.mask_parameters(),
+        multipliers=system.multipliers,
     )
 
     def prune_step() -> None:

@@ -25,6 +25,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from cofi_lightning.config import DistillConfig, OptimConfig, PruningConfig, StageConfig
 from cofi_lightning.data.tasks import get_task
 from cofi_lightning.distillation import (
     LayerDistiller,
@@ -34,17 +35,10 @@ from cofi_lightning.distillation import (
 )
 from cofi_lightning.lagrangian import LagrangeMultipliers, target_sparsity
 from cofi_lightning.masks import CoFiMasks, Masks
-from cofi_lightning.optim import (
-    WEIGHT_GROUPS,
-    OptimConfig,
-    build_optimizer,
-    build_scheduler,
-    group_params,
-)
-from cofi_lightning.system_config import DistillSettings, PruningSchedule
+from cofi_lightning.optim import WEIGHT_GROUPS, build_optimizer, build_scheduler, group_params
 from cofi_lightning.validation_metrics import ValidationCollector
 
-__all__ = ["CoFiSystem", "DistillSettings", "PruningSchedule"]
+__all__ = ["CoFiSystem"]
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _LABEL_KEYS = ("labels", "start_positions", "end_positions")
@@ -63,9 +57,11 @@ class CoFiSystem(L.LightningModule):
     Args:
         student: A ``CoFiBertForSequenceClassification`` / ``...ForQuestionAnswering``.
         task: Task name (``sst2``, ``squad``, ...); chooses metrics and the main metric.
-        optim: Optimizer settings of this stage.
+        stage: The stage's settings (lr, schedule, length); with ``masks`` a
+            :class:`~cofi_lightning.config.PruningConfig` (target, warm-ups, ``reg_lr``).
+        optim: Optimizer settings shared by the stages (weight decay, clipping, warm-up ratio).
+        freeze_embeddings: Keep the embedding tables out of the optimizer.
         masks: The student's :class:`CoFiMasks` (pruning stage only).
-        pruning: Pruning schedule; required with ``masks``.
         teacher: Frozen fine-tuned model of the same task; None trains on the task loss.
         distill: Distillation settings (used with a teacher).
         layer_distiller: Projection + layer loss; None builds one for the student's hidden size
@@ -78,26 +74,29 @@ class CoFiSystem(L.LightningModule):
         student: nn.Module,
         *,
         task: str,
-        optim: OptimConfig,
+        stage: StageConfig,
+        optim: OptimConfig | None = None,
+        freeze_embeddings: bool = False,
         masks: CoFiMasks | None = None,
-        pruning: PruningSchedule | None = None,
         teacher: nn.Module | None = None,
-        distill: DistillSettings | None = None,
+        distill: DistillConfig | None = None,
         layer_distiller: LayerDistiller | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if (masks is None) != (pruning is None):
-            raise ValueError("pass both `masks` and `pruning` (pruning stage) or neither")
+        if masks is not None and not isinstance(stage, PruningConfig):
+            raise ValueError("with `masks` (the prune stage), `stage` must be a PruningConfig")
         self.task = get_task(task)
         # HF loaders return models in eval mode and Lightning keeps the mode it finds, so without
         # this the student would train with dropout off.
         self.student = student.train()
         self.masks = masks
         self.multipliers = LagrangeMultipliers() if masks is not None else None
-        self.optim = optim
-        self.pruning = pruning
-        self.distill = distill or DistillSettings()
+        self.stage = stage
+        self.optim = optim or OptimConfig()
+        self.freeze_embeddings = freeze_embeddings
+        self.pruning: PruningConfig | None = stage if masks is not None else None
+        self.distill = distill or DistillConfig()
         self.seed = int(seed)
         self.set_teacher(teacher)
         if teacher is not None and layer_distiller is None and self.distill.alpha_layer > 0:
@@ -148,27 +147,49 @@ class CoFiSystem(L.LightningModule):
             ]
         return named
 
-    def steps_per_epoch(self) -> int:
-        """Optimizer steps per training epoch (after ``limit_train_batches`` and accumulation)."""
-        batches = self.trainer.num_training_batches
-        if not math.isfinite(batches):
-            total, epochs = self.trainer.estimated_stepping_batches, self.trainer.max_epochs
-            return max(1, int(total // max(1, epochs or 1)))
-        return max(1, math.ceil(batches / self.trainer.accumulate_grad_batches))
+    def stage_steps(self) -> tuple[int, int]:
+        """``(optimizer steps per epoch, optimizer steps of the stage)``.
+
+        Counted from the DataModule's ``train_dataset`` and ``batch_size`` (after DDP sharding,
+        ``limit_train_batches`` and accumulation) rather than
+        ``trainer.estimated_stepping_batches``: that one builds the training loader before a
+        resumed checkpoint's loader state is read, so Lightning would drop the position inside
+        the epoch.
+        """
+        trainer = self.trainer
+        dm = trainer.datamodule
+        if getattr(dm, "train_dataset", None) is None or not getattr(dm, "batch_size", None):
+            raise RuntimeError(
+                "CoFiSystem needs a DataModule with `train_dataset` and `batch_size` "
+                "(fit(system, datamodule=...)) to size its schedules"
+            )
+        per_rank = math.ceil(len(dm.train_dataset) / trainer.world_size)  # sampler pads shards
+        batches = math.ceil(per_rank / dm.batch_size)
+        limit = trainer.limit_train_batches
+        if isinstance(limit, int):
+            batches = min(batches, limit)
+        elif limit is not None:
+            batches = int(batches * limit)
+        per_epoch = max(1, math.ceil(batches / trainer.accumulate_grad_batches))
+        total = per_epoch * max(1, trainer.max_epochs or 1)
+        if trainer.max_steps is not None and trainer.max_steps > 0:
+            total = trainer.max_steps if trainer.max_epochs == -1 else min(total, trainer.max_steps)
+        return per_epoch, total
 
     def configure_optimizers(self) -> dict[str, Any]:
-        total = int(self.trainer.estimated_stepping_batches)  # also sets up the train loader
+        per_epoch, total = self.stage_steps()
         if self.pruning is not None:
-            self.pre_pruning_steps, self.lagrangian_warmup_steps = self.pruning.steps(
-                self.steps_per_epoch()
-            )
+            self.pre_pruning_steps, self.lagrangian_warmup_steps = self.pruning.steps(per_epoch)
         optimizer = build_optimizer(
             self._weights(),
             self.optim,
-            self.masks.mask_parameters() if self.masks is not None else (),
-            self.multipliers,
+            lr=self.stage.lr,
+            reg_lr=self.pruning.reg_lr if self.pruning is not None else 0.0,
+            freeze_embeddings=self.freeze_embeddings,
+            log_alphas=self.masks.mask_parameters() if self.masks is not None else (),
+            multipliers=self.multipliers,
         )
-        scheduler = build_scheduler(optimizer, self.optim, total)
+        scheduler = build_scheduler(optimizer, self.optim, self.stage.schedule, total)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},

@@ -14,7 +14,8 @@ teacher. For the finetune stage the layer-distillation projection keeps the prun
 with its input columns cut to the kept hidden dims: the compact model's hidden states equal the
 masked model's on those dims (the soft hidden mask is folded into the weights), so the loss is
 unchanged.
-Resume and records live in ``cofi_lightning.pipeline``.
+The stage order is ``cofi_lightning.config.STAGES``; resume and records live in
+``cofi_lightning.pipeline``.
 """
 
 from __future__ import annotations
@@ -28,12 +29,10 @@ from lightning.pytorch.utilities import rank_zero_info
 from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
 from cofi_lightning.callbacks import BestMasksCheckpoint, BestWeights, StructureLogger, load_masks
+from cofi_lightning.context import RunContext, barrier, is_global_zero
 from cofi_lightning.distillation import LayerDistiller
-from cofi_lightning.lit_module import CoFiSystem, PruningSchedule
+from cofi_lightning.lit_module import CoFiSystem
 from cofi_lightning.masks import CoFiMasks
-from cofi_lightning.pipeline import RunContext, _is_global_zero, barrier
-
-STAGE_ORDER = ("teacher", "prune", "finetune", "export")
 
 
 def _teacher(ctx: RunContext) -> torch.nn.Module | None:
@@ -58,21 +57,21 @@ def _fit(
 
 
 def _save(model: torch.nn.Module, ctx: RunContext, path: Path) -> None:
-    if _is_global_zero():
+    if is_global_zero():
         model.save_pretrained(path)
         ctx.tokenizer.save_pretrained(path)
 
 
-def _train_and_save(ctx: RunContext, stage: str, system: CoFiSystem, settings) -> tuple[Path, dict]:
+def _train_and_save(ctx: RunContext, stage: str, system: CoFiSystem) -> tuple[Path, dict]:
     """Train ``system`` for one stage and save its student to ``<run_dir>/<stage>/model``.
 
-    Args:
-        settings: the stage's config node with ``epochs``, ``max_steps``, ``eval_every_steps`` and
-            ``select_best`` (keep the weights of the best validation instead of the last ones).
+    The stage's length, evaluation cadence and ``select_best`` (keep the weights of the best
+    validation instead of the last ones) come from ``system.stage``.
 
     Returns:
         The model directory and the final validation metrics (without the ``val/`` prefix).
     """
+    settings = system.stage
     best = BestWeights(ctx.run_dir / stage / "best_student.pt") if settings.select_best else None
     trainer = ctx.trainer(
         stage,
@@ -95,14 +94,14 @@ def teacher_stage(ctx: RunContext) -> dict[str, Any]:
     if cfg.distill.teacher is not None:
         model = ctx.load_model(cfg.distill.teacher)
         return {"teacher_dir": str(cfg.distill.teacher), "metrics": ctx.evaluate(model)}
-    t = cfg.distill.teacher_training
     system = CoFiSystem(
         ctx.load_model(cfg.model.pretrained),
         task=ctx.task.name,
-        optim=ctx.optim(t.lr, t.schedule, freeze_embeddings=False),
+        stage=cfg.distill.teacher_training,
+        optim=cfg.optim,
         seed=cfg.seed,
     )
-    out, metrics = _train_and_save(ctx, "teacher", system, t)
+    out, metrics = _train_and_save(ctx, "teacher", system)
     return {"teacher_dir": str(out), "metrics": metrics}
 
 
@@ -112,24 +111,18 @@ def prune_stage(ctx: RunContext) -> dict[str, Any]:
     system = CoFiSystem(
         student,
         task=ctx.task.name,
-        optim=ctx.optim(p.lr, "linear", cfg.model.freeze_embeddings),
+        stage=p,
+        optim=cfg.optim,
+        freeze_embeddings=cfg.model.freeze_embeddings,
         masks=CoFiMasks(student.config, units=list(p.units)),
-        pruning=PruningSchedule(
-            target_sparsity=p.target_sparsity,
-            lagrangian_warmup_epochs=p.lagrangian_warmup_epochs,
-            lagrangian_warmup_steps=p.lagrangian_warmup_steps,
-            pre_pruning_epochs=p.pre_pruning_epochs,
-            pre_pruning_steps=p.pre_pruning_steps,
-            start_sparsity=p.start_sparsity,
-        ),
         teacher=_teacher(ctx),
-        distill=ctx.distill_settings(),
+        distill=cfg.distill,
         seed=cfg.seed,
     )
     best_dir = ctx.run_dir / "prune" / "best"
     best = BestMasksCheckpoint(best_dir, p.target_sparsity, p.sparsity_epsilon)
-    every = cfg.callbacks.get("structure", {}).get("heatmap_every_n_evals", 1)
-    structure = StructureLogger(ctx.run_dir / "prune" / "structure", every)
+    every = (cfg.callbacks.get("structure") or {}).get("heatmap_every_n_evals", 1)
+    structure = StructureLogger(ctx.run_dir / "prune" / "structure", every, p.target_sparsity)
     trainer = ctx.trainer(
         "prune",
         max_epochs=p.epochs,
@@ -169,13 +162,15 @@ def finetune_stage(ctx: RunContext) -> dict[str, Any]:
     system = CoFiSystem(
         compact,
         task=ctx.task.name,
-        optim=ctx.optim(f.lr, f.schedule, cfg.model.freeze_embeddings),
+        stage=f,
+        optim=cfg.optim,
+        freeze_embeddings=cfg.model.freeze_embeddings,
         teacher=teacher,
-        distill=ctx.distill_settings(),
+        distill=cfg.distill,
         layer_distiller=distiller,
         seed=cfg.seed,
     )
-    out, metrics = _train_and_save(ctx, "finetune", system, f)
+    out, metrics = _train_and_save(ctx, "finetune", system)
     return {"model_dir": str(out), "metrics": metrics}
 
 
@@ -190,49 +185,66 @@ def export_stage(ctx: RunContext) -> dict[str, Any]:
         else (AutoModelForSequenceClassification)
     )
     model = auto.from_pretrained(out)  # proves the export loads through the Auto classes
-    unpruned = unpruned_encoder_params(ctx)
+    full = unpruned_config(ctx)
+    with torch.device("meta"):  # counted on real (meta-device) tensors of the unpruned shape
+        unpruned = ctx.model_class(full).num_encoder_params()
     pruned = model.num_encoder_params()
     metrics = ctx.evaluate(model)
-    if _is_global_zero():
-        loggers = ctx.loggers("export")
-        logged = {f"export/{k}": v for k, v in metrics.items()}
-        for lg in loggers:
-            lg.log_metrics({"export/sparsity": 1.0 - pruned / unpruned, **logged}, step=0)
-        ctx.close_loggers(loggers)
     c = model.config
+    structure = {
+        "hidden_size": c.hidden_size,
+        "num_heads": list(c.num_heads),
+        "intermediate_sizes": list(c.intermediate_sizes),
+    }
+    sparsity = 1.0 - pruned / unpruned
+    plot = ctx.run_dir / "structure.png"
+    if is_global_zero():
+        _plot_structure(structure, full, sparsity, ctx.cfg.pruning.target_sparsity, plot)
     return {
         "export_dir": str(out),
         "metrics": metrics,
         "params": {"unpruned": unpruned, "pruned": pruned},
-        "sparsity": 1.0 - pruned / unpruned,
-        "structure": {
-            "hidden_size": c.hidden_size,
-            "num_heads": list(c.num_heads),
-            "intermediate_sizes": list(c.intermediate_sizes),
-        },
+        "sparsity": sparsity,
+        "structure": structure,
+        "structure_plot": str(plot),
     }
 
 
-def unpruned_encoder_params(ctx: RunContext) -> int:
-    """Encoder parameters of the unpruned model, counted on real (meta-device) tensors."""
+def unpruned_config(ctx: RunContext):
+    """The :class:`~cofi_lightning.modeling.CoFiBertConfig` of ``model.pretrained`` (unpruned)."""
     from transformers import AutoConfig
 
     from cofi_lightning.modeling import CoFiBertConfig
 
     source = AutoConfig.from_pretrained(ctx.cfg.model.pretrained)
-    config = (
-        source if isinstance(source, CoFiBertConfig) else CoFiBertConfig.from_bert_config(source)
+    return source if isinstance(source, CoFiBertConfig) else CoFiBertConfig.from_bert_config(source)
+
+
+def _plot_structure(structure: dict, full, sparsity: float, target: float, path: Path) -> None:
+    """The exported structure as a heatmap PNG (heads, FFN dims, hidden dims kept per layer)."""
+    import matplotlib.pyplot as plt
+
+    from cofi_lightning.callbacks.structure import heatmap
+
+    rows = [
+        {"layer": i, "heads": h, "ffn_dims": f, "hidden": structure["hidden_size"]}
+        for i, (h, f) in enumerate(
+            zip(structure["num_heads"], structure["intermediate_sizes"], strict=True)
+        )
+    ]
+    title = f"exported: sparsity {sparsity:.3f}"
+    fig = heatmap(
+        rows, max(full.num_heads), max(full.intermediate_sizes), title, full.hidden_size, target
     )
-    with torch.device("meta"):
-        model = ctx.model_class(config)
-    return model.num_encoder_params()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _strip(metrics: dict[str, float]) -> dict[str, float]:
     return {k.removeprefix("val/"): v for k, v in metrics.items()}
 
 
-STAGES = {
+STAGE_FUNCTIONS = {
     "teacher": teacher_stage,
     "prune": prune_stage,
     "finetune": finetune_stage,

@@ -60,7 +60,7 @@ class Sources:
 
 def _run_config(run_dir: Path):
     """The run's composed config: ``config.yaml`` (resolved, written by ``train``) or Hydra's."""
-    import cofi_lightning.config_schema  # noqa: F401  (registers the resolvers Hydra's copy uses)
+    import cofi_lightning.config  # noqa: F401  (registers the resolvers Hydra's copy uses)
 
     for path in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"):
         if path.is_file():

@@ -2,13 +2,15 @@
 
 This file owns what the "sparsity curves" dashboards show beyond the scalar logs of the system:
 
-* a per-layer table (``layer``, ``heads``, ``attention``, ``ffn_dims``, ``ffn``) of the
-  deterministic masks, appended to ``<dirpath>/structure.csv`` and logged as a W&B table
-  (``structure/table``);
-* a heatmap (layers × {heads kept %, FFN dims kept %}) saved as
-  ``<dirpath>/structure_step<step>.png`` and logged as a W&B image (``structure/heatmap``).
+* a per-layer table (``step``, ``layer``, ``heads``, ``attention``, ``ffn_dims``, ``ffn``,
+  ``hidden``) of the deterministic masks, appended to ``<dirpath>/structure.csv`` and logged as
+  a W&B table (``structure/table``; ``prune/structure/table`` through the stage logger);
+* a heatmap (layers × {heads, FFN dims} kept, counts in the cells, plus the shared hidden dims)
+  saved as ``<dirpath>/structure_step<step>.png`` and logged as a W&B image
+  (``structure/heatmap``).
 
-It reads masks from the system and never changes training.
+It reads masks from the system and never changes training; the W&B run belongs to
+``cofi_lightning.tracking``.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from pathlib import Path
 import lightning as L
 import matplotlib
 import torch
-from lightning.pytorch.loggers import WandbLogger
 
 from cofi_lightning.masks import Masks
+from cofi_lightning.tracking import MediaLogger
 
 matplotlib.use("Agg")  # no display on clusters
 import matplotlib.pyplot as plt  # noqa: E402
@@ -64,18 +66,50 @@ def structure_rows(masks: Masks, num_heads: int, ffn_size: int, hidden: int) -> 
     return rows
 
 
-def heatmap(rows: list[dict], num_heads: int, ffn_size: int, title: str):
-    """A matplotlib figure: kept fraction of heads and FFN dims per layer."""
-    data = torch.tensor(
-        [[r["heads"] / num_heads for r in rows], [r["ffn_dims"] / ffn_size for r in rows]]
-    )  # [2, L]
-    fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(rows) + 2), 2.2))
-    im = ax.imshow(data.numpy(), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
-    ax.set_yticks([0, 1], ["heads", "FFN dims"])
-    ax.set_xticks(range(len(rows)), [str(r["layer"] + 1) for r in rows])
+def heatmap(
+    rows: list[dict],
+    num_heads: int,
+    ffn_size: int,
+    title: str,
+    hidden_size: int | None = None,
+    target: float | None = None,
+):
+    """A matplotlib figure of the kept structure per layer, with the kept counts in the cells.
+
+    Rows are heads and FFN dims (colour: kept fraction, text: kept count) and, given
+    ``hidden_size``, the hidden dims shared by all layers (one cell: ``kept/full``).
+
+    Args:
+        rows: :func:`structure_rows` output.
+        num_heads, ffn_size: Unpruned heads and FFN dims per layer (the colour scale's 1.0).
+        title: Figure title; `` (target <target>)`` is appended when ``target`` is given.
+        hidden_size: Unpruned hidden size; ``None`` leaves out the hidden row.
+        target: Target sparsity (a fraction), or ``None`` if unknown.
+    """
+    n = len(rows)
+    heads, dims = [r["heads"] for r in rows], [r["ffn_dims"] for r in rows]
+    data = [[h / num_heads for h in heads], [f / ffn_size for f in dims]]
+    labels = [f"heads (of {num_heads})", f"FFN dims (of {ffn_size})"]
+    if hidden_size is not None and rows:
+        data.append([rows[0]["hidden"] / hidden_size] * n)  # one shared mask: a uniform row
+        labels.append(f"hidden (of {hidden_size})")
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * n + 2.5), 0.7 * len(data) + 1.3))
+    im = ax.imshow(data, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+
+    def text(x: float, y: int, value: str, fraction: float) -> None:
+        colour = "white" if fraction < 0.6 else "black"  # dark end of viridis: white text
+        ax.text(x, y, value, ha="center", va="center", color=colour, fontsize=8)
+
+    for i in range(n):
+        text(i, 0, str(heads[i]), data[0][i])
+        text(i, 1, str(dims[i]), data[1][i])
+    if len(data) == 3:
+        text((n - 1) / 2, 2, f"{rows[0]['hidden']}/{hidden_size}", data[2][0])
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xticks(range(n), [str(r["layer"] + 1) for r in rows])
     ax.set_xlabel("layer")
-    ax.set_title(title)
-    fig.colorbar(im, ax=ax, label="kept")
+    ax.set_title(title if target is None else f"{title} (target {target:.2f})")
+    fig.colorbar(im, ax=ax, label="kept fraction")
     fig.tight_layout()
     return fig
 
@@ -83,14 +117,24 @@ def heatmap(rows: list[dict], num_heads: int, ffn_size: int, title: str):
 class StructureLogger(L.Callback):
     """Write the structure table and heatmap of the deterministic masks after each validation.
 
+    Loggers with ``log_table`` / ``log_image`` (:class:`~cofi_lightning.tracking.MediaLogger`)
+    also get them, with no explicit step: a :class:`~cofi_lightning.tracking.StageLogger` then
+    logs them at the step of the validation metrics Lightning just logged (Lightning's logging
+    step, which is ``global_step - 1`` while fitting). ``structure.csv`` and the PNG names keep
+    ``trainer.global_step``.
+
     Args:
         dirpath: Where ``structure.csv`` and the PNG heatmaps go.
         heatmap_every_n_evals: Draw a heatmap every n-th validation (tables are cheap: always).
+        target: Target sparsity shown in the heatmap titles; ``None`` if unknown.
     """
 
-    def __init__(self, dirpath: str | Path, heatmap_every_n_evals: int = 1) -> None:
+    def __init__(
+        self, dirpath: str | Path, heatmap_every_n_evals: int = 1, target: float | None = None
+    ) -> None:
         self.dirpath = Path(dirpath)
         self.every = max(1, int(heatmap_every_n_evals))
+        self.target = target
         self.evals = 0
 
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -109,23 +153,20 @@ class StructureLogger(L.Callback):
             if new:
                 writer.writeheader()
             writer.writerows({"step": step, **r} for r in rows)
-        wandb = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
-        for lg in wandb:
-            lg.log_table(
-                "structure/table",
-                columns=list(COLUMNS),
-                data=[[step, *r.values()] for r in rows],
-                step=step,
-            )
+        media = [lg for lg in trainer.loggers if isinstance(lg, MediaLogger)]
+        for lg in media:
+            data = [[step, *(r[c] for c in COLUMNS[1:])] for r in rows]
+            lg.log_table("structure/table", columns=list(COLUMNS), data=data)
         self.evals += 1
         if (self.evals - 1) % self.every:
             return
         sparsity = module.last_val_metrics.get("sparsity/deterministic", float("nan"))
+        title = f"step {step}: sparsity {sparsity:.3f}"
         fig = heatmap(
-            rows, cfg.num_heads, cfg.intermediate_size, f"step {step}: sparsity {sparsity:.3f}"
+            rows, cfg.num_heads, cfg.intermediate_size, title, cfg.hidden_size, self.target
         )
         path = self.dirpath / f"structure_step{step:07d}.png"
-        fig.savefig(path, dpi=80)
+        fig.savefig(path, dpi=120)
         plt.close(fig)
-        for lg in wandb:
-            lg.log_image("structure/heatmap", [str(path)], step=step)
+        for lg in media:
+            lg.log_image("structure/heatmap", [str(path)])

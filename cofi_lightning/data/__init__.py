@@ -12,13 +12,6 @@ from cofi_lightning.data.sources import DataError, default_cache_dir, default_da
 from cofi_lightning.data.squad import SquadDataModule
 from cofi_lightning.data.tasks import GLUE_TASKS, TASKS, TaskSpec, get_task
 
-
-def build_datamodule(task: str, tokenizer, **kwargs) -> TaskDataModule:
-    """The DataModule of ``task``: :class:`SquadDataModule` or :class:`GlueDataModule`."""
-    cls = SquadDataModule if get_task(task).family == "squad" else GlueDataModule
-    return cls(task=task, tokenizer=tokenizer, **kwargs)
-
-
 __all__ = [
     "DataError",
     "GLUE_TASKS",
@@ -28,7 +21,6 @@ __all__ = [
     "TASKS",
     "TaskDataModule",
     "TaskSpec",
-    "build_datamodule",
     "default_cache_dir",
     "default_data_dir",
     "get_task",

@@ -11,8 +11,10 @@ This file owns two things the plain ``torch`` loaders get wrong for long CoFi ru
   default ``DistributedSampler`` pads the shards with repeated examples, so GLUE metrics would count
   up to ``world_size − 1`` examples twice.
 
-:class:`RestoreLoaderState` works around a Lightning resume gap (see its docstring). It does not
-build datasets or batches (``cofi_lightning.data.base``).
+Lightning restores the loader's state only if the training loader is built after the checkpoint is
+read, so nothing may build it early (``CoFiSystem.stage_steps`` sizes the schedules from the
+dataset instead of ``trainer.estimated_stepping_batches``). It does not build datasets or batches
+(``cofi_lightning.data.base``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import lightning as L
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
@@ -87,22 +88,6 @@ class ResumableDataLoader(DataLoader):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._skip = int(state.get("batches", 0))
         self._skip_epoch = state.get("epoch")
-
-
-class RestoreLoaderState(L.Callback):
-    """Apply the checkpoint's loader state that Lightning would otherwise drop.
-
-    Lightning (2.6) restores a stateful loader's ``state_dict`` only when it builds the training
-    loader *after* the checkpoint is read. CoFi's ``configure_optimizers`` reads
-    ``trainer.estimated_stepping_batches`` (the schedules need the epoch length), which builds the
-    loader earlier, so the saved state stays pending. This applies it at ``on_train_start``, before
-    the first batch is drawn (:class:`ResumableDataLoader` reads its skip lazily).
-    """
-
-    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        loop = trainer.fit_loop
-        if getattr(loop, "_combined_loader_states_to_load", None):
-            loop._load_combined_loader_states()
 
 
 def eval_sampler(dataset: Any) -> Sampler[int] | None:

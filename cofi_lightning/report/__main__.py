@@ -1,9 +1,10 @@
-"""CLI: ``python -m cofi_lightning.report <sweep dir> [<dir> ...] [out=<dir>]``.
+"""CLI: ``python -m cofi_lightning.report <sweep dir> [<dir> ...] [out=<dir>] [--wandb]``.
 
 Collects the runs below the given directories, writes the report (default
 ``<first dir>/report/``) and prints the path of ``report.md``, the results table and the
-number of missing or failed jobs. Exit status: 0 with at least one run, 1 with none, 2 on bad
-arguments.
+number of missing or failed jobs. With ``--wandb`` it also logs the report into one W&B run
+(``wandb_report.py``; offline unless ``$WANDB_MODE`` says otherwise) and prints its directory.
+Exit status: 0 with at least one run, 1 with none, 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from cofi_lightning.report.collect import collect_runs
 from cofi_lightning.report.tables import aggregate, summary_table
+from cofi_lightning.report.wandb_report import log_report
 from cofi_lightning.report.write import write_report
 
 
@@ -25,6 +27,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("paths", nargs="+", help="sweep or run directories (searched recursively)")
     parser.add_argument("--out", help="report directory (default: <first path>/report)")
+    tracking = parser.add_argument_group("W&B", "log the report into one W&B run (job type report)")
+    tracking.add_argument("--wandb", action="store_true", help="log the report to W&B")
+    tracking.add_argument(
+        "--wandb-group", help="W&B group: the sweep's experiment name (default: first path's name)"
+    )
+    tracking.add_argument("--wandb-project", default="cofi-lightning", help="W&B project")
+    tracking.add_argument("--wandb-entity", help="W&B entity (default: your default entity)")
     args = parser.parse_args(argv)
     # Hydra-style `out=<dir>` next to the paths, as in the rest of the project's commands.
     outs = [p.removeprefix("out=") for p in args.paths if p.startswith("out=")]
@@ -34,6 +43,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if len(outs) + (args.out is not None) > 1:
         parser.error("give the report directory once (out=<dir> or --out)")
     args.out = Path(args.out or (outs[0] if outs else Path(args.paths[0]) / "report"))
+    args.wandb_group = args.wandb_group or Path(args.paths[0]).resolve().name
     return args
 
 
@@ -50,6 +60,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if runs:
         print(summary_table(aggregate(runs)))
     print(f"{len(runs)} runs, {len(problems)} missing or failed jobs (listed in {path.name})")
+    if args.wandb and runs:
+        run_dir = log_report(
+            runs,
+            problems,
+            args.out,
+            group=args.wandb_group,
+            project=args.wandb_project,
+            entity=args.wandb_entity,
+        )
+        print(f"W&B run: {run_dir}")
     return 0 if runs else 1
 
 

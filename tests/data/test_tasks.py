@@ -8,6 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+import cofi_lightning.config  # noqa: F401  (the schema and the cofi.* resolvers)
 from cofi_lightning.data import GlueDataModule, SquadDataModule, sources
 from cofi_lightning.data.tasks import GLUE_TASKS, TASKS, get_task
 
@@ -36,7 +37,7 @@ def test_get_task_accepts_glue_spellings_and_names_known_tasks() -> None:
 
 def _compose(task: str, *overrides: str):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(overrides=[f"+task={task}", "+paths=default", *overrides])
+        return compose("train", overrides=[f"task={task}", *overrides])
 
 
 @pytest.mark.parametrize("name", list(TASKS))

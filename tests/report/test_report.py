@@ -1,4 +1,5 @@
-"""``cofi_lightning.report`` on a fake sweep: collection, aggregation, tables, plots and the CLI.
+"""``cofi_lightning.report`` on a fake sweep: collection, aggregation, tables, plots, the CLI and
+its W&B run.
 
 The sweep is written once per module: an SST-2 grid (full CoFi and ``no_hidden_mask`` at two
 targets with three seeds, ``no_distill`` with one seed), one MRPC run without a speedup, a job
@@ -16,9 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 from matplotlib.image import imread
+from wandb_offline import offline_run_dir, read_offline_run
 
 from cofi_lightning.report import aggregate, collect_runs, parse_results, write_report
-from cofi_lightning.report.__main__ import main
+from cofi_lightning.report.__main__ import main, parse_args
+from cofi_lightning.report.collect import ROW_FIELDS
 from cofi_lightning.report.plots import pareto_front
 
 GRID = [(abl, t, s) for abl in (None, "no_hidden_mask") for t in (0.6, 0.95) for s in (1, 2, 3)]
@@ -255,3 +258,36 @@ def test_cli(sweep, tmp_path, capsys):
     assert printed[1].startswith("| task | ablation |")
     assert (out / "report.md").is_file() and (out / "results.csv").is_file()
     assert main([str(tmp_path / "does_not_exist")]) == 2
+
+
+def test_cli_logs_the_report_into_one_wandb_run(sweep, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    assert parse_args([str(sweep["root"])]).wandb_group == sweep["root"].name
+    out = tmp_path / "report"
+    assert main([str(sweep["root"]), f"out={out}", "--wandb", "--wandb-group", "sweep_s95"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"W&B run: {offline_run_dir(out)}"
+
+    logged = read_offline_run(out)
+    assert (logged.group, logged.job_type) == ("sweep_s95", "report")
+    assert logged.name == "report/sweep_s95"
+    assert (logged.summary["runs"], logged.summary["problems"]) == (len(sweep["runs"]), 3)
+    results = logged.table(logged.summary["results"])
+    assert results["columns"] == list(ROW_FIELDS)
+    assert [dict(zip(ROW_FIELDS, r, strict=True)) for r in results["data"]] == [
+        r.row() for r in sweep["runs"]
+    ]
+    charts = {"sst2/metric_vs_sparsity", "sst2/metric_vs_speedup", "mrpc/metric_vs_sparsity"}
+    assert set(logged.charts) == charts  # mrpc has no measured speedup
+    speed = logged.charts["sst2/metric_vs_speedup"]
+    assert speed["panelDefId"] == "wandb/scatter/v0"
+    assert speed["fieldSettings"] == {"x": "speedup (×)", "y": "accuracy (%)"}
+    points = logged.table(logged.summary["sst2/metric_vs_speedup_table"])["data"]
+    sst2 = [r for r in sweep["runs"] if r.task == "sst2" and r.speedup is not None]
+    assert sorted(p[:2] for p in points) == sorted([r.speedup, r.pruned] for r in sst2)
+    points = logged.table(logged.summary["mrpc/metric_vs_sparsity_table"])["data"]
+    mrpc = [r for r in sweep["runs"] if r.task == "mrpc"]
+    assert sorted(p[:2] for p in points) == sorted([100 * r.sparsity, r.pruned] for r in mrpc)
+    assert logged.media(logged.summary["plots/sst2_metric_vs_sparsity"]).suffix == ".png"

@@ -50,11 +50,11 @@ class SyntheticGlue(L.LightningDataModule):
 
     def __init__(self, n_train: int = 32, n_val: int = 16, batch_size: int = 8) -> None:
         super().__init__()
-        self.train, self.val = _Synthetic(n_train, 0), _Synthetic(n_val, 1)
+        self.train_dataset, self.val = _Synthetic(n_train, 0), _Synthetic(n_val, 1)
         self.batch_size = batch_size
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train, batch_size=self.batch_size, shuffle=True)
+        return DataLoader(self.train_dataset, batch_size=self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val, batch_size=self.batch_size)
@@ -146,8 +146,7 @@ def compose_train():
     """``compose_train(overrides) -> DictConfig`` of ``conf/train.yaml``."""
     from hydra import compose, initialize_config_dir
 
-    import cofi_lightning.config_schema  # noqa: F401
-    import cofi_lightning.data  # noqa: F401
+    import cofi_lightning.config  # noqa: F401  (the schema and the cofi.* resolvers)
 
     def _compose(overrides=(), hydra_cfg: bool = False):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

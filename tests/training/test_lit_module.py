@@ -6,9 +6,9 @@ import lightning as L
 import pytest
 import torch
 
-from cofi_lightning.lit_module import CoFiSystem, DistillSettings, PruningSchedule
+from cofi_lightning.config import DistillConfig, PruningConfig, StageConfig
+from cofi_lightning.lit_module import CoFiSystem
 from cofi_lightning.masks import CoFiMasks
-from cofi_lightning.optim import OptimConfig
 
 
 def pruning_system(student, teacher=None, target=0.5, **schedule) -> CoFiSystem:
@@ -16,11 +16,10 @@ def pruning_system(student, teacher=None, target=0.5, **schedule) -> CoFiSystem:
     return CoFiSystem(
         student,
         task="sst2",
-        optim=OptimConfig(lr=1e-3, reg_lr=0.1),
+        stage=PruningConfig(lr=1e-3, reg_lr=0.1, target_sparsity=target, **schedule),
         masks=CoFiMasks(student.config),
-        pruning=PruningSchedule(target_sparsity=target, **schedule),
         teacher=teacher,
-        distill=DistillSettings(),
+        distill=DistillConfig(),
         seed=3,
     )
 
@@ -97,7 +96,7 @@ def test_log_alphas_clamped_and_pre_pruning_honoured(make_student, make_trainer,
 
 
 def test_task_loss_without_teacher_and_validation_metrics(make_student, make_trainer, synthetic_dm):
-    system = CoFiSystem(make_student(), task="sst2", optim=OptimConfig(lr=1e-3))
+    system = CoFiSystem(make_student(), task="sst2", stage=StageConfig(lr=1e-3))
     trainer = make_trainer(max_epochs=1)
     trainer.fit(system, synthetic_dm)
     assert system.layer_distiller is None
@@ -112,9 +111,9 @@ def test_distillation_step_runs(make_student, make_trainer, synthetic_dm, mappin
     system = CoFiSystem(
         student,
         task="sst2",
-        optim=OptimConfig(lr=1e-3),
+        stage=StageConfig(lr=1e-3),
         teacher=make_student(seed=1, num_hidden_layers=4),
-        distill=DistillSettings(layer_mapping=mapping),
+        distill=DistillConfig(layer_mapping=mapping),
     )
     trainer = make_trainer(max_steps=1)
     trainer.fit(system, synthetic_dm)
@@ -145,7 +144,7 @@ def test_best_weights_restores_the_best_validation(
             state = {k: v.clone() for k, v in module.student.state_dict().items()}
             self.items.append((module.last_val_metrics["val/accuracy"], state))
 
-    system = CoFiSystem(make_student(), task="sst2", optim=OptimConfig(lr=5e-3))
+    system = CoFiSystem(make_student(), task="sst2", stage=StageConfig(lr=5e-3))
     best, snaps = BestWeights(tmp_path / "best.pt"), Snapshots()
     trainer = make_trainer(max_steps=8, val_check_interval=1, callbacks=[best, snaps])
     trainer.fit(system, datamodule=synthetic_dm)

@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 from transformers import AutoModelForSequenceClassification
 
+from cofi_lightning.config import load_config
 from cofi_lightning.pipeline import RESULT_KEYS, train
 
 
@@ -101,13 +102,43 @@ def test_no_distill_ablation_skips_teacher(compose_train, tiny_overrides, tmp_pa
     assert record["teacher_dir"] is None
 
 
-@pytest.mark.slow
-def test_wandb_offline_logging(compose_train, tiny_overrides, tmp_path):
-    """W&B offline: scalar logs, the structure table and heatmap images, one run per stage."""
+def test_demo_logs_one_offline_wandb_run_per_job(compose_train, tiny_overrides, tmp_path):
+    """The demo's default logger: one offline W&B run for all stages, read back from its file:
+    the sparsity series on the prune stage's step axis, results.json in the summary, the structure
+    table; CSV logs beside it for the report."""
+    from wandb_offline import read_offline_run
+
     run_dir = tmp_path / "run"
-    overrides = [o for o in tiny_overrides(run_dir) if o != "logger=csv"] + ["logger=wandb"]
-    results = train(compose_train(overrides))
-    assert results["sparsity"] > 0
-    runs = sorted((run_dir / "wandb").glob("offline-run-*"))
-    assert len(runs) == 4  # teacher, prune, finetune, export
-    assert list((run_dir / "prune" / "structure").glob("structure_step*.png"))
+    overrides = [o for o in tiny_overrides(run_dir) if o != "logger=csv"]  # the demo's default
+    overrides.append("trainer.log_every_n_steps=2")
+    cfg = load_config(compose_train(overrides))
+    assert set(cfg.logger) == {"wandb", "csv"}
+    results = train(cfg)
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
+    run = read_offline_run(run_dir)
+    assert run.group == "demo" and run.job_type == "cofi" and run.name == cfg.run_name
+    assert {"sst2", "s0.3", "full", "seed57"} <= set(run.tags)
+    assert run.config["pruning"]["target_sparsity"] == 0.3
+
+    expected = run.rows("prune/sparsity/expected")
+    assert len(expected) >= 5  # every other step of the prune stage's 12
+    steps = [r["prune/step"] for r in expected]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)
+    assert {r["prune/sparsity/expected"] for r in expected} != {
+        expected[0]["prune/sparsity/expected"]
+    }
+    assert run.rows("teacher/train/loss") and run.rows("finetune/train/loss")
+    assert {"name": "prune/*", "step_metric": "prune/step"} in [
+        {k: m.get(k) for k in ("name", "step_metric")} for m in run.metrics
+    ] or any(m.get("glob_name") == "prune/*" for m in run.metrics)
+
+    assert run.summary["sparsity"] == pytest.approx(results["sparsity"])
+    assert run.summary["pruned"] == results["pruned"]
+    assert run.summary["structure"]["num_heads"] == results["structure"]["num_heads"]
+    table = run.table(run.summary["export/structure"])
+    assert [row[1] for row in table["data"]] == results["structure"]["num_heads"]
+    # The structure table of each prune evaluation sits at that evaluation's step.
+    evals = {r["prune/step"] for r in run.rows("prune/val/accuracy")}
+    tables = {r["prune/step"] for r in run.rows("prune/structure/table")}
+    assert tables and tables <= evals
+    assert list((run_dir / "prune" / "csv").rglob("metrics.csv"))

@@ -4,6 +4,7 @@ job whose reason reaches its own log and the report."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,8 @@ def test_submitit_local_sweep_and_report(tiny_overrides, train_cli, tmp_path):
         timeout=1200,
     )
     results = sorted(sweep.glob("*/results.json"))
-    assert [p.parent.name for p in results] == ["sst2_s0.2_full_seed57", "sst2_s0.3_full_seed57"]
+    names = [re.sub(r"_[0-9a-f]{8}$", "", p.parent.name) for p in results]
+    assert names == ["sst2_s0.2_full_seed57", "sst2_s0.3_full_seed57"]
     targets = [json.loads(p.read_text())["target_sparsity"] for p in results]
     assert targets == [0.2, 0.3]
 
@@ -60,7 +62,8 @@ def test_failed_job_logs_its_error_for_the_report(tiny_overrides, train_cli, tmp
         timeout=300,
     )
     assert proc.returncode != 0
-    log = (sweep / "sst2_s1.5_full_seed57" / "train.log").read_text()
+    (job,) = sweep.glob("sst2_s1.5_full_seed57_*")
+    log = (job / "train.log").read_text()
     assert "pruning.target_sparsity must be in [0, 1), got 1.5" in log
     runs, problems = collect_runs(sweep)
     assert runs == [] and [p.status for p in problems] == ["failed"]

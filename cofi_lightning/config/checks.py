@@ -1,0 +1,73 @@
+"""The checks every config node uses: :class:`ConfigError` (a message that starts with the key) and
+the argument check of instantiable nodes (a key its ``_target_`` does not take is an error).
+
+It knows no config keys itself (``cofi_lightning.config.schema`` and ``.stages`` do).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from hydra.utils import get_object
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message starts with the key."""
+
+
+def require(ok: bool, key: str, message: str, value: Any = None) -> None:
+    """Raise :class:`ConfigError` ``"<key> <message>, got <value>"`` unless ``ok``."""
+    if not ok:
+        suffix = "" if value is None else f", got {value!r}"
+        raise ConfigError(f"{key} {message}{suffix}")
+
+
+def at_least(node: object, key: str, names: tuple[str, ...], low: float, strict: bool) -> None:
+    for name in names:
+        value = getattr(node, name)
+        if value is None:
+            continue
+        ok = value > low if strict else value >= low
+        require(ok, f"{key}.{name}", f"must be {'>' if strict else '>='} {low:g}", value)
+
+
+def check_target_kwargs(node: dict[str, Any], key: str, passed: tuple[str, ...] = ()) -> None:
+    """The keys of an instantiable node are arguments of its ``_target_``.
+
+    Args:
+        node: ``{"_target_": "pkg.Class", "arg": value, ...}`` (empty: nothing to check).
+        key: The node's config key, for messages.
+        passed: Arguments the pipeline adds itself; setting them in the config is an error too.
+    """
+    if not node:
+        return
+    target = node.get("_target_")
+    require(isinstance(target, str), f"{key}._target_", "must name a class or function", target)
+    try:
+        obj = get_object(target)
+    except Exception as err:  # ImportError, AttributeError: the message names what is missing
+        raise ConfigError(f"{key}._target_ cannot be imported: {target!r} ({err})") from None
+    accepted = _accepted_kwargs(obj)
+    for name in node:
+        if name.startswith("_") and name.endswith("_"):
+            continue
+        ok = accepted is None or name in accepted
+        require(ok, f"{key}.{name}", f"is not an argument of {target}")
+        require(name not in passed, f"{key}.{name}", "is set by the pipeline; remove it")
+
+
+def _accepted_kwargs(obj: Any) -> set[str] | None:
+    """Keyword arguments ``obj`` accepts, following a class's ``**kwargs`` up its bases'
+    ``__init__`` (None: anything is accepted)."""
+    if isinstance(obj, type):
+        functions = [c.__init__ for c in obj.__mro__ if "__init__" in vars(c)]
+    else:
+        functions = [obj]
+    names: set[str] = set()
+    for fn in functions:
+        params = inspect.signature(fn).parameters.values()
+        names |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names
+    return None

@@ -1,0 +1,95 @@
+"""A config's identity: the resolved values that change what a run computes, and their hash.
+
+A run directory belongs to one identity. The default ``run_name`` ends in the identity's short hash
+(the ``cofi.config_hash`` resolver), so a sweep over any key (``pruning.lr=1e-5,3e-5``) gets one
+directory per value, and ``cofi_lightning.rundir`` refuses to resume a directory whose stored
+identity differs, naming the keys.
+
+Keys that do not change results are left out (:data:`NON_IDENTITY_KEYS`): where logs go, progress
+bars, which stages this invocation runs, how often checkpoints are written. A changed
+``model.pretrained`` or ``distill.teacher`` path is a different identity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+#: Dotted keys (and whole subtrees) outside the identity.
+NON_IDENTITY_KEYS: frozenset[str] = frozenset(
+    {
+        "hydra",
+        "logger",
+        "paths",
+        "stages",
+        "run_dir",
+        "run_name",
+        "resume",
+        "experiment_name",
+        "callbacks.progress_bar",
+        "callbacks.lr_monitor",
+        "callbacks.structure",
+        "trainer.enable_progress_bar",
+        "trainer.enable_model_summary",
+        "trainer.log_every_n_steps",
+        "pruning.checkpoint_every_steps",
+        "task.datamodule.num_workers",
+        "task.datamodule.data_dir",
+        "task.datamodule.cache_dir",
+    }
+)
+
+HASH_LENGTH = 8
+
+
+def _leaves(tree: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the leaves of an unresolved container (lists count as leaves)."""
+    if not isinstance(tree, dict):
+        return [prefix]
+    out = []
+    for key, value in tree.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if path not in NON_IDENTITY_KEYS:
+            out.extend(_leaves(value, path))
+    return out
+
+
+def config_identity(cfg: DictConfig) -> dict[str, Any]:
+    """``{dotted key: resolved value}`` of every key in the identity, sorted by key.
+
+    Args:
+        cfg: A composed config (with or without Hydra's node); ``run_name`` is never resolved, so
+            this is safe to call from the resolver that builds ``run_name``.
+    """
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    out: dict[str, Any] = {}
+    for path in sorted(_leaves(raw)):
+        value = OmegaConf.select(cfg, path, throw_on_missing=False)
+        if isinstance(value, DictConfig | ListConfig):
+            value = OmegaConf.to_container(value, resolve=True)
+        out[path] = value
+    return out
+
+
+def identity_hash(identity: dict[str, Any]) -> str:
+    """A short, stable hash of an identity (sha256 of its sorted JSON)."""
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:HASH_LENGTH]
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """:func:`identity_hash` of :func:`config_identity`."""
+    return identity_hash(config_identity(cfg))
+
+
+def identity_diff(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Lines ``key: stored -> current`` for every key whose value differs (or exists in one)."""
+    lines = []
+    for key in sorted(set(stored) | set(current)):
+        old, new = stored.get(key, "<absent>"), current.get(key, "<absent>")
+        if old != new:
+            lines.append(f"{key}: {old!r} -> {new!r}")
+    return lines

@@ -1,0 +1,296 @@
+"""The training config's one schema: typed dataclasses registered in Hydra's ConfigStore.
+
+This file owns every key of ``conf/train.yaml``'s composition, its type, its default and the rules
+its values must satisfy. Hydra merges the YAML groups (``conf/task``, ``conf/experiment``,
+``conf/ablation``, ``conf/trainer``, ...) into :class:`TrainConfig`, so an unknown key or a value of
+the wrong type fails at compose time with the key named by Hydra; :func:`load_config` then builds
+the dataclasses (``OmegaConf.to_object``), whose ``__post_init__`` checks ranges and names
+(``pruning.target_sparsity must be in [0, 1), got 1.2``). The rest of the package reads these
+objects; nothing copies their values into other settings classes.
+
+Nodes that are built with ``hydra.utils.instantiate`` (``trainer``, ``logger.*``, ``callbacks.*``,
+``task.datamodule``) stay free-form dicts; their keys are checked against the target's signature.
+The stages' nodes live in ``stage_configs.py``, the shared checks in ``checks.py``. It does not
+resolve paths or own the run directory (``cofi_lightning.config.identity``,
+``cofi_lightning.rundir``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from cofi_lightning.config.checks import ConfigError, at_least, check_target_kwargs, require
+from cofi_lightning.config.stage_configs import (
+    DistillConfig,
+    FinetuneConfig,
+    PruningConfig,
+    StageConfig,
+    TeacherTrainingConfig,
+)
+from cofi_lightning.data.tasks import TASKS
+
+__all__ = [
+    "ConfigError",
+    "DistillConfig",
+    "FinetuneConfig",
+    "PruningConfig",
+    "StageConfig",
+    "TeacherTrainingConfig",
+]
+
+log = logging.getLogger(__name__)
+
+#: The pipeline's stages, in order (one source for the config check and the stage loop).
+STAGES: tuple[str, ...] = ("teacher", "prune", "finetune", "export")
+ABLATIONS: tuple[str, ...] = ("no_hidden_mask", "no_layer_masks", "fixed_layer_map", "no_distill")
+RESUME_MODES: tuple[str, ...] = ("auto", "never", "must")
+
+# --- model, task, optimizer, paths --------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    """The model to prune.
+
+    Attributes:
+        pretrained: A Hugging Face BERT (hub name or directory); the student starts from it.
+        tokenizer: A directory or hub name with the matching fast tokenizer.
+        freeze_embeddings: Keep the embedding tables out of the optimizer in the prune and
+            finetune stages (the original code froze them unconditionally, so the published numbers
+            used frozen embeddings); the teacher stage always trains them.
+    """
+
+    pretrained: str = "bert-base-uncased"
+    tokenizer: str = "${model.pretrained}"
+    freeze_embeddings: bool = True
+
+
+@dataclass
+class TaskConfig:
+    """A GLUE task or SQuAD v1.1 (values in ``conf/task/<name>.yaml``, checked against the registry
+    ``cofi_lightning.data.tasks.TASKS``).
+
+    Attributes:
+        datamodule: The DataModule node (``_target_``, ``_partial_: true``; built with the
+            tokenizer and the run's seed).
+    """
+
+    name: str = "sst2"
+    num_labels: int = 2
+    metrics: list[str] = field(default_factory=lambda: ["accuracy"])
+    main_metric: str = "accuracy"
+    max_seq_length: int = 128
+    eval_splits: list[str] = field(default_factory=lambda: ["validation"])
+    eval_names: list[str] = field(default_factory=lambda: ["sst2"])
+    datamodule: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        require(self.name in TASKS, "task.name", f"must be one of {sorted(TASKS)}", self.name)
+        spec = TASKS[self.name]
+        require(
+            self.num_labels == spec.num_labels,
+            "task.num_labels",
+            f"must be {spec.num_labels} for {self.name}",
+            self.num_labels,
+        )
+        check_target_kwargs(self.datamodule, "task.datamodule", ("tokenizer", "seed"))
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer settings shared by every stage (each stage has its own lr and schedule).
+
+    Attributes:
+        weight_decay: AdamW decay of the weight matrices (not biases / LayerNorm); CoFi: 0.
+        warmup_ratio: Fraction of a stage's steps warming the weight lr up.
+        max_grad_norm: Clip norm of the weight gradients (None or <= 0: no clipping); CoFi: 1.0.
+            Log-alphas and multipliers are never clipped.
+        adam_eps: AdamW epsilon.
+    """
+
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    max_grad_norm: float | None = 1.0
+    adam_eps: float = 1.0e-8
+
+    def __post_init__(self) -> None:
+        require(
+            0.0 <= self.warmup_ratio < 1.0,
+            "optim.warmup_ratio",
+            "must be in [0, 1)",
+            self.warmup_ratio,
+        )
+        at_least(self, "optim", ("weight_decay",), 0, strict=False)
+        at_least(self, "optim", ("adam_eps",), 0, strict=True)
+
+
+@dataclass
+class PathsConfig:
+    """Where data and caches live.
+
+    Attributes:
+        data_dir: A local Parquet mirror (``glue/<task>/<split>.parquet``,
+            ``squad/<split>.parquet``; write one with ``python -m cofi_lightning.data.prepare``):
+            ``$COFI_DATA_DIR``, else ``<repo>/../shared/data`` if it exists, else None (the hub).
+        cache_dir: Tokenized features (``$COFI_CACHE_DIR``, else ``~/.cache/cofi_lightning``).
+    """
+
+    data_dir: str | None = "${cofi.data_dir:}"
+    cache_dir: str | None = "${cofi.cache_dir:}"
+
+
+# --- the whole config -------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """``conf/train.yaml``: CoFi end to end (teacher -> prune -> finetune -> export).
+
+    Attributes:
+        seed: Seed of weights init, data order, dropout and mask noise (CoFi's scripts: 57).
+        stages: The stages to run, in :data:`STAGES` order; a prefix may be dropped once its
+            ``DONE.json`` exists.
+        experiment_name: Output folder and W&B group (set by ``conf/experiment``).
+        ablation_name: Set by ``conf/ablation``; recorded in ``results.json``.
+        run_name: Readable run name + a short hash of the config's identity (see
+            ``cofi_lightning.config.identity``), so different configs never share a run dir.
+        run_dir: The run directory (None: Hydra's output dir, ``outputs/<experiment>/<run_name>``).
+        resume: ``auto`` (resume a run dir of the same config, refuse one of another), ``must``
+            (also refuse to start from nothing) or ``never`` (refuse any existing run).
+    """
+
+    seed: int = 57
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    experiment_name: str = "default"
+    ablation_name: str | None = None
+    run_name: str = (
+        "${task.name}_s${pruning.target_sparsity}_${cofi.default:${ablation_name},full}"
+        "_seed${seed}_${cofi.config_hash:}"
+    )
+    run_dir: str | None = None
+    resume: str = "auto"
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    logger: dict[str, Any] = field(default_factory=dict)
+    callbacks: dict[str, Any] = field(default_factory=dict)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+    def __post_init__(self) -> None:
+        require(
+            self.resume in RESUME_MODES, "resume", f"must be one of {RESUME_MODES}", self.resume
+        )
+        require(
+            self.ablation_name is None or self.ablation_name in ABLATIONS,
+            "ablation",
+            f"must be one of {ABLATIONS}",
+            self.ablation_name,
+        )
+        stages = list(self.stages)
+        require(bool(stages), "stages", "must list at least one stage")
+        bad = [s for s in stages if s not in STAGES]
+        require(not bad, "stages", f"has unknown stages {bad}; known {STAGES}")
+        require(
+            stages == [s for s in STAGES if s in stages], "stages", f"must follow {STAGES}", stages
+        )
+        check_target_kwargs(self.trainer, "trainer", TRAINER_PIPELINE_KWARGS)
+        for group in ("logger", "callbacks"):
+            for name, node in getattr(self, group).items():
+                if isinstance(node, dict) and "_target_" in node:
+                    check_target_kwargs(node, f"{group}.{name}", PIPELINE_KWARGS.get(group, ()))
+        self._check_teacher()
+
+    def _check_teacher(self) -> None:
+        d = self.distill
+        if d.teacher is not None and not d.enabled:
+            # Not an error: a sweep shares `distill.teacher=<dir>` across ablations, no_distill too.
+            log.warning("distill.teacher=%s is not used: distill.enabled is false", d.teacher)
+        elif d.teacher is not None:
+            labels = _teacher_num_labels(d.teacher)
+            require(
+                labels is None or labels == self.task.num_labels,
+                "distill.teacher",
+                f"has {labels} labels but task {self.task.name} needs {self.task.num_labels}",
+                d.teacher,
+            )
+
+    def check_stage_inputs(self, run_dir: str | Path) -> None:
+        """Stages that start midway find what the skipped stages leave in ``run_dir``.
+
+        Raises:
+            ConfigError: naming ``stages``.
+        """
+        stages = list(self.stages)
+        if "finetune" in stages and "prune" not in stages:
+            candidates = [self.pruning.structure_dir, str(Path(run_dir) / "prune" / "best")]
+            found = any(c and (Path(c) / "masks.pt").is_file() for c in candidates)
+            require(
+                found,
+                "stages",
+                "has 'finetune' without 'prune' but no pruned structure: "
+                "set pruning.structure_dir=<dir with masks.pt> or run the prune stage",
+            )
+        if "export" in stages and "finetune" not in stages:
+            done = (Path(run_dir) / "finetune" / "DONE.json").is_file()
+            require(
+                done, "stages", "has 'export' without 'finetune' and no finished finetune stage"
+            )
+
+
+#: Arguments the pipeline passes itself when it instantiates a node (not config keys).
+
+
+TRAINER_PIPELINE_KWARGS = ("max_epochs", "max_steps", "logger", "callbacks", "default_root_dir")
+PIPELINE_KWARGS = {
+    "logger": ("save_dir", "name", "run_dir", "run_id", "config"),
+    "callbacks": (),
+}
+
+
+def _teacher_num_labels(teacher: str) -> int | None:
+    """``num_labels`` of a local HF checkpoint (None if it cannot be read locally)."""
+    config = Path(teacher) / "config.json"
+    if not config.is_file():
+        return None
+    values = json.loads(config.read_text())
+    if "num_labels" in values:
+        return int(values["num_labels"])
+    return len(values.get("id2label", {})) or 2  # transformers' default when neither is stored
+
+
+def load_config(cfg: DictConfig | TrainConfig) -> TrainConfig:
+    """The typed, validated config of a composed ``conf/train.yaml``.
+
+    Raises:
+        ConfigError: naming the key, for a value outside its range or an interpolation that does
+            not resolve.
+    """
+    if isinstance(cfg, TrainConfig):
+        return cfg
+    try:
+        out = OmegaConf.to_object(cfg)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "config"
+        raise ConfigError(f"{key}: {getattr(err, 'msg', err)}") from None
+    if not isinstance(out, TrainConfig):
+        raise ConfigError(
+            "config: not a TrainConfig composition (conf/train.yaml's defaults list "
+            "must start with train_schema)"
+        )
+    return out
+
+
+ConfigStore.instance().store(name="train_schema", node=TrainConfig)

@@ -1,0 +1,206 @@
+"""The schema of the training stages: teacher, prune (with the Lagrangian schedule), finetune, and
+the distillation settings they share. Each dataclass validates itself on creation, naming the key.
+
+Part of the one config schema (``cofi_lightning.config.schema`` assembles it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from cofi_lightning.config.checks import at_least, require
+from cofi_lightning.masks import UNIT_NAMES
+
+SCHEDULES: tuple[str, ...] = ("linear", "constant")
+LAYER_MAPPINGS: tuple[str, ...] = ("dynamic", "fixed")
+
+
+@dataclass
+class StageConfig:
+    """Length, learning rate and evaluation cadence of one training stage.
+
+    Attributes:
+        epochs: Passes over the training data.
+        max_steps: > 0 caps the stage in optimizer steps (-1: epochs decide).
+        lr: Learning rate of the weights (paper: 2e-5 GLUE, 3e-5 SQuAD).
+        schedule: ``linear`` (warm-up, then linear decay to 0) or ``constant``.
+        eval_every_steps: Validate every n optimizer steps (None: once per epoch).
+    """
+
+    KEY: ClassVar[str] = "stage"
+
+    epochs: int = 1
+    max_steps: int = -1
+    lr: float = 2.0e-5
+    schedule: str = "linear"
+    eval_every_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        at_least(self, self.KEY, ("epochs", "lr"), 0, strict=False)
+        require(
+            self.schedule in SCHEDULES,
+            f"{self.KEY}.schedule",
+            f"must be in {SCHEDULES}",
+            self.schedule,
+        )
+        require(
+            self.eval_every_steps is None or self.eval_every_steps >= 1,
+            f"{self.KEY}.eval_every_steps",
+            "must be null or >= 1",
+            self.eval_every_steps,
+        )
+
+
+@dataclass
+class TeacherTrainingConfig(StageConfig):
+    """The teacher stage (CoFi's run_FT.sh: 5 epochs, lr 2e-5, batch 32).
+
+    Attributes:
+        select_best: Keep the weights of the best validation instead of the last ones.
+    """
+
+    KEY: ClassVar[str] = "distill.teacher_training"
+
+    epochs: int = 3
+    select_best: bool = True
+
+
+@dataclass
+class FinetuneConfig(StageConfig):
+    """The finetune stage of the compact model (CoFi's finetune script: no scheduler, batch 64).
+
+    Attributes:
+        batch_size: Training batch size of this stage (None: ``task.datamodule.batch_size``).
+        select_best: Export the weights of the best validation (as CoFi), not the last ones.
+    """
+
+    KEY: ClassVar[str] = "pruning.finetune"
+
+    epochs: int = 20
+    lr: float = 3.0e-5  # paper searched {1, 2, 3}e-5
+    schedule: str = "constant"
+    batch_size: int | None = None
+    select_best: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(
+            self.batch_size is None or self.batch_size >= 1,
+            f"{self.KEY}.batch_size",
+            "must be null or >= 1",
+            self.batch_size,
+        )
+
+
+@dataclass
+class PruningConfig(StageConfig):
+    """The prune stage (masks + Lagrangian, Xia et al. 2022 Sec. 3) and the finetune stage after it.
+
+    Lengths in epochs are converted with the stage's optimizer steps per epoch; a length in steps,
+    when given, wins.
+
+    Attributes:
+        target_sparsity: Final target t of the encoder parameters, in [0, 1).
+        start_sparsity: t at the first pruning step (0 in CoFi).
+        units: Mask types (``hidden``, ``head``, ``head_layer``, ``intermediate``, ``mlp``).
+        reg_lr: Learning rate of the mask log-alphas and the multipliers (paper: 0.01).
+        pre_pruning_epochs / pre_pruning_steps: Distillation-only warm-up before the masks and the
+            Lagrangian switch on (CoFi README: 1 epoch large GLUE, 4 small).
+        lagrangian_warmup_epochs / lagrangian_warmup_steps: Linear ramp of t from
+            ``start_sparsity`` to the target (paper: 2 epochs large GLUE, 20 small).
+        sparsity_epsilon: An evaluation competes for "best" when |ŝ − t| <= epsilon.
+        checkpoint_every_steps: Resume granularity (``last.ckpt``) of every stage.
+        structure_dir: Finetune-only runs: a ``prune/best`` dir (``masks.pt``, ``student.pt``).
+        finetune: The finetune stage.
+    """
+
+    KEY: ClassVar[str] = "pruning"
+
+    epochs: int = 20
+    eval_every_steps: int | None = 500
+    target_sparsity: float = 0.95
+    start_sparsity: float = 0.0
+    units: list[str] = field(
+        default_factory=lambda: ["hidden", "head", "head_layer", "intermediate", "mlp"]
+    )
+    reg_lr: float = 0.01
+    pre_pruning_epochs: float = 1.0
+    pre_pruning_steps: int | None = None
+    lagrangian_warmup_epochs: float = 2.0
+    lagrangian_warmup_steps: int | None = None
+    sparsity_epsilon: float = 0.01
+    checkpoint_every_steps: int = 200
+    structure_dir: str | None = None
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("target_sparsity", "start_sparsity"):
+            value = getattr(self, name)
+            require(0.0 <= value < 1.0, f"pruning.{name}", "must be in [0, 1)", value)
+        units = list(self.units)
+        unknown = sorted(set(units) - set(UNIT_NAMES))
+        require(not unknown, "pruning.units", f"has unknown units {unknown}; known {UNIT_NAMES}")
+        require(bool(units), "pruning.units", "must name at least one unit")
+        at_least(
+            self,
+            "pruning",
+            (
+                "reg_lr",
+                "sparsity_epsilon",
+                "pre_pruning_epochs",
+                "pre_pruning_steps",
+                "lagrangian_warmup_epochs",
+                "lagrangian_warmup_steps",
+            ),
+            0,
+            strict=False,
+        )
+        at_least(self, "pruning", ("checkpoint_every_steps",), 1, strict=False)
+
+    def steps(self, steps_per_epoch: int) -> tuple[int, int]:
+        """``(pre_pruning_steps, lagrangian_warmup_steps)`` in optimizer steps."""
+
+        def resolve(steps: int | None, epochs: float) -> int:
+            return int(steps) if steps is not None else round(epochs * steps_per_epoch)
+
+        return (
+            resolve(self.pre_pruning_steps, self.pre_pruning_epochs),
+            resolve(self.lagrangian_warmup_steps, self.lagrangian_warmup_epochs),
+        )
+
+
+@dataclass
+class DistillConfig:
+    """Distillation from a fine-tuned teacher: prediction KL at temperature T + layer MSE.
+
+    Attributes:
+        enabled: False trains on the task loss (CE, MSE for STS-B); the teacher stage is skipped.
+        teacher: A fine-tuned HF model dir (or hub name); None fine-tunes one in the teacher stage.
+        temperature: T of the prediction KL (paper: 2).
+        alpha_pred / alpha_layer: Loss weights (paper pairs (layer, pred): (0.9, 0.1), (0.7, 0.3),
+            (0.5, 0.5)); ``alpha_layer=0`` turns layer distillation off.
+        layer_mapping: ``dynamic`` (CoFi) or ``fixed`` teacher -> student layer matching.
+        teacher_training: The teacher stage.
+    """
+
+    KEY: ClassVar[str] = "distill"
+
+    enabled: bool = True
+    teacher: str | None = None
+    temperature: float = 2.0
+    alpha_pred: float = 0.1
+    alpha_layer: float = 0.9
+    layer_mapping: str = "dynamic"
+    teacher_training: TeacherTrainingConfig = field(default_factory=TeacherTrainingConfig)
+
+    def __post_init__(self) -> None:
+        require(self.temperature > 0, "distill.temperature", "must be > 0", self.temperature)
+        at_least(self, "distill", ("alpha_pred", "alpha_layer"), 0, strict=False)
+        require(
+            self.layer_mapping in LAYER_MAPPINGS,
+            "distill.layer_mapping",
+            f"must be in {LAYER_MAPPINGS}",
+            self.layer_mapping,
+        )

@@ -1,0 +1,35 @@
+"""The structure heatmap: kept counts in the cells, the hidden row, the target in the title."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+
+from cofi_lightning.callbacks import heatmap
+
+ROWS = [
+    {"layer": 0, "heads": 3, "attention": True, "ffn_dims": 40, "ffn": True, "hidden": 24},
+    {"layer": 1, "heads": 0, "attention": False, "ffn_dims": 7, "ffn": True, "hidden": 24},
+]
+
+
+def test_heatmap_shows_counts_hidden_row_and_target():
+    fig = heatmap(ROWS, 4, 48, "step 2: sparsity 0.412", hidden_size=32, target=0.6)
+    (ax, _colorbar) = fig.axes
+    assert ax.get_title() == "step 2: sparsity 0.412 (target 0.60)"
+    assert [t.get_text() for t in ax.get_yticklabels()] == [
+        "heads (of 4)",
+        "FFN dims (of 48)",
+        "hidden (of 32)",
+    ]
+    cells = {(round(t.get_position()[0], 2), t.get_position()[1]): t.get_text() for t in ax.texts}
+    assert cells == {(0, 0): "3", (1, 0): "0", (0, 1): "40", (1, 1): "7", (0.5, 2): "24/32"}
+    assert ax.images[0].get_array().tolist() == [[0.75, 0.0], [40 / 48, 7 / 48], [0.75, 0.75]]
+    plt.close(fig)
+
+
+def test_heatmap_without_hidden_size_or_target_keeps_the_old_call():
+    fig = heatmap(ROWS, 4, 48, "step 2")
+    (ax, _colorbar) = fig.axes
+    assert ax.get_title() == "step 2"
+    assert len(ax.get_yticklabels()) == 2 and len(ax.texts) == 4
+    plt.close(fig)

@@ -1,0 +1,133 @@
+"""A run directory belongs to one config and one process: sweeps over any key get their own
+directories, resume needs the same identity, and a second process on a live run stops at once."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from cofi_lightning.pipeline import train
+from cofi_lightning.rundir import LOCK_FILE, RunDirError, RunLock
+
+
+def _weights(run_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "pruned_model" / "model.safetensors"))
+
+
+def test_sweep_over_a_hyperparameter_gets_one_run_dir_per_value(
+    tiny_overrides, train_cli, compose_train, tmp_path
+):
+    """`-m pruning.lr=a,b`: two directories with different weights; rerunning a job resumes it;
+    the same directory with a changed key is refused, naming the key."""
+    sweep = tmp_path / "sweep"
+    overrides = [o for o in tiny_overrides(tmp_path / "unused") if not o.startswith("run_dir=")]
+    overrides += ["pruning.epochs=1", "distill.teacher_training.max_steps=3"]
+    train_cli("-m", *overrides, "pruning.lr=1e-5,1e-3", f"hydra.sweep.dir={sweep}")
+    jobs = sorted(p.parent for p in sweep.glob("*/results.json"))
+    assert len(jobs) == 2 and jobs[0].name != jobs[1].name
+    a, b = (_weights(j) for j in jobs)
+    assert any(not torch.equal(a[k], b[k]) for k in a if k in b and a[k].shape == b[k].shape)
+    lrs = {json.loads((j / "run.json").read_text())["identity"]["pruning.lr"] for j in jobs}
+    assert lrs == {1e-5, 1e-3}
+
+    job = next(
+        j
+        for j in jobs
+        if json.loads((j / "run.json").read_text())["identity"]["pruning.lr"] == 1e-5
+    )
+    base = [*overrides, "pruning.lr=1e-5", f"run_dir={job}"]
+    stamp = (job / "prune" / "DONE.json").stat().st_mtime_ns
+    again = train(compose_train(base))  # the same config: every stage is already done
+    assert (job / "prune" / "DONE.json").stat().st_mtime_ns == stamp
+    assert again == json.loads((job / "results.json").read_text())
+
+    with pytest.raises(RunDirError, match=r"pruning\.lr: 1e-05 -> 0\.0003") as err:
+        train(compose_train([*base, "pruning.lr=3e-4"]))
+    assert "run_dir=<another directory>" in str(err.value)
+    assert (job / "prune" / "DONE.json").stat().st_mtime_ns == stamp  # nothing was touched
+
+
+def test_changed_teacher_or_model_is_another_identity(compose_train, tiny_overrides, tmp_path):
+    run_dir = tmp_path / "run"
+    cfg = compose_train([*tiny_overrides(run_dir), "stages=[teacher]"])
+    train(cfg)
+    with pytest.raises(RunDirError, match=r"distill\.teacher: None -> '/other/teacher'"):
+        train(compose_train([*tiny_overrides(run_dir), "distill.teacher=/other/teacher"]))
+    with pytest.raises(RunDirError, match=r"model\.pretrained: .* -> '/other/model'"):
+        train(compose_train([*tiny_overrides(run_dir), "model.pretrained=/other/model"]))
+
+
+def test_resume_modes(compose_train, tiny_overrides, tmp_path):
+    run_dir = tmp_path / "run"
+    teacher_only = [*tiny_overrides(run_dir), "stages=[teacher]"]
+    with pytest.raises(RunDirError, match="resume=must but .* holds no run"):
+        train(compose_train([*teacher_only, "resume=must"]))
+    assert not (run_dir / "run.json").exists()
+    train(compose_train(teacher_only))
+    with pytest.raises(RunDirError, match="resume=never but .* already holds a run"):
+        train(compose_train([*teacher_only, "resume=never"]))
+    train(compose_train([*teacher_only, "resume=must"]))  # resumes (nothing left to do)
+
+
+def test_second_process_on_a_live_run_dir_fails_at_start(compose_train, tiny_overrides, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from cofi_lightning.rundir import RunLock;"
+            f"RunLock(Path({str(run_dir)!r})).acquire(); print('locked', flush=True);"
+            "time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        started = time.perf_counter()
+        with pytest.raises(RunDirError, match=f"in use by pid {holder.pid} on"):
+            train(compose_train(tiny_overrides(run_dir)))
+        assert time.perf_counter() - started < 5  # at once, before any stage
+        assert not (run_dir / "run.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # Its owner is dead now: the lock is taken over, not kept forever.
+    with RunLock(run_dir):
+        owner = json.loads((run_dir / LOCK_FILE).read_text())
+    assert owner["pid"] != holder.pid
+    assert not (run_dir / LOCK_FILE).exists()  # released on exit
+
+
+def test_lock_of_another_host_expires_without_heartbeat(tmp_path):
+    path = tmp_path / LOCK_FILE
+    path.write_text(json.dumps({"pid": 1, "host": f"not-{socket.gethostname()}"}))
+    with pytest.raises(RunDirError, match="in use by pid 1 on not-"):
+        RunLock(tmp_path, stale_seconds=60).acquire()
+    old = time.time() - 120
+    import os
+
+    os.utime(path, (old, old))
+    lock = RunLock(tmp_path, stale_seconds=60)
+    lock.acquire()
+    lock.release()
+
+
+def test_heartbeat_keeps_a_live_lock_fresh(tmp_path):
+    lock = RunLock(tmp_path, heartbeat_seconds=0.05)
+    lock.acquire()
+    try:
+        first = (tmp_path / LOCK_FILE).stat().st_mtime
+        time.sleep(0.3)
+        assert (tmp_path / LOCK_FILE).stat().st_mtime > first
+    finally:
+        lock.release()
