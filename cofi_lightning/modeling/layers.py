@@ -58,12 +58,18 @@ def masked_layer_norm(x: torch.Tensor, ln: nn.LayerNorm, keep: torch.Tensor | No
     """
     if keep is None:
         return ln(x)
-    n = keep.sum()
-    # Weighted sums as mat-vec products: one pass over x each, no [..., H] temporaries for x * keep.
-    mean = (x @ keep).unsqueeze(-1) / n  # [..., 1]
-    centered = x - mean
-    var = (centered.square() @ keep).unsqueeze(-1) / n  # [..., 1]
-    return centered * torch.rsqrt(var + ln.eps) * ln.weight + ln.bias
+    # Autocast runs layer_norm in fp32; so does this (its mat-vecs would otherwise run in bf16).
+    autocast = torch.is_autocast_enabled(x.device.type)
+    out_dtype = torch.float32 if autocast else x.dtype
+    with torch.autocast(x.device.type, enabled=False):
+        x, keep = x.to(out_dtype), keep.to(out_dtype)
+        n = keep.sum()
+        # Weighted sums as mat-vec products: one pass over x, no [..., H] temporaries for x * keep.
+        mean = (x @ keep).unsqueeze(-1) / n  # [..., 1]
+        centered = x - mean
+        var = (centered.square() @ keep).unsqueeze(-1) / n  # [..., 1]
+        weight, bias = ln.weight.to(out_dtype), ln.bias.to(out_dtype)
+        return centered * torch.rsqrt(var + ln.eps) * weight + bias
 
 
 class CoFiBertEmbeddings(nn.Module):
@@ -141,6 +147,9 @@ class SublayerOutput(nn.Module):
         ``beta = 1``, then the bias), instead of broadcasting the bias into a fresh ``[B, S, H]``
         tensor and adding the residual in a second pass. The same sum in another order; on CPU
         the fresh tensor's first touch (page faults) costs about as much as a small pruned GEMM.
+        It is taken only where it computes what the plain path computes: no autocast and one
+        dtype for input, residual and weight (under autocast the plain path's GEMM runs in bf16 /
+        fp16 while the residual sum promotes to the residual's dtype, as in ``transformers``).
         """
         if (
             reuse_residual
@@ -150,6 +159,8 @@ class SublayerOutput(nn.Module):
             and masks.hidden is None
             and not (self.training or torch.is_grad_enabled())
             and residual.is_contiguous()
+            and not torch.is_autocast_enabled(residual.device.type)
+            and x.dtype == residual.dtype == self.dense.weight.dtype
         ):
             flat = residual.view(-1, residual.shape[-1])  # [B*S, H], shares memory
             flat.addmm_(x.reshape(-1, x.shape[-1]), self.dense.weight.t())
@@ -165,7 +176,10 @@ class SublayerOutput(nn.Module):
             weight = weight * out_z.reshape(-1, 1)  # rows: [H, 1] or [1, 1]
             bias = bias * out_z
         x = self.dropout(F.linear(x, weight, bias))
-        x += residual  # in place: neither linear nor dropout keeps its output for backward
+        if x.dtype == residual.dtype:
+            x += residual  # in place: neither linear nor dropout keeps its output for backward
+        else:  # autocast: a bf16 / fp16 projection plus an fp32 residual is an fp32 sum
+            x = x + residual
         out = masked_layer_norm(x, self.LayerNorm, masks.hidden_keep)
         if masks.hidden is not None:
             out = out * masks.hidden

@@ -202,8 +202,14 @@ assert "cofi_lightning" not in sys.modules, "package leaked in"
 gen = torch.Generator().manual_seed(0)
 ids = torch.randint(1, 99, (4, 13), generator=gen)
 am = torch.ones_like(ids); am[1, 9:] = 0; am[3, 2:] = 0
-got = model.eval()(input_ids=ids, attention_mask=am).logits
-torch.testing.assert_close(got, torch.load({str(tmp_path / "expected.pt")!r}), atol=0, rtol=0)
+expected = torch.load({str(tmp_path / "expected.pt")!r})
+with torch.no_grad():
+    got = model.eval()(input_ids=ids, attention_mask=am).logits
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)
+    for dtype, tol in ((torch.bfloat16, 0.05), (torch.float16, 0.01)):  # the standard recipe
+        with torch.autocast("cpu", dtype=dtype):
+            low = model(input_ids=ids, attention_mask=am).logits
+        assert (low.float() - expected).abs().max() <= tol * expected.abs().max(), dtype
 print("remote-code OK", type(model).__module__)
 """
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}

@@ -142,3 +142,16 @@ def test_demo_logs_one_offline_wandb_run_per_job(compose_train, tiny_overrides, 
     tables = {r["prune/step"] for r in run.rows("prune/structure/table")}
     assert tables and tables <= evals
     assert list((run_dir / "prune" / "csv").rglob("metrics.csv"))
+
+
+def test_pipeline_under_bf16_mixed_precision(compose_train, tiny_overrides, tmp_path):
+    """`trainer.precision=bf16-mixed` (what trainer=gpu sets) through all four stages, under CPU
+    autocast: validations, the masked prune stage and the export's evaluation."""
+    run_dir = tmp_path / "run"
+    overrides = [*tiny_overrides(run_dir), "trainer.precision=bf16-mixed", "pruning.epochs=1"]
+    results = train(compose_train(overrides))
+    assert 0 <= results["pruned"]["accuracy"] <= 100 and results["teacher"]["accuracy"] >= 0
+    model = AutoModelForSequenceClassification.from_pretrained(results["export_dir"])
+    assert model.num_encoder_params() == results["params"]["pruned"]
+    prune = json.loads((run_dir / "prune" / "DONE.json").read_text())
+    assert 0 < prune["best"]["step"]
