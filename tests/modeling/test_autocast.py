@@ -55,8 +55,9 @@ def test_masked_training_step_under_bf16_autocast(cfg):  # noqa: F811
     z = masks.sample(masks.noise(torch.Generator().manual_seed(1)))
     ids = torch.randint(1, 99, (4, 13))
     labels = torch.tensor([0, 1, 2, 1])
+    inputs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels, masks=z).loss
+        loss = model(**inputs, masks=z).loss
     loss.backward()
     assert torch.isfinite(loss)
     grads = [g.log_alpha.grad for g in masks.gates.values()]
