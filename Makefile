@@ -28,7 +28,7 @@ test: $(STAMP)
 	$(PYTHON) -m pytest -q
 
 test-all: $(STAMP)
-	$(PYTHON) -m pytest -q -m "slow or not slow"
+	$(PYTHON) -m pytest -q -m "not gpu"
 
 bench: $(STAMP)
 	$(PYTHON) bench/pruned_speed.py

@@ -8,14 +8,33 @@ Re-running the same command resumes where it stopped. See conf/train.yaml.
 """
 
 import logging
+import sys
+import traceback
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import cofi_lightning.config  # noqa: F401  (registers the config schema and the cofi.* resolvers)
+from cofi_lightning.config import ConfigError
+from cofi_lightning.data import DataError
 from cofi_lightning.pipeline import train
+from cofi_lightning.preflight import ModelSourceError
+from cofi_lightning.rundir import RunDirError
 
 log = logging.getLogger("train")
+
+#: Mistakes in a setting, the data or a path: a short message, no traceback on the console.
+USER_ERRORS = (ConfigError, DataError, ModelSourceError, RunDirError)
+
+
+def _to_log_file(text: str) -> None:
+    """Write ``text`` into the job's ``train.log`` only (not the console)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.stream.write(text)
+            handler.flush()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -23,10 +42,17 @@ def main(cfg: DictConfig) -> float | None:
     """Run the pipeline; returns the exported model's main metric (what Hydra sweepers optimise)."""
     try:
         results = train(cfg)
+    except USER_ERRORS as err:
+        # Once, short, naming the setting; the traceback goes to train.log for whoever needs it.
+        log.error("%s: %s", type(err).__name__, err)
+        _to_log_file(traceback.format_exc())
+        if HydraConfig.get().mode == RunMode.RUN:
+            sys.exit(1)
+        raise  # a multirun records the failure and goes on with the next job
     except Exception:
-        # Into the job's own train.log: a multirun goes on with the next job and reports failures
-        # only at its end, and `python -m cofi_lightning.report` reads the reason from this log.
-        log.exception("job failed")
+        # The traceback into the job's own train.log (the report reads the reason from it); Hydra
+        # prints it on the console, once.
+        _to_log_file(traceback.format_exc())
         raise
     return results["pruned"][results["main_metric"]] if results else None
 

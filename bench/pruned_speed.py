@@ -1,7 +1,7 @@
-"""Latency of compact (physically pruned) models on CPU: how fast is the pruned shape, really?
+"""Latency of compact (physically pruned) models: how fast is the pruned shape, really?
 
-Two measurements (fp32, forward only, padded batch, median of interleaved rounds; the protocol and
-the s95 pair come from ``cofi_lightning.bench``):
+Two measurements (fp32 or bf16 weights, CPU or CUDA, forward only, padded batch, median of
+interleaved rounds; the protocol and the s95 pair come from ``cofi_lightning.bench``):
 
 1. uniform: a BERT-base-shaped model pruned to the same structure in every layer (6 heads of 64,
    1536 FFN dims, hidden 384) against vanilla ``transformers`` BERT built with that uniform config.
@@ -13,6 +13,7 @@ the s95 pair come from ``cofi_lightning.bench``):
 Weights are random: latency depends only on shapes. Usage::
 
     python bench/pruned_speed.py [--batch 32] [--seq 128] [--rounds 7] [--optimize] [--out F.json]
+    python bench/pruned_speed.py --device cuda --dtype bf16 --batch 128   # on a GPU
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from cofi_lightning.bench import compare, format_table, make_inputs, synthetic_pair, time_models
 from cofi_lightning.bench.sources import structure_masks
-from cofi_lightning.bench.timing import device_name
+from cofi_lightning.bench.timing import device_name, resolve_device, resolve_dtype
 
 
 def main() -> None:
@@ -36,15 +37,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--optimize", action="store_true", help="time s95 via bench/fast.py")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<i>")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--out", type=Path, default=Path("bench/results/pruned_speed.json"))
     args = parser.parse_args()
     b, s = args.batch, args.seq
     s95, dense = synthetic_pair(seed=0)
-    cpu = torch.device("cpu")
+    device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
     report = {
-        "device": device_name(cpu),
+        "device": device_name(device),
         "threads": torch.get_num_threads(),
-        "dtype": "float32",
+        "dtype": args.dtype,
         "batch": b,
         "seq": s,
     }
@@ -56,7 +59,8 @@ def main() -> None:
             hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536
         )
     ).eval()
-    inputs = make_inputs(b, s, dense.config.vocab_size, cpu)
+    uniform, vanilla = uniform.to(device, dtype), vanilla.to(device, dtype)
+    inputs = make_inputs(b, s, dense.config.vocab_size, device)
     timings = time_models(
         {"cofi_uniform": uniform, "hf_uniform": vanilla}, inputs, args.warmup, args.rounds
     )
@@ -73,6 +77,8 @@ def main() -> None:
     report["s95"] = compare(
         s95,
         dense,
+        device=args.device,
+        dtype=args.dtype,
         batch=b,
         seq=s,
         warmup=args.warmup,

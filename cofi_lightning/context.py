@@ -8,6 +8,7 @@ loggers and callbacks are instantiated from the config), :class:`StageClock` and
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,6 +59,28 @@ class StageClock(L.Callback):
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.before = float(state["seconds"])
+
+
+class StepSeed(L.Callback):
+    """Seed the global RNGs (dropout) from ``(seed, optimizer step, micro-batch, rank)`` before
+    every training batch.
+
+    Dropout then depends on where training is, not on what ran before: a stage resumed from any
+    checkpoint draws the same dropout masks as an uninterrupted run (Lightning's checkpoints do
+    not hold RNG states, and rebuilding loaders on resume consumes random numbers an
+    uninterrupted run does not). Masks are sampled from their own per-step generator.
+
+    Args:
+        seed: The run's seed.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+
+    def on_train_batch_start(self, trainer: L.Trainer, module, batch, batch_idx: int) -> None:
+        micro = batch_idx % trainer.accumulate_grad_batches  # micro-batches of one step differ
+        key = f"{self.seed}:{trainer.global_step}:{micro}:{trainer.global_rank}"
+        torch.manual_seed(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little"))
 
 
 def _is_job_tracker(node: dict[str, Any]) -> bool:
@@ -175,6 +198,7 @@ class RunContext:
         clock = self.clocks[stage] = StageClock(self.started.get(stage, time.perf_counter()))
         cbs: list[L.Callback] = [
             clock,
+            StepSeed(self.cfg.seed),
             ModelCheckpoint(
                 dirpath=self.run_dir / stage / "checkpoints",
                 save_last=True,

@@ -24,7 +24,6 @@ optimizer can hold the model weights, the mask log-alphas and the multipliers as
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -127,38 +126,3 @@ def multiplier_param_group(multipliers: LagrangeMultipliers, lr: float) -> dict[
         "weight_decay": 0.0,
         "maximize": True,
     }
-
-
-@dataclass(frozen=True)
-class LagrangianConfig:
-    """Settings of the sparsity constraint, validated on construction.
-
-    Attributes:
-        target_sparsity: Final target sparsity, in [0, 1).
-        warmup_steps: Length of the target ramp in optimizer steps; the caller converts
-            ``warmup_epochs`` with its steps per epoch.
-        start_sparsity: Sparsity at the start of the ramp, in [0, 1).
-        reg_lr: Learning rate of the multipliers (and, in CoFi, of the mask log-alphas).
-    """
-
-    target_sparsity: float
-    warmup_steps: int = 0
-    start_sparsity: float = 0.0
-    reg_lr: float = 0.01
-
-    def __post_init__(self) -> None:
-        _check_sparsity("target_sparsity", self.target_sparsity)
-        _check_sparsity("start_sparsity", self.start_sparsity)
-        if self.warmup_steps < 0:
-            raise ValueError(f"`warmup_steps` must be >= 0, got {self.warmup_steps!r}")
-        if self.reg_lr < 0:
-            raise ValueError(f"`reg_lr` must be >= 0, got {self.reg_lr!r}")
-
-    def target_at(self, step: int) -> float:
-        """:func:`target_sparsity` with this config's values, at ``step`` steps into pruning."""
-        return target_sparsity(
-            step,
-            target=self.target_sparsity,
-            warmup_steps=self.warmup_steps,
-            start=self.start_sparsity,
-        )

@@ -26,6 +26,7 @@ from cofi_lightning import stages
 from cofi_lightning.config import STAGES, TrainConfig, config_identity, load_config
 from cofi_lightning.config.identity import identity_hash
 from cofi_lightning.context import RunContext, barrier, is_global_zero
+from cofi_lightning.preflight import preflight
 from cofi_lightning.rundir import RunLock, claim
 
 RESULT_KEYS = (
@@ -90,11 +91,13 @@ def train(
 
     Raises:
         ConfigError: an invalid value (naming the key), before anything is written.
+        ModelSourceError: a model, tokenizer or teacher that does not exist or does not fit.
         RunDirError: the run directory belongs to another config or another live process.
     """
     cfg = load_config(cfg)
     run_dir = resolve_run_dir(cfg)
     cfg.check_stage_inputs(run_dir)
+    preflight(cfg)  # models exist and fit together, before the run directory is touched
     identity = config_identity(OmegaConf.structured(cfg))
     lock = contextlib.nullcontext()
     if is_global_zero():  # DDP ranks > 0 are started by rank 0, which holds the lock

@@ -7,7 +7,6 @@ import torch
 
 from cofi_lightning.lagrangian import (
     LagrangeMultipliers,
-    LagrangianConfig,
     multiplier_param_group,
     target_sparsity,
 )
@@ -33,20 +32,11 @@ def test_target_sparsity_start_and_no_warmup() -> None:
 def test_target_sparsity_rejects_invalid_target(bad: float) -> None:
     with pytest.raises(ValueError, match="target_sparsity"):
         target_sparsity(0, target=bad, warmup_steps=10)
-    with pytest.raises(ValueError, match="target_sparsity"):
-        LagrangianConfig(target_sparsity=bad)
 
 
 def test_target_sparsity_rejects_negative_warmup() -> None:
     with pytest.raises(ValueError, match="warmup_steps"):
         target_sparsity(0, target=0.5, warmup_steps=-1)
-
-
-def test_config_target_at_matches_function() -> None:
-    cfg = LagrangianConfig(target_sparsity=0.9, warmup_steps=20)
-    assert cfg.target_at(10) == pytest.approx(target_sparsity(10, target=0.9, warmup_steps=20))
-    with pytest.raises(ValueError, match="reg_lr"):
-        LagrangianConfig(target_sparsity=0.5, reg_lr=-0.01)
 
 
 def test_penalty_formula_and_zero_init() -> None:
@@ -120,14 +110,32 @@ def test_min_max_converges_to_target(s_hat: float, target: float) -> None:
     assert torch.sigmoid(log_alpha).item() == pytest.approx(target, abs=0.02)
 
 
-def test_quadratic_term_never_negative() -> None:
+def test_lambda_2_only_grows_and_the_masks_descend_the_penalty_it_shapes() -> None:
     torch.manual_seed(0)
     log_alpha, multipliers, opt = _toy_system(0.5, lr=0.1)
     previous = 0.0
     for target in torch.rand(50).tolist():
         _step(log_alpha, multipliers, opt, target * 0.99)
-        # λ2's gradient (ŝ − t)² is never negative, so ascent only ever raises it from its init 0.
-        assert multipliers.lambda_2.item() >= previous
+        # λ2's gradient (ŝ − t)² is positive whenever ŝ ≠ t, so ascent strictly raises it from 0.
+        assert multipliers.lambda_2.item() > previous
         previous = multipliers.lambda_2.item()
-        gap = torch.sigmoid(log_alpha).detach() - target
-        assert (multipliers.lambda_2.detach() * gap * gap).item() >= 0.0
+
+    # What the masks feel at the λ the ascent reached: for a fixed t, L_c is a parabola in ŝ with
+    # curvature 2 λ2 > 0 and its minimum at ŝ* = t − λ1 / (2 λ2), not at t (λ1 shifts it). One
+    # descent step of the log-alpha alone, λ fixed, must lower L_c and move ŝ toward ŝ*.
+    lambda_1, lambda_2 = multipliers.lambda_1.item(), multipliers.lambda_2.item()
+    masks_only = torch.optim.SGD([log_alpha], lr=0.05)
+    for target in (0.1, 0.5, 0.9):
+        s_star = target - lambda_1 / (2 * lambda_2)
+        s0 = torch.sigmoid(log_alpha).item()
+        penalty = multipliers(torch.sigmoid(log_alpha), target)
+        masks_only.zero_grad()
+        multipliers.zero_grad()
+        penalty.backward()
+        # ∂L_c/∂log_alpha = (λ1 + 2 λ2 (ŝ − t)) · ŝ (1 − ŝ) = 2 λ2 (ŝ − ŝ*) · ŝ (1 − ŝ)
+        expected_grad = 2 * lambda_2 * (s0 - s_star) * s0 * (1 - s0)
+        assert log_alpha.grad.item() == pytest.approx(expected_grad, rel=1e-4)
+        masks_only.step()
+        s1 = torch.sigmoid(log_alpha).item()
+        assert abs(s1 - s_star) < abs(s0 - s_star)
+        assert multipliers(torch.tensor(s1), target).item() < penalty.item()

@@ -1,108 +1,167 @@
 """Command line of the latency benchmark; see ``cofi_lightning/bench/__init__.py`` for the protocol.
 
-Usage::
+Usage (``python -m cofi_lightning.bench --help`` lists every option)::
 
     python -m cofi_lightning.bench run=<run_dir> [key=value ...]
     python -m cofi_lightning.bench pruned=<model dir> [baseline=<dir or hub name>] [key=value ...]
     python -m cofi_lightning.bench synthetic=s95 [key=value ...]
 
-Keys (``key=value``, as in the other ``python -m cofi_lightning...`` commands):
-``device=cpu|cuda``, ``dtype=fp32|bf16``, ``batch=128``, ``seq=128`` (384 for SQuAD / QA models),
-``warmup`` and ``rounds`` (2 and 7 on CPU, 10 and 50 on CUDA), ``threads`` (CPU threads; default:
-torch's), ``optimize=false`` (time both through ``bench/fast.py``), ``compile=false`` (time both
-through ``torch.compile``), ``out=<json>`` (default ``<run_dir>/speed_<device>_<dtype>.json``, or
-``speed_<device>_<dtype>.json`` in the working directory).
+Every option is written ``--key value`` or, as in the other ``python -m cofi_lightning...``
+commands and ``train.py`` overrides, ``key=value``: ``device=cpu|cuda``, ``dtype=fp32|bf16``,
+``batch=128``, ``seq=128`` (384 for SQuAD / QA models), ``warmup`` and ``rounds`` (2 and 7 on CPU,
+10 and 50 on CUDA), ``threads`` (CPU threads; default: torch's), ``optimize=false`` (time both
+through ``bench/fast.py``), ``compile=false`` (time both through ``torch.compile``),
+``out=<json>`` (default ``<run_dir>/speed_<device>_<dtype>.json``, or
+``speed_<device>_<dtype>.json`` in the working directory). Bad arguments exit with status 2
+(argparse), problems with the models with status 1.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from cofi_lightning.bench.compare import compare, format_table
-from cofi_lightning.bench.sources import (
-    BenchError,
-    Sources,
-    discover,
-    load_pair,
-    synthetic_pair,
-)
-from cofi_lightning.bench.timing import resolve_device, resolve_dtype
+from cofi_lightning.bench.sources import BenchError, Sources, discover, load_pair, synthetic_pair
+from cofi_lightning.bench.timing import DTYPES, resolve_device, resolve_dtype
+from cofi_lightning.cli import boolean, int_at_least, parse_key_values
 from cofi_lightning.modeling import CoFiBertForQuestionAnswering
 
-USAGE = (
-    "usage: python -m cofi_lightning.bench {run=<run_dir> | pruned=<dir> [baseline=<dir|hub>] | "
-    "synthetic=s95} [device=cpu|cuda] [dtype=fp32|bf16] [batch=128] [seq=128] [warmup=..] "
-    "[rounds=..] [threads=..] [optimize=false] [compile=false] [out=<json>]"
-)
-KEYS = (
-    "run",
-    "pruned",
-    "baseline",
-    "synthetic",
-    "device",
-    "dtype",
-    "batch",
-    "seq",
-    "warmup",
-    "rounds",
-    "threads",
-    "optimize",
-    "compile",
-    "out",
-)
+EXAMPLES = """\
+examples:
+  python -m cofi_lightning.bench run=outputs/demo/<run>              # a finished training run
+  python -m cofi_lightning.bench pruned=<dir> baseline=<dir or hub name> device=cuda dtype=bf16
+  python -m cofi_lightning.bench synthetic=s95 batch=32 threads=2    # BERT-base at 95% sparsity
+
+Every --key value may also be written key=value, as in train.py overrides.
+"""
 
 
-def parse_args(argv: list[str]) -> dict[str, Any]:
-    """``key=value`` arguments -> settings, with every unknown key or bad value named.
+def _synthetic(value: str) -> bool:
+    """``s95`` (or ``true``) -> True, ``false`` -> False: the only synthetic structure so far."""
+    if value == "s95":
+        return True
+    try:
+        return boolean(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be s95, got {value!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's parser: every option with its help (``--help``)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m cofi_lightning.bench",
+        description="Time a pruned model against its unpruned counterpart (forward passes only,\n"
+        "CoFi's speedup protocol), print the table and write the report as JSON.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    models = parser.add_argument_group("models (give run, pruned or synthetic)")
+    models.add_argument(
+        "--run",
+        metavar="RUN_DIR",
+        help="a finished training run: its exported pruned model against the run's "
+        "model.pretrained (task and sequence length from the run)",
+    )
+    models.add_argument(
+        "--pruned",
+        metavar="DIR",
+        help="an exported pruned model dir (or a run dir holding one)",
+    )
+    models.add_argument(
+        "--baseline",
+        metavar="DIR_OR_HUB",
+        help="the unpruned model, a local dir or a hub name (default: the run's model.pretrained)",
+    )
+    models.add_argument(
+        "--synthetic",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_synthetic,
+        metavar="s95",
+        help="build BERT-base and a 95%% sparse structure with random weights (no files)",
+    )
+    timing = parser.add_argument_group("timing")
+    timing.add_argument(
+        "--device", default="cpu", help="cpu, cuda or cuda:<i> (default: %(default)s)"
+    )
+    timing.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=sorted(DTYPES),
+        help="precision of both models (default: %(default)s)",
+    )
+    timing.add_argument(
+        "--batch", type=int_at_least(1), default=128, help="batch size (default: %(default)s)"
+    )
+    timing.add_argument(
+        "--seq",
+        type=int_at_least(1),
+        help="padded sequence length in tokens (default: 384 for SQuAD / QA models, else 128)",
+    )
+    timing.add_argument(
+        "--warmup",
+        type=int_at_least(0),
+        help="discarded rounds per model (default: 2 on CPU, 10 on CUDA)",
+    )
+    timing.add_argument(
+        "--rounds",
+        type=int_at_least(1),
+        help="timed rounds per model; the median is reported (default: 7 on CPU, 50 on CUDA)",
+    )
+    timing.add_argument("--threads", type=int_at_least(1), help="CPU threads (default: torch's)")
+    timing.add_argument(
+        "--optimize",
+        nargs="?",
+        const=True,
+        default=False,
+        type=boolean,
+        metavar="BOOL",
+        help="time both models through the inference rewrite of bench/fast.py (default: false)",
+    )
+    timing.add_argument(
+        "--compile",
+        nargs="?",
+        const=True,
+        default=False,
+        type=boolean,
+        metavar="BOOL",
+        help="time both models through torch.compile (default: false)",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="JSON",
+        help="report path (default: <run_dir>/speed_<device>_<dtype>.json, or "
+        "speed_<device>_<dtype>.json in the working directory)",
+    )
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
+    """Command-line arguments -> settings for :func:`run`, with device-dependent defaults filled.
 
     Raises:
-        BenchError: malformed argument, unknown key, or an impossible combination.
+        SystemExit: status 2 (argparse's message on stderr) for an unknown key, a bad value or an
+            impossible combination of models.
     """
-    try:
-        args = OmegaConf.to_container(OmegaConf.from_dotlist(argv))
-    except Exception as err:  # noqa: BLE001 - OmegaConf raises several types for bad syntax
-        raise BenchError(f"arguments must be key=value ({err})\n{USAGE}") from err
-    unknown = sorted(set(args) - set(KEYS))
-    if unknown:
-        raise BenchError(f"unknown key(s) {unknown}; known: {', '.join(KEYS)}\n{USAGE}")
-    synthetic = args.get("synthetic", False)
-    if synthetic not in (False, True, "s95"):  # the only synthetic structure so far
-        raise BenchError(f"synthetic must be s95 (or true), got {synthetic!r}")
-    args["synthetic"] = synthetic is not False
-    if args["synthetic"] and any(args.get(k) for k in ("run", "pruned", "baseline")):
-        raise BenchError("synthetic=s95 builds both models; drop run=, pruned= and baseline=")
-    if not args["synthetic"] and not (args.get("run") or args.get("pruned")):
-        raise BenchError(USAGE)
-    cuda = str(args.get("device", "cpu")).startswith("cuda")
-    settings = {
-        "device": str(args.get("device", "cpu")),
-        "dtype": str(args.get("dtype", "fp32")),
-        "batch": args.get("batch", 128),
-        "seq": args.get("seq"),
-        "warmup": args.get("warmup", 10 if cuda else 2),
-        "rounds": args.get("rounds", 50 if cuda else 7),
-        "threads": args.get("threads"),
-    }
-    for key in ("batch", "seq", "warmup", "rounds", "threads"):
-        value = settings[key]
-        low = 0 if key == "warmup" else 1
-        if value is not None and (not isinstance(value, int) or value < low):
-            raise BenchError(f"{key} must be an integer >= {low}, got {value!r}")
-    for key in ("optimize", "compile"):
-        value = args.get(key, False)
-        if not isinstance(value, bool):
-            raise BenchError(f"{key} must be true or false, got {value!r}")
-        settings[key] = value
-    for key in ("run", "pruned", "baseline", "out"):
-        settings[key] = None if args.get(key) is None else str(args[key])
-    settings["synthetic"] = args["synthetic"]
-    return settings
+    parser = build_parser()
+    args = parse_key_values(parser, argv)
+    if args.synthetic and any((args.run, args.pruned, args.baseline)):
+        parser.error("synthetic=s95 builds both models; drop run=, pruned= and baseline=")
+    if not args.synthetic and not (args.run or args.pruned):
+        parser.error("give the models: run=<run_dir>, pruned=<dir> [baseline=...] or synthetic=s95")
+    cuda = args.device.startswith("cuda")
+    if args.warmup is None:
+        args.warmup = 10 if cuda else 2
+    if args.rounds is None:
+        args.rounds = 50 if cuda else 7
+    return vars(args)
 
 
 def run(settings: dict[str, Any]) -> tuple[dict[str, Any], Path]:
@@ -158,11 +217,12 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry point; see the module docstring."""
     from transformers.utils import logging as hf_logging
 
+    settings = parse_args(argv)  # argparse exits (status 2, or 0 for --help) before any loading
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # per-file loading bars would bury the table
     hf_logging.set_verbosity_error()  # a baseline's fresh task head is expected, not news
     try:
-        report, out = run(parse_args(sys.argv[1:] if argv is None else argv))
+        report, out = run(settings)
     except BenchError as err:
         raise SystemExit(f"error: {err}") from None
     finally:  # main() also runs in-process (tests): leave transformers' logging as found

@@ -1,27 +1,28 @@
 """Write a local Parquet mirror of task data from the Hugging Face hub (for offline compute nodes).
 
-Usage, on a machine with network::
+Usage, on a machine with network (``--help`` lists the options)::
 
     python -m cofi_lightning.data.prepare task=sst2 data_dir=/path/to/mirror
     python -m cofi_lightning.data.prepare task=mnli,squad data_dir=/path/to/mirror overwrite=true
     python -m cofi_lightning.data.prepare task=all            # data_dir from $COFI_DATA_DIR
 
-Arguments are ``key=value`` (OmegaConf dot-list; ``paths.data_dir=`` is accepted too, so the same
-overrides as training work). Each split is written to ``<data_dir>/glue/<task>/<split>.parquet`` or
-``<data_dir>/squad/<split>.parquet`` in the hub schema, through a temporary file, then read back and
-validated like any other mirror file. Existing files are kept unless ``overwrite=true``. This file
-owns only the command; loading and checks are in ``sources.py``.
+Options are ``key=value`` as above or ``--key value`` (``paths.data_dir=`` is accepted too, so the
+same override as training works). Each split is written to
+``<data_dir>/glue/<task>/<split>.parquet`` or ``<data_dir>/squad/<split>.parquet`` in the hub
+schema, through a temporary file, then read back and validated like any other mirror file.
+Existing files are kept unless ``overwrite=true``. This file owns only the command; loading and
+checks are in ``sources.py``.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
+from cofi_lightning.cli import boolean, parse_key_values
 from cofi_lightning.data import sources
 from cofi_lightning.data.tasks import TASKS, get_task
 
@@ -75,20 +76,67 @@ def prepare(tasks: list[str], data_dir: str | os.PathLike, overwrite: bool = Fal
     return written
 
 
-def main(argv: list[str] | None = None) -> None:
+def _task_list(value: str) -> list[str]:
+    """``"mnli,squad"`` -> ``["mnli", "squad"]``, every name checked (``all``: every task)."""
+    names = [t.strip() for t in value.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("no task given")
+    for name in names:
+        if name != "all":
+            try:
+                get_task(name)
+            except KeyError as err:
+                raise argparse.ArgumentTypeError(err.args[0]) from None
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's parser: every option with its help (``--help``)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m cofi_lightning.data.prepare",
+        description="Download every split of the given tasks from the Hugging Face hub into a "
+        "local Parquet mirror (for compute nodes without network).",
+        epilog="Every --key value may also be written key=value, e.g. "
+        "`python -m cofi_lightning.data.prepare task=sst2 data_dir=/path/to/mirror`.",
+        allow_abbrev=False,
+    )
+    parser.add_argument(
+        "--task",
+        type=_task_list,
+        metavar="NAMES",
+        help=f"comma-separated task names or 'all' (known: {', '.join(TASKS)})",
+    )
+    parser.add_argument(
+        "--data_dir",
+        "--data-dir",
+        "--paths.data_dir",
+        dest="data_dir",
+        metavar="DIR",
+        help="mirror directory to write (default: $COFI_DATA_DIR); paths.data_dir= as in training",
+    )
+    parser.add_argument(
+        "--overwrite",
+        nargs="?",
+        const=True,
+        default=False,
+        type=boolean,
+        metavar="BOOL",
+        help="replace files that already exist (default: false, keep them)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     """Command-line entry point; see the module docstring."""
+    parser = build_parser()
+    args = parse_key_values(parser, argv)
+    data_dir = args.data_dir or os.environ.get("COFI_DATA_DIR")
+    if not args.task:
+        parser.error("give the tasks: task=<name|all|a,b>")
+    if not data_dir:
+        parser.error("give the mirror directory: data_dir=<dir> (or set $COFI_DATA_DIR)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = OmegaConf.from_dotlist(sys.argv[1:] if argv is None else argv)
-    task = args.get("task")
-    data_dir = args.get("data_dir") or OmegaConf.select(args, "paths.data_dir")
-    data_dir = data_dir or os.environ.get("COFI_DATA_DIR")
-    if not task or not data_dir:
-        raise SystemExit(
-            "usage: python -m cofi_lightning.data.prepare task=<name|all|a,b> data_dir=<dir> "
-            "[overwrite=true]   (data_dir defaults to $COFI_DATA_DIR)"
-        )
-    names = [t.strip() for t in str(task).split(",") if t.strip()]
-    prepare(names, data_dir, overwrite=bool(args.get("overwrite", False)))
+    prepare(args.task, data_dir, overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

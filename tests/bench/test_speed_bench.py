@@ -187,11 +187,6 @@ def test_cuda_unavailable_is_a_clear_error(monkeypatch, capsys):
         (["pruned={tmp}/model"], "no baseline"),
         (["pruned={tmp}/model", "baseline={tmp}/gpt2"], "times BERT encoders"),
         (["pruned={tmp}/model", "baseline={tmp}/qa"], "does not load as a CoFiBertForSequence"),
-        (["run={tmp}", "colour=red"], "unknown key"),
-        (["synthetic=s95", "pruned={tmp}"], "drop run="),
-        (["synthetic=s95", "optimize=maybe"], "optimize must be true or false"),
-        (["synthetic=s95", "dtype=fp16"], "dtype must be one of"),
-        ([], "usage"),
     ],
 )
 def test_bad_inputs_name_the_problem(tmp_path, args, message):
@@ -202,6 +197,64 @@ def test_bad_inputs_name_the_problem(tmp_path, args, message):
     (tmp_path / "gpt2" / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     with pytest.raises(SystemExit, match=message):
         main([a.format(tmp=tmp_path) for a in args])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run=x", "colour=red"], "unknown key(s): colour"),
+        (["run=x", "--colour", "red"], "unknown key(s): colour"),
+        (["synthetic=s95", "pruned=x"], "drop run="),
+        (["synthetic=s95", "optimize=maybe"], "argument --optimize: expected true or false"),
+        (["synthetic=s95", "dtype=fp16"], "argument --dtype: invalid choice: 'fp16'"),
+        (["synthetic=s95", "batch=0"], "argument --batch: must be an integer >= 1, got '0'"),
+        (["synthetic=s96"], "argument --synthetic: must be s95"),
+        ([], "give the models: run=<run_dir>"),
+    ],
+)
+def test_bad_arguments_exit_2_naming_the_key(args, message, capsys):
+    """argparse's errors, before any model is loaded: status 2, usage and the reason on stderr."""
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m cofi_lightning.bench") and message in err
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines at the terminal width
+    for key, words in [
+        ("run", "a finished training run"),
+        ("pruned", "an exported pruned model dir"),
+        ("baseline", "the unpruned model"),
+        ("synthetic", "95% sparse structure"),
+        ("device", "cpu, cuda or cuda:<i>"),
+        ("dtype", "{bf16,fp32} precision of both models (default: fp32)"),
+        ("batch", "batch size (default: 128)"),
+        ("seq", "384 for SQuAD / QA models"),
+        ("warmup", "2 on CPU, 10 on CUDA"),
+        ("rounds", "7 on CPU, 50 on CUDA"),
+        ("threads", "CPU threads"),
+        ("optimize", "bench/fast.py"),
+        ("compile", "torch.compile"),
+        ("out", "speed_<device>_<dtype>.json"),
+    ]:
+        assert f"--{key}" in text and words in text, key
+    assert "may also be written key=value" in text
+
+
+def test_key_value_and_option_spellings_agree():
+    dotlist = parse_args(["run=r", "batch=32", "threads=2", "rounds=5", "optimize=true"])
+    options = parse_args(["--run", "r", "--batch", "32", "--threads=2", "--rounds", "5"])
+    assert dotlist == {**options, "optimize": True}
+    assert options["optimize"] is False and parse_args(["run=r", "--optimize"])["optimize"] is True
+    assert (dotlist["warmup"], dotlist["seq"], dotlist["device"]) == (2, None, "cpu")
+    cuda = parse_args(["synthetic=s95", "device=cuda"])
+    assert (cuda["warmup"], cuda["rounds"], cuda["batch"]) == (10, 50, 128)
+    assert parse_args(["pruned=p", "baseline=b", "out=o.json"])["out"] == "o.json"
 
 
 def test_run_dir_without_config_asks_for_a_baseline(run_dir):

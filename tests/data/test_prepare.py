@@ -59,8 +59,43 @@ def test_command_line(fake_hub, tmp_path) -> None:
         "glue/rte/train.parquet",
         "glue/rte/validation.parquet",
     ]
-    with pytest.raises(SystemExit, match="usage"):
-        prepare.main(["task=rte"])  # no data_dir and COFI_DATA_DIR unset (see below)
+    written = sorted(tmp_path.rglob("*.parquet"))
+    prepare.main(["--task", "rte", "--data-dir", str(tmp_path), "--overwrite"])  # option spelling
+    assert sorted(tmp_path.rglob("*.parquet")) == written
+    assert fake_hub[-2:] == [
+        ("nyu-mll/glue", "rte", "train"),
+        ("nyu-mll/glue", "rte", "validation"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["task=rte", "data_dir={tmp}", "colour=red"], "unknown key(s): colour"),
+        (["task=rte,rtx", "data_dir={tmp}"], "argument --task: unknown task 'rtx'"),
+        (["task=rte", "data_dir={tmp}", "overwrite=maybe"], "argument --overwrite: expected true"),
+        (["task=rte"], "give the mirror directory: data_dir=<dir>"),  # COFI_DATA_DIR unset below
+        (["data_dir={tmp}"], "give the tasks: task="),
+    ],
+)
+def test_bad_arguments_exit_2_naming_the_key(fake_hub, tmp_path, capsys, args, message) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        prepare.main([a.format(tmp=tmp_path) for a in args])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m cofi_lightning.data.prepare") and message in err
+    assert fake_hub == [] and not list(tmp_path.rglob("*.parquet"))
+
+
+def test_help_explains_every_option(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        prepare.main(["--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines at the terminal width
+    assert "--task NAMES comma-separated task names or 'all'" in text
+    assert "--paths.data_dir DIR mirror directory to write (default: $COFI_DATA_DIR)" in text
+    assert "--overwrite [BOOL] replace files that already exist" in text
+    assert "may also be written key=value" in text
 
 
 @pytest.fixture(autouse=True)

@@ -94,20 +94,37 @@ def make_trainer():
 CONF_DIR = __import__("pathlib").Path(__file__).resolve().parents[2] / "conf"
 
 
-@pytest.fixture(scope="session")
-def tiny_bert_dir(tmp_path_factory, minilm_dir):
-    """A vanilla HF ``BertForSequenceClassification`` dir (random, hidden 32) + MiniLM tokenizer."""
+def _save_tiny_bert(out, minilm_dir, **overrides):
+    """A vanilla HF ``BertForSequenceClassification`` (random, hidden 32) + the MiniLM tokenizer."""
     import shutil
 
     from transformers import BertForSequenceClassification
 
-    out = tmp_path_factory.mktemp("tiny_bert")
     torch.manual_seed(0)
-    config = BertConfig(**{**TINY, "vocab_size": 30522, "max_position_embeddings": 128})
+    config = BertConfig(
+        **{**TINY, "vocab_size": 30522, "max_position_embeddings": 128, **overrides}
+    )
     BertForSequenceClassification(config).save_pretrained(out)
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copy(minilm_dir / name, out / name)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, minilm_dir):
+    """A vanilla HF BERT dir (random, hidden 32, no dropout) + MiniLM tokenizer."""
+    return _save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), minilm_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dropout_dir(tmp_path_factory, minilm_dir):
+    """As ``tiny_bert_dir`` with dropout 0.1 (BERT's), so training draws random numbers."""
+    return _save_tiny_bert(
+        tmp_path_factory.mktemp("tiny_bert_dropout"),
+        minilm_dir,
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -55,14 +55,18 @@ def test_sweep_over_a_hyperparameter_gets_one_run_dir_per_value(
     assert (job / "prune" / "DONE.json").stat().st_mtime_ns == stamp  # nothing was touched
 
 
-def test_changed_teacher_or_model_is_another_identity(compose_train, tiny_overrides, tmp_path):
+def test_changed_teacher_or_model_is_another_identity(
+    compose_train, tiny_overrides, tiny_bert_dropout_dir, tmp_path
+):
     run_dir = tmp_path / "run"
     cfg = compose_train([*tiny_overrides(run_dir), "stages=[teacher]"])
     train(cfg)
-    with pytest.raises(RunDirError, match=r"distill\.teacher: None -> '/other/teacher'"):
-        train(compose_train([*tiny_overrides(run_dir), "distill.teacher=/other/teacher"]))
-    with pytest.raises(RunDirError, match=r"model\.pretrained: .* -> '/other/model'"):
-        train(compose_train([*tiny_overrides(run_dir), "model.pretrained=/other/model"]))
+    teacher = run_dir / "teacher" / "model"
+    with pytest.raises(RunDirError, match=rf"distill\.teacher: None -> '{teacher}'"):
+        train(compose_train([*tiny_overrides(run_dir), f"distill.teacher={teacher}"]))
+    other = tiny_bert_dropout_dir
+    with pytest.raises(RunDirError, match=rf"model\.pretrained: .* -> '{other}'"):
+        train(compose_train([*tiny_overrides(run_dir), f"model.pretrained={other}"]))
 
 
 def test_resume_modes(compose_train, tiny_overrides, tmp_path):

@@ -1,0 +1,63 @@
+"""The Optuna sweeper preset (``conf/hydra/sweeper/optuna_cofi.yaml``): it composes, and a two-trial
+study on the tiny demo (slow) optimises what ``train.py``'s ``main`` returns, the exported model's
+main metric."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs `pip install -e .[optuna]`")
+
+
+def _number(value):
+    """Override text (``1e-05``, a string to YAML 1.1) and YAML floats (``1.0e-05``) -> float."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def test_preset_composes(compose_train):
+    sweeper = compose_train(["hydra/sweeper=optuna_cofi"], hydra_cfg=True).hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper")
+    assert sweeper.direction == "maximize" and sweeper.n_jobs == 1
+    assert sweeper.sampler._target_ == "optuna.samplers.TPESampler"
+    assert sweeper.sampler.seed is not None
+    assert set(sweeper.params) == {"pruning.reg_lr", "distill.alpha_layer", "pruning.finetune.lr"}
+
+
+@pytest.mark.slow
+def test_two_trial_study_maximises_the_main_metric(tiny_overrides, train_cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    # run_dir dropped: each trial gets its own job dir (run names carry a config hash). The tiny
+    # overrides fix pruning.reg_lr, which removes it from the search space.
+    overrides = [o for o in tiny_overrides(tmp_path / "unused") if not o.startswith("run_dir=")]
+    train_cli(
+        "-m",
+        "hydra/sweeper=optuna_cofi",
+        *overrides,
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweeper.n_trials=2",
+        "distill.alpha_layer=interval(0.0,0.9)",  # a continuous key: the trials' configs differ
+        "pruning.finetune.lr=choice(1e-5,1e-3)",
+        timeout=1200,
+    )
+    jobs = sorted(p.parent for p in sweep.glob("*/results.json"))
+    assert len(jobs) == 2
+    metric, params = {}, {}
+    for job in jobs:
+        results = json.loads((job / "results.json").read_text())
+        metric[job] = results["pruned"][results["main_metric"]]
+        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+        params[job] = {k: _number(v) for k, v in (o.split("=", 1) for o in overrides)}
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["name"] == "optuna"
+    assert best["best_value"] == pytest.approx(max(metric.values()))
+    assert set(best["best_params"]) == {"distill.alpha_layer", "pruning.finetune.lr"}
+    # the best trial's value is what its own job returned
+    best_params = {k: _number(v) for k, v in best["best_params"].items()}
+    (best_job,) = [j for j in jobs if best_params.items() <= params[j].items()]
+    assert metric[best_job] == pytest.approx(best["best_value"])
