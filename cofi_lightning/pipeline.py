@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -66,9 +67,17 @@ def run_stage(ctx: RunContext, name: str, fn: Callable[[RunContext], dict[str, A
         if is_global_zero():
             done.parent.mkdir(parents=True, exist_ok=True)
             done.write_text(json.dumps(record, indent=2))
+            if ctx.cfg.cleanup.checkpoints:
+                remove_checkpoints(ctx.run_dir / name)
         barrier()
     ctx.records[name] = record
     return record
+
+
+def remove_checkpoints(stage_dir: Path) -> None:
+    """Delete a finished stage's resume checkpoints and best-weights snapshot."""
+    shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
+    (stage_dir / "best_student.pt").unlink(missing_ok=True)
 
 
 def resolve_run_dir(cfg: TrainConfig) -> Path:

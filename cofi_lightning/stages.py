@@ -21,6 +21,7 @@ The stage order is ``cofi_lightning.config.STAGES``; resume and records live in
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +58,16 @@ def _fit(
 
 
 def _save(model: torch.nn.Module, ctx: RunContext, path: Path) -> None:
+    """Model + tokenizer in HF format, readable by others as the umask allows (safetensors writes
+    its file 0600 through a temporary file, so a colleague on a shared cluster could not load it)."""
     if is_global_zero():
         model.save_pretrained(path)
         ctx.tokenizer.save_pretrained(path)
+        umask = os.umask(0)
+        os.umask(umask)
+        for file in path.rglob("*"):
+            if file.is_file():
+                file.chmod(0o666 & ~umask)
 
 
 def _train_and_save(ctx: RunContext, stage: str, system: CoFiSystem) -> tuple[Path, dict]:

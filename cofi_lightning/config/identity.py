@@ -28,6 +28,7 @@ NON_IDENTITY_KEYS: frozenset[str] = frozenset(
         "run_dir",
         "run_name",
         "resume",
+        "cleanup",
         "experiment_name",
         "callbacks.progress_bar",
         "callbacks.lr_monitor",

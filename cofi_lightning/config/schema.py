@@ -147,6 +147,20 @@ class PathsConfig:
     cache_dir: str | None = "${cofi.cache_dir:}"
 
 
+@dataclass
+class CleanupConfig:
+    """What a finished stage deletes (after its ``DONE.json``; never results or exports).
+
+    Attributes:
+        checkpoints: Delete the stage's Lightning checkpoints (``<stage>/checkpoints/``) and
+            best-weights snapshot (``<stage>/best_student.pt``): a finished stage is never resumed,
+            and what later stages read (``teacher/model``, ``prune/best``, ``finetune/model``)
+            stays. False keeps them (e.g. to inspect the optimizer state).
+    """
+
+    checkpoints: bool = True
+
+
 # --- the whole config -------------------------------------------------------------------------
 
 
@@ -186,6 +200,7 @@ class TrainConfig:
     logger: dict[str, Any] = field(default_factory=dict)
     callbacks: dict[str, Any] = field(default_factory=dict)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    cleanup: CleanupConfig = field(default_factory=CleanupConfig)
 
     def __post_init__(self) -> None:
         require(

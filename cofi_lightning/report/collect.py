@@ -164,7 +164,33 @@ def collect_runs(paths: str | Path | Iterable[str | Path]) -> tuple[list[Run], l
         runs.values(),
         key=lambda r: (r.task, r.ablation != "full", r.ablation, r.target_sparsity, r.seed or 0),
     )
+    ordered, duplicates = _split_duplicates(ordered)
+    problems.extend(duplicates)
     return ordered, sorted(problems, key=lambda p: str(p.job_dir))
+
+
+def _split_duplicates(runs: list[Run]) -> tuple[list[Run], list[Problem]]:
+    """Keep one run per (task, ablation, target, seed); the others become ``duplicate`` problems.
+
+    Rows are averaged over seeds, so two runs with the same key would count one configuration
+    twice, or mix two (a sweep over a hyperparameter gives such runs, with different config hashes
+    in their names). The first run by directory is kept; the report lists the others.
+    """
+    kept: dict[tuple, Run] = {}
+    problems = []
+    for run in sorted(runs, key=lambda r: str(r.run_dir)):
+        key = (run.task, run.ablation, run.target_sparsity, run.seed)
+        if key in kept:
+            reason = (
+                f"duplicate of {kept[key].run_dir} (same task, ablation, target and seed; not "
+                "averaged as another seed). Runs of different hyperparameters: report each set "
+                "of run directories separately"
+            )
+            problems.append(Problem(run.run_dir, "duplicate", reason, stages_done(run.run_dir)))
+        else:
+            kept[run.task, run.ablation, run.target_sparsity, run.seed] = run
+    ids = {id(r) for r in kept.values()}
+    return [r for r in runs if id(r) in ids], problems
 
 
 def parse_results(path: Path) -> Run:

@@ -33,8 +33,9 @@ class Problem:
 
     Args:
         job_dir: The job's directory (Hydra's, or the submitit folder for a job without one).
-        status: ``"failed"`` (an error was found), ``"malformed"`` (unreadable ``results.json``)
-            or ``"missing"`` (no results and no error: still running, killed, or no export stage).
+        status: ``"failed"`` (an error was found), ``"malformed"`` (unreadable ``results.json``),
+            ``"missing"`` (no results and no error: still running, killed, or no export stage) or
+            ``"duplicate"`` (a second run of the same task, ablation, target and seed).
         reason: What went wrong, or the last log line.
         stages_done: Stages with a ``DONE.json``, in pipeline order.
         overrides: The job's Hydra overrides, to tell jobs of a sweep apart.

@@ -291,3 +291,23 @@ def test_cli_logs_the_report_into_one_wandb_run(sweep, tmp_path, monkeypatch, ca
     mrpc = [r for r in sweep["runs"] if r.task == "mrpc"]
     assert sorted(p[:2] for p in points) == sorted([100 * r.sparsity, r.pruned] for r in mrpc)
     assert logged.media(logged.summary["plots/sst2_metric_vs_sparsity"]).suffix == ".png"
+
+
+def test_duplicate_runs_are_flagged_not_averaged_as_seeds(tmp_path):
+    """Two configs of one (task, ablation, target, seed), e.g. a learning-rate sweep: one row, the
+    other listed as a duplicate, never a second 'seed'."""
+    for name, seed in (("sst2_s0.6_full_seed1_aaaa0000", 1), ("sst2_s0.6_full_seed1_bbbb1111", 1)):
+        (tmp_path / name).mkdir()
+        results = fake_results(seed=seed)
+        if name.endswith("bbbb1111"):
+            results["pruned"]["accuracy"] = 10.0  # another config's number must not be averaged in
+        (tmp_path / name / "results.json").write_text(json.dumps(results))
+    (tmp_path / "seed2").mkdir()
+    (tmp_path / "seed2" / "results.json").write_text(json.dumps(fake_results(seed=2)))
+    runs, problems = collect_runs(tmp_path)
+    assert sorted(r.seed for r in runs) == [1, 2]
+    assert [p.status for p in problems] == ["duplicate"]
+    assert problems[0].job_dir.name == "sst2_s0.6_full_seed1_bbbb1111"
+    assert "duplicate of" in problems[0].reason and "aaaa0000" in problems[0].reason
+    (row,) = aggregate(runs)
+    assert len(row.runs) == 2 and min(r.pruned for r in runs) > 10.0

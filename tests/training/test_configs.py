@@ -151,6 +151,11 @@ def test_run_name_carries_the_identity_hash(compose_train):
     assert run_dir("ablation=no_distill").startswith("outputs/default/sst2_s0.6_no_distill_seed57_")
 
 
+def test_run_dir_moves_hydra_files_and_the_log(compose_train, tmp_path):
+    cfg = compose_train([f"run_dir={tmp_path / 'mine'}"], hydra_cfg=True)
+    assert cfg.hydra.run.dir == str(tmp_path / "mine")
+
+
 def test_the_job_computes_the_hash_the_run_dir_was_named_with(compose_train):
     composed = compose_train(["experiment=demo", "pruning.lr=1e-4"], hydra_cfg=True)
     job = compose_train(["experiment=demo", "pruning.lr=1e-4"])  # what main() receives

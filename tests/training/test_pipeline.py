@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import lightning as L
 import pytest
@@ -83,11 +84,22 @@ def test_pipeline_resumes_after_crash_in_prune(compose_train, tiny_overrides, tm
     assert "accuracy" in on_disk["teacher"] and on_disk["ablation"] is None
     model = AutoModelForSequenceClassification.from_pretrained(on_disk["export_dir"])
     assert model.num_encoder_params() == on_disk["params"]["pruned"]
+    umask = os.umask(0)
+    os.umask(umask)
+    for file in (run_dir / "pruned_model").iterdir():  # a colleague can read the export
+        assert file.stat().st_mode & 0o777 == 0o666 & ~umask, file
     assert on_disk["sparsity"] == pytest.approx(
         1 - on_disk["params"]["pruned"] / on_disk["params"]["unpruned"]
     )
     assert len(on_disk["structure"]["num_heads"]) == 2
     assert (run_dir / "prune" / "structure" / "structure.csv").is_file()
+
+    # cleanup.checkpoints (default): finished stages drop their resume files, keep their outputs
+    for stage in ("teacher", "prune", "finetune"):
+        assert not (run_dir / stage / "checkpoints").exists()
+        assert not (run_dir / stage / "best_student.pt").exists()
+    assert (run_dir / "teacher" / "model" / "model.safetensors").is_file()
+    assert (run_dir / "prune" / "best" / "masks.pt").is_file()
 
     again = train(cfg)  # everything done: only reads the records
     assert again["stage_seconds"] == results["stage_seconds"]
@@ -95,8 +107,13 @@ def test_pipeline_resumes_after_crash_in_prune(compose_train, tiny_overrides, tm
 
 def test_no_distill_ablation_skips_teacher(compose_train, tiny_overrides, tmp_path):
     run_dir = tmp_path / "run"
-    overrides = tiny_overrides(run_dir) + ["ablation=no_distill", "pruning.epochs=1"]
+    overrides = tiny_overrides(run_dir) + [
+        "ablation=no_distill",
+        "pruning.epochs=1",
+        "cleanup.checkpoints=false",
+    ]
     results = train(compose_train(overrides))
+    assert (run_dir / "prune" / "checkpoints" / "last.ckpt").is_file()  # kept when asked
     assert results["ablation"] == "no_distill" and results["teacher"] == {}
     record = json.loads((run_dir / "teacher" / "DONE.json").read_text())
     assert record["teacher_dir"] is None

@@ -75,8 +75,13 @@ def test_pruned_export_as_teacher_fails_before_the_run_starts(
 
 
 def test_cli_prints_a_user_error_once_without_traceback(train_cli, tmp_path):
-    proc = train_cli("model.pretrained=not//valid", f"run_dir={tmp_path / 'run'}", check=False)
+    run_dir = tmp_path / "run"
+    proc = train_cli("model.pretrained=not//valid", f"run_dir={run_dir}", check=False)
     assert proc.returncode == 1
     out = proc.stdout + proc.stderr
     assert out.count("model.pretrained=not//valid is neither") == 1
     assert "Traceback" not in out
+    # run_dir holds Hydra's files and the log, with the full traceback for whoever needs it
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    log = (run_dir / "train.log").read_text()
+    assert "Traceback" in log and "model.pretrained=not//valid is neither" in log
