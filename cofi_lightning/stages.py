@@ -58,8 +58,8 @@ def _fit(
 
 
 def _save(model: torch.nn.Module, ctx: RunContext, path: Path) -> None:
-    """Model + tokenizer in HF format, readable by others as the umask allows (safetensors writes
-    its file 0600 through a temporary file, so a colleague on a shared cluster could not load it)."""
+    """Model + tokenizer in HF format, readable by others as the umask allows (safetensors
+    writes its file 0600 via a temporary file: shared-cluster colleagues could not read it)."""
     if is_global_zero():
         model.save_pretrained(path)
         ctx.tokenizer.save_pretrained(path)
