@@ -86,3 +86,16 @@ def int_at_least(low: int) -> Callable[[str], int]:
         return number
 
     return parse
+
+
+def add_flag(group, name: str, help: str) -> None:
+    """A boolean option that takes ``--name``, ``--name=false`` or ``name=true`` (default false).
+
+    Args:
+        group: An ``argparse`` parser or argument group.
+        name: The option, with its dashes (``--optimize``).
+        help: What it does; say the default there.
+    """
+    group.add_argument(
+        name, nargs="?", const=True, default=False, type=boolean, metavar="BOOL", help=help
+    )

@@ -28,7 +28,7 @@ import torch
 from cofi_lightning.bench.compare import compare, format_table
 from cofi_lightning.bench.sources import BenchError, Sources, discover, load_pair, synthetic_pair
 from cofi_lightning.bench.timing import DTYPES, resolve_device, resolve_dtype
-from cofi_lightning.cli import boolean, int_at_least, parse_key_values
+from cofi_lightning.cli import add_flag, boolean, int_at_least, parse_key_values
 from cofi_lightning.modeling import CoFiBertForQuestionAnswering
 
 EXAMPLES = """\
@@ -116,24 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="timed rounds per model; the median is reported (default: 7 on CPU, 50 on CUDA)",
     )
     timing.add_argument("--threads", type=int_at_least(1), help="CPU threads (default: torch's)")
-    timing.add_argument(
+    add_flag(
+        timing,
         "--optimize",
-        nargs="?",
-        const=True,
-        default=False,
-        type=boolean,
-        metavar="BOOL",
-        help="time both models through the inference rewrite of bench/fast.py (default: false)",
+        "time both models through the inference rewrite of bench/fast.py (default: false)",
     )
-    timing.add_argument(
-        "--compile",
-        nargs="?",
-        const=True,
-        default=False,
-        type=boolean,
-        metavar="BOOL",
-        help="time both models through torch.compile (default: false)",
-    )
+    add_flag(timing, "--compile", "time both models through torch.compile (default: false)")
     parser.add_argument(
         "--out",
         metavar="JSON",

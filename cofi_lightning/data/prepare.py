@@ -22,7 +22,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from cofi_lightning.cli import boolean, parse_key_values
+from cofi_lightning.cli import add_flag, parse_key_values
 from cofi_lightning.data import sources
 from cofi_lightning.data.tasks import TASKS, get_task
 
@@ -114,15 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="mirror directory to write (default: $COFI_DATA_DIR); paths.data_dir= as in training",
     )
-    parser.add_argument(
-        "--overwrite",
-        nargs="?",
-        const=True,
-        default=False,
-        type=boolean,
-        metavar="BOOL",
-        help="replace files that already exist (default: false, keep them)",
-    )
+    add_flag(parser, "--overwrite", "replace files that already exist (default: false, keep them)")
     return parser
 
 
