@@ -114,6 +114,9 @@ class CoFiSystem(L.LightningModule):
         self.current_masks: Masks | None = None
         #: ``{"val/<metric>": value}`` of the last validation, for callbacks.
         self.last_val_metrics: dict[str, float] = {}
+        #: Whether validations reach the loggers, and the global step of the last one that did.
+        self.log_val = True
+        self.last_val_step: int | None = None
 
     # --- teacher ----------------------------------------------------------------------------------
 
@@ -340,8 +343,9 @@ class CoFiSystem(L.LightningModule):
                 for unit, z in self._val_masks.items():
                     metrics[f"structure/{unit}_kept"] = float((z != 0).float().mean())
         self.last_val_metrics = metrics
-        if not self.trainer.sanity_checking:
+        if not self.trainer.sanity_checking and self.log_val:
             self.log_dict(metrics, sync_dist=False)
+            self.last_val_step = self.global_step
 
     def main_metric_key(self) -> str:
         """``val/<main metric>`` (``val/mnli_m/accuracy`` for MNLI)."""

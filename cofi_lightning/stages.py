@@ -47,11 +47,16 @@ def _fit(
     ctx: RunContext, stage: str, system: CoFiSystem, trainer, best: BestWeights | None = None
 ) -> dict[str, float]:
     """Fit (resuming if possible), restore the best weights if kept, then validate once more so
-    the record has the metrics of the weights the stage saves."""
+    the record has the metrics of the weights the stage saves.
+
+    That last validation reaches the loggers only when it adds a point to the curves: not for
+    restored best weights (an earlier step's model), nor at a step that was just evaluated."""
     trainer.fit(system, datamodule=ctx.datamodule, ckpt_path=ctx.resume_path(stage))
     barrier()  # rank 0 wrote the best weights
-    if best is not None and best.restore(system):
+    restored = best is not None and best.restore(system)
+    if restored:
         rank_zero_info(f"[{stage}] keeping the best weights (step {best.best_step})")
+    system.log_val = not restored and system.last_val_step != trainer.global_step
     trainer.validate(system, datamodule=ctx.datamodule, verbose=False)
     ctx.close_loggers(trainer.loggers)
     return dict(system.last_val_metrics)

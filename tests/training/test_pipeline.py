@@ -10,7 +10,7 @@ import pytest
 from transformers import AutoModelForSequenceClassification
 
 from cofi_lightning.config import load_config
-from cofi_lightning.pipeline import RESULT_KEYS, train
+from cofi_lightning.pipeline import RESULT_KEYS, summary_table, train
 
 
 class Crash(L.Callback):
@@ -101,6 +101,11 @@ def test_pipeline_resumes_after_crash_in_prune(compose_train, tiny_overrides, tm
     assert (run_dir / "teacher" / "model" / "model.safetensors").is_file()
     assert (run_dir / "prune" / "best" / "masks.pt").is_file()
 
+    table = summary_table(on_disk, run_dir)  # printed at the end of the run
+    assert f"pruned accuracy   {on_disk['pruned']['accuracy']:.2f}" in table
+    assert f"{on_disk['params']['pruned']:,} of {on_disk['params']['unpruned']:,}" in table
+    assert "not measured: python -m cofi_lightning.bench run=" in table
+
     again = train(cfg)  # everything done: only reads the records
     assert again["stage_seconds"] == results["stage_seconds"]
 
@@ -154,6 +159,11 @@ def test_demo_logs_one_offline_wandb_run_per_job(compose_train, tiny_overrides, 
     assert run.summary["structure"]["num_heads"] == results["structure"]["num_heads"]
     table = run.table(run.summary["export/structure"])
     assert [row[1] for row in table["data"]] == results["structure"]["num_heads"]
+    # One point per evaluation: the validation after fit (of the restored best weights for the
+    # teacher, of an already evaluated step for prune) adds none.
+    assert len(run.rows("teacher/val/accuracy")) == 1  # 1 epoch, evaluated once
+    prune_steps = [r["prune/step"] for r in run.rows("prune/val/accuracy")]
+    assert len(prune_steps) == len(set(prune_steps))
     # The structure table of each prune evaluation sits at that evaluation's step.
     evals = {r["prune/step"] for r in run.rows("prune/val/accuracy")}
     tables = {r["prune/step"] for r in run.rows("prune/structure/table")}
