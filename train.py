@@ -10,6 +10,7 @@ Re-running the same command resumes where it stopped. See conf/train.yaml.
 import logging
 import sys
 import traceback
+import warnings
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -24,6 +25,8 @@ from cofi_lightning.preflight import ModelSourceError
 from cofi_lightning.rundir import RunDirError
 
 log = logging.getLogger("train")
+# A deprecation inside Lightning itself, repeated at every fit; nothing a user can act on.
+warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)`", FutureWarning)
 
 #: Mistakes in a setting, the data or a path: a short message, no traceback on the console.
 USER_ERRORS = (ConfigError, DataError, ModelSourceError, RunDirError)

@@ -9,6 +9,7 @@ loggers and callbacks are instantiated from the config), :class:`StageClock` and
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,20 @@ from cofi_lightning.config import StageConfig, TrainConfig
 from cofi_lightning.data import get_task
 from cofi_lightning.lit_module import CoFiSystem
 from cofi_lightning.modeling import CoFiBertForQuestionAnswering, CoFiBertForSequenceClassification
+
+
+class _DropLightningNoise(logging.Filter):
+    """Drop Lightning's device banner and product tips: no information for a CoFi run (the
+    accelerator is in the config; real warnings go through ``warnings`` and are kept)."""
+
+    NOISE = ("GPU available:", "TPU available:", "HPU available:", "\U0001f4a1 Tip:")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(self.NOISE)
+
+
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_DropLightningNoise())
 
 
 def is_global_zero() -> bool:

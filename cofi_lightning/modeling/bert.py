@@ -8,6 +8,7 @@ lives in ``pruning.py``; parameter counting in ``param_count.py``.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import torch
@@ -30,6 +31,22 @@ if TYPE_CHECKING:
 
 #: Config keys that ``from_pretrained`` forwards to the config rather than to the model.
 _CONFIG_OVERRIDES = ("num_labels", "id2label", "label2id", "problem_type", "classifier_dropout")
+
+
+@contextlib.contextmanager
+def _transformers_quiet(quiet: bool):
+    """Raise transformers' log level to errors while loading, if ``quiet``."""
+    from transformers.utils import logging as hf_logging
+
+    if not quiet:
+        yield
+        return
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 class CheckpointMismatchError(ValueError):
@@ -105,13 +122,16 @@ class CoFiBertPreTrainedModel(PreTrainedModel):
             f"intermediate_sizes={config.intermediate_sizes}"
         )
         try:
-            model, info = super().from_pretrained(
-                pretrained_model_name_or_path,
-                *args,
-                config=config,
-                output_loading_info=True,
-                **kwargs,
-            )
+            # transformers prints a load report listing the task head of a vanilla checkpoint as
+            # MISSING; a fresh head is expected here, and real mismatches raise below.
+            with _transformers_quiet(vanilla):
+                model, info = super().from_pretrained(
+                    pretrained_model_name_or_path,
+                    *args,
+                    config=config,
+                    output_loading_info=True,
+                    **kwargs,
+                )
         except RuntimeError as err:
             if "mismatch" not in str(err):
                 raise

@@ -1,0 +1,54 @@
+"""What a person sees: no third-party noise that carries no information for a CoFi run, while real
+warnings and our own progress lines stay."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+import pytest
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+import cofi_lightning.context  # noqa: F401  (installs the Lightning log filter)
+from cofi_lightning.modeling import CoFiBertForSequenceClassification
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_fresh_task_head_is_not_reported_as_missing(minilm_dir):
+    """A vanilla checkpoint's new classifier is expected: no transformers load report (a real
+    mismatch still raises CheckpointMismatchError, tests/modeling)."""
+    records = _Records()
+    hf_logger = logging.getLogger("transformers")
+    hf_logger.addHandler(records)
+    try:
+        CoFiBertForSequenceClassification.from_pretrained(str(minilm_dir), num_labels=2)
+        logging.getLogger("transformers.modeling_utils").warning("a real transformers warning")
+    finally:
+        hf_logger.removeHandler(records)
+    shown = "\n".join(records.lines)
+    assert "LOAD REPORT" not in shown and "MISSING" not in shown
+    assert "a real transformers warning" in shown  # the level is restored after loading
+
+
+def test_lightning_banner_and_tips_dropped_real_messages_kept():
+    records = _Records()
+    lightning_logger = logging.getLogger("lightning.pytorch")  # where Lightning's messages end
+    lightning_logger.addHandler(records)
+    try:
+        L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False)
+        rank_zero_info("[2/4 prune] starting")
+        with pytest.warns(UserWarning, match="a real warning"):
+            rank_zero_warn("a real warning")
+    finally:
+        lightning_logger.removeHandler(records)
+    shown = "\n".join(records.lines)
+    assert "GPU available" not in shown and "Tip:" not in shown
+    assert "[2/4 prune] starting" in shown
