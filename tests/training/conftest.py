@@ -21,6 +21,17 @@ def tiny_classifier(seed: int = 0, **overrides) -> CoFiBertForSequenceClassifica
     return CoFiBertForSequenceClassification(config)
 
 
+class Crash(L.Callback):
+    """Raise once the stage reaches ``step`` optimizer steps (a kill in the middle of a stage)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            raise RuntimeError("simulated crash")
+
+
 class _Synthetic(Dataset):
     """Random token sequences whose label is the parity of the second token (learnable)."""
 

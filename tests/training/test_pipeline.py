@@ -7,21 +7,11 @@ import os
 
 import lightning as L
 import pytest
+from conftest import Crash
 from transformers import AutoModelForSequenceClassification
 
 from cofi_lightning.config import load_config
 from cofi_lightning.pipeline import RESULT_KEYS, summary_table, train
-
-
-class Crash(L.Callback):
-    """Raise once the stage reaches ``step`` optimizer steps (a kill in the middle of a stage)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step >= self.step:
-            raise RuntimeError("simulated crash")
 
 
 class FirstStep(L.Callback):

@@ -3,24 +3,12 @@ weight, as an uninterrupted run with the same seed."""
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
-from conftest import tiny_run_overrides
+from conftest import Crash, tiny_run_overrides
 from safetensors.torch import load_file
 
 from cofi_lightning.pipeline import train
-
-
-class Crash(L.Callback):
-    """Raise once the stage reaches ``step`` optimizer steps (a kill at that step boundary)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step >= self.step:
-            raise RuntimeError("simulated kill")
 
 
 @pytest.fixture
@@ -46,7 +34,7 @@ def _assert_same_export(a: dict, b: dict) -> None:
 
 def _killed_and_resumed(compose_train, overrides, stage: str, step: int) -> dict:
     cfg = compose_train(overrides)
-    with pytest.raises(RuntimeError, match="simulated kill"):
+    with pytest.raises(RuntimeError, match="simulated crash"):
         train(cfg, extra_callbacks={stage: [Crash(step)]})
     return train(cfg)
 
