@@ -1,8 +1,9 @@
 """The README's Python API example runs as written."""
 
 import re
+from pathlib import Path
 
-from conftest import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_readme_python_example_runs(minilm_dir, monkeypatch):

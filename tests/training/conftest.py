@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from runs import tiny_run_overrides
 from tiny_bert import tiny_bert_kwargs
 from torch.utils.data import DataLoader, Dataset
 from transformers import BertConfig
@@ -19,17 +20,6 @@ def tiny_classifier(seed: int = 0, **overrides) -> CoFiBertForSequenceClassifica
     torch.manual_seed(seed)
     config = CoFiBertConfig.from_bert_config(BertConfig(**{**TINY, **overrides}), num_labels=2)
     return CoFiBertForSequenceClassification(config)
-
-
-class Crash(L.Callback):
-    """Raise once the stage reaches ``step`` optimizer steps (a kill in the middle of a stage)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step >= self.step:
-            raise RuntimeError("simulated crash")
 
 
 class _Synthetic(Dataset):
@@ -141,32 +131,6 @@ def tiny_bert_dropout_dir(tmp_path_factory, minilm_dir):
 @pytest.fixture(scope="session")
 def feature_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("feature_cache")
-
-
-def tiny_run_overrides(model_dir, run_dir, cache_dir) -> list[str]:
-    """Overrides that shrink ``experiment=demo`` to seconds on the tiny model."""
-    return [
-        "experiment=demo",
-        f"model.pretrained={model_dir}",
-        f"run_dir={run_dir}",
-        f"paths.cache_dir={cache_dir}",
-        "logger=csv",
-        "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false",
-        "task.datamodule.limit_train_samples=48",
-        "task.datamodule.limit_eval_samples=32",
-        "task.datamodule.batch_size=8",
-        "distill.teacher_training.epochs=1",
-        "pruning.target_sparsity=0.3",
-        "pruning.epochs=2",
-        "pruning.reg_lr=0.5",
-        "pruning.pre_pruning_steps=1",
-        "pruning.lagrangian_warmup_steps=4",
-        "pruning.eval_every_steps=3",
-        "pruning.checkpoint_every_steps=1",
-        "pruning.sparsity_epsilon=0.05",
-        "pruning.finetune.epochs=1",
-    ]
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import os
 
 import lightning as L
 import pytest
-from conftest import Crash
+from runs import Crash
 from transformers import AutoModelForSequenceClassification
 
 from cofi_lightning.config import load_config

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import Crash, tiny_run_overrides
+from runs import Crash, tiny_run_overrides
 from safetensors.torch import load_file
 
 from cofi_lightning.pipeline import train
