@@ -133,7 +133,7 @@ def prune_stage(ctx: RunContext) -> dict[str, Any]:
         seed=cfg.seed,
     )
     best_dir = ctx.run_dir / "prune" / "best"
-    best = BestMasksCheckpoint(best_dir, p.target_sparsity, p.sparsity_epsilon)
+    best = BestMasksCheckpoint(best_dir, p.target_sparsity, p.sparsity_epsilon, p.select_on)
     every = (cfg.callbacks.get("structure") or {}).get("heatmap_every_n_evals", 1)
     structure = StructureLogger(ctx.run_dir / "prune" / "structure", every, p.target_sparsity)
     trainer = ctx.trainer(

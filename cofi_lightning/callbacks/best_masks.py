@@ -1,15 +1,19 @@
 """Keep the pruning stage's best sub-network: deterministic masks + full-size student weights.
 
 This file owns CoFi's model selection during pruning (trainer.py ``start_saving_best``, with its
-``sparsity_epsilon`` actually plumbed through). An evaluation *qualifies* when its expected sparsity
-lies within ``epsilon`` of the target, ``|ŝ − t| <= epsilon``, and the qualifying one with the best
-main metric is written to ``dirpath`` as
+``sparsity_epsilon`` actually plumbed through). An evaluation *qualifies* when its sparsity lies
+within ``epsilon`` of the target, and the qualifying one with the best main metric is written to
+``dirpath`` as
 
 * ``masks.pt``: ``{unit: tensor}`` of the deterministic (soft-valued) masks;
 * ``student.pt``: the student's full-size ``state_dict`` (masks not yet folded in);
 * ``layer_distiller.pt``: the projection's ``state_dict`` (absent without layer distillation);
 * ``meta.json``: step, metric, expected and deterministic sparsity, ``reached_target``.
 
+Which sparsity: by default the *real* sparsity of the deterministic masks, i.e. of the model that
+will be exported (``remaining_params`` of those masks equals the compact model's parameter count),
+so an export selected in the window is on target. CoFi used the expected sparsity ŝ of the gates
+(``select_on="expected"``), which can sit several points away from what is exported.
 CoFi accepted any ŝ >= t − epsilon. Short schedules overshoot (the multipliers keep pushing after ŝ
 passes t; CoFiPruning issue #55), and the most accurate overshooting evaluation is then a *smaller*
 model than asked for, reported under the wrong target; hence the two-sided window. Until some
@@ -42,14 +46,32 @@ class BestMasksCheckpoint(L.Callback):
     Args:
         dirpath: Output directory.
         target_sparsity: The final target t.
-        epsilon: Window: an evaluation qualifies when ``|ŝ − t| <= epsilon`` (CoFi's
+        epsilon: Window: an evaluation qualifies when ``|s − t| <= epsilon`` (CoFi's
             ``sparsity_epsilon``, one-sided there).
+        select_on: ``deterministic`` (s = real sparsity of the deterministic masks, what is
+            exported) or ``expected`` (s = ŝ, the gates' expected sparsity, as CoFi).
     """
 
-    def __init__(self, dirpath: str | Path, target_sparsity: float, epsilon: float = 0.01) -> None:
+    SPARSITY_KEYS = {
+        "deterministic": "sparsity/deterministic",
+        "expected": "sparsity/expected_at_eval",
+    }
+
+    def __init__(
+        self,
+        dirpath: str | Path,
+        target_sparsity: float,
+        epsilon: float = 0.01,
+        select_on: str = "deterministic",
+    ) -> None:
+        if select_on not in self.SPARSITY_KEYS:
+            raise ValueError(
+                f"select_on must be one of {sorted(self.SPARSITY_KEYS)}: {select_on!r}"
+            )
         self.dirpath = Path(dirpath)
         self.target = float(target_sparsity)
         self.epsilon = float(epsilon)
+        self.sparsity_key = self.SPARSITY_KEYS[select_on]
         self.best: float | None = None
         self.best_step: int | None = None
         self.closest: float | None = None  # smallest |ŝ − t| saved while nothing qualified
@@ -65,11 +87,11 @@ class BestMasksCheckpoint(L.Callback):
         if trainer.sanity_checking or module.masks is None or not module.pruning_active():
             return
         metrics = module.last_val_metrics
-        expected = metrics.get("sparsity/expected_at_eval")
+        sparsity = metrics.get(self.sparsity_key)
         score = metrics.get(module.main_metric_key())
-        if score is None or expected is None:
+        if score is None or sparsity is None:
             return
-        gap = abs(expected - self.target)
+        gap = abs(sparsity - self.target)
         if gap <= self.epsilon:
             if self.best is None or score > self.best:
                 self.best, self.best_step = score, trainer.global_step

@@ -14,6 +14,7 @@ from cofi_lightning.masks import UNIT_NAMES
 
 SCHEDULES: tuple[str, ...] = ("linear", "constant")
 LAYER_MAPPINGS: tuple[str, ...] = ("dynamic", "fixed")
+SELECT_ON: tuple[str, ...] = ("deterministic", "expected")
 
 
 @dataclass
@@ -109,7 +110,9 @@ class PruningConfig(StageConfig):
             Lagrangian switch on (CoFi README: 1 epoch large GLUE, 4 small).
         lagrangian_warmup_epochs / lagrangian_warmup_steps: Linear ramp of t from
             ``start_sparsity`` to the target (paper: 2 epochs large GLUE, 20 small).
-        sparsity_epsilon: An evaluation competes for "best" when |ŝ − t| <= epsilon.
+        sparsity_epsilon: An evaluation competes for "best" when |s − t| <= epsilon.
+        select_on: Which sparsity s that window reads: ``deterministic`` (the real sparsity of the
+            deterministic masks, i.e. of the export) or ``expected`` (the gates' ŝ, as CoFi).
         checkpoint_every_steps: Resume granularity (``last.ckpt``) of every stage.
         structure_dir: Finetune-only runs: a ``prune/best`` dir (``masks.pt``, ``student.pt``).
         finetune: The finetune stage.
@@ -130,6 +133,7 @@ class PruningConfig(StageConfig):
     lagrangian_warmup_epochs: float = 2.0
     lagrangian_warmup_steps: int | None = None
     sparsity_epsilon: float = 0.01
+    select_on: str = "deterministic"
     checkpoint_every_steps: int = 200
     structure_dir: str | None = None
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -158,6 +162,12 @@ class PruningConfig(StageConfig):
             strict=False,
         )
         at_least(self, "pruning", ("checkpoint_every_steps",), 1, strict=False)
+        require(
+            self.select_on in SELECT_ON,
+            "pruning.select_on",
+            f"must be in {SELECT_ON}",
+            self.select_on,
+        )
 
     def steps(self, steps_per_epoch: int) -> tuple[int, int]:
         """``(pre_pruning_steps, lagrangian_warmup_steps)`` in optimizer steps."""

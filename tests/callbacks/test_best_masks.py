@@ -30,8 +30,13 @@ class FakeSystem:
         return "val/accuracy"
 
 
-def _evaluate(cb, system, step: int, expected: float, accuracy: float) -> None:
-    system.last_val_metrics = {"val/accuracy": accuracy, "sparsity/expected_at_eval": expected}
+def _evaluate(cb, system, step: int, expected: float, accuracy: float, real=None) -> None:
+    """One evaluation; ``real`` (the deterministic masks' sparsity) defaults to ``expected``."""
+    system.last_val_metrics = {
+        "val/accuracy": accuracy,
+        "sparsity/expected_at_eval": expected,
+        "sparsity/deterministic": expected if real is None else real,
+    }
     trainer = SimpleNamespace(sanity_checking=False, global_step=step, is_global_zero=True)
     cb.on_validation_end(trainer, system)
 
@@ -60,3 +65,17 @@ def test_without_a_qualifying_evaluation_the_closest_is_kept(tmp_path):
     meta = _meta(tmp_path)
     assert (meta["step"], meta["reached_target"]) == (200, False)
     assert (tmp_path / "masks.pt").is_file() and (tmp_path / "student.pt").is_file()
+
+
+def test_the_window_reads_the_exported_sparsity_not_the_expected_one(tmp_path):
+    """ŝ = 0.594 is inside 0.6 ± 0.01, but the deterministic masks (what is exported) keep
+    more: 0.553. Selected on the real sparsity by default; CoFi's choice on request."""
+    real, expected = BestMasksCheckpoint(tmp_path / "real", 0.6, 0.01), FakeSystem()
+    _evaluate(real, expected, 100, expected=0.594, accuracy=90.0, real=0.553)
+    _evaluate(real, expected, 200, expected=0.610, accuracy=80.0, real=0.598)
+    assert real.best_step == 200 and _meta(tmp_path / "real")["step"] == 200
+    cofi = BestMasksCheckpoint(tmp_path / "cofi", 0.6, 0.01, select_on="expected")
+    system = FakeSystem()
+    _evaluate(cofi, system, 100, expected=0.594, accuracy=90.0, real=0.553)
+    _evaluate(cofi, system, 200, expected=0.610, accuracy=80.0, real=0.598)
+    assert cofi.best_step == 100

@@ -102,6 +102,7 @@ def test_unknown_keys_and_wrong_types_fail_at_compose(compose_train, override, m
         ("distill.teacher_training.eval_every_steps=0", "distill.teacher_training.eval_every_st"),
         ("optim.warmup_ratio=1.0", "optim.warmup_ratio must be in [0, 1)"),
         ("resume=sometimes", "resume must be one of"),
+        ("pruning.select_on=best", "pruning.select_on must be in"),
         ("+trainer.precison=bf16-mixed", "trainer.precison is not an argument of"),
         ("+task.datamodule.batch_sise=8", "task.datamodule.batch_sise is not an argument of"),
         ("+logger.csv.save_dir=/tmp", "logger.csv.save_dir is set by the pipeline"),
