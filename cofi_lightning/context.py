@@ -19,7 +19,13 @@ import lightning as L
 import torch
 from hydra.utils import get_object, instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import (
+    Checkpoint,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    ProgressBar,
+)
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from transformers import AutoTokenizer
 
@@ -96,6 +102,28 @@ class StepSeed(L.Callback):
         micro = batch_idx % trainer.accumulate_grad_batches  # micro-batches of one step differ
         key = f"{self.seed}:{trainer.global_step}:{micro}:{trainer.global_rank}"
         torch.manual_seed(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little"))
+
+
+class SaveAfterValidation(Checkpoint):
+    """Write the resume checkpoint again after every validation during fit.
+
+    Lightning checkpoints a step at its end, *before* that step's validation, and a run resumed
+    from that checkpoint skips the validation; its result (a best-weights or best-structure
+    candidate) would be lost and the resumed run could export another network. Saved after the
+    validation, the checkpoint holds the callbacks' state with that evaluation in it. (A
+    ``Checkpoint``, so Lightning runs it after the other callbacks' validation hooks.)
+
+    Args:
+        path: The resume checkpoint (``<stage>/checkpoints/last.ckpt``).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return  # not trainer.validate()
+        trainer.save_checkpoint(self.path)
 
 
 def _is_job_tracker(node: dict[str, Any]) -> bool:
@@ -221,6 +249,7 @@ class RunContext:
                 every_n_train_steps=self.cfg.pruning.checkpoint_every_steps,
                 save_on_train_epoch_end=True,
             ),
+            SaveAfterValidation(self.run_dir / stage / "checkpoints" / "last.ckpt"),
             *callbacks,
             *self.extra_callbacks.get(stage, ()),
         ]

@@ -29,7 +29,13 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
-from cofi_lightning.callbacks import BestMasksCheckpoint, BestWeights, StructureLogger, load_masks
+from cofi_lightning.callbacks import (
+    BestMasksCheckpoint,
+    BestWeights,
+    EvaluateOnWindowEntry,
+    StructureLogger,
+    load_masks,
+)
 from cofi_lightning.context import RunContext, barrier, is_global_zero
 from cofi_lightning.distillation import LayerDistiller
 from cofi_lightning.lit_module import CoFiSystem
@@ -134,6 +140,7 @@ def prune_stage(ctx: RunContext) -> dict[str, Any]:
     )
     best_dir = ctx.run_dir / "prune" / "best"
     best = BestMasksCheckpoint(best_dir, p.target_sparsity, p.sparsity_epsilon, p.select_on)
+    window = EvaluateOnWindowEntry(p.target_sparsity, p.sparsity_epsilon, p.select_on)
     every = (cfg.callbacks.get("structure") or {}).get("heatmap_every_n_evals", 1)
     structure = StructureLogger(ctx.run_dir / "prune" / "structure", every, p.target_sparsity)
     trainer = ctx.trainer(
@@ -141,7 +148,7 @@ def prune_stage(ctx: RunContext) -> dict[str, Any]:
         max_epochs=p.epochs,
         max_steps=p.max_steps,
         eval_every_steps=p.eval_every_steps,
-        callbacks=[best, structure],
+        callbacks=[window, best, structure],
     )
     metrics = _fit(ctx, "prune", system, trainer)
     best.finalize(trainer, system)

@@ -5,8 +5,10 @@ from cofi_lightning.callbacks.best_masks import BestMasksCheckpoint, load_masks
 from cofi_lightning.callbacks.best_weights import BestWeights
 from cofi_lightning.callbacks.mask_digest import MaskDigest
 from cofi_lightning.callbacks.structure import StructureLogger, heatmap, structure_rows
+from cofi_lightning.callbacks.window_eval import EvaluateOnWindowEntry
 
 __all__ = [
+    "EvaluateOnWindowEntry",
     "BestMasksCheckpoint",
     "BestWeights",
     "MaskDigest",

@@ -172,3 +172,17 @@ def test_pipeline_under_bf16_mixed_precision(compose_train, tiny_overrides, tmp_
     assert model.num_encoder_params() == results["params"]["pruned"]
     prune = json.loads((run_dir / "prune" / "DONE.json").read_text())
     assert 0 < prune["best"]["step"]
+
+
+def test_prune_evaluates_when_the_export_enters_the_window(compose_train, tiny_overrides, tmp_path):
+    """Regular evaluations too rare to land in the window (every 100 steps of 36): each step at
+    which the deterministic masks enter target ± epsilon is evaluated, and one of them selected."""
+    run_dir = tmp_path / "run"
+    fast = ["pruning.epochs=6", "pruning.reg_lr=2.0", "pruning.lagrangian_warmup_steps=2"]
+    overrides = [*tiny_overrides(run_dir), "pruning.eval_every_steps=100", *fast]
+    train(compose_train(overrides))
+    meta = json.loads((run_dir / "prune" / "best" / "meta.json").read_text())
+    assert meta["reached_target"] is True
+    assert abs(meta["deterministic_sparsity"] - 0.3) <= 0.05  # what is exported is on target
+    rows = (run_dir / "prune" / "structure" / "structure.csv").read_text().splitlines()
+    assert f"{meta['step']}," in "\n".join(rows[1:])  # an evaluation ran at the entry step

@@ -1,0 +1,89 @@
+"""Evaluate as soon as the structure to export enters the target window.
+
+This file owns :class:`EvaluateOnWindowEntry`. After every pruning step it counts the parameters the
+deterministic masks keep (the exported model's real sparsity; a few small tensor ops, no forward)
+and, when that sparsity moves from outside ``target ± epsilon`` to inside, asks Lightning for a
+validation at the end of this very step. A short schedule then never misses the window between two
+regular evaluations, and :class:`~cofi_lightning.callbacks.BestMasksCheckpoint` gets a qualifying
+candidate. Regular evaluations keep their cadence.
+
+It changes when validation runs, never what training computes: the decision depends only on the
+masks, which are identical on every DDP rank and restored bit-exactly on resume (its state is
+checkpointed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+
+
+class EvaluateOnWindowEntry(L.Callback):
+    """Trigger a validation when the deterministic masks' sparsity enters the target window.
+
+    Args:
+        target_sparsity: The final target t.
+        epsilon: Half-width of the window (``pruning.sparsity_epsilon``).
+        select_on: The sparsity the window reads, as in ``BestMasksCheckpoint``:
+            ``deterministic`` (the export's) or ``expected`` (the gates' ŝ).
+    """
+
+    def __init__(
+        self, target_sparsity: float, epsilon: float, select_on: str = "deterministic"
+    ) -> None:
+        self.target = float(target_sparsity)
+        self.epsilon = float(epsilon)
+        self.select_on = select_on
+        self.inside = False  # the real sparsity was inside the window after the last step
+        self.triggered_steps: list[int] = []
+        self._regular: int | float | None = None  # the trainer's val_check_batch to restore
+        self._restore_pending = False
+
+    def state_dict(self) -> dict[str, Any]:
+        # Lightning checkpoints a step before validating it: a pending trigger must survive, or a
+        # resumed run would skip that evaluation (and could select another structure).
+        return {
+            "inside": self.inside,
+            "triggered_steps": list(self.triggered_steps),
+            "pending": self._regular is not None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.inside = bool(state["inside"])
+        self.triggered_steps = list(state["triggered_steps"])
+        self._restore_pending = bool(state.get("pending", False))
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self._restore_pending:  # resumed between a trigger and its evaluation
+            self._regular = trainer.val_check_batch
+            trainer.val_check_batch = 1
+            self._restore_pending = False
+
+    def sparsity(self, module: L.LightningModule) -> float:
+        """The window's sparsity now: of the encoder the deterministic masks would export, or ŝ."""
+        masks = module.masks
+        with torch.no_grad():
+            if self.select_on == "expected":
+                return float(masks.expected_sparsity())
+            kept = masks.remaining_params(masks.deterministic())
+        return 1.0 - float(kept) / masks.full_params
+
+    def on_train_batch_end(self, trainer: L.Trainer, module, outputs, batch, batch_idx) -> None:
+        if module.masks is None or not module.pruning_active():
+            return
+        if (batch_idx + 1) % trainer.accumulate_grad_batches:
+            return  # mid-step: the masks change only at optimizer steps
+        inside = abs(self.sparsity(module) - self.target) <= self.epsilon
+        if inside and not self.inside and self._regular is None:
+            # Lightning reads val_check_batch right after this hook: 1 = validate now.
+            self._regular = trainer.val_check_batch
+            trainer.val_check_batch = 1
+            self.triggered_steps.append(trainer.global_step)
+        self.inside = inside
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self._regular is not None:
+            trainer.val_check_batch = self._regular
+            self._regular = None
