@@ -338,8 +338,7 @@ class CoFiSystem(L.LightningModule):
             with torch.no_grad():
                 metrics["sparsity/expected_at_eval"] = float(self.masks.expected_sparsity())
             if self._val_masks is not None:
-                kept = self.masks.remaining_params(self._val_masks)
-                metrics["sparsity/deterministic"] = 1.0 - kept / self.masks.full_params
+                metrics["sparsity/deterministic"] = self.masks.sparsity(self._val_masks)
                 for unit, z in self._val_masks.items():
                     metrics[f"structure/{unit}_kept"] = float((z != 0).float().mean())
         self.last_val_metrics = metrics

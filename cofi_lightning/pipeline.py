@@ -154,7 +154,8 @@ def train(
     run_dir = resolve_run_dir(cfg)
     cfg.check_stage_inputs(run_dir)
     preflight(cfg)  # models exist and fit together, before the run directory is touched
-    identity = config_identity(OmegaConf.structured(cfg))
+    structured = OmegaConf.structured(cfg)
+    identity = config_identity(structured)
     lock = contextlib.nullcontext()
     if is_global_zero():  # DDP ranks > 0 are started by rank 0, which holds the lock
         lock = RunLock(run_dir)
@@ -163,11 +164,12 @@ def train(
         if is_global_zero():
             resumed = claim(run_dir, identity, cfg.resume)
             rank_zero_info(f"{'resuming' if resumed else 'starting'} run {run_dir}")
-            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(structured))
         # A tracker run id per (identity, directory): a resumed job continues its W&B run, and
         # the same config run again elsewhere gets a run of its own.
-        place = f"{identity_hash(identity)}:{run_dir.resolve()}"
-        run_id = f"{identity_hash(identity)}-{hashlib.sha256(place.encode()).hexdigest()[:6]}"
+        config_id = identity_hash(identity)
+        place = f"{config_id}:{run_dir.resolve()}"
+        run_id = f"{config_id}-{hashlib.sha256(place.encode()).hexdigest()[:6]}"
         return _run_stages(cfg, run_dir, run_id, extra_callbacks)
     finally:
         if isinstance(lock, RunLock):

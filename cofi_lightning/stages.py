@@ -242,9 +242,7 @@ def unpruned_config(ctx: RunContext):
 
 def _plot_structure(structure: dict, full, sparsity: float, target: float, path: Path) -> None:
     """The exported structure as a heatmap PNG (heads, FFN dims, hidden dims kept per layer)."""
-    import matplotlib.pyplot as plt
-
-    from cofi_lightning.callbacks.structure import heatmap
+    from cofi_lightning.callbacks.structure import save_heatmap
 
     rows = [
         {"layer": i, "heads": h, "ffn_dims": f, "hidden": structure["hidden_size"]}
@@ -253,11 +251,15 @@ def _plot_structure(structure: dict, full, sparsity: float, target: float, path:
         )
     ]
     title = f"exported: sparsity {sparsity:.3f}"
-    fig = heatmap(
-        rows, max(full.num_heads), max(full.intermediate_sizes), title, full.hidden_size, target
+    save_heatmap(
+        path,
+        rows,
+        max(full.num_heads),
+        max(full.intermediate_sizes),
+        title,
+        full.hidden_size,
+        target,
     )
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _strip(metrics: dict[str, float]) -> dict[str, float]:

@@ -122,7 +122,6 @@ class BestMasksCheckpoint(L.Callback):
         torch.save(module.student.state_dict(), self.dirpath / "student.pt")
         if module.layer_distiller is not None:
             torch.save(module.layer_distiller.state_dict(), self.dirpath / "layer_distiller.pt")
-        kept = module.masks.remaining_params(masks)
         with torch.no_grad():
             expected = float(module.masks.expected_sparsity())
         meta = {
@@ -130,7 +129,7 @@ class BestMasksCheckpoint(L.Callback):
             "metric": module.last_val_metrics.get(module.main_metric_key()),
             "main_metric": module.main_metric_key(),
             "expected_sparsity": expected,
-            "deterministic_sparsity": 1.0 - kept / module.masks.full_params,
+            "deterministic_sparsity": module.masks.sparsity(masks),
             "reached_target": reached,
         }
         (self.dirpath / "meta.json").write_text(json.dumps(meta, indent=2))

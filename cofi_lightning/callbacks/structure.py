@@ -114,6 +114,13 @@ def heatmap(
     return fig
 
 
+def save_heatmap(path: str | Path, *args, **kwargs) -> None:
+    """:func:`heatmap` (same arguments after ``path``) written as a PNG at 120 dpi."""
+    fig = heatmap(*args, **kwargs)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 class StructureLogger(L.Callback):
     """Write the structure table and heatmap of the deterministic masks after each validation.
 
@@ -162,11 +169,9 @@ class StructureLogger(L.Callback):
             return
         sparsity = module.last_val_metrics.get("sparsity/deterministic", float("nan"))
         title = f"step {step}: sparsity {sparsity:.3f}"
-        fig = heatmap(
-            rows, cfg.num_heads, cfg.intermediate_size, title, cfg.hidden_size, self.target
-        )
         path = self.dirpath / f"structure_step{step:07d}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        save_heatmap(
+            path, rows, cfg.num_heads, cfg.intermediate_size, title, cfg.hidden_size, self.target
+        )
         for lg in media:
             lg.log_image("structure/heatmap", [str(path)])

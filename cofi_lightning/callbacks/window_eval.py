@@ -67,8 +67,7 @@ class EvaluateOnWindowEntry(L.Callback):
         with torch.no_grad():
             if self.select_on == "expected":
                 return float(masks.expected_sparsity())
-            kept = masks.remaining_params(masks.deterministic())
-        return 1.0 - float(kept) / masks.full_params
+            return masks.sparsity(masks.deterministic())
 
     def on_train_batch_end(self, trainer: L.Trainer, module, outputs, batch, batch_idx) -> None:
         if module.masks is None or not module.pruning_active():

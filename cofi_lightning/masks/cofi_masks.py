@@ -183,6 +183,11 @@ class CoFiMasks(nn.Module):
         }
         return int(self._params(gate_shaped).round().item())
 
+    def sparsity(self, masks: Masks) -> float:
+        """Exact sparsity ``1 - remaining / full`` of the encoder pruned with ``masks``: for
+        deterministic masks, the sparsity of the model that will be exported."""
+        return 1.0 - self.remaining_params(masks) / self.full_params
+
     def mask_parameters(self) -> list[nn.Parameter]:
         """The log-alphas (the module's only trainable parameters)."""
         return [g.log_alpha for g in self.gates.values()]

@@ -106,6 +106,7 @@ def test_predicted_params_equal_real_params(cfg, model_cls):
         real = sum(p.numel() for p in small.bert.encoder.parameters())
         assert small.num_encoder_params() == real
         assert masks.remaining_params(z) == real
+        assert masks.sparsity(z) == 1.0 - real / model.num_encoder_params()  # the export's
         c = small.config
         assert architecture_params(c.hidden_size, c.num_heads, c.intermediate_sizes, 8) == real
 

@@ -153,6 +153,14 @@ def tiny_overrides(tiny_bert_dir, feature_cache):
 
 
 @pytest.fixture
+def sweep_overrides(tiny_bert_dir, feature_cache):
+    """The tiny pipeline's overrides without ``run_dir``, for multiruns (each job's directory is
+    named by Hydra from the run name, config hash included)."""
+    overrides = tiny_run_overrides(tiny_bert_dir, "unused", feature_cache)
+    return [o for o in overrides if not o.startswith("run_dir=")]
+
+
+@pytest.fixture
 def train_cli():
     """``train_cli(*args, timeout=600, check=True)``: run ``python train.py <args>`` offline in a
     subprocess (one thread per process), by default asserting it exits 0; returns the

@@ -30,11 +30,11 @@ def test_preset_composes(compose_train):
 
 
 @pytest.mark.slow
-def test_two_trial_study_maximises_the_main_metric(tiny_overrides, train_cli, tmp_path):
+def test_two_trial_study_maximises_the_main_metric(sweep_overrides, train_cli, tmp_path):
     sweep = tmp_path / "sweep"
-    # run_dir dropped: each trial gets its own job dir (run names carry a config hash). The tiny
-    # overrides fix pruning.reg_lr, which removes it from the search space.
-    overrides = [o for o in tiny_overrides(tmp_path / "unused") if not o.startswith("run_dir=")]
+    # Each trial gets its own job dir (run names carry a config hash). The tiny overrides fix
+    # pruning.reg_lr, which removes it from the search space.
+    overrides = list(sweep_overrides)
     train_cli(
         "-m",
         "hydra/sweeper=optuna_cofi",

@@ -23,12 +23,12 @@ def _weights(run_dir):
 
 
 def test_sweep_over_a_hyperparameter_gets_one_run_dir_per_value(
-    tiny_overrides, train_cli, compose_train, tmp_path
+    sweep_overrides, train_cli, compose_train, tmp_path
 ):
     """`-m pruning.lr=a,b`: two directories with different weights; rerunning a job resumes it;
     the same directory with a changed key is refused, naming the key."""
     sweep = tmp_path / "sweep"
-    overrides = [o for o in tiny_overrides(tmp_path / "unused") if not o.startswith("run_dir=")]
+    overrides = list(sweep_overrides)
     overrides += ["pruning.epochs=1", "distill.teacher_training.max_steps=3"]
     train_cli("-m", *overrides, "pruning.lr=1e-5,1e-3", f"hydra.sweep.dir={sweep}")
     jobs = sorted(p.parent for p in sweep.glob("*/results.json"))

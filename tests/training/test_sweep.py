@@ -17,9 +17,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_submitit_local_sweep_and_report(tiny_overrides, train_cli, tmp_path):
+def test_submitit_local_sweep_and_report(sweep_overrides, train_cli, tmp_path):
     sweep = tmp_path / "sweep"
-    overrides = [o for o in tiny_overrides(tmp_path / "unused") if not o.startswith("run_dir=")]
+    overrides = list(sweep_overrides)
     train_cli(
         "-m",
         "hydra=submitit_local",
@@ -49,10 +49,10 @@ def test_submitit_local_sweep_and_report(tiny_overrides, train_cli, tmp_path):
     assert (sweep / "report" / "sst2_metric_vs_sparsity.png").is_file()
 
 
-def test_failed_job_logs_its_error_for_the_report(tiny_overrides, train_cli, tmp_path):
+def test_failed_job_logs_its_error_for_the_report(sweep_overrides, train_cli, tmp_path):
     """A multirun goes on after a failing job; the reason is in that job's train.log at once."""
     sweep = tmp_path / "sweep"
-    overrides = [o for o in tiny_overrides(tmp_path / "unused") if not o.startswith("run_dir=")]
+    overrides = list(sweep_overrides)
     proc = train_cli(
         "-m",
         *overrides,
