@@ -232,6 +232,9 @@ class LayerDistiller(nn.Module):
         attention_mask: Tensor | None = None,
         student_alive: Tensor | None = None,
         mapping: LayerMapping = "dynamic",
+        *,
+        tokens: Literal["real", "all"] = "real",
+        num_teacher_layers: int | None = None,
     ) -> tuple[Tensor, Tensor]:
         """The layer loss and the student layer matched to each distilled teacher layer.
 
@@ -248,6 +251,10 @@ class LayerDistiller(nn.Module):
             attention_mask: ``[B, S]``, nonzero for real tokens; None means all tokens count.
             student_alive: Bool ``[L_s]`` from :func:`student_layer_alive`; None means all alive.
             mapping: ``"dynamic"`` or ``"fixed"``.
+            tokens: Average the MSE over ``real`` tokens (``attention_mask != 0``) or over
+                ``all`` positions of the batch, padding included (the original's choice).
+            num_teacher_layers: Given, ``teacher_hidden`` holds only the distilled layers of a
+                teacher that deep (e.g. read from the teacher cache), in increasing order.
 
         Returns:
             ``(loss, mapping)``: the scalar loss summed over teacher layers, and a LongTensor
@@ -255,11 +262,23 @@ class LayerDistiller(nn.Module):
         """
         if mapping not in ("dynamic", "fixed"):
             raise ValueError(f"`mapping` must be 'dynamic' or 'fixed', got {mapping!r}")
-        n_student, n_teacher_total = len(student_hidden), len(teacher_hidden)
+        if tokens not in ("real", "all"):
+            raise ValueError(f"`tokens` must be 'real' or 'all', got {tokens!r}")
+        n_student = len(student_hidden)
+        n_teacher_total = num_teacher_layers or len(teacher_hidden)
         layers = self.distilled_layers(n_teacher_total)
         if n_student < 1 or not all(0 <= i < n_teacher_total for i in layers):
             raise ValueError(f"teacher layers {layers} vs {n_teacher_total} teacher layers")
-        teacher = torch.stack([teacher_hidden[i] for i in layers]).detach()  # [n_t, B, S, H]
+        if num_teacher_layers is None:
+            teacher_hidden = [teacher_hidden[i] for i in layers]
+        elif len(teacher_hidden) != len(layers):
+            raise ValueError(
+                f"{len(teacher_hidden)} teacher states given for distilled layers {layers}"
+            )
+        if isinstance(teacher_hidden, Tensor):
+            teacher = teacher_hidden.detach()  # [n_t, B, S, H]
+        else:
+            teacher = torch.stack(list(teacher_hidden)).detach()  # [n_t, B, S, H]
         s_shape, t_shape = tuple(student_hidden[0].shape), tuple(teacher.shape[1:])
         proj = self.projection
         dims = (proj.in_features, proj.out_features)
@@ -268,7 +287,9 @@ class LayerDistiller(nn.Module):
                 f"student {s_shape} vs teacher {t_shape} hidden states; the projection maps "
                 f"{proj.in_features} -> {proj.out_features} dims"
             )
-        weights = None if attention_mask is None else (attention_mask != 0).to(torch.float32)
+        weights = None
+        if attention_mask is not None and tokens == "real":
+            weights = (attention_mask != 0).to(torch.float32)
 
         if mapping == "fixed":
             indices = [max(0, (i + 1) * n_student // n_teacher_total - 1) for i in layers]

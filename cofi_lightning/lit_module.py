@@ -95,10 +95,18 @@ class CoFiSystem(L.LightningModule):
         self.stage = stage
         self.optim = optim or OptimConfig()
         self.freeze_embeddings = freeze_embeddings
+        if freeze_embeddings and self.optim.clip_over == "optimized":
+            # Nothing applies their gradients and nothing reads them: skip computing them.
+            for name, p in self.student.named_parameters():
+                if "embeddings." in name:
+                    p.requires_grad_(False)
         self.pruning: PruningConfig | None = stage if masks is not None else None
         self.distill = distill or DistillConfig()
         self.seed = int(seed)
         self.set_teacher(teacher)
+        #: A :class:`~cofi_lightning.teacher_cache.TeacherCache` that replaces the teacher's
+        #: forward in training steps (set by the pipeline; None runs the teacher).
+        self.teacher_cache = None
         if teacher is not None and layer_distiller is None and self.distill.alpha_layer > 0:
             layer_distiller = LayerDistiller(teacher.config.hidden_size)
         self.layer_distiller = layer_distiller
@@ -192,19 +200,47 @@ class CoFiSystem(L.LightningModule):
             log_alphas=self.masks.mask_parameters() if self.masks is not None else (),
             multipliers=self.multipliers,
         )
-        scheduler = build_scheduler(optimizer, self.optim, self.stage.schedule, total)
+        scheduler = build_scheduler(
+            optimizer, self.optim, self.stage.schedule, total, restart_at=self._restart_step()
+        )
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
+    def _restart_step(self) -> int:
+        """The step at which the weights' optimizer restarts (0: never; ``restart_optimizer``)."""
+        if self.pruning is None or not self.pruning.restart_optimizer:
+            return 0
+        return self.pre_pruning_steps
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """With ``pruning.restart_optimizer``: forget the weights' AdamW moments when the masks
+        switch on (the original builds a new optimizer there; its schedule restarts too, see
+        :func:`~cofi_lightning.optim.build_scheduler`). Idempotent until the next step, so a run
+        resumed at that step does the same."""
+        restart = self._restart_step()
+        if restart and self.global_step == restart:
+            optimizer = self.optimizers(use_pl_optimizer=False)
+            for p in group_params(optimizer, WEIGHT_GROUPS):
+                optimizer.state.pop(p, None)
+
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
     ):
-        """Clip the weight groups only (CoFi never clips log-alphas or multipliers)."""
+        """Clip the weights' gradient norm (never log-alphas or multipliers, as CoFi).
+
+        ``optim.clip_over=optimized`` clips the weight groups of the optimizer; ``model`` every
+        student and projection gradient, frozen embeddings included, as the original's
+        ``clip_grad_norm_(model.parameters())`` (their norm then shrinks the applied updates)."""
         max_norm = self.optim.max_grad_norm
-        if max_norm is not None and max_norm > 0:
-            torch.nn.utils.clip_grad_norm_(group_params(optimizer, WEIGHT_GROUPS), max_norm)
+        if max_norm is None or max_norm <= 0:
+            return
+        if self.optim.clip_over == "model":
+            params = [p for _, p in self._weights() if p.grad is not None]
+        else:
+            params = group_params(optimizer, WEIGHT_GROUPS)
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
@@ -260,9 +296,8 @@ class CoFiSystem(L.LightningModule):
             loss = main = out.loss
             self.log("train/task_loss", main)
         else:
-            with torch.no_grad():
-                t_out = self._run(teacher, batch, None, hidden=use_layer, labels=False)
-            pred = prediction_distill_loss(_logits(out), _logits(t_out), self.distill.temperature)
+            t_logits, t_hidden, t_depth = self._teacher_outputs(batch, use_layer)
+            pred = prediction_distill_loss(_logits(out), t_logits, self.distill.temperature)
             layer = None
             if use_layer:
                 alive = None
@@ -276,15 +311,17 @@ class CoFiSystem(L.LightningModule):
                     )
                 layer, chosen = self.layer_distiller(
                     out.hidden_states[1:],
-                    t_out.hidden_states[1:],
+                    t_hidden,
                     batch.get("attention_mask"),
                     alive,
                     mapping=self.distill.layer_mapping,
+                    tokens=self.distill.layer_loss_tokens,
+                    num_teacher_layers=t_depth,
                 )
                 self.log("train/layer_loss", layer)
                 # The student layer matched to each distilled teacher layer (0-based), logged as
                 # a tensor (no host sync): how the dynamic mapping moves as layers are pruned.
-                t_layers = self.layer_distiller.distilled_layers(len(t_out.hidden_states) - 1)
+                t_layers = self.layer_distiller.distilled_layers(t_depth)
                 for t_layer, s_layer in zip(t_layers, chosen, strict=True):
                     self.log(f"distill/student_layer_for_teacher_{t_layer}", s_layer.float())
             loss = main = distillation_loss(
@@ -299,6 +336,25 @@ class CoFiSystem(L.LightningModule):
             loss = loss + self._lagrangian(pruning)
         self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def _teacher_outputs(self, batch: dict, hidden: bool):
+        """``(logits, distilled states [n_t, B, S, H] or None, teacher depth)`` of this batch:
+        read from the teacher cache when one is attached, else from a teacher forward."""
+        teacher = self._teacher
+        depth = teacher.config.num_hidden_layers
+        cache = self.teacher_cache
+        if cache is not None and "example_index" in batch:
+            ids = batch["input_ids"]
+            cached = cache.batch(batch["example_index"], ids.shape[1], ids.device)
+            return cached.logits, cached.hidden if hidden else None, depth
+        with torch.no_grad():
+            t_out = self._run(teacher, batch, None, hidden=hidden, labels=False)
+        if not hidden:
+            return _logits(t_out), None, depth
+        assert self.layer_distiller is not None
+        layers = self.layer_distiller.distilled_layers(depth)
+        states = torch.stack([t_out.hidden_states[i + 1] for i in layers])
+        return _logits(t_out), states, depth
 
     def _lagrangian(self, pruning: bool) -> torch.Tensor:
         """L_c (0 during the warm-up) and the sparsity logs of this step."""

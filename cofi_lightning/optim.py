@@ -111,7 +111,11 @@ def weight_lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: S
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: OptimConfig, schedule: Schedule, total_steps: int
+    optimizer: torch.optim.Optimizer,
+    cfg: OptimConfig,
+    schedule: Schedule,
+    total_steps: int,
+    restart_at: int = 0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A LambdaLR: the weight schedule on the weight groups, constant 1 on the L0 groups.
 
@@ -120,11 +124,16 @@ def build_scheduler(
         cfg: Shared optimizer settings (``warmup_ratio``).
         schedule: The stage's weight schedule, ``linear`` or ``constant``.
         total_steps: Optimizer steps of the whole stage.
+        restart_at: > 0 starts the weight schedule afresh at that step, over the remaining
+            ``total_steps - restart_at`` steps (with its own warm-up), as the original does when
+            pruning starts. A pure function of the step, so a resumed run needs no extra state.
     """
-    warmup = int(cfg.warmup_ratio * total_steps)
 
     def weight_factor(step: int) -> float:
-        return weight_lr_factor(step, total_steps, warmup, schedule)
+        length = total_steps
+        if 0 < restart_at <= step:
+            step, length = step - restart_at, total_steps - restart_at
+        return weight_lr_factor(step, length, int(cfg.warmup_ratio * length), schedule)
 
     lambdas = [
         weight_factor if g.get("name") in WEIGHT_GROUPS else (lambda _: 1.0)

@@ -41,6 +41,7 @@ RESULT_KEYS = (
     "structure",
     "export_dir",
     "ablation",
+    "fidelity",
     "seed",
     "stage_seconds",
 )
@@ -220,6 +221,7 @@ def results_from_records(ctx: RunContext) -> dict[str, Any]:
         "structure": export["structure"],
         "export_dir": export["export_dir"],
         "ablation": ctx.cfg.ablation_name,
+        "fidelity": ctx.cfg.fidelity_name,
         "seed": int(ctx.cfg.seed),
         "stage_seconds": {k: r.get("seconds") for k, r in ctx.records.items()},
     }

@@ -49,6 +49,40 @@ def _teacher(ctx: RunContext) -> torch.nn.Module | None:
     return None if path is None else ctx.load_model(path)
 
 
+def _attach_teacher_cache(ctx: RunContext, system: CoFiSystem) -> None:
+    """Serve the teacher's training outputs from the on-disk cache (``distill.teacher_cache``).
+
+    Built on first use by the job that needs it (rank 0 under DDP; the others wait at the
+    barrier) and shared by every later job with the same teacher, features and layers."""
+    d = ctx.cfg.distill
+    if system.teacher is None or not d.teacher_cache:
+        return
+    if ctx.task.family == "squad":
+        rank_zero_info("teacher cache: not used for QA (its padding logits depend on the batch)")
+        return
+    from cofi_lightning.teacher_cache import open_or_build
+
+    dm = ctx.datamodule
+    dm.setup("fit")
+    accelerator = str(ctx.cfg.trainer.get("accelerator", "auto"))
+    if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda"):
+        system.teacher.to(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")  # build on the GPU
+    depth = system.teacher.config.num_hidden_layers
+    layers = system.layer_distiller.distilled_layers(depth) if system.layer_distiller else []
+    kwargs = dict(
+        features_key=dm.feature_keys[f"{ctx.task.train_split}/{dm.family}"],
+        layers=layers,
+        root=Path(dm.cache_dir) / "teacher_outputs",
+        pad_token_id=ctx.tokenizer.pad_token_id,
+        batch_size=max(dm.eval_batch_size, dm.batch_size),
+    )
+    if is_global_zero():
+        system.teacher_cache = open_or_build(system.teacher, dm.train_dataset, **kwargs)
+    barrier()
+    if not is_global_zero():
+        system.teacher_cache = open_or_build(system.teacher, dm.train_dataset, **kwargs)
+
+
 def _fit(
     ctx: RunContext, stage: str, system: CoFiSystem, trainer, best: BestWeights | None = None
 ) -> dict[str, float]:
@@ -138,6 +172,7 @@ def prune_stage(ctx: RunContext) -> dict[str, Any]:
         distill=cfg.distill,
         seed=cfg.seed,
     )
+    _attach_teacher_cache(ctx, system)
     best_dir = ctx.run_dir / "prune" / "best"
     best = BestMasksCheckpoint(best_dir, p.target_sparsity, p.sparsity_epsilon, p.select_on)
     window = EvaluateOnWindowEntry(p.target_sparsity, p.sparsity_epsilon, p.select_on)
@@ -190,6 +225,7 @@ def finetune_stage(ctx: RunContext) -> dict[str, Any]:
         layer_distiller=distiller,
         seed=cfg.seed,
     )
+    _attach_teacher_cache(ctx, system)
     out, metrics = _train_and_save(ctx, "finetune", system)
     return {"model_dir": str(out), "metrics": metrics}
 

@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 STAGES: tuple[str, ...] = ("teacher", "prune", "finetune", "export")
 ABLATIONS: tuple[str, ...] = ("no_hidden_mask", "no_layer_masks", "fixed_layer_map", "no_distill")
 RESUME_MODES: tuple[str, ...] = ("auto", "never", "must")
+CLIP_OVER: tuple[str, ...] = ("optimized", "model")
+FIDELITIES: tuple[str, ...] = ("ours", "original")
 
 # --- model, task, optimizer, paths --------------------------------------------------------------
 
@@ -113,12 +115,17 @@ class OptimConfig:
         warmup_ratio: Fraction of a stage's steps warming the weight lr up.
         max_grad_norm: Clip norm of the weight gradients (None or <= 0: no clipping); CoFi: 1.0.
             Log-alphas and multipliers are never clipped.
+        clip_over: The parameters whose gradient norm is clipped: ``optimized`` (the weights in
+            the optimizer) or ``model`` (every student and projection parameter with a gradient,
+            frozen embeddings included, as the original's ``clip_grad_norm_(model.parameters())``;
+            their gradients are then computed although nothing applies them).
         adam_eps: AdamW epsilon.
     """
 
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
     max_grad_norm: float | None = 1.0
+    clip_over: str = "optimized"
     adam_eps: float = 1.0e-8
 
     def __post_init__(self) -> None:
@@ -130,6 +137,12 @@ class OptimConfig:
         )
         at_least(self, "optim", ("weight_decay",), 0, strict=False)
         at_least(self, "optim", ("adam_eps",), 0, strict=True)
+        require(
+            self.clip_over in CLIP_OVER,
+            "optim.clip_over",
+            f"must be in {CLIP_OVER}",
+            self.clip_over,
+        )
 
 
 @dataclass
@@ -174,6 +187,8 @@ class TrainConfig:
             ``DONE.json`` exists.
         experiment_name: Output folder and W&B group (set by ``conf/experiment``).
         ablation_name: Set by ``conf/ablation``; recorded in ``results.json``.
+        fidelity_name: ``ours``, or ``original`` when ``conf/fidelity/original.yaml`` switched
+            to the original code's training choices; recorded in ``results.json``.
         run_name: Readable run name + a short hash of the config's identity (see
             ``cofi_lightning.config.identity``), so different configs never share a run dir.
         run_dir: The run directory (None: Hydra's output dir, ``outputs/<experiment>/<run_name>``).
@@ -185,6 +200,7 @@ class TrainConfig:
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     experiment_name: str = "default"
     ablation_name: str | None = None
+    fidelity_name: str = "ours"
     run_name: str = (
         "${task.name}_s${pruning.target_sparsity}_${cofi.default:${ablation_name},full}"
         "_seed${seed}_${cofi.config_hash:}"
@@ -211,6 +227,12 @@ class TrainConfig:
             "ablation",
             f"must be one of {ABLATIONS}",
             self.ablation_name,
+        )
+        require(
+            self.fidelity_name in FIDELITIES,
+            "fidelity",
+            f"must be one of {FIDELITIES}",
+            self.fidelity_name,
         )
         stages = list(self.stages)
         require(bool(stages), "stages", "must list at least one stage")

@@ -14,6 +14,7 @@ from cofi_lightning.masks import UNIT_NAMES
 
 SCHEDULES: tuple[str, ...] = ("linear", "constant")
 LAYER_MAPPINGS: tuple[str, ...] = ("dynamic", "fixed")
+LAYER_LOSS_TOKENS: tuple[str, ...] = ("real", "all")
 SELECT_ON: tuple[str, ...] = ("deterministic", "expected")
 
 
@@ -114,6 +115,9 @@ class PruningConfig(StageConfig):
         select_on: Which sparsity s that window reads: ``deterministic`` (the real sparsity of the
             deterministic masks, i.e. of the export) or ``expected`` (the gates' ŝ, as CoFi).
         checkpoint_every_steps: Resume granularity (``last.ckpt``) of every stage.
+        restart_optimizer: When the masks switch on, reset the weights' AdamW state and restart
+            their schedule over the remaining steps (the original re-creates its optimizer and
+            linear schedule there); False keeps one optimizer and schedule for the whole stage.
         structure_dir: Finetune-only runs: a ``prune/best`` dir (``masks.pt``, ``student.pt``).
         finetune: The finetune stage.
     """
@@ -135,6 +139,7 @@ class PruningConfig(StageConfig):
     sparsity_epsilon: float = 0.01
     select_on: str = "deterministic"
     checkpoint_every_steps: int = 200
+    restart_optimizer: bool = False
     structure_dir: str | None = None
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
@@ -192,6 +197,13 @@ class DistillConfig:
         alpha_pred / alpha_layer: Loss weights (paper pairs (layer, pred): (0.9, 0.1), (0.7, 0.3),
             (0.5, 0.5)); ``alpha_layer=0`` turns layer distillation off.
         layer_mapping: ``dynamic`` (CoFi) or ``fixed`` teacher -> student layer matching.
+        layer_loss_tokens: Which positions the layer MSE averages over: ``real`` tokens, or
+            ``all`` positions of the batch (padding included, as the original).
+        teacher_cache: Read the teacher's logits and distilled hidden states from an on-disk
+            cache built once per (teacher weights, training features, layers) and shared by
+            every job that needs it, instead of running the teacher at every step
+            (``cofi_lightning.teacher_cache``). Needs ``layer_loss_tokens=real``: the states at
+            padding positions depend on the batch.
         teacher_training: The teacher stage.
     """
 
@@ -203,6 +215,8 @@ class DistillConfig:
     alpha_pred: float = 0.1
     alpha_layer: float = 0.9
     layer_mapping: str = "dynamic"
+    layer_loss_tokens: str = "real"
+    teacher_cache: bool = True
     teacher_training: TeacherTrainingConfig = field(default_factory=TeacherTrainingConfig)
 
     def __post_init__(self) -> None:
@@ -213,4 +227,16 @@ class DistillConfig:
             "distill.layer_mapping",
             f"must be in {LAYER_MAPPINGS}",
             self.layer_mapping,
+        )
+        require(
+            self.layer_loss_tokens in LAYER_LOSS_TOKENS,
+            "distill.layer_loss_tokens",
+            f"must be in {LAYER_LOSS_TOKENS}",
+            self.layer_loss_tokens,
+        )
+        require(
+            not (self.teacher_cache and self.layer_loss_tokens == "all"),
+            "distill.teacher_cache",
+            "needs distill.layer_loss_tokens=real (the teacher's states at padding positions "
+            "depend on the batch, so they cannot be cached); set distill.teacher_cache=false",
         )

@@ -36,7 +36,25 @@ FEATURE_VERSION = 1
 
 #: Sequence columns and their padding values (``None``: the tokenizer's pad id).
 _SEQUENCE_PAD: dict[str, int | None] = {"input_ids": None, "attention_mask": 0, "token_type_ids": 0}
-_SCALAR_KEYS = ("labels", "start_positions", "end_positions", "feature_index")
+_SCALAR_KEYS = ("labels", "start_positions", "end_positions", "feature_index", "example_index")
+
+
+class IndexedDataset(torch.utils.data.Dataset):
+    """A training dataset whose rows also carry their position (``example_index``), so a batch
+    can be matched with per-example data computed once, e.g. the teacher cache."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {**self.dataset[index], "example_index": int(index)}
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        rows = self.dataset.__getitems__(list(indices))
+        return [{**row, "example_index": int(i)} for row, i in zip(rows, indices, strict=True)]
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -74,8 +92,8 @@ class PadCollator:
     Returns (from ``__call__``):
         ``input_ids``, ``attention_mask``, ``token_type_ids``: ``[B, T]`` int64, with ``T`` the
         longest sequence (or ``pad_to``); and whichever of ``labels`` (``[B]``),
-        ``start_positions``, ``end_positions``, ``feature_index`` (``[B]`` int64) the features
-        carry.
+        ``start_positions``, ``end_positions``, ``feature_index``, ``example_index`` (``[B]``
+        int64) the features carry.
     """
 
     def __init__(self, pad_token_id: int, pad_to: int | None = None, float_labels: bool = False):
@@ -179,6 +197,8 @@ class TaskDataModule(L.LightningDataModule):
         self.seed = int(seed)
         #: ``{"<split>/<kind>": True if the features came from the cache}``, filled by ``setup``.
         self.cache_hits: dict[str, bool] = {}
+        #: ``{"<split>/<kind>": the features' cache key}`` (what they depend on, hashed).
+        self.feature_keys: dict[str, str] = {}
         self.save_hyperparameters(ignore=["tokenizer"])
 
     @property
@@ -239,6 +259,7 @@ class TaskDataModule(L.LightningDataModule):
         path.parent.mkdir(parents=True, exist_ok=True)
         hit = path.is_file()
         self.cache_hits[f"{split}/{kind}"] = hit
+        self.feature_keys[f"{split}/{kind}"] = digest
         log.info(
             "%s %s/%s features: %s %s",
             self.task.name,
@@ -268,8 +289,8 @@ class TaskDataModule(L.LightningDataModule):
         return PadCollator(self.tokenizer.pad_token_id, pad_to, float_labels)
 
     def _loader(self, ds: Dataset, batch_size: int, shuffle: bool, **collate: Any) -> DataLoader:
-        """Training (``shuffle``): resumable mid-epoch, order seeded by ``(seed, epoch)``.
-        Evaluation: file order; under DDP each example on exactly one rank."""
+        """Training (``shuffle``): resumable mid-epoch, order seeded by ``(seed, epoch)``, rows
+        carry ``example_index``. Evaluation: file order; under DDP each example on one rank."""
         common = dict(
             batch_size=batch_size,
             num_workers=self.num_workers,
@@ -278,7 +299,7 @@ class TaskDataModule(L.LightningDataModule):
         )
         if shuffle:
             sampler = EpochShuffleSampler(len(ds), self.seed)
-            return ResumableDataLoader(ds, sampler=sampler, **common)
+            return ResumableDataLoader(IndexedDataset(ds), sampler=sampler, **common)
         return DataLoader(ds, sampler=eval_sampler(ds), **common)
 
     @staticmethod

@@ -64,7 +64,8 @@ class Run:
     Args:
         run_dir: Directory of the ``results.json``.
         task: GLUE / SQuAD task name.
-        ablation: Ablation name; ``"full"`` for full CoFi (``null`` in the results).
+        ablation: Ablation name; ``"full"`` for full CoFi (``null`` in the results), with
+            ``+original`` appended for a ``fidelity=original`` run.
         target_sparsity: Configured target, a fraction in [0, 1).
         sparsity: Encoder sparsity measured on the exported model, a fraction.
         main_metric: Name of the task's main metric (key of ``pruned`` / ``teacher``).
@@ -217,7 +218,7 @@ def parse_results(path: Path) -> Run:
     return Run(
         run_dir=path.parent,
         task=str(data["task"]),
-        ablation=str(data.get("ablation") or "full"),
+        ablation=_variant(data),
         target_sparsity=_number(data, "target_sparsity"),
         sparsity=_number(data, "sparsity"),
         main_metric=str(main),
@@ -313,3 +314,11 @@ def _optional_number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         return None
     return float(value)
+
+
+def _variant(data: dict) -> str:
+    """The run's row label: its ablation (``full`` for full CoFi), suffixed ``+original`` when
+    it ran with the original code's training choices (``fidelity=original``)."""
+    ablation = str(data.get("ablation") or "full")
+    fidelity = data.get("fidelity") or "ours"
+    return ablation if fidelity == "ours" else f"{ablation}+{fidelity}"

@@ -33,9 +33,12 @@ def test_rte_batches_keys_dtypes_and_dynamic_padding(tokenizer, data_dir, tmp_pa
     dm.setup("fit")
     assert len(dm.train_dataset) == 64 and len(dm.eval_datasets["validation"]) == 40
     batch = next(iter(dm.train_dataloader()))
-    assert set(batch) == MODEL_KEYS
+    assert set(batch) == MODEL_KEYS | {"example_index"}
     assert batch["input_ids"].shape[0] == 16 and batch["labels"].dtype == torch.long
-    assert all(batch[k].dtype == torch.long for k in MODEL_KEYS)
+    assert all(batch[k].dtype == torch.long for k in MODEL_KEYS | {"example_index"})
+    for row, index in enumerate(batch["example_index"].tolist()):  # each row knows its example
+        ids = dm.train_dataset[index]["input_ids"]
+        assert batch["input_ids"][row, : len(ids)].tolist() == ids
     lengths = batch["attention_mask"].sum(1)
     assert batch["input_ids"].shape[1] == lengths.max() <= 128  # padded to the batch's longest
     pad = batch["attention_mask"] == 0

@@ -124,6 +124,7 @@ def test_train_batches_point_at_answers(squad_dm, data_dir) -> None:
         "token_type_ids",
         "start_positions",
         "end_positions",
+        "example_index",
     }
     assert batch["input_ids"].shape[1] <= 384
     assert (batch["end_positions"] >= batch["start_positions"]).all()
