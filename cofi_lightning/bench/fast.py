@@ -60,7 +60,7 @@ def _padded(linear: nn.Linear, rows: int, cols: int) -> nn.Linear:
 
 def _check_no_masks(module: nn.Module, masks) -> None:
     values = masks._asdict().values() if hasattr(masks, "_asdict") else vars(masks).values()
-    if any(v is not None for v in values):
+    if any(v is not None and v is not False for v in values):  # no mask, nothing removed
         raise ValueError(f"{type(module).__name__} is an inference rewrite and takes no masks")
     if module.training:
         raise RuntimeError(f"{type(module).__name__} runs in eval mode only")

@@ -20,7 +20,7 @@ from transformers.modeling_outputs import QuestionAnsweringModelOutput, Sequence
 # Relative imports only (and no other package import outside ``try``): exported checkpoints ship
 # these files as ``trust_remote_code`` modules for users who do not have cofi-lightning installed.
 from .configuration import CoFiBertConfig
-from .layers import CoFiBertEmbeddings, CoFiBertEncoder, LayerMasks
+from .layers import CoFiBertEmbeddings, CoFiBertEncoder, LayerMasks, kept_units
 from .pruning import prune_model
 
 if TYPE_CHECKING:
@@ -174,12 +174,14 @@ def split_masks(masks: Masks | None, num_layers: int) -> tuple[list[LayerMasks],
     def row(t: torch.Tensor | None, i: int) -> torch.Tensor | None:
         return None if t is None else t[i]
 
+    kept = kept_units(masks.head_layer, masks.head, masks.mlp, masks.intermediate)
     layers = [
         shared._replace(
             head=row(masks.head, i),
             head_layer=row(masks.head_layer, i),
             intermediate=row(masks.intermediate, i),
             mlp=row(masks.mlp, i),
+            **(kept[i] if kept else {}),
         )
         for i in range(num_layers)
     ]

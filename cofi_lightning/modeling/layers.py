@@ -18,8 +18,11 @@ and the weight is much smaller than a batch of activations.
 A sublayer whose layer mask is zero, or all of whose heads / FFN dimensions are zero, is *removed*:
 the residual passes through with no bias and no LayerNorm, which is exactly what the physically
 pruned model computes (the original code kept the output bias and LayerNorm when only the heads were
-all zero, so its masked and pruned models disagreed). The choice is made with ``torch.where``, never
-with a host sync.
+all zero, so its masked and pruned models disagreed). The choice is made with ``torch.where``.
+In eager mode the units whose mask is exactly 0 are not computed at all (closed heads' Q/K/V rows,
+closed FFN dims, removed sublayers; one host sync per forward reads which): the same numbers, the
+same gradients and the same dropout random stream, for a step whose cost falls with the sparsity
+(``tests/modeling/test_skip_closed_units.py``). Under ``torch.compile`` every unit is computed.
 """
 
 from __future__ import annotations
@@ -33,7 +36,13 @@ from transformers.activations import ACT2FN
 
 
 class LayerMasks(NamedTuple):
-    """The mask tensors one encoder layer needs (None = not masked)."""
+    """The mask tensors one encoder layer needs (None = not masked).
+
+    ``*_index`` / ``*_removed`` say which units are non-zero (read once per forward, see
+    :func:`kept_units`): computing only those is exact, because a unit whose mask is exactly 0
+    contributes nothing and receives no gradient (its hard-concrete gate is clamped at 0, where
+    the clamp's gradient is 0 too).
+    """
 
     hidden: torch.Tensor | None = None  # [H]
     hidden_keep: torch.Tensor | None = None  # [H], 1.0 where hidden != 0
@@ -41,6 +50,113 @@ class LayerMasks(NamedTuple):
     head_layer: torch.Tensor | None = None  # scalar
     intermediate: torch.Tensor | None = None  # [m]
     mlp: torch.Tensor | None = None  # scalar
+    head_index: torch.Tensor | None = None  # [n_kept] long; None: every head is computed
+    intermediate_index: torch.Tensor | None = None  # [m_kept] long; None: every dim
+    attention_removed: bool = False  # the layer gate or every head is 0
+    ffn_removed: bool = False  # the layer gate or every FFN dim is 0
+
+
+#: Compute only the units whose mask is non-zero (an exact speed-up; tests switch it off to
+#: compare with computing everything).
+SKIP_CLOSED_UNITS = True
+
+
+def kept_units(
+    head_layer: torch.Tensor | None,
+    head: torch.Tensor | None,
+    mlp: torch.Tensor | None,
+    intermediate: torch.Tensor | None,
+) -> list[dict]:
+    """Per layer: the ``head_index`` / ``intermediate_index`` / ``*_removed`` fields of
+    :class:`LayerMasks`, from masks ``[L]``, ``[L, n]``, ``[L]``, ``[L, m]`` (None: unmasked).
+
+    One host sync for all layers (a single copy of the non-zero pattern to the CPU); none under
+    ``torch.compile``, which computes every unit. An index is None when every unit of that
+    layer is kept, so unmasked layers take the usual path.
+    """
+    given = [t for t in (head_layer, head, mlp, intermediate) if t is not None]
+    if not given or not SKIP_CLOSED_UNITS or torch.compiler.is_compiling():
+        return []  # compiled: one static graph of the full computation, no sync
+    num_layers, device = given[0].shape[0], given[0].device
+    flat = [(t != 0).reshape(num_layers, -1) for t in given]
+    columns = torch.cat(flat, dim=1).cpu().split([f.shape[1] for f in flat], dim=1)  # one sync
+    names = [
+        n
+        for n, t in zip(
+            ("layer_a", "heads", "layer_f", "dims"),
+            (head_layer, head, mlp, intermediate),
+            strict=True,
+        )
+        if t is not None
+    ]
+    nonzero = dict(zip(names, columns, strict=True))  # name -> [L, width] bool
+    out = []
+    for i in range(num_layers):
+        row = {name: flags[i] for name, flags in nonzero.items()}
+        layer_a, heads = row.get("layer_a"), row.get("heads")
+        layer_f, dims = row.get("layer_f"), row.get("dims")
+        fields: dict = {
+            "attention_removed": bool(
+                (layer_a is not None and not layer_a.all())
+                or (heads is not None and not heads.any())
+            ),
+            "ffn_removed": bool(
+                (layer_f is not None and not layer_f.all()) or (dims is not None and not dims.any())
+            ),
+        }
+        if heads is not None and not heads.all():
+            fields["head_index"] = torch.nonzero(heads).flatten().to(device)
+        if dims is not None and not dims.all():
+            fields["intermediate_index"] = torch.nonzero(dims).flatten().to(device)
+        out.append(fields)
+    return out
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a linear layer's output has for input ``x`` (autocast's, when it is on)."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
+def _replay_dropout(p: float, shape: tuple[int, ...], x: torch.Tensor) -> None:
+    """Draw the dropout noise a skipped computation would have drawn, and discard it.
+
+    A removed sublayer still applies dropout in the full computation; drawing the same noise
+    (dropout's ``bernoulli_`` on a tensor of that shape and dtype) keeps the random stream, and
+    so every later dropout mask, identical to computing everything (on the CPU; CUDA's fused
+    dropout draws its numbers differently, so there the stream is only statistically the same).
+    """
+    if p > 0:
+        torch.empty(shape, dtype=_compute_dtype(x), device=x.device).bernoulli_(1 - p)
+
+
+def _keep_zero_grads(x: torch.Tensor, *modules: nn.Module) -> torch.Tensor:
+    """``x`` (unchanged) tied to ``modules``' parameters with weight 0, so they get zero
+    gradients, as they do when a removed sublayer is computed and then discarded.
+
+    None instead of 0 would change the optimizer step: AdamW skips a parameter without a
+    gradient, but moves one with a zero gradient by its momentum (and decays it)."""
+    if not torch.is_grad_enabled():
+        return x
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    if not params:
+        return x
+    return x + torch.stack([p.sum() for p in params]).sum().to(x.dtype) * 0
+
+
+def _attention_with_dropout(q, k, v, attn_mask, p: float, keep: torch.Tensor, n: int):
+    """Attention of the kept heads ``q, k, v [B, k, S, d]`` with the dropout noise that
+    ``scaled_dot_product_attention`` would draw for all ``n`` heads, restricted to the kept ones:
+    the same numbers as the full computation's kept heads, and the same random stream after it.
+    (The CPU math path of SDPA: scale, masked softmax, then ``bernoulli_`` noise / (1 - p).)"""
+    scale = q.shape[-1] ** -0.5
+    scores = (q * scale**0.5) @ (k * scale**0.5).transpose(-2, -1)  # [B, k, S, S]
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    B, _, S, _ = probs.shape
+    noise = torch.empty((B, n, S, S), dtype=probs.dtype, device=probs.device).bernoulli_(1 - p)
+    return (probs * noise.index_select(1, keep).div_(1 - p)) @ v
 
 
 def masked_layer_norm(x: torch.Tensor, ln: nn.LayerNorm, keep: torch.Tensor | None) -> torch.Tensor:
@@ -134,8 +250,12 @@ class SublayerOutput(nn.Module):
         alive: torch.Tensor | None,
         unit_z: torch.Tensor | None = None,
         reuse_residual: bool = False,
+        in_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``x [B, S, in]``, ``residual [B, S, H]`` -> ``[B, S, H]``; ``alive``: bool scalar.
+
+        ``in_index [in]``: ``x`` holds only these input units of the projection (the kept
+        heads' dims / FFN dims); ``unit_z`` is then given for those units only.
 
         ``unit_z [in]`` (head mask repeated over each head's dims, or the FFN mask) scales the
         projection's inputs and ``layer_z · hidden`` its outputs. Both are folded into the weight
@@ -167,6 +287,8 @@ class SublayerOutput(nn.Module):
             flat += self.dense.bias
             return self.LayerNorm(residual)
         weight, bias = self.dense.weight, self.dense.bias
+        if in_index is not None:
+            weight = weight.index_select(1, in_index)  # [H, in_kept]
         out_z = layer_z
         if masks.hidden is not None:
             out_z = masks.hidden if out_z is None else out_z * masks.hidden
@@ -220,21 +342,45 @@ class CoFiBertAttention(nn.Module):
 
         ``reuse_input``: ``x`` may be overwritten (see ``SublayerOutput``).
         """
-        B, S, _ = x.shape
+        B, S, H = x.shape
         n, d = self.num_heads, self.head_size
+        p = self.dropout_p if self.training else 0.0
+        if masks.attention_removed:  # the residual passes through (see the module docstring)
+            _replay_dropout(p, (B, n, S, S), x)
+            _replay_dropout(self.output.dropout.p if self.training else 0.0, (B, S, H), x)
+            return _keep_zero_grads(x, self)
+        keep, dims = masks.head_index, None
+        kept = n if keep is None else keep.numel()
 
-        def heads(t: torch.Tensor) -> torch.Tensor:  # [B, S, n*d] -> [B, n, S, d]
-            return t.view(B, S, n, d).transpose(1, 2)
+        def project(linear: nn.Linear) -> torch.Tensor:  # [B, S, H] -> [B, kept, S, d]
+            if dims is None:
+                out = linear(x)
+            else:
+                out = F.linear(x, linear.weight.index_select(0, dims), linear.bias[dims])
+            return out.view(B, S, kept, d).transpose(1, 2)
 
-        q, k, v = heads(self.self.query(x)), heads(self.self.key(x)), heads(self.self.value(x))
-        ctx = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout_p if self.training else 0.0
-        )  # [B, n, S, d]
-        ctx = ctx.transpose(1, 2).reshape(B, S, n * d)
-        head_z = None if masks.head is None else masks.head.repeat_interleave(d)  # [n*d]
+        if keep is not None:  # only the kept heads' rows of Q, K, V
+            dims = (keep[:, None] * d + torch.arange(d, device=keep.device)).flatten()
+        q, k, v = project(self.self.query), project(self.self.key), project(self.self.value)
+        if keep is not None and p > 0:
+            ctx = _attention_with_dropout(q, k, v, attn_mask, p, keep, n)
+        else:
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        ctx = ctx.transpose(1, 2).reshape(B, S, kept * d)  # [B, S, kept*d]
+        head_z = None
+        if masks.head is not None:
+            z = masks.head if keep is None else masks.head.index_select(0, keep)
+            head_z = z.repeat_interleave(d)  # [kept*d]
         alive = _alive(masks.head_layer, masks.head)
         return self.output(
-            ctx, x, masks.head_layer, masks, alive, unit_z=head_z, reuse_residual=reuse_input
+            ctx,
+            x,
+            masks.head_layer,
+            masks,
+            alive,
+            unit_z=head_z,
+            reuse_residual=reuse_input,
+            in_index=dims,
         )
 
 
@@ -290,11 +436,28 @@ class CoFiBertLayer(nn.Module):
             layer_input = x
             x = self.attention(x, attn_mask, masks, reuse_input=reuse_input)
             reuse_input = reuse_input or x is not layer_input  # a fresh tensor nobody else holds
-        if self.intermediate is not None:
-            h = self.intermediate(x)
+        if self.intermediate is not None and masks.ffn_removed:
+            _replay_dropout(self.output.dropout.p if self.training else 0.0, x.shape, x)
+            x = _keep_zero_grads(x, self.intermediate, self.output)
+        elif self.intermediate is not None:
+            keep, unit_z = masks.intermediate_index, masks.intermediate
+            if keep is None:
+                h = self.intermediate(x)
+            else:  # only the kept FFN dims
+                dense = self.intermediate.dense
+                pre = F.linear(x, dense.weight.index_select(0, keep), dense.bias[keep])
+                h = self.intermediate.intermediate_act_fn(pre)
+                unit_z = unit_z.index_select(0, keep)
             alive = _alive(masks.mlp, masks.intermediate)
             x = self.output(
-                h, x, masks.mlp, masks, alive, unit_z=masks.intermediate, reuse_residual=reuse_input
+                h,
+                x,
+                masks.mlp,
+                masks,
+                alive,
+                unit_z=unit_z,
+                reuse_residual=reuse_input,
+                in_index=keep,
             )
         return x
 
