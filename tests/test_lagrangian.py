@@ -139,3 +139,70 @@ def test_lambda_2_only_grows_and_the_masks_descend_the_penalty_it_shapes() -> No
         s1 = torch.sigmoid(log_alpha).item()
         assert abs(s1 - s_star) < abs(s0 - s_star)
         assert multipliers(torch.tensor(s1), target).item() < penalty.item()
+
+
+def test_reset_windup_zeroes_lambda_1_only_when_it_pushes_the_wrong_way() -> None:
+    m = LagrangeMultipliers()
+    opt = torch.optim.AdamW([multiplier_param_group(m, 0.1)])
+    with torch.no_grad():
+        m.lambda_1.fill_(-0.5)  # wound up while ŝ < t: pushes ŝ up
+        m.lambda_2.fill_(0.3)
+    opt.state[m.lambda_1]["exp_avg"] = torch.tensor(-1.0)
+    assert not m.reset_windup_(-0.1, opt)  # ŝ < t: the right way, kept
+    assert m.lambda_1.item() == -0.5 and m.lambda_1 in opt.state
+    assert m.reset_windup_(0.05, opt)  # ŝ passed t, λ1 still pushes up: reset
+    assert m.lambda_1.item() == 0.0 and m.lambda_1 not in opt.state
+    assert m.lambda_2.item() == pytest.approx(0.3)  # the quadratic term is untouched
+
+
+def _simulate(reset: bool, steps: int = 240, ramp: int = 120, target: float = 0.6):
+    """Masks and multipliers alone on a 4-layer tiny BERT's shapes, with a task pressure that
+    resists pruning; returns ``[(t, ŝ)]`` per step."""
+    from tiny_bert import tiny_bert_kwargs
+    from transformers import BertConfig
+
+    from cofi_lightning.masks import CoFiMasks
+    from cofi_lightning.modeling import CoFiBertConfig
+
+    config = CoFiBertConfig.from_bert_config(
+        BertConfig(**tiny_bert_kwargs(num_hidden_layers=4, intermediate_size=64)), num_labels=2
+    )
+    masks, m = CoFiMasks(config), LagrangeMultipliers()
+    opt = torch.optim.AdamW(
+        [
+            {"params": masks.mask_parameters(), "lr": 0.1, "weight_decay": 0.0},
+            multiplier_param_group(m, 0.1),
+        ]
+    )
+    g = torch.Generator().manual_seed(0)
+    importance = {
+        u: torch.rand(gate.log_alpha.shape, generator=g) ** 3 for u, gate in masks.gates.items()
+    }
+    out = []
+    for step in range(steps):
+        t = target_sparsity(step, target=target, warmup_steps=ramp)
+        z = masks.sample(masks.noise(g))
+        task = sum((importance[u] * (1 - v)).sum() for u, v in z.items()) * 0.02
+        s_hat = masks.expected_sparsity()
+        if reset:
+            m.reset_windup_(float(s_hat) - t, opt)
+        (task + m(s_hat, t)).backward()
+        opt.step()
+        opt.zero_grad()
+        masks.clamp_()
+        out.append((t, float(s_hat.detach())))
+    return out
+
+
+def test_the_reset_damps_the_lag_and_the_overshoot() -> None:
+    plain, damped = _simulate(reset=False), _simulate(reset=True)  # ramp: steps 0..120
+
+    def lag(run):
+        return max(t - s for t, s in run[:120])
+
+    def overshoot(run):  # ŝ ahead of t, from mid-ramp on
+        return max(s - t for t, s in run[60:])
+
+    assert overshoot(damped) < 0.5 * overshoot(plain)
+    assert lag(damped) < 0.75 * lag(plain)
+    assert max(abs(s - t) for t, s in damped[-40:]) < 0.02

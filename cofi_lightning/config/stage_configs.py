@@ -111,6 +111,9 @@ class PruningConfig(StageConfig):
             Lagrangian switch on (CoFi README: 1 epoch large GLUE, 4 small).
         lagrangian_warmup_epochs / lagrangian_warmup_steps: Linear ramp of t from
             ``start_sparsity`` to the target (paper: 2 epochs large GLUE, 20 small).
+        multiplier_reset: Anti-windup of the Lagrangian: zero λ1 and its optimizer state when it
+            pushes ŝ away from t (see ``LagrangeMultipliers.reset_windup_``); False is the
+            original's plain ascent.
         sparsity_epsilon: An evaluation competes for "best" when |s − t| <= epsilon.
         select_on: Which sparsity s that window reads: ``deterministic`` (the real sparsity of the
             deterministic masks, i.e. of the export) or ``expected`` (the gates' ŝ, as CoFi).
@@ -136,6 +139,7 @@ class PruningConfig(StageConfig):
     pre_pruning_steps: int | None = None
     lagrangian_warmup_epochs: float = 2.0
     lagrangian_warmup_steps: int | None = None
+    multiplier_reset: bool = True
     sparsity_epsilon: float = 0.01
     select_on: str = "deterministic"
     checkpoint_every_steps: int = 200

@@ -121,4 +121,5 @@ def test_fidelity_original_composes_the_original_choices(compose_train):
     assert original.pruning.restart_optimizer and not ours.pruning.restart_optimizer
     assert (original.optim.clip_over, ours.optim.clip_over) == ("model", "optimized")
     assert (original.pruning.select_on, ours.pruning.select_on) == ("expected", "deterministic")
+    assert ours.pruning.multiplier_reset and not original.pruning.multiplier_reset
     assert config_hash(original_cfg) != config_hash(ours_cfg)  # another run directory
