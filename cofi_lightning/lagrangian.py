@@ -98,7 +98,6 @@ class LagrangeMultipliers(nn.Module):
         gap = expected_sparsity - target
         return self.lambda_1 * gap + self.lambda_2 * gap * gap
 
-
     @torch.no_grad()
     def reset_windup_(self, gap: float, optimizer: torch.optim.Optimizer | None = None) -> bool:
         """Anti-windup: zero λ1 (and its optimizer moments) when it pushes ŝ away from t.

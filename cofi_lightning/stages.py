@@ -158,9 +158,41 @@ def teacher_stage(ctx: RunContext) -> dict[str, Any]:
     return {"teacher_dir": str(out), "metrics": metrics}
 
 
+def _uniform_structure(ctx: RunContext, student: torch.nn.Module) -> dict[str, Any]:
+    """``pruning.method=uniform``: write the baseline's structure where the prune stage writes
+    CoFi's best one (``prune/best``), with the pretrained weights; nothing is trained."""
+    from cofi_lightning.uniform import uniform_masks
+
+    p = ctx.cfg.pruning
+    masks, sparsity = uniform_masks(
+        student, CoFiMasks(student.config, units=list(p.units)), p.target_sparsity
+    )
+    best_dir = ctx.run_dir / "prune" / "best"
+    metrics = ctx.evaluate(student.prune(masks))
+    meta = {
+        "step": 0,
+        "metric": metrics.get(ctx.task.main_metric_key),
+        "main_metric": f"val/{ctx.task.main_metric_key}",
+        "expected_sparsity": sparsity,
+        "deterministic_sparsity": sparsity,
+        "reached_target": abs(sparsity - p.target_sparsity) <= p.sparsity_epsilon,
+        "method": "uniform",
+    }
+    if is_global_zero():
+        best_dir.mkdir(parents=True, exist_ok=True)
+        torch.save(dict(masks.items()), best_dir / "masks.pt")
+        torch.save(student.state_dict(), best_dir / "student.pt")
+        (best_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+    barrier()
+    rank_zero_info(f"[prune] uniform structure at sparsity {sparsity:.3f}: nothing to train")
+    return {"structure_dir": str(best_dir), "best": meta, "metrics": metrics}
+
+
 def prune_stage(ctx: RunContext) -> dict[str, Any]:
     cfg, p = ctx.cfg, ctx.cfg.pruning
     student = ctx.load_model(cfg.model.pretrained)
+    if p.method == "uniform":
+        return _uniform_structure(ctx, student)
     system = CoFiSystem(
         student,
         task=ctx.task.name,

@@ -16,6 +16,7 @@ SCHEDULES: tuple[str, ...] = ("linear", "constant")
 LAYER_MAPPINGS: tuple[str, ...] = ("dynamic", "fixed")
 LAYER_LOSS_TOKENS: tuple[str, ...] = ("real", "all")
 SELECT_ON: tuple[str, ...] = ("deterministic", "expected")
+METHODS: tuple[str, ...] = ("cofi", "uniform")
 
 
 @dataclass
@@ -103,6 +104,9 @@ class PruningConfig(StageConfig):
     when given, wins.
 
     Attributes:
+        method: ``cofi`` learns the structure; ``uniform`` is the simple baseline: every layer
+            keeps the same number of heads and FFN dims, those of largest weight norm, at the
+            target sparsity (``cofi_lightning.uniform``), and the prune stage trains nothing.
         target_sparsity: Final target t of the encoder parameters, in [0, 1).
         start_sparsity: t at the first pruning step (0 in CoFi).
         units: Mask types (``hidden``, ``head``, ``head_layer``, ``intermediate``, ``mlp``).
@@ -129,6 +133,7 @@ class PruningConfig(StageConfig):
 
     epochs: int = 20
     eval_every_steps: int | None = 500
+    method: str = "cofi"
     target_sparsity: float = 0.95
     start_sparsity: float = 0.0
     units: list[str] = field(
@@ -171,6 +176,7 @@ class PruningConfig(StageConfig):
             strict=False,
         )
         at_least(self, "pruning", ("checkpoint_every_steps",), 1, strict=False)
+        require(self.method in METHODS, "pruning.method", f"must be in {METHODS}", self.method)
         require(
             self.select_on in SELECT_ON,
             "pruning.select_on",

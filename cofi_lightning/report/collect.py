@@ -65,7 +65,7 @@ class Run:
         run_dir: Directory of the ``results.json``.
         task: GLUE / SQuAD task name.
         ablation: Ablation name; ``"full"`` for full CoFi (``null`` in the results), with
-            ``+original`` appended for a ``fidelity=original`` run.
+            ``+original`` appended for a ``fidelity=original`` run; ``uniform`` for the baseline.
         target_sparsity: Configured target, a fraction in [0, 1).
         sparsity: Encoder sparsity measured on the exported model, a fraction.
         main_metric: Name of the task's main metric (key of ``pruned`` / ``teacher``).
@@ -318,7 +318,10 @@ def _optional_number(value: Any) -> float | None:
 
 def _variant(data: dict) -> str:
     """The run's row label: its ablation (``full`` for full CoFi), suffixed ``+original`` when
-    it ran with the original code's training choices (``fidelity=original``)."""
+    it ran with the original code's training choices (``fidelity=original``); ``uniform`` for
+    the uniform-width baseline (``pruning.method=uniform``)."""
+    if data.get("method") == "uniform":
+        return "uniform"
     ablation = str(data.get("ablation") or "full")
     fidelity = data.get("fidelity") or "ours"
     return ablation if fidelity == "ours" else f"{ablation}+{fidelity}"
