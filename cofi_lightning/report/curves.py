@@ -24,7 +24,7 @@ from cofi_lightning.report.plots import ablation_colors, slug, teacher_line
 from cofi_lightning.report.tables import Group
 
 LOG_GLOB = "prune/csv/version_*/metrics.csv"
-EXPECTED, TARGET = "sparsity/expected", "sparsity/target"
+EXPECTED, TARGET, REAL = "sparsity/expected", "sparsity/target", "sparsity/deterministic"
 
 
 @dataclass
@@ -35,6 +35,8 @@ class PruneCurve:
         expected: Expected encoder sparsity ŝ of the sampled masks (fraction).
         target: The Lagrangian's target t at that step (fraction).
         metric: Validation main metric (%), at each evaluation.
+        real: Real sparsity of the deterministic masks (what would be exported), at each
+            evaluation.
         selected: ``(step, metric)`` of the evaluation whose masks were exported (the prune
             stage's ``DONE.json``), if known.
     """
@@ -42,6 +44,7 @@ class PruneCurve:
     expected: list[tuple[int, float]] = field(default_factory=list)
     target: list[tuple[int, float]] = field(default_factory=list)
     metric: list[tuple[int, float]] = field(default_factory=list)
+    real: list[tuple[int, float]] = field(default_factory=list)
     selected: tuple[int, float] | None = None
 
 
@@ -54,7 +57,7 @@ def read_prune_curve(run_dir: Path, main_metric: str) -> PruneCurve | None:
     files = sorted(Path(run_dir).glob(LOG_GLOB), key=_version)
     if not files:
         return None
-    series: dict[str, dict[int, float]] = {EXPECTED: {}, TARGET: {}, "metric": {}}
+    series: dict[str, dict[int, float]] = {EXPECTED: {}, TARGET: {}, "metric": {}, REAL: {}}
     for path in files:
         with path.open(newline="") as handle:
             reader = csv.DictReader(handle)
@@ -63,17 +66,19 @@ def read_prune_curve(run_dir: Path, main_metric: str) -> PruneCurve | None:
                 step = _float(row.get("step"))
                 if step is None:
                     continue
-                for key, column in ((EXPECTED, EXPECTED), (TARGET, TARGET), ("metric", metric_key)):
+                columns = {EXPECTED: EXPECTED, TARGET: TARGET, "metric": metric_key, REAL: REAL}
+                for key, column in columns.items():
                     value = _float(row.get(column)) if column else None
                     if value is not None:
                         series[key][int(step)] = value
-    curve = PruneCurve(*(sorted(series[k].items()) for k in (EXPECTED, TARGET, "metric")))
+    curve = PruneCurve(*(sorted(series[k].items()) for k in (EXPECTED, TARGET, "metric", REAL)))
     curve.selected = _selected(prune_best(Path(run_dir)))
     return curve
 
 
 def plot_prune_curves(groups: Sequence[Group], out_dir: Path) -> list[Path]:
-    """Per (task, target sparsity): ŝ and t (top) and the validation metric (bottom) per step.
+    """Per (task, target sparsity): ŝ, t and the real sparsity at each evaluation (top) and the
+    validation metric (bottom) per step.
 
     One colour per ablation, as in the other plots (every seed drawn, thin); the teacher's metric
     is the dashed line; a star (and a dotted line above it) marks the evaluation whose masks were
@@ -98,6 +103,8 @@ def plot_prune_curves(groups: Sequence[Group], out_dir: Path) -> list[Path]:
             label = None if run.ablation in labelled else run.ablation
             labelled.add(run.ablation)
             top.plot(*_xy(curve.expected, 100), color=color, linewidth=1, label=label)
+            if curve.real:  # what the export would hold, at each evaluation
+                top.plot(*_xy(curve.real, 100), color=color, linestyle="none", marker="x", ms=3)
             if curve.metric:
                 bottom.plot(*_xy(curve.metric), color=color, marker=".", linewidth=1, label=label)
             if curve.selected is not None:
@@ -108,6 +115,7 @@ def plot_prune_curves(groups: Sequence[Group], out_dir: Path) -> list[Path]:
         if target_curve:
             top.plot(*_xy(target_curve, 100), "k--", linewidth=1, label="target t")
         teacher_line(bottom, cell)
+        top.plot([], [], "kx", ms=3, label="real sparsity at evaluations")
         top.set_ylabel("expected sparsity ŝ (%)")
         top.set_title(f"{task}, target {100 * target:g}%: prune stage")
         bottom.set_ylabel(f"validation {mine[0].main_metric} (%)")

@@ -12,7 +12,15 @@ from matplotlib.image import imread
 from cofi_lightning.report import collect_runs, write_report
 from cofi_lightning.report.curves import read_prune_curve
 
-COLUMNS = ["epoch", "step", "sparsity/expected", "sparsity/target", "train/loss", "val/accuracy"]
+COLUMNS = [
+    "epoch",
+    "step",
+    "sparsity/expected",
+    "sparsity/target",
+    "sparsity/deterministic",
+    "train/loss",
+    "val/accuracy",
+]
 
 
 def write_log(run_dir: Path, version: int, rows: list[dict]) -> None:
@@ -50,7 +58,7 @@ def test_resumed_attempts_merge_and_the_later_attempt_wins(tmp_path):
     first = [
         {"step": s, "sparsity/expected": 0.01 * s, "sparsity/target": 0.02 * s} for s in range(30)
     ]
-    first += [{"step": 19, "val/accuracy": 70.0}]
+    first += [{"step": 19, "val/accuracy": 70.0, "sparsity/deterministic": 0.21}]
     second = [
         {"step": s, "sparsity/expected": 0.5 + 0.001 * s, "sparsity/target": 0.02 * s}
         for s in range(20, 40)
@@ -68,6 +76,7 @@ def test_resumed_attempts_merge_and_the_later_attempt_wins(tmp_path):
     assert dict(curve.expected)[25] == 0.5 + 0.025  # replayed step: the later attempt's value
     assert dict(curve.expected)[10] == 0.1
     assert curve.metric == [(19, 70.0), (39, 75.5)]
+    assert curve.real == [(19, 0.21)]  # the export's sparsity at that evaluation
     assert dict(curve.target)[39] == 0.78
     assert read_prune_curve(tmp_path / "no_logs", "accuracy") is None
 
