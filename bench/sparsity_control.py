@@ -9,6 +9,11 @@ behind the ramp, the largest overshoot after mid-ramp, the largest |ŝ − t| fr
 ramp to the end, and how many steps after the ramp ŝ needs to stay within 0.02 of t::
 
     python bench/sparsity_control.py [--model DIR] [--pressure 0.02] [--out FILE]
+
+``--runs DIR...`` reports the same numbers for finished prune stages of real runs (their CSV logs,
+``--pre`` and ``--ramp`` giving the schedule) and plots ŝ against t for them (``--plot FILE``)::
+
+    python bench/sparsity_control.py --runs RUN... --pre 20 --ramp 150 --plot curves.png
 """
 
 from __future__ import annotations
@@ -53,11 +58,16 @@ def simulate(config, *, target, pre, ramp, steps, reg_lr, reset, pressure, seed=
         optimizer.zero_grad()
         masks.clamp_()
         trace.append((step, t, float(s_hat.detach())))
+    return _tracking(trace, pre, ramp)
+
+
+def _tracking(trace: list[tuple[int, float, float]], pre: int, ramp: int) -> dict:
+    """The control numbers of ``[(step, t, ŝ)]`` for a ramp over steps ``pre .. pre + ramp``."""
     end = pre + ramp
     after = [(step, abs(s - t)) for step, t, s in trace if step >= end]
     late = [step for step, gap in after if gap > 0.02]
     return {
-        "lag": max(t - s for step, t, s in trace if step < end),
+        "lag": max(t - s for step, t, s in trace if pre <= step < end),
         "overshoot": max(s - t for step, t, s in trace if step >= pre + ramp // 2),
         "max_gap_after_ramp": max(gap for _, gap in after),
         "settle_steps": (late[-1] + 1 - end) if late else 0,
@@ -65,12 +75,53 @@ def simulate(config, *, target, pre, ramp, steps, reg_lr, reset, pressure, seed=
     }
 
 
+def _real_runs(args) -> None:
+    import csv
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    rows = []
+    for run in args.runs:
+        path = sorted(Path(run).glob("prune/csv/version_*/metrics.csv"))[-1]
+        with path.open(newline="") as handle:
+            trace = [
+                (int(r["step"]), float(r["sparsity/target"]), float(r["sparsity/expected"]))
+                for r in csv.DictReader(handle)
+                if r.get("sparsity/target")
+            ]
+        best = json.loads((Path(run) / "prune" / "best" / "meta.json").read_text())
+        result = {k: round(v, 3) for k, v in _tracking(trace, args.pre, args.ramp).items()}
+        rows.append({"run": Path(run).name, **result, "selected": best})
+        print(json.dumps(rows[-1]))  # noqa: T201  (a CLI script's output)
+        ax.plot([s for s, _, _ in trace], [100 * v for _, _, v in trace], label=Path(run).name)
+    ax.plot([s for s, _, _ in trace], [100 * t for _, t, _ in trace], "k--", label="target t")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("expected sparsity ŝ (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    if args.plot:
+        fig.savefig(args.plot, dpi=100)
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
     parser.add_argument("--pressure", type=float, default=0.02)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--runs", nargs="*", default=None, help="run dirs with a prune stage")
+    parser.add_argument("--pre", type=int, default=0, help="with --runs: pre-pruning steps")
+    parser.add_argument("--ramp", type=int, default=0, help="with --runs: ramp steps")
+    parser.add_argument("--plot", default=None, help="with --runs: write the curves here")
     args = parser.parse_args()
+    if args.runs:
+        _real_runs(args)
+        return
     torch.set_num_threads(1)
     config = CoFiBertConfig.from_bert_config(AutoConfig.from_pretrained(args.model), num_labels=2)
     rows = []
