@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The SST-2 / MiniLM-L6 study, one job at a time, resumable, from the repository root:
+#   bash docs/results/sst2_study/jobs.sh list            # the jobs and whether they finished
+#   bash docs/results/sst2_study/jobs.sh run <job>...    # run (or resume) jobs, one core each
+#   bash docs/results/sst2_study/jobs.sh collect         # copy finished jobs' records here
+# Runs live in runs/sst2_study/<job>; `collect` keeps what the report needs (results.json, the
+# stages' DONE.json, CSV logs, config) under docs/results/sst2_study/runs/<job>/, so the report
+# regenerates from the repository alone:
+#   python -m cofi_lightning.report docs/results/sst2_study/runs out=docs/results/sst2_study
+set -euo pipefail
+ROOT=runs/sst2_study
+TEACHER=${TEACHER:-$ROOT/teacher/teacher/model}
+HERE=docs/results/sst2_study
+
+# budget b: pruning steps, distillation-only 5%, ramp a third, finetune a third, evaluations ~20
+budget() {
+  local b=$1
+  echo "pruning.max_steps=$b pruning.pre_pruning_steps=$((b / 20))" \
+    "pruning.lagrangian_warmup_steps=$((b / 3)) pruning.finetune.max_steps=$((b / 3))" \
+    "pruning.eval_every_steps=$((b / 20)) pruning.finetune.eval_every_steps=$((b / 20))"
+}
+
+declare -A JOBS
+JOBS[teacher]="'stages=[teacher]'"
+for b in 330 1000 3000; do
+  for t in 0.6 0.9; do
+    JOBS[full_b${b}_s${t}_seed57]="distill.teacher=$TEACHER pruning.target_sparsity=$t $(budget $b)"
+  done
+done
+for seed in 57 58 59; do
+  for t in 0.6 0.9; do
+    base="distill.teacher=$TEACHER pruning.target_sparsity=$t seed=$seed $(budget 1000)"
+    JOBS[full_b1000_s${t}_seed${seed}]="$base"
+    JOBS[original_b1000_s${t}_seed${seed}]="$base fidelity=original"
+    # the baseline: uniform width at the target, CoFi's whole budget (prune + finetune) as finetune
+    JOBS[uniform_b1000_s${t}_seed${seed}]="distill.teacher=$TEACHER pruning.target_sparsity=$t \
+seed=$seed pruning.method=uniform pruning.finetune.max_steps=1333 pruning.finetune.eval_every_steps=50"
+  done
+  for a in no_hidden_mask no_layer_masks fixed_layer_map no_distill; do
+    JOBS[${a}_b1000_s0.9_seed${seed}]="distill.teacher=$TEACHER pruning.target_sparsity=0.9 \
+seed=$seed ablation=$a $(budget 1000)"
+  done
+done
+for a in no_hidden_mask no_layer_masks fixed_layer_map no_distill; do
+  JOBS[${a}_b1000_s0.6_seed57]="distill.teacher=$TEACHER pruning.target_sparsity=0.6 ablation=$a \
+$(budget 1000)"
+done
+
+case "${1:-list}" in
+  list)
+    for job in $(printf '%s\n' "${!JOBS[@]}" | sort); do
+      state=todo
+      [[ -f $ROOT/$job/results.json || -f $ROOT/$job/teacher/DONE.json ]] && state=done
+      [[ -d $HERE/runs/$job ]] && state=collected
+      echo "$state $job"
+    done
+    ;;
+  run)
+    shift
+    for job in "$@"; do
+      [[ -n ${JOBS[$job]:-} ]] || { echo "unknown job $job" >&2; exit 2; }
+      eval "OMP_NUM_THREADS=\${THREADS:-1} python train.py experiment=study_sst2_cpu \
+        run_dir=$ROOT/$job trainer.enable_progress_bar=false ${JOBS[$job]}"
+    done
+    ;;
+  collect)
+    for dir in "$ROOT"/*/; do
+      job=$(basename "$dir")
+      [[ -f $dir/results.json || ( $job == teacher && -f $dir/teacher/DONE.json ) ]] || continue
+      out=$HERE/runs/$job
+      mkdir -p "$out"
+      (cd "$dir" && find . \( -name results.json -o -name DONE.json -o -name meta.json \
+        -o -name metrics.csv -o -name config.yaml -o -name run.json -o -name 'speed_*.json' \) \
+        -not -path './wandb/*' -print0 | xargs -0 -I{} cp --parents {} "$OLDPWD/$out/")
+      echo "collected $job"
+    done
+    ;;
+  *) echo "usage: $0 list | run <job>... | collect" >&2; exit 2 ;;
+esac
