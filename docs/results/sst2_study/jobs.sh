@@ -22,6 +22,12 @@ budget() {
 
 declare -A JOBS
 JOBS[teacher]="'stages=[teacher]'"
+# the first CPU reproduction's schedule (experiment=repro_sst2_cpu: 330 steps, reg_lr 0.03), for
+# the whole-job time before / after the teacher cache and the skipped closed units
+JOBS[repro330_s0.6_seed57]="experiment=repro_sst2_cpu distill.teacher=$TEACHER \
+pruning.target_sparsity=0.6"
+JOBS[repro330_live_s0.6_seed57]="experiment=repro_sst2_cpu distill.teacher=$TEACHER \
+pruning.target_sparsity=0.6 distill.teacher_cache=false"
 for b in 330 1000 3000; do
   for t in 0.6 0.9; do
     JOBS[full_b${b}_s${t}_seed57]="distill.teacher=$TEACHER pruning.target_sparsity=$t $(budget $b)"
@@ -59,8 +65,10 @@ case "${1:-list}" in
     shift
     for job in "$@"; do
       [[ -n ${JOBS[$job]:-} ]] || { echo "unknown job $job" >&2; exit 2; }
-      eval "OMP_NUM_THREADS=\${THREADS:-1} python train.py experiment=study_sst2_cpu \
-        run_dir=$ROOT/$job trainer.enable_progress_bar=false ${JOBS[$job]}"
+      args=${JOBS[$job]}
+      [[ $args == experiment=* ]] || args="experiment=study_sst2_cpu $args"
+      eval "OMP_NUM_THREADS=\${THREADS:-1} python train.py run_dir=$ROOT/$job \
+        trainer.enable_progress_bar=false $args"
     done
     ;;
   collect)
