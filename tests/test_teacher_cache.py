@@ -180,3 +180,34 @@ def test_the_cache_needs_the_real_token_layer_loss():
     with pytest.raises(ConfigError, match="distill.teacher_cache needs distill.layer_loss_tokens"):
         DistillConfig(teacher_cache=True, layer_loss_tokens="all")
     assert DistillConfig(teacher_cache=False, layer_loss_tokens="all").layer_loss_tokens == "all"
+
+
+def test_a_job_waits_for_the_one_building_the_cache_and_reuses_it(tmp_path, monkeypatch):
+    """Two jobs of a sweep: the second blocks on the build lock, then reads the first's entry."""
+    import fcntl
+    import threading
+
+    from cofi_lightning import teacher_cache
+
+    teacher, ds = _model(1), _dataset()
+    key = teacher_cache.cache_key(teacher, "features-v1", [0, 3])
+    builds = []
+    real_build = teacher_cache._build
+    monkeypatch.setattr(
+        teacher_cache, "_build", lambda *a, **k: builds.append(1) or real_build(*a, **k)
+    )
+    tmp_path.mkdir(exist_ok=True)
+    with open(tmp_path / f"{key}.lock", "w") as lock:  # the first job is building
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        got = {}
+        waiter = threading.Thread(
+            target=lambda: got.setdefault("cache", _build(teacher, ds, tmp_path))
+        )
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive()  # blocked on the lock
+        real_build(teacher, ds, tmp_path / key, [0, 3], 0, 5, False)  # the first job's build
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    waiter.join(timeout=30)
+    assert not waiter.is_alive() and builds == []  # it read the finished entry
+    assert got["cache"].path == tmp_path / key
