@@ -173,6 +173,9 @@ class RunContext:
     def load_model(self, path: str | Path) -> torch.nn.Module:
         """A CoFi model of the task's class from a vanilla or exported HF directory / hub name."""
         kwargs = {} if self.task.family == "squad" else {"num_labels": self.task.num_labels}
+        id2label = self.task.id2label()
+        if id2label is not None:  # saved with every model: pipelines answer with class names
+            kwargs.update(id2label=id2label, label2id={v: k for k, v in id2label.items()})
         return self.model_class.from_pretrained(str(path), **kwargs)
 
     @property

@@ -45,6 +45,8 @@ class TaskSpec:
             is refused (it would be a truncated or wrong file).
         label_values: The allowed class ids for classification tasks (hub schema, never remapped).
         label_range: Closed interval of allowed regression targets (STS-B similarity score).
+        label_names: Class names by id (the hub dataset's ``ClassLabel`` names), written into
+            every saved model's ``id2label`` so pipelines answer ``positive``, not ``LABEL_1``.
         train_split: Hub split name used for training.
     """
 
@@ -62,6 +64,7 @@ class TaskSpec:
     num_rows: tuple[tuple[str, int], ...]
     label_values: tuple[int, ...] = ()
     label_range: tuple[float, float] | None = None
+    label_names: tuple[str, ...] = ()
     train_split: str = "train"
 
     def __post_init__(self) -> None:
@@ -75,6 +78,12 @@ class TaskSpec:
             raise ValueError(f"task {self.name!r}: eval_names and eval_splits differ in length")
         if self.family == "glue" and self.is_regression == (self.label_range is None):
             raise ValueError(f"task {self.name!r}: a regression task needs label_range, others not")
+        if self.label_names and len(self.label_names) != len(self.label_values):
+            raise ValueError(f"task {self.name!r}: one label name per label value")
+
+    def id2label(self) -> dict[int, str] | None:
+        """``{class id: name}`` for a model config, or None (regression, span extraction)."""
+        return dict(enumerate(self.label_names)) if self.label_names else None
 
     @property
     def is_regression(self) -> bool:
@@ -128,6 +137,7 @@ TASKS: dict[str, TaskSpec] = {
             "accuracy",
             {"train": 67349, "validation": 872},
             eval_names=("sst2",),
+            label_names=("negative", "positive"),
             **_BINARY,
             **_VAL,
         ),
@@ -138,7 +148,8 @@ TASKS: dict[str, TaskSpec] = {
             "accuracy",
             {"train": 392702, "validation_matched": 9815, "validation_mismatched": 9832},
             num_labels=3,
-            label_values=(0, 1, 2),  # entailment, neutral, contradiction (hub order)
+            label_values=(0, 1, 2),
+            label_names=("entailment", "neutral", "contradiction"),  # the hub's order
             eval_splits=("validation_matched", "validation_mismatched"),
             eval_names=("mnli_m", "mnli_mm"),
         ),
@@ -149,6 +160,7 @@ TASKS: dict[str, TaskSpec] = {
             "accuracy",
             {"train": 104743, "validation": 5463},
             eval_names=("qnli",),
+            label_names=("entailment", "not_entailment"),
             **_BINARY,
             **_VAL,
         ),
@@ -159,6 +171,7 @@ TASKS: dict[str, TaskSpec] = {
             "accuracy",
             {"train": 363846, "validation": 40430},
             eval_names=("qqp",),
+            label_names=("not_duplicate", "duplicate"),
             **_BINARY,
             **_VAL,
         ),
@@ -169,6 +182,7 @@ TASKS: dict[str, TaskSpec] = {
             "matthews_correlation",
             {"train": 8551, "validation": 1043},
             eval_names=("cola",),
+            label_names=("unacceptable", "acceptable"),
             **_BINARY,
             **_VAL,
         ),
@@ -179,6 +193,7 @@ TASKS: dict[str, TaskSpec] = {
             "accuracy",
             {"train": 2490, "validation": 277},
             eval_names=("rte",),
+            label_names=("entailment", "not_entailment"),
             **_BINARY,
             **_VAL,
         ),
@@ -189,6 +204,7 @@ TASKS: dict[str, TaskSpec] = {
             "accuracy",
             {"train": 3668, "validation": 408},
             eval_names=("mrpc",),
+            label_names=("not_equivalent", "equivalent"),
             **_BINARY,
             **_VAL,
         ),

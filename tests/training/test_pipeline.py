@@ -91,6 +91,16 @@ def test_pipeline_resumes_after_crash_in_prune(compose_train, tiny_overrides, tm
     assert (run_dir / "teacher" / "model" / "model.safetensors").is_file()
     assert (run_dir / "prune" / "best" / "masks.pt").is_file()
 
+    # Every saved model names its classes: a pipeline answers "positive", not "LABEL_1".
+    from transformers import AutoConfig, pipeline
+
+    for saved in ("teacher/model", "finetune/model", "pruned_model"):
+        config = AutoConfig.from_pretrained(run_dir / saved)
+        assert config.id2label == {0: "negative", 1: "positive"}, saved
+        assert config.label2id == {"negative": 0, "positive": 1}, saved
+    classify = pipeline("text-classification", model=str(run_dir / "pruned_model"))
+    assert classify("a moving, funny film")[0]["label"] in {"negative", "positive"}
+
     table = summary_table(on_disk, run_dir)  # printed at the end of the run
     assert f"pruned accuracy   {on_disk['pruned']['accuracy']:.2f}" in table
     assert f"{on_disk['params']['pruned']:,} of {on_disk['params']['unpruned']:,}" in table
