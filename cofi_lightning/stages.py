@@ -40,6 +40,7 @@ from cofi_lightning.context import RunContext, barrier, is_global_zero
 from cofi_lightning.distillation import LayerDistiller
 from cofi_lightning.lit_module import CoFiSystem
 from cofi_lightning.masks import CoFiMasks
+from cofi_lightning.model_card import write_card
 
 
 def _teacher(ctx: RunContext) -> torch.nn.Module | None:
@@ -286,8 +287,18 @@ def export_stage(ctx: RunContext) -> dict[str, Any]:
     }
     sparsity = 1.0 - pruned / unpruned
     plot = ctx.run_dir / "structure.png"
+    record = {
+        "target_sparsity": float(ctx.cfg.pruning.target_sparsity),
+        "sparsity": sparsity,
+        "params": {"unpruned": unpruned, "pruned": pruned},
+        "structure": structure,
+        "pruned": metrics,
+        "teacher": ctx.records.get("teacher", {}).get("metrics", {}),
+        "main_metric": ctx.task.main_metric_key,
+    }
     if is_global_zero():
         _plot_structure(structure, full, sparsity, ctx.cfg.pruning.target_sparsity, plot)
+        write_card(out, ctx.run_dir, ctx.task, str(ctx.cfg.model.pretrained), record)
     return {
         "export_dir": str(out),
         "metrics": metrics,

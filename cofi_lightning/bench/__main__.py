@@ -198,6 +198,10 @@ def run(settings: dict[str, Any]) -> tuple[dict[str, Any], Path]:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
+    if run_dir is not None:  # the export's card now states the measured speedup
+        from cofi_lightning.model_card import refresh_card
+
+        refresh_card(run_dir)
     return report, out
 
 

@@ -100,6 +100,14 @@ def test_pipeline_resumes_after_crash_in_prune(compose_train, tiny_overrides, tm
         assert config.label2id == {"negative": 0, "positive": 1}, saved
     classify = pipeline("text-classification", model=str(run_dir / "pruned_model"))
     assert classify("a moving, funny film")[0]["label"] in {"negative", "positive"}
+    # The export explains itself: a model card with its metrics and structure image.
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(run_dir / "pruned_model" / "README.md")
+    (metric,) = card.data.eval_results
+    assert metric.metric_value == round(on_disk["pruned"]["accuracy"], 4)
+    assert f"{on_disk['sparsity']:.4f}" in card.content
+    assert (run_dir / "pruned_model" / "structure.png").is_file()
 
     table = summary_table(on_disk, run_dir)  # printed at the end of the run
     assert f"pruned accuracy   {on_disk['pruned']['accuracy']:.2f}" in table
