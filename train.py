@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 import cofi_lightning.config  # noqa: F401  (registers the config schema and the cofi.* resolvers)
 from cofi_lightning.config import ConfigError
 from cofi_lightning.data import DataError
+from cofi_lightning.hub import HubPushError
 from cofi_lightning.pipeline import train
 from cofi_lightning.preflight import ModelSourceError
 from cofi_lightning.rundir import RunDirError
@@ -29,7 +30,7 @@ log = logging.getLogger("train")
 warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)`", FutureWarning)
 
 #: Mistakes in a setting, the data or a path: a short message, no traceback on the console.
-USER_ERRORS = (ConfigError, DataError, ModelSourceError, RunDirError)
+USER_ERRORS = (ConfigError, DataError, ModelSourceError, RunDirError, HubPushError)
 
 
 def _to_log_file(text: str) -> None:

@@ -27,6 +27,7 @@ from cofi_lightning import stages
 from cofi_lightning.config import STAGES, TrainConfig, config_identity, load_config
 from cofi_lightning.config.identity import identity_hash
 from cofi_lightning.context import RunContext, barrier, is_global_zero
+from cofi_lightning.hub import push_export
 from cofi_lightning.preflight import preflight
 from cofi_lightning.rundir import RunLock, claim
 
@@ -200,6 +201,15 @@ def _run_stages(
                 (run_dir / "results.json").write_text(json.dumps(results, indent=2))
             rank_zero_info(f"results: {json.dumps(results)}")
             rank_zero_info("CoFi run finished\n" + summary_table(results, run_dir))
+            repo = cfg.export.push_to_hub
+            if repo and is_global_zero():  # after results.json: a failed upload loses nothing
+                url = push_export(
+                    run_dir / "pruned_model",
+                    repo,
+                    private=cfg.export.private,
+                    message=f"CoFi {ctx.task.name} at sparsity {results['sparsity']:.3f}",
+                )
+                rank_zero_info(f"uploaded the export to {repo}: {url}")
     except BaseException:
         ctx.finish_trackers(None, exit_code=1)
         raise

@@ -29,6 +29,7 @@ NON_IDENTITY_KEYS: frozenset[str] = frozenset(
         "run_name",
         "resume",
         "cleanup",
+        "export",
         "experiment_name",
         "callbacks.progress_bar",
         "callbacks.lr_monitor",

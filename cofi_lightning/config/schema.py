@@ -161,6 +161,20 @@ class PathsConfig:
 
 
 @dataclass
+class ExportConfig:
+    """What happens to the export after the run (never part of the run's identity).
+
+    Attributes:
+        push_to_hub: A hub repository id (``user/name``) to upload ``pruned_model/`` (model,
+            tokenizer, model card) to once ``results.json`` is written; None keeps it local.
+        private: Create that repository private.
+    """
+
+    push_to_hub: str | None = None
+    private: bool = True
+
+
+@dataclass
 class CleanupConfig:
     """What a finished stage deletes (after its ``DONE.json``; never results or exports).
 
@@ -217,6 +231,7 @@ class TrainConfig:
     callbacks: dict[str, Any] = field(default_factory=dict)
     paths: PathsConfig = field(default_factory=PathsConfig)
     cleanup: CleanupConfig = field(default_factory=CleanupConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     def __post_init__(self) -> None:
         require(

@@ -138,14 +138,16 @@ def test_run_name_carries_the_identity_hash(compose_train):
         run_dir("model.pretrained=/elsewhere/bert"),
         run_dir("distill.teacher=/some/teacher"),
         run_dir("trainer.precision=bf16-mixed"),
+        run_dir("distill.teacher_cache=false"),  # fp16 teacher outputs: another computation
     }
-    assert base not in changed and len(changed) == 5
+    assert base not in changed and len(changed) == 6
     for same in (
         ["logger=csv"],
         ["stages=[teacher]"],
         ["trainer.enable_progress_bar=false"],
         ["pruning.checkpoint_every_steps=7"],
         ["paths.cache_dir=/tmp/elsewhere"],
+        ["export.push_to_hub=me/model", "export.private=false"],
         ["ablation=full"],  # what `ablation=glob(*)` sweeps beside the ablations
     ):
         assert run_dir(*same) == base, same

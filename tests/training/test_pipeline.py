@@ -237,3 +237,42 @@ def test_prune_reads_the_teacher_cache_and_matches_the_live_teacher(
         cached, live = losses["true"][key], losses["false"][key]
         assert len(cached) == len(live) >= 3
         assert cached[:3] == pytest.approx(live[:3], rel=1e-2, abs=1e-4), key
+
+
+class _FakeHub:
+    """Stands in for ``huggingface_hub.HfApi`` (no network in tests)."""
+
+    calls: list = []
+    fail = False
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, **kwargs):
+        if self.fail:
+            raise OSError("no route to host")
+        self.calls.append(("upload_folder", kwargs))
+        return type("Info", (), {"commit_url": "https://hf.co/me/m/commit/1"})()
+
+
+def test_push_to_hub_after_the_export_and_a_failure_loses_nothing(
+    compose_train, tiny_overrides, tmp_path, monkeypatch
+):
+    from cofi_lightning.hub import HubPushError
+
+    monkeypatch.setattr("cofi_lightning.hub.HfApi", _FakeHub)
+    _FakeHub.calls, _FakeHub.fail = [], True
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(run_dir) + ["export.push_to_hub=me/cofi-sst2", "pruning.epochs=1"]
+    with pytest.raises(HubPushError, match="export is safe in .*pruned_model"):
+        train(compose_train(overrides))
+    results = json.loads((run_dir / "results.json").read_text())  # written before the upload
+    assert (run_dir / "pruned_model" / "model.safetensors").is_file()
+    _FakeHub.fail = False
+    again = train(compose_train(overrides))  # the retry: stages done, upload only
+    assert again["stage_seconds"] == results["stage_seconds"]
+    (create, _, private), (upload, kwargs) = _FakeHub.calls[-2:]
+    assert (create, private["private"]) == ("create_repo", True)
+    assert kwargs["repo_id"] == "me/cofi-sst2"
+    assert kwargs["folder_path"] == str(run_dir / "pruned_model")
+    assert kwargs["commit_message"].startswith("CoFi sst2 at sparsity ")
