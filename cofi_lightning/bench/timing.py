@@ -147,7 +147,7 @@ def time_models(
     training = [name for name, m in models.items() if m.training]
     if training:
         raise ValueError(f"models must be in eval mode (dropout off); in training mode: {training}")
-    cuda = inputs["input_ids"].device.type == "cuda"
+    cuda = next(iter(inputs.values())).device.type == "cuda"
     timings = {name: Timing() for name in models}
     names = list(models)
     gc_was_enabled = gc.isenabled()

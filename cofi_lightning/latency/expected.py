@@ -1,0 +1,51 @@
+"""Latency of a structure, and the expected latency under the gates (differentiable).
+
+For a structure with ``n_l`` heads and ``m_l`` FFN dimensions in layer l and hidden size h, the
+latency is read from the device's table::
+
+    latency = c · ( fixed(h) + Σ_l [ attention(n_l, h) + ffn(m_l, h) ] )
+
+(a removed sublayer is the table's count 0, whose cost is ≈ 0; c is the table's calibration of
+parts to the whole model). The expected latency ℓ̂ under the
+hard-concrete gates plugs in the expected counts: ``n̂_l = Σ_i P(z_head_i ≠ 0) · P(z_layer ≠ 0)``,
+likewise ``m̂_l`` and ``ĥ = Σ_d P(z_hidden_d ≠ 0)``; the table is interpolated linearly between its
+grid points, so ℓ̂ is differentiable in the log-alphas. This is the latency at the expected
+structure, not the expectation of the latency (Jensen's gap); the tests state its error against a
+Monte-Carlo mean over sampled structures.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cofi_lightning.latency.table import LatencyTable
+from cofi_lightning.masks import CoFiMasks, Masks
+
+
+def _latency(masks: CoFiMasks, table: LatencyTable, keep: dict[str, torch.Tensor]) -> torch.Tensor:
+    """ms of the structure given gate-shaped keep values (probabilities or 0/1)."""
+    ref = next(iter(keep.values()))
+    L = masks.num_layers
+
+    def get(unit: str, shape: tuple[int, ...]) -> torch.Tensor:
+        value = keep.get(unit)
+        if value is None:
+            return torch.ones(shape, dtype=torch.float64, device=ref.device)
+        return value.to(torch.float64).reshape(shape)
+
+    hidden = get("hidden", (masks.hidden_size,)).sum()
+    heads = (get("head", (L, masks.num_heads)) * get("head_layer", (L, 1))).sum(1)  # [L]
+    widths = (get("intermediate", (L, masks.intermediate_size)) * get("mlp", (L, 1))).sum(1)
+    layers = table.attention_ms(heads, hidden) + table.ffn_ms(widths, hidden)
+    return table.calibration * (table.fixed_ms(hidden) + layers.sum())
+
+
+def expected_latency(masks: CoFiMasks, table: LatencyTable) -> torch.Tensor:
+    """ℓ̂ in ms (float64 scalar), differentiable in the masks' log-alphas."""
+    return _latency(masks, table, {u: g.prob_nonzero() for u, g in masks.gates.items()})
+
+
+def structure_latency(masks: CoFiMasks, table: LatencyTable, z: Masks) -> float:
+    """The table's latency (ms) of the structure that ``z`` keeps (its non-zeros)."""
+    keep = {u: (t != 0).to(torch.float64) for u, t in z.items()}
+    return float(_latency(masks, table, keep))
