@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from cofi_lightning.config import DistillConfig, OptimConfig, PruningConfig, StageConfig
+from cofi_lightning.constraint import LatencyConstraint, ParamsConstraint
 from cofi_lightning.data.tasks import get_task
 from cofi_lightning.distillation import (
     LayerDistiller,
@@ -67,6 +68,8 @@ class CoFiSystem(L.LightningModule):
         layer_distiller: Projection + layer loss; None builds one for the student's hidden size
             when there is a teacher and ``distill.alpha_layer > 0``.
         seed: Seed of the per-step mask noise (the same on every rank).
+        constraint: What the Lagrangian constrains (pruning stage); None: the parameters, at
+            ``stage.target_sparsity``.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class CoFiSystem(L.LightningModule):
         distill: DistillConfig | None = None,
         layer_distiller: LayerDistiller | None = None,
         seed: int = 0,
+        constraint: ParamsConstraint | LatencyConstraint | None = None,
     ) -> None:
         super().__init__()
         if masks is not None and not isinstance(stage, PruningConfig):
@@ -101,6 +105,9 @@ class CoFiSystem(L.LightningModule):
                 if "embeddings." in name:
                     p.requires_grad_(False)
         self.pruning: PruningConfig | None = stage if masks is not None else None
+        if self.pruning is not None and constraint is None:
+            constraint = ParamsConstraint(self.pruning.target_sparsity)
+        self.constraint = constraint
         self.distill = distill or DistillConfig()
         self.seed = int(seed)
         self.set_teacher(teacher)
@@ -258,7 +265,7 @@ class CoFiSystem(L.LightningModule):
         assert self.pruning is not None
         return target_sparsity(
             self.global_step - self.pre_pruning_steps,
-            target=self.pruning.target_sparsity,
+            target=self.constraint.target,
             warmup_steps=self.lagrangian_warmup_steps,
             start=self.pruning.start_sparsity,
         )
@@ -359,8 +366,9 @@ class CoFiSystem(L.LightningModule):
     def _lagrangian(self, pruning: bool) -> torch.Tensor:
         """L_c (0 during the warm-up) and the sparsity logs of this step."""
         assert self.masks is not None and self.multipliers is not None
+        constraint = self.constraint
         if pruning:
-            s_hat = self.masks.expected_sparsity()
+            s_hat = constraint.expected(self.masks)
             target = self.target_now()
             if self.pruning.multiplier_reset:
                 optimizer = self.optimizers(use_pl_optimizer=False) if self._trainer else None
@@ -369,11 +377,14 @@ class CoFiSystem(L.LightningModule):
             lag = self.multipliers(s_hat, target)
         else:
             with torch.no_grad():
-                s_hat = self.masks.expected_sparsity()
+                s_hat = constraint.expected(self.masks)
             target, lag = 0.0, s_hat.new_zeros(())
         self.log("train/lagrangian_loss", lag.float())
-        self.log("sparsity/expected", s_hat.float(), prog_bar=True)
-        self.log("sparsity/target", float(target))
+        self.log(f"{constraint.prefix}/expected", s_hat.float(), prog_bar=True)
+        self.log(f"{constraint.prefix}/target", float(target))
+        if constraint.prefix != "sparsity":  # the parameter sparsity is always reported
+            with torch.no_grad():
+                self.log("sparsity/expected", self.masks.expected_sparsity().float())
         self.log("sparsity/lambda_1", self.multipliers.lambda_1.detach())
         self.log("sparsity/lambda_2", self.multipliers.lambda_2.detach())
         return lag.to(torch.float32)
@@ -395,10 +406,18 @@ class CoFiSystem(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         metrics = self.collector.compute(self.trainer)
         if self.masks is not None:
+            constraint = self.constraint
             with torch.no_grad():
                 metrics["sparsity/expected_at_eval"] = float(self.masks.expected_sparsity())
+                if constraint.prefix != "sparsity":
+                    expected = float(constraint.expected(self.masks))
+                    metrics[f"{constraint.prefix}/expected_at_eval"] = expected
             if self._val_masks is not None:
                 metrics["sparsity/deterministic"] = self.masks.sparsity(self._val_masks)
+                if constraint.prefix != "sparsity":
+                    real = constraint.real(self.masks, self._val_masks)
+                    metrics[f"{constraint.prefix}/deterministic"] = real
+                    metrics.update(constraint.describe(self.masks, self._val_masks))
                 for unit, z in self._val_masks.items():
                     metrics[f"structure/{unit}_kept"] = float((z != 0).float().mean())
         self.last_val_metrics = metrics

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
 from cofi_lightning.callbacks import (
@@ -36,8 +36,11 @@ from cofi_lightning.callbacks import (
     StructureLogger,
     load_masks,
 )
+from cofi_lightning.config import ConfigError
+from cofi_lightning.constraint import LatencyConstraint, ParamsConstraint
 from cofi_lightning.context import RunContext, barrier, is_global_zero
 from cofi_lightning.distillation import LayerDistiller
+from cofi_lightning.latency import LatencyTable, LatencyTableError, config_latency
 from cofi_lightning.lit_module import CoFiSystem
 from cofi_lightning.masks import CoFiMasks
 from cofi_lightning.model_card import write_card
@@ -189,11 +192,62 @@ def _uniform_structure(ctx: RunContext, student: torch.nn.Module) -> dict[str, A
     return {"structure_dir": str(best_dir), "best": meta, "metrics": metrics}
 
 
+def latency_table(ctx: RunContext, config) -> LatencyTable:
+    """The latency table of ``pruning.constraint=latency``: read, or profiled here when missing.
+
+    Raises:
+        ConfigError: the table is of another model shape than ``config`` (naming the key).
+    """
+    from cofi_lightning.bench.timing import device_name
+    from cofi_lightning.latency.profile import profile
+
+    p = ctx.cfg.pruning
+    path = Path(p.latency_table or ctx.run_dir / "prune" / "latency_table.json")
+    if not path.is_file():
+        rank_zero_info(
+            f"pruning.latency_table: {path} does not exist; profiling this machine (cpu, fp32, "
+            "batch 32 x 128) into it"
+        )
+        if is_global_zero():
+            profile(config).save(path)
+        barrier()
+    try:
+        table = LatencyTable.load(path)
+    except LatencyTableError as err:
+        raise ConfigError(f"pruning.latency_table {err}") from None
+    shape = {
+        "num_layers": config.num_hidden_layers,
+        "num_heads": config.num_attention_heads,
+        "intermediate_size": config.intermediate_size,
+        "hidden_size": config.hidden_size,
+    }
+    theirs = {k: table.meta.get(k) for k in shape}
+    if theirs != shape:
+        raise ConfigError(
+            f"pruning.latency_table {path} was profiled for {theirs}, the model is {shape}"
+        )
+    here = device_name(torch.device("cpu"))
+    if table.meta.get("device") == "cpu" and table.meta.get("device_name") != here:
+        rank_zero_warn(
+            f"pruning.latency_table {path} was profiled on {table.meta.get('device_name')}, this "
+            f"machine is {here}: the constraint targets the speed of the table's device"
+        )
+    return table
+
+
+def _constraint(ctx: RunContext, config):
+    p = ctx.cfg.pruning
+    if p.constraint == "latency":
+        return LatencyConstraint(latency_table(ctx, config), p.target_speedup)
+    return ParamsConstraint(p.target_sparsity)
+
+
 def prune_stage(ctx: RunContext) -> dict[str, Any]:
     cfg, p = ctx.cfg, ctx.cfg.pruning
     student = ctx.load_model(cfg.model.pretrained)
     if p.method == "uniform":
         return _uniform_structure(ctx, student)
+    constraint = _constraint(ctx, student.config)
     system = CoFiSystem(
         student,
         task=ctx.task.name,
@@ -204,11 +258,13 @@ def prune_stage(ctx: RunContext) -> dict[str, Any]:
         teacher=_teacher(ctx),
         distill=cfg.distill,
         seed=cfg.seed,
+        constraint=constraint,
     )
     _attach_teacher_cache(ctx, system)
     best_dir = ctx.run_dir / "prune" / "best"
-    best = BestMasksCheckpoint(best_dir, p.target_sparsity, p.sparsity_epsilon, p.select_on)
-    window = EvaluateOnWindowEntry(p.target_sparsity, p.sparsity_epsilon, p.select_on)
+    target, eps = constraint.target, p.sparsity_epsilon
+    best = BestMasksCheckpoint(best_dir, target, eps, p.select_on, prefix=constraint.prefix)
+    window = EvaluateOnWindowEntry(target, eps, p.select_on)
     every = (cfg.callbacks.get("structure") or {}).get("heatmap_every_n_evals", 1)
     structure = StructureLogger(ctx.run_dir / "prune" / "structure", every, p.target_sparsity)
     trainer = ctx.trainer(
@@ -286,6 +342,17 @@ def export_stage(ctx: RunContext) -> dict[str, Any]:
         "intermediate_sizes": list(c.intermediate_sizes),
     }
     sparsity = 1.0 - pruned / unpruned
+    latency = None
+    if ctx.cfg.pruning.constraint == "latency":
+        table = latency_table(ctx, full)
+        ms = config_latency(table, model.config)
+        latency = {
+            "target_speedup": ctx.cfg.pruning.target_speedup,
+            "table_ms": ms,
+            "unpruned_table_ms": table.full_ms(),
+            "table_speedup": table.full_ms() / ms,
+            "table_device": table.meta.get("device_name"),
+        }
     plot = ctx.run_dir / "structure.png"
     record = {
         "target_sparsity": float(ctx.cfg.pruning.target_sparsity),
@@ -306,6 +373,7 @@ def export_stage(ctx: RunContext) -> dict[str, Any]:
         "sparsity": sparsity,
         "structure": structure,
         "structure_plot": str(plot),
+        "latency": latency,
     }
 
 

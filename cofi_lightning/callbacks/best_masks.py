@@ -50,12 +50,11 @@ class BestMasksCheckpoint(L.Callback):
             ``sparsity_epsilon``, one-sided there).
         select_on: ``deterministic`` (s = real sparsity of the deterministic masks, what is
             exported) or ``expected`` (s = ŝ, the gates' expected sparsity, as CoFi).
+        prefix: The constraint's metric prefix (``sparsity``; ``latency_reduction`` for the
+            latency constraint, whose target and s are latency reductions).
     """
 
-    SPARSITY_KEYS = {
-        "deterministic": "sparsity/deterministic",
-        "expected": "sparsity/expected_at_eval",
-    }
+    SPARSITY_KEYS = {"deterministic": "deterministic", "expected": "expected_at_eval"}
 
     def __init__(
         self,
@@ -63,6 +62,7 @@ class BestMasksCheckpoint(L.Callback):
         target_sparsity: float,
         epsilon: float = 0.01,
         select_on: str = "deterministic",
+        prefix: str = "sparsity",
     ) -> None:
         if select_on not in self.SPARSITY_KEYS:
             raise ValueError(
@@ -71,7 +71,7 @@ class BestMasksCheckpoint(L.Callback):
         self.dirpath = Path(dirpath)
         self.target = float(target_sparsity)
         self.epsilon = float(epsilon)
-        self.sparsity_key = self.SPARSITY_KEYS[select_on]
+        self.sparsity_key = f"{prefix}/{self.SPARSITY_KEYS[select_on]}"
         self.best: float | None = None
         self.best_step: int | None = None
         self.closest: float | None = None  # smallest |ŝ − t| saved while nothing qualified
@@ -124,7 +124,10 @@ class BestMasksCheckpoint(L.Callback):
             torch.save(module.layer_distiller.state_dict(), self.dirpath / "layer_distiller.pt")
         with torch.no_grad():
             expected = float(module.masks.expected_sparsity())
+        constraint = module.constraint
         meta = {
+            "constraint": constraint.name,
+            "constraint_value": constraint.real(module.masks, masks),
             "step": trainer.global_step,
             "metric": module.last_val_metrics.get(module.main_metric_key()),
             "main_metric": module.main_metric_key(),

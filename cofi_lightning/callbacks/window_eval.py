@@ -23,8 +23,10 @@ import torch
 class EvaluateOnWindowEntry(L.Callback):
     """Trigger a validation when the deterministic masks' sparsity enters the target window.
 
+    The sparsity is the system's constraint value (parameter sparsity, or latency reduction).
+
     Args:
-        target_sparsity: The final target t.
+        target_sparsity: The final target t (of the constraint).
         epsilon: Half-width of the window (``pruning.sparsity_epsilon``).
         select_on: The sparsity the window reads, as in ``BestMasksCheckpoint``:
             ``deterministic`` (the export's) or ``expected`` (the gates' ŝ).
@@ -63,11 +65,11 @@ class EvaluateOnWindowEntry(L.Callback):
 
     def sparsity(self, module: L.LightningModule) -> float:
         """The window's sparsity now: of the encoder the deterministic masks would export, or ŝ."""
-        masks = module.masks
+        masks, constraint = module.masks, module.constraint
         with torch.no_grad():
             if self.select_on == "expected":
-                return float(masks.expected_sparsity())
-            return masks.sparsity(masks.deterministic())
+                return float(constraint.expected(masks))
+            return constraint.real(masks, masks.deterministic())
 
     def on_train_batch_end(self, trainer: L.Trainer, module, outputs, batch, batch_idx) -> None:
         if module.masks is None or not module.pruning_active():

@@ -17,6 +17,7 @@ LAYER_MAPPINGS: tuple[str, ...] = ("dynamic", "fixed")
 LAYER_LOSS_TOKENS: tuple[str, ...] = ("real", "all")
 SELECT_ON: tuple[str, ...] = ("deterministic", "expected")
 METHODS: tuple[str, ...] = ("cofi", "uniform")
+CONSTRAINTS: tuple[str, ...] = ("params", "latency")
 
 
 @dataclass
@@ -108,6 +109,14 @@ class PruningConfig(StageConfig):
             keeps the same number of heads and FFN dims, those of largest weight norm, at the
             target sparsity (``cofi_lightning.uniform``), and the prune stage trains nothing.
         target_sparsity: Final target t of the encoder parameters, in [0, 1).
+        constraint: What the Lagrangian constrains: ``params`` (CoFi: the expected encoder
+            parameters, to ``target_sparsity``) or ``latency`` (the expected latency on a device,
+            to ``target_speedup``; ``cofi_lightning.constraint``).
+        target_speedup: With ``constraint=latency``: x > 1, the target latency is the unpruned
+            latency / x (both from the latency table).
+        latency_table: With ``constraint=latency``: the device's latency table (``python -m
+            cofi_lightning.latency profile``); profiled on this machine (fp32, batch 32 x 128)
+            into this file when missing, or into ``<run_dir>/prune/latency_table.json`` if None.
         start_sparsity: t at the first pruning step (0 in CoFi).
         units: Mask types (``hidden``, ``head``, ``head_layer``, ``intermediate``, ``mlp``).
         reg_lr: Learning rate of the mask log-alphas and the multipliers (paper: 0.01).
@@ -135,6 +144,9 @@ class PruningConfig(StageConfig):
     eval_every_steps: int | None = 500
     method: str = "cofi"
     target_sparsity: float = 0.95
+    constraint: str = "params"
+    target_speedup: float | None = None
+    latency_table: str | None = None
     start_sparsity: float = 0.0
     units: list[str] = field(
         default_factory=lambda: ["hidden", "head", "head_layer", "intermediate", "mlp"]
@@ -177,6 +189,19 @@ class PruningConfig(StageConfig):
         )
         at_least(self, "pruning", ("checkpoint_every_steps",), 1, strict=False)
         require(self.method in METHODS, "pruning.method", f"must be in {METHODS}", self.method)
+        require(
+            self.constraint in CONSTRAINTS,
+            "pruning.constraint",
+            f"must be in {CONSTRAINTS}",
+            self.constraint,
+        )
+        if self.constraint == "latency":
+            require(
+                self.target_speedup is not None and self.target_speedup > 1,
+                "pruning.target_speedup",
+                "must be > 1 with pruning.constraint=latency (the unpruned latency / target)",
+                self.target_speedup,
+            )
         require(
             self.select_on in SELECT_ON,
             "pruning.select_on",

@@ -8,7 +8,13 @@
 CLI: ``python -m cofi_lightning.latency profile --help``.
 """
 
-from cofi_lightning.latency.expected import expected_latency, structure_latency
+from cofi_lightning.latency.expected import config_latency, expected_latency, structure_latency
 from cofi_lightning.latency.table import LatencyTable, LatencyTableError
 
-__all__ = ["LatencyTable", "LatencyTableError", "expected_latency", "structure_latency"]
+__all__ = [
+    "LatencyTable",
+    "LatencyTableError",
+    "config_latency",
+    "expected_latency",
+    "structure_latency",
+]

@@ -49,3 +49,12 @@ def structure_latency(masks: CoFiMasks, table: LatencyTable, z: Masks) -> float:
     """The table's latency (ms) of the structure that ``z`` keeps (its non-zeros)."""
     keep = {u: (t != 0).to(torch.float64) for u, t in z.items()}
     return float(_latency(masks, table, keep))
+
+
+def config_latency(table: LatencyTable, config) -> float:
+    """The table's latency (ms) of a (pruned) model config: its per-layer heads and widths."""
+    heads = torch.tensor(config.num_heads, dtype=torch.float64)
+    widths = torch.tensor(config.intermediate_sizes, dtype=torch.float64)
+    hidden = torch.tensor(float(config.hidden_size), dtype=torch.float64)
+    layers = table.attention_ms(heads, hidden) + table.ffn_ms(widths, hidden)
+    return float(table.calibration * (table.fixed_ms(hidden) + layers.sum()))

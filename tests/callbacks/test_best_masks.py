@@ -9,6 +9,7 @@ from tiny_bert import tiny_bert_kwargs
 from transformers import BertConfig
 
 from cofi_lightning.callbacks import BestMasksCheckpoint
+from cofi_lightning.constraint import ParamsConstraint
 from cofi_lightning.masks import CoFiMasks
 from cofi_lightning.modeling import CoFiBertConfig, CoFiBertForSequenceClassification
 
@@ -20,6 +21,7 @@ class FakeSystem:
         config = CoFiBertConfig.from_bert_config(BertConfig(**tiny_bert_kwargs()), num_labels=2)
         self.student = CoFiBertForSequenceClassification(config)
         self.masks = CoFiMasks(config)
+        self.constraint = ParamsConstraint(0.6)
         self.layer_distiller = None
         self.last_val_metrics: dict[str, float] = {}
 

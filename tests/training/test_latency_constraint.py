@@ -1,0 +1,174 @@
+"""Pruning to a latency target: the constraint steers the structure, and the pipeline runs it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tiny_bert import tiny_bert_kwargs
+from transformers import BertConfig
+
+from cofi_lightning.config import ConfigError, PruningConfig, load_config
+from cofi_lightning.constraint import LatencyConstraint, ParamsConstraint
+from cofi_lightning.lagrangian import LagrangeMultipliers, multiplier_param_group, target_sparsity
+from cofi_lightning.latency import LatencyTable
+from cofi_lightning.masks import CoFiMasks
+from cofi_lightning.modeling import CoFiBertConfig
+from cofi_lightning.pipeline import train
+
+
+def _table(config, ffn_cost: float = 5.0) -> LatencyTable:
+    """Synthetic: every FFN dimension costs ``ffn_cost`` times its parameter share."""
+    hidden = [8, config.hidden_size]
+    heads = list(range(config.num_attention_heads + 1))
+    widths = [0, config.intermediate_size // 2, config.intermediate_size]
+    per_head = 4 * config.hidden_size * config.attention_head_size  # attention params per head
+    per_dim = 2 * config.hidden_size * ffn_cost  # FFN params per dimension, made dearer
+    meta = {
+        "num_layers": config.num_hidden_layers,
+        "num_heads": config.num_attention_heads,
+        "intermediate_size": config.intermediate_size,
+        "hidden_size": config.hidden_size,
+        "device": "cpu",
+        "device_name": "synthetic",
+    }
+    scale = [h / config.hidden_size for h in hidden]
+    return LatencyTable(
+        meta,
+        hidden,
+        heads,
+        widths,
+        [[s * per_head * n / 1e3 for n in heads] for s in scale],
+        [[s * per_dim * w / 1e3 for w in widths] for s in scale],
+        [0.01, 0.02],
+        0.0,
+    )
+
+
+def _prune(constraint, config, steps: int = 300) -> CoFiMasks:
+    """Masks and multipliers alone under ``constraint``; each unit's usefulness is proportional
+    to its parameters, so the parameter constraint has no reason to prefer heads or FFN dims."""
+    # Every gate starts at the same log-alpha (CoFi starts FFN dims nearer to closing).
+    init = {"head": 3.0, "intermediate": 3.0}
+    masks = CoFiMasks(config, units=["head", "intermediate"], init_log_alpha=init)
+    multipliers = LagrangeMultipliers()
+    opt = torch.optim.AdamW(
+        [
+            {"params": masks.mask_parameters(), "lr": 0.1, "weight_decay": 0.0},
+            multiplier_param_group(multipliers, 0.1),
+        ]
+    )
+    g = torch.Generator().manual_seed(0)
+    weight = {
+        "head": 4 * config.hidden_size * config.attention_head_size,
+        "ffn": 2 * config.hidden_size,
+    }
+    for step in range(steps):
+        t = target_sparsity(step, target=constraint.target, warmup_steps=steps // 2)
+        z = masks.sample(masks.noise(g))
+        task = 1e-5 * (
+            weight["head"] * (1 - z.head).sum() + weight["ffn"] * (1 - z.intermediate).sum()
+        )
+        value = constraint.expected(masks)
+        multipliers.reset_windup_(float(value.detach()) - t, opt)
+        (task + multipliers(value, t)).backward()
+        opt.step()
+        opt.zero_grad()
+        masks.clamp_()
+    return masks
+
+
+def test_the_latency_constraint_prunes_the_expensive_units_harder():
+    config = CoFiBertConfig.from_bert_config(
+        BertConfig(**tiny_bert_kwargs(num_hidden_layers=2, intermediate_size=64)), num_labels=2
+    )
+    by_params = _prune(ParamsConstraint(0.5), config).deterministic()
+    latency = LatencyConstraint(_table(config), target_speedup=2.0)
+    by_latency_masks = _prune(latency, config)
+    by_latency = by_latency_masks.deterministic()
+
+    def kept(z, unit):
+        return float((getattr(z, unit) != 0).float().mean())
+
+    # FFN dims cost 5x their parameter share in latency: the latency run keeps fewer of them
+    # (and more heads) than the parameter run at a similar reduction.
+    assert kept(by_latency, "intermediate") < kept(by_params, "intermediate") - 0.1
+    assert kept(by_latency, "head") > kept(by_params, "head")
+    assert latency.real(by_latency_masks, by_latency) == pytest.approx(0.5, abs=0.06)
+
+
+def test_bad_latency_settings_name_the_key():
+    with pytest.raises(ConfigError, match="pruning.target_speedup must be > 1"):
+        PruningConfig(constraint="latency", target_speedup=1.0)
+    with pytest.raises(ConfigError, match="pruning.target_speedup"):
+        PruningConfig(constraint="latency")
+    with pytest.raises(ConfigError, match="pruning.constraint must be in"):
+        PruningConfig(constraint="flops")
+
+
+def _tiny_config(tiny_bert_dir) -> CoFiBertConfig:
+    from transformers import AutoConfig
+
+    return CoFiBertConfig.from_bert_config(AutoConfig.from_pretrained(tiny_bert_dir))
+
+
+def test_pipeline_prunes_to_a_speedup_and_reports_it(
+    compose_train, tiny_overrides, tiny_bert_dir, tmp_path
+):
+    table_path = tmp_path / "table.json"
+    _table(_tiny_config(tiny_bert_dir), ffn_cost=1.0).save(table_path)
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(run_dir) + [
+        "pruning.constraint=latency",
+        "pruning.target_speedup=1.5",
+        f"pruning.latency_table={table_path}",
+        "pruning.epochs=1",
+    ]
+    results = train(compose_train(overrides))
+    assert results["constraint"] == "latency"
+    latency = results["latency"]
+    assert latency["target_speedup"] == 1.5 and latency["table_device"] == "synthetic"
+    assert latency["table_speedup"] == pytest.approx(
+        latency["unpruned_table_ms"] / latency["table_ms"]
+    )
+    meta = json.loads((run_dir / "prune" / "best" / "meta.json").read_text())
+    assert meta["constraint"] == "latency"
+    assert 0 <= results["sparsity"] < 1  # the parameter sparsity is still reported
+    header = (run_dir / "prune" / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+    assert "latency_reduction/expected" in header and "latency/table_ms" in header
+
+
+def test_a_table_of_another_shape_or_a_corrupt_one_stops_the_run(
+    compose_train, tiny_overrides, tiny_bert_dir, tmp_path
+):
+    other = _tiny_config(tiny_bert_dir)
+    other.intermediate_size = 96
+    wrong = tmp_path / "wrong.json"
+    _table(other).save(wrong)
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text("[1, 2")
+    for path, message in ((wrong, "was profiled for"), (corrupt, "not a latency table")):
+        overrides = tiny_overrides(tmp_path / path.stem) + [
+            "pruning.constraint=latency",
+            "pruning.target_speedup=2",
+            f"pruning.latency_table={path}",
+            "stages=[teacher,prune]",
+        ]
+        with pytest.raises(ConfigError, match=f"pruning.latency_table .*{message}"):
+            train(compose_train(overrides))
+
+
+def test_a_missing_table_is_profiled_on_first_use(compose_train, tiny_overrides, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(run_dir) + [
+        "pruning.constraint=latency",
+        "pruning.target_speedup=1.3",
+        "stages=[teacher,prune]",
+        "pruning.epochs=1",
+    ]
+    cfg = load_config(compose_train(overrides))
+    assert cfg.pruning.latency_table is None
+    train(compose_train(overrides))
+    table = LatencyTable.load(run_dir / "prune" / "latency_table.json")
+    assert table.meta["batch"] == 32 and table.meta["seq"] == 128
