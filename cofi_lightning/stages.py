@@ -42,7 +42,7 @@ from cofi_lightning.context import RunContext, barrier, is_global_zero
 from cofi_lightning.distillation import LayerDistiller
 from cofi_lightning.latency import LatencyTable, LatencyTableError, config_latency
 from cofi_lightning.lit_module import CoFiSystem
-from cofi_lightning.masks import CoFiMasks
+from cofi_lightning.masks import CoFiMasks, Masks
 from cofi_lightning.model_card import write_card
 
 
@@ -292,6 +292,16 @@ def finetune_stage(ctx: RunContext) -> dict[str, Any]:
     student = ctx.load_model(cfg.model.pretrained)
     student.load_state_dict(torch.load(src / "student.pt", weights_only=True))
     masks = load_masks(src)
+    if cfg.export.round_to > 1:
+        from cofi_lightning.rounding import round_widths
+
+        if not (src / "scores.pt").is_file():
+            raise ConfigError(
+                f"export.round_to needs the gates' scores ({src / 'scores.pt'}), which this "
+                "structure predates; re-run the prune stage or set export.round_to=1"
+            )
+        scores = Masks(**torch.load(src / "scores.pt", weights_only=True))
+        masks = round_widths(masks, scores, cfg.export.round_to, cfg.export.round_hidden)
     compact = student.prune(masks)
     teacher = _teacher(ctx)
     if f.batch_size:  # the paper's finetune script used 64 (pruning: 32)

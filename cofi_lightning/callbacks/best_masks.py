@@ -8,6 +8,7 @@ within ``epsilon`` of the target, and the qualifying one with the best main metr
 * ``masks.pt``: ``{unit: tensor}`` of the deterministic (soft-valued) masks;
 * ``student.pt``: the student's full-size ``state_dict`` (masks not yet folded in);
 * ``layer_distiller.pt``: the projection's ``state_dict`` (absent without layer distillation);
+* ``scores.pt``: the gates' soft scores (``CoFiMasks.scores``), for ``export.round_to``;
 * ``meta.json``: step, metric, expected and deterministic sparsity, ``reached_target``.
 
 Which sparsity: by default the *real* sparsity of the deterministic masks, i.e. of the model that
@@ -119,6 +120,9 @@ class BestMasksCheckpoint(L.Callback):
         self.dirpath.mkdir(parents=True, exist_ok=True)
         masks = module.masks.deterministic().detach().to("cpu")
         torch.save(dict(masks.items()), self.dirpath / "masks.pt")
+        torch.save(
+            dict(module.masks.scores().detach().to("cpu").items()), self.dirpath / "scores.pt"
+        )
         torch.save(module.student.state_dict(), self.dirpath / "student.pt")
         if module.layer_distiller is not None:
             torch.save(module.layer_distiller.state_dict(), self.dirpath / "layer_distiller.pt")

@@ -162,16 +162,25 @@ class PathsConfig:
 
 @dataclass
 class ExportConfig:
-    """What happens to the export after the run (never part of the run's identity).
+    """The exported model's shape and where it goes.
 
     Attributes:
+        round_to: Round every layer's kept FFN width to a multiple of this before the finetune
+            stage (``cofi_lightning.rounding``; 1 = as pruned). Part of the run's identity.
+        round_hidden: Round the kept hidden size too.
         push_to_hub: A hub repository id (``user/name``) to upload ``pruned_model/`` (model,
             tokenizer, model card) to once ``results.json`` is written; None keeps it local.
-        private: Create that repository private.
+        private: Create that repository private. (``push_to_hub`` and ``private`` are not part
+            of the run's identity.)
     """
 
     push_to_hub: str | None = None
     private: bool = True
+    round_to: int = 1
+    round_hidden: bool = False
+
+    def __post_init__(self) -> None:
+        at_least(self, "export", ("round_to",), 1, strict=False)
 
 
 @dataclass

@@ -128,6 +128,15 @@ class CoFiMasks(nn.Module):
         """Evaluation masks with CoFi's rule (see :meth:`HardConcreteGate.deterministic`)."""
         return self._as_masks({u: g.deterministic() for u, g in self.gates.items()})
 
+    def scores(self) -> Masks:
+        """Every gate's soft score ``sigmoid(log_alpha / β · 0.8)``, the order deterministic masks
+        keep units in (``cofi_lightning.rounding`` adds or drops units by it)."""
+        values = {}
+        for unit, gate in self.gates.items():
+            c = gate.constants
+            values[unit] = torch.sigmoid(gate.log_alpha / c.temperature * c.eval_factor)
+        return self._as_masks(values)
+
     @torch.no_grad()
     def clamp_(self) -> None:
         """Clamp every log-alpha to CoFi's range; call after each optimizer step."""
