@@ -49,6 +49,19 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utiliti
     logging.getLogger(_name).addFilter(_DropLightningNoise())
 
 
+class _DropCheckpointNoise(logging.Filter):
+    """Lightning 2.6 logs "`weights_only` was not set" at every checkpoint it writes (full
+    checkpoints are what resume needs: nothing to act on)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`weights_only` was not set" not in str(record.getMessage())
+
+
+logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").addFilter(
+    _DropCheckpointNoise()
+)
+
+
 def is_global_zero() -> bool:
     """Whether this process is global rank 0 (also before a trainer exists: Lightning reads the
     rank from the launcher's environment)."""
@@ -123,7 +136,7 @@ class SaveAfterValidation(Checkpoint):
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return  # not trainer.validate()
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)
 
 
 def _is_job_tracker(node: dict[str, Any]) -> bool:

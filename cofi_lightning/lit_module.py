@@ -372,7 +372,7 @@ class CoFiSystem(L.LightningModule):
             target = self.target_now()
             if self.pruning.multiplier_reset:
                 optimizer = self.optimizers(use_pl_optimizer=False) if self._trainer else None
-                reset = self.multipliers.reset_windup_(float(s_hat) - target, optimizer)
+                reset = self.multipliers.reset_windup_(float(s_hat.detach()) - target, optimizer)
                 self.log("sparsity/lambda_1_reset", float(reset))
             lag = self.multipliers(s_hat, target)
         else:

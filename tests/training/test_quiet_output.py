@@ -56,3 +56,34 @@ def test_lightning_banner_and_tips_dropped_real_messages_kept():
     shown = "\n".join(records.lines)
     assert "GPU available" not in shown and "Tip:" not in shown
     assert "[2/4 prune] starting" in shown
+
+
+def test_checkpoint_saves_do_not_log_the_weights_only_notice(
+    make_student, make_trainer, synthetic_dm, tmp_path
+):
+    """Lightning logs "`weights_only` was not set" at every checkpoint it writes; a run writes
+    one after every validation, so the notice would repeat all through a run."""
+    from cofi_lightning.config import StageConfig
+    from cofi_lightning.context import SaveAfterValidation
+    from cofi_lightning.lit_module import CoFiSystem
+
+    records = _Records()
+    lightning_logger = logging.getLogger("lightning.pytorch")
+    lightning_logger.addHandler(records)
+    lightning_logger.setLevel(logging.INFO)
+    try:
+        system = CoFiSystem(make_student(), task="sst2", stage=StageConfig(lr=1e-3))
+        save = SaveAfterValidation(tmp_path / "last.ckpt")
+        trainer = make_trainer(
+            max_steps=2,
+            val_check_interval=1,
+            callbacks=[save],
+            enable_checkpointing=True,
+            default_root_dir=tmp_path,
+        )
+        trainer.fit(system, synthetic_dm)
+        trainer.save_checkpoint(tmp_path / "other.ckpt")  # without weights_only, as Lightning
+    finally:
+        lightning_logger.removeHandler(records)
+    assert (tmp_path / "last.ckpt").is_file()
+    assert not any("weights_only" in line for line in records.lines)
