@@ -3,6 +3,7 @@
 #   bash docs/results/sst2_study/jobs.sh list            # the jobs and whether they finished
 #   bash docs/results/sst2_study/jobs.sh run <job>...    # run (or resume) jobs, one core each
 #   bash docs/results/sst2_study/jobs.sh collect         # copy finished jobs' records here
+#   bash docs/results/sst2_study/jobs.sh budgets         # full CoFi against budget (markdown)
 # Runs live in runs/sst2_study/<job>; `collect` keeps what the report needs (results.json, the
 # stages' DONE.json, CSV logs, config) under docs/results/sst2_study/runs/<job>/, so the report
 # regenerates from the repository alone:
@@ -83,5 +84,29 @@ case "${1:-list}" in
       echo "collected $job"
     done
     ;;
-  *) echo "usage: $0 list | run <job>... | collect" >&2; exit 2 ;;
+  budgets)
+    python - "$HERE/runs" <<'PY'
+import json, sys
+from pathlib import Path
+rows = []
+for path in sorted(Path(sys.argv[1]).glob("*/results.json")):
+    name = path.parent.name
+    if not (name.startswith("full_b") or name.startswith("repro330")):
+        continue
+    r = json.loads(path.read_text())
+    main = r["main_metric"]
+    cfg = (path.parent / "config.yaml").read_text()
+    steps = next(int(l.split(":")[1]) for l in cfg.splitlines() if l.startswith("  max_steps:"))
+    pruned, teacher = r["pruned"][main], r["teacher"].get(main)
+    share = f"{100 * pruned / teacher:.1f}%" if teacher else "-"
+    secs = r["stage_seconds"]
+    rows.append((r["target_sparsity"], steps, name, r["sparsity"], pruned, share, secs))
+print("| target | prune steps | job | sparsity | accuracy | of teacher | prune s | finetune s |")
+print("|---|---|---|---|---|---|---|---|")
+for t, steps, name, s, acc, share, secs in sorted(rows):
+    print(f"| {t} | {steps} | {name} | {s:.3f} | {acc:.2f} | {share} | {secs.get('prune', 0):.0f} "
+          f"| {secs.get('finetune', 0):.0f} |")
+PY
+    ;;
+  *) echo "usage: $0 list | run <job>... | collect | budgets" >&2; exit 2 ;;
 esac
