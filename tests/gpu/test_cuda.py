@@ -57,3 +57,15 @@ def test_bench_times_with_cuda_events(cuda):
     inputs = make_inputs(4, 32, model.config.vocab_size, resolve_device("cuda"))
     timings = time_models({"m": model}, inputs, warmup=1, rounds=3)
     assert len(timings["m"].rounds_ms) == 3 and all(t > 0 for t in timings["m"].rounds_ms)
+
+
+def test_latency_profile_on_cuda(cuda):
+    """The latency table of a tiny shape on the GPU (CUDA events), bf16, and its calibration."""
+    from cofi_lightning.latency.profile import profile
+
+    config = CoFiBertConfig(**tiny_bert_kwargs(num_hidden_layers=2, num_labels=2))
+    table = profile(config, device="cuda", dtype="bf16", batch=8, seq=32, rounds=3, progress=False)
+    assert table.meta["device"] == "cuda" and table.meta["dtype"] == "bf16"
+    assert table.meta["device_name"] == torch.cuda.get_device_name(cuda)
+    assert table.full_ms() > 0 and table.calibration > 0
+    assert all(ms >= 0 for row in table.attention + table.ffn for ms in row)
