@@ -4,7 +4,8 @@
 #      timing of the benchmark);
 #   2. a short `trainer=gpu` (bf16-mixed) run of the whole pipeline on the demo experiment;
 #   3. speed of the uniform compact model vs vanilla transformers BERT and of BERT-base at 95%
-#      sparsity vs dense, fp32 and bf16, batch 128 x 128 (CUDA events, median of 50 rounds).
+#      sparsity vs dense, fp32 and bf16, batch 128 x 128 (CUDA events, median of 50 rounds);
+#   4. a latency table of the MiniLM-L6 shape (bf16, batch 128 x 128).
 # Results land in ${OUT:-bench/results/gpu}: gpu_tests.log, demo.log (+ its results.json),
 # speed_fp32.json / speed_bf16.json and summary.txt. Usage: bash bench/gpu_check.sh
 set -euo pipefail
@@ -32,3 +33,8 @@ for dtype in fp32 bf16; do
     python bench/pruned_speed.py --device cuda --dtype "$dtype" --batch 128 --seq 128 \
         --warmup 10 --rounds 50 --out "$OUT/speed_$dtype.json" 2>&1 | tee -a "$OUT/summary.txt"
 done
+
+echo "== latency table (MiniLM-L6 shape, bf16, batch 128 x 128) and its accuracy" | tee -a "$OUT/summary.txt"
+MODEL=${COFI_SHARED_DIR:-../shared}/models/all-MiniLM-L6-v2
+python -m cofi_lightning.latency profile --model "$MODEL" --device cuda --dtype bf16 --batch 128 \
+    --seq 128 --rounds 20 --out "$OUT/latency_minilm_bf16.json" 2>&1 | tail -1 | tee -a "$OUT/summary.txt"
