@@ -125,7 +125,8 @@ def test_pipeline_prunes_to_a_speedup_and_reports_it(
         f"pruning.latency_table={table_path}",
         "pruning.epochs=1",
     ]
-    results = train(compose_train(overrides))
+    with pytest.warns(UserWarning, match="was profiled on synthetic, this machine is"):
+        results = train(compose_train(overrides))
     assert results["constraint"] == "latency"
     latency = results["latency"]
     assert latency["target_speedup"] == 1.5 and latency["table_device"] == "synthetic"
