@@ -185,7 +185,7 @@ def _simulate(reset: bool, steps: int = 240, ramp: int = 120, target: float = 0.
         task = sum((importance[u] * (1 - v)).sum() for u, v in z.items()) * 0.02
         s_hat = masks.expected_sparsity()
         if reset:
-            m.reset_windup_(float(s_hat) - t, opt)
+            m.reset_windup_(float(s_hat.detach()) - t, opt)
         (task + m(s_hat, t)).backward()
         opt.step()
         opt.zero_grad()
