@@ -73,6 +73,7 @@ class BestMasksCheckpoint(L.Callback):
         self.target = float(target_sparsity)
         self.epsilon = float(epsilon)
         self.sparsity_key = f"{prefix}/{self.SPARSITY_KEYS[select_on]}"
+        self.quantity = prefix.replace("_", " ")  # "sparsity", "latency reduction"
         self.best: float | None = None
         self.best_step: int | None = None
         self.closest: float | None = None  # smallest |ŝ − t| saved while nothing qualified
@@ -107,7 +108,8 @@ class BestMasksCheckpoint(L.Callback):
         if self.best is not None or module.masks is None:
             return
         rank_zero_warn(
-            f"no evaluation reached the target sparsity {self.target} ± {self.epsilon}; keeping "
+            f"no evaluation reached the target {self.quantity} {self.target:.4g} ± {self.epsilon}; "
+            "keeping "
             "the evaluation closest to it (see prune/best/meta.json). Train longer, evaluate more "
             "often, or lengthen the Lagrangian warm-up."
         )
