@@ -80,7 +80,7 @@ case "${1:-list}" in
       mkdir -p "$out"
       (cd "$dir" && find . \( -name results.json -o -name DONE.json -o -name meta.json \
         -o -name metrics.csv -o -name config.yaml -o -name run.json -o -name 'speed_*.json' \) \
-        -not -path './wandb/*' -print0 | xargs -0 -I{} cp --parents {} "$OLDPWD/$out/")
+        -not -path './wandb/*' -not -path './.hydra/*' -print0 | xargs -0 -I{} cp --parents {} "$OLDPWD/$out/")
       echo "collected $job"
     done
     ;;
