@@ -85,11 +85,8 @@ def main() -> None:
     rows = []
     for i in range(args.structures):
         structure = _random_structure(config, rng)
-        values = config.to_dict()
-        for key in ("model_type", "transformers_version", "architectures"):
-            values.pop(key, None)
-        values.update(structure)
-        model = CoFiBertForSequenceClassification(CoFiBertConfig(**values)).to(device).eval()
+        pruned = CoFiBertConfig.from_bert_config(config, **structure)
+        model = CoFiBertForSequenceClassification(pruned).to(device).eval()
         inputs = make_inputs(meta["batch"], meta["seq"], config.vocab_size, device)
         measured = time_models({"m": model}, inputs, 2, args.rounds)["m"].median_ms
         predicted = structure_latency(masks, table, _as_masks(masks, structure))

@@ -39,11 +39,8 @@ def _rounded(widths: list[int], k: int, cap: int) -> list[int]:
 
 
 def _model(config: CoFiBertConfig, heads: list[int], widths: list[int]):
-    values = config.to_dict()
-    for key in ("model_type", "transformers_version", "architectures"):
-        values.pop(key, None)
-    values.update(num_heads=heads, intermediate_sizes=widths)
-    return CoFiBertForSequenceClassification(CoFiBertConfig(**values)).eval()
+    pruned = CoFiBertConfig.from_bert_config(config, num_heads=heads, intermediate_sizes=widths)
+    return CoFiBertForSequenceClassification(pruned).eval()
 
 
 def main() -> None:

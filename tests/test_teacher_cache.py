@@ -58,11 +58,11 @@ def _system(teacher, student, *, pruning: bool) -> CoFiSystem:
     )
 
 
-def _build(teacher, ds, root, batch_size=5) -> TeacherCache:
+def _build(teacher, ds, root, batch_size=5, features_key="features-v1") -> TeacherCache:
     return open_or_build(
         teacher,
         ds,
-        features_key="features-v1",
+        features_key=features_key,
         layers=[0, 3],
         root=root,
         pad_token_id=0,
@@ -133,15 +133,7 @@ def test_a_changed_teacher_or_dataset_gets_a_new_entry(tmp_path):
         - first.batch(batch["example_index"], seq, torch.device("cpu")).logits
     )
     torch.testing.assert_close(shift, torch.ones_like(shift), rtol=0, atol=2e-2)
-    other_data = open_or_build(
-        teacher,
-        ds,
-        features_key="features-v2",
-        layers=[0, 3],
-        root=tmp_path,
-        pad_token_id=0,
-        progress=False,
-    )
+    other_data = _build(teacher, ds, tmp_path, features_key="features-v2")
     assert other_data.path not in (first.path, changed.path)
 
 

@@ -53,10 +53,8 @@ class _Sublayer(nn.Module):
 
 
 def _config(base: CoFiBertConfig, hidden: int, heads: list[int], widths: list[int]):
-    values = base.to_dict()
-    for key in ("model_type", "transformers_version", "architectures"):
-        values.pop(key, None)
-    values.update(
+    return CoFiBertConfig.from_bert_config(
+        base,
         hidden_size=hidden,
         num_hidden_layers=len(heads),
         num_heads=heads,
@@ -64,7 +62,6 @@ def _config(base: CoFiBertConfig, hidden: int, heads: list[int], widths: list[in
         attention_head_size=base.attention_head_size,
         pooler_size=base.pooler_size,
     )
-    return CoFiBertConfig(**values)
 
 
 def profile(

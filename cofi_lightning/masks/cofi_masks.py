@@ -131,11 +131,7 @@ class CoFiMasks(nn.Module):
     def scores(self) -> Masks:
         """Every gate's soft score ``sigmoid(log_alpha / β · 0.8)``, the order deterministic masks
         keep units in (``cofi_lightning.rounding`` adds or drops units by it)."""
-        values = {}
-        for unit, gate in self.gates.items():
-            c = gate.constants
-            values[unit] = torch.sigmoid(gate.log_alpha / c.temperature * c.eval_factor)
-        return self._as_masks(values)
+        return self._as_masks({u: g.soft_score() for u, g in self.gates.items()})
 
     @torch.no_grad()
     def clamp_(self) -> None:

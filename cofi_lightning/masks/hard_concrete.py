@@ -93,6 +93,12 @@ class HardConcreteGate(nn.Module):
         return (s * (c.limit_r - c.limit_l) + c.limit_l).clamp(0.0, 1.0)
 
     @torch.no_grad()
+    def soft_score(self) -> torch.Tensor:
+        """``sigmoid(log_alpha / beta * eval_factor)``: the order deterministic masks keep gates
+        in, and the value a kept gate takes."""
+        c = self.constants
+        return torch.sigmoid(self.log_alpha / c.temperature * c.eval_factor)
+
     def deterministic(self) -> torch.Tensor:
         """CoFi's evaluation mask: per group keep round(E[#non-zero]) gates, with soft values.
 
@@ -101,9 +107,8 @@ class HardConcreteGate(nn.Module):
         and the rest keep that soft score (not 1). Implemented with a sort and a rank comparison so
         no host sync happens.
         """
-        c = self.constants
         size = self.log_alpha.shape[-1]
-        soft = torch.sigmoid(self.log_alpha / c.temperature * c.eval_factor)
+        soft = self.soft_score()
         num_zeros = torch.round(size - self.prob_nonzero().sum(-1, keepdim=True))  # [..., 1]
         rank = soft.argsort(dim=-1).argsort(dim=-1)  # rank 0 = smallest soft score in its group
         return torch.where(rank < num_zeros, torch.zeros_like(soft), soft)
