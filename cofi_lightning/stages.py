@@ -36,6 +36,7 @@ from cofi_lightning.callbacks import (
     StructureLogger,
     load_masks,
 )
+from cofi_lightning.callbacks.best_masks import save_structure
 from cofi_lightning.config import ConfigError
 from cofi_lightning.constraint import LatencyConstraint, ParamsConstraint
 from cofi_lightning.context import RunContext, barrier, is_global_zero
@@ -183,10 +184,7 @@ def _uniform_structure(ctx: RunContext, student: torch.nn.Module) -> dict[str, A
         "method": "uniform",
     }
     if is_global_zero():
-        best_dir.mkdir(parents=True, exist_ok=True)
-        torch.save(dict(masks.items()), best_dir / "masks.pt")
-        torch.save(student.state_dict(), best_dir / "student.pt")
-        (best_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+        save_structure(best_dir, masks, student, meta)
     barrier()
     rank_zero_info(f"[prune] uniform structure at sparsity {sparsity:.3f}: nothing to train")
     return {"structure_dir": str(best_dir), "best": meta, "metrics": metrics}

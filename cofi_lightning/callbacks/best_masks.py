@@ -36,6 +36,28 @@ from lightning.pytorch.utilities import rank_zero_warn
 from cofi_lightning.masks import Masks
 
 
+def save_structure(
+    dirpath: str | Path,
+    masks: Masks,
+    student: torch.nn.Module,
+    meta: dict[str, Any],
+    scores: Masks | None = None,
+    layer_distiller: torch.nn.Module | None = None,
+) -> None:
+    """Write a structure directory (the files listed in the module docstring) that the
+    finetune stage reads: ``masks.pt``, ``student.pt``, ``meta.json`` and, when given,
+    ``scores.pt`` and ``layer_distiller.pt``."""
+    dirpath = Path(dirpath)
+    dirpath.mkdir(parents=True, exist_ok=True)
+    torch.save(dict(masks.detach().to("cpu").items()), dirpath / "masks.pt")
+    if scores is not None:
+        torch.save(dict(scores.detach().to("cpu").items()), dirpath / "scores.pt")
+    torch.save(student.state_dict(), dirpath / "student.pt")
+    if layer_distiller is not None:
+        torch.save(layer_distiller.state_dict(), dirpath / "layer_distiller.pt")
+    (dirpath / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
 def load_masks(dirpath: str | Path) -> Masks:
     """The :class:`Masks` saved by :class:`BestMasksCheckpoint` in ``dirpath``."""
     return Masks(**torch.load(Path(dirpath) / "masks.pt", weights_only=True))
@@ -119,15 +141,7 @@ class BestMasksCheckpoint(L.Callback):
     def _save(self, trainer: L.Trainer, module: L.LightningModule, reached: bool) -> None:
         if not trainer.is_global_zero:
             return
-        self.dirpath.mkdir(parents=True, exist_ok=True)
         masks = module.masks.deterministic().detach().to("cpu")
-        torch.save(dict(masks.items()), self.dirpath / "masks.pt")
-        torch.save(
-            dict(module.masks.scores().detach().to("cpu").items()), self.dirpath / "scores.pt"
-        )
-        torch.save(module.student.state_dict(), self.dirpath / "student.pt")
-        if module.layer_distiller is not None:
-            torch.save(module.layer_distiller.state_dict(), self.dirpath / "layer_distiller.pt")
         with torch.no_grad():
             expected = float(module.masks.expected_sparsity())
         constraint = module.constraint
@@ -141,4 +155,11 @@ class BestMasksCheckpoint(L.Callback):
             "deterministic_sparsity": module.masks.sparsity(masks),
             "reached_target": reached,
         }
-        (self.dirpath / "meta.json").write_text(json.dumps(meta, indent=2))
+        save_structure(
+            self.dirpath,
+            masks,
+            module.student,
+            meta,
+            scores=module.masks.scores(),  # for export.round_to
+            layer_distiller=module.layer_distiller,
+        )
