@@ -14,6 +14,8 @@ of the structure deterministic masks keep (what is exported).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from cofi_lightning.latency import LatencyTable, expected_latency, structure_latency
@@ -21,13 +23,20 @@ from cofi_lightning.masks import CoFiMasks, Masks
 
 
 class ParamsConstraint:
-    """CoFi's constraint on the expected number of encoder parameters."""
+    """CoFi's constraint on the expected number of encoder parameters.
+
+    Args:
+        target_sparsity: The target, or the ascending targets of a sparsity path
+            (``pruning.targets``); ``target`` is then the last one.
+    """
 
     name = "params"
     prefix = "sparsity"  # metric keys: sparsity/expected, sparsity/deterministic, ...
 
-    def __init__(self, target_sparsity: float) -> None:
-        self.target = float(target_sparsity)
+    def __init__(self, target_sparsity: float | Sequence[float]) -> None:
+        targets = [target_sparsity] if isinstance(target_sparsity, int | float) else target_sparsity
+        self.targets = tuple(float(t) for t in targets)
+        self.target = self.targets[-1]
 
     def expected(self, masks: CoFiMasks) -> torch.Tensor:
         return masks.expected_sparsity()
@@ -56,6 +65,7 @@ class LatencyConstraint:
         self.table = table
         self.target_speedup = float(target_speedup)
         self.target = 1.0 - 1.0 / self.target_speedup
+        self.targets = (self.target,)
         self.full_ms = table.full_ms()
 
     def expected(self, masks: CoFiMasks) -> torch.Tensor:

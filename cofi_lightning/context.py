@@ -33,6 +33,7 @@ from cofi_lightning.config import StageConfig, TrainConfig
 from cofi_lightning.data import get_task
 from cofi_lightning.lit_module import CoFiSystem
 from cofi_lightning.modeling import CoFiBertForQuestionAnswering, CoFiBertForSequenceClassification
+from cofi_lightning.operating_points import operating_points
 
 
 class _DropLightningNoise(logging.Filter):
@@ -166,6 +167,8 @@ class RunContext:
         self.run_dir = Path(run_dir)
         self.run_id = run_id or cfg.run_name
         self.task = get_task(cfg.task.name)
+        #: One per pruning target (``cofi_lightning.operating_points``).
+        self.points = operating_points(cfg.pruning.target_list)
         self.extra_callbacks = extra_callbacks or {}
         self.records: dict[str, dict[str, Any]] = {}
         self._tokenizer = None

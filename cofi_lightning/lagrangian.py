@@ -1,8 +1,9 @@
 """Target-sparsity schedule and the Lagrangian sparsity penalty L_c of CoFi (Xia et al. 2022).
 
-This file owns three small things:
+This file owns four small things:
 
 * :func:`target_sparsity`, the linear ramp of the target sparsity t over the Lagrangian warm-up;
+* :class:`TargetPath`, t along a sparsity path (ramp, dwell, ramp, ...; one ramp for one target);
 * :class:`LagrangeMultipliers`, the two learned multipliers and the penalty
   ``L_c = λ1 (ŝ − t) + λ2 (ŝ − t)²`` (the paper's Lagrangian term, Sec. 3, after Wang et al.
   2020, "Structured Pruning of Large Language Models");
@@ -24,6 +25,7 @@ optimizer can hold the model weights, the mask log-alphas and the multipliers as
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -64,6 +66,56 @@ def target_sparsity(step: int, *, target: float, warmup_steps: int, start: float
     if warmup_steps == 0:
         return target
     return start + (target - start) * min(1.0, step / warmup_steps)
+
+
+@dataclass(frozen=True)
+class TargetPath:
+    """The target t(step) of a prune stage with one or several targets (a sparsity path).
+
+    ``t`` ramps linearly from ``start`` to ``targets[0]`` over ``ramps[0]`` steps, holds it for
+    ``dwells[0]`` steps, ramps to ``targets[1]`` over ``ramps[1]``, and so on; the last target is
+    held to the end. With one target this is :func:`target_sparsity` exactly.
+
+    Attributes:
+        targets: Ascending targets in [0, 1).
+        ramps: Steps of the ramp that reaches each target (same length as ``targets``).
+        dwells: Steps held at each target before the next ramp (one fewer than ``targets``).
+        start: t at step 0.
+    """
+
+    targets: tuple[float, ...]
+    ramps: tuple[int, ...]
+    dwells: tuple[int, ...] = ()
+    start: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.targets or len(self.ramps) != len(self.targets):
+            raise ValueError(f"one ramp per target: {self.targets} / {self.ramps}")
+        if len(self.dwells) != len(self.targets) - 1:
+            raise ValueError(f"one dwell between targets: {self.targets} / {self.dwells}")
+
+    def __call__(self, step: int) -> float:
+        """t at ``step`` optimizer steps after pruning started (negative: ``start``)."""
+        begin, low = 0, self.start
+        for k, target in enumerate(self.targets):
+            ramp_end = begin + self.ramps[k]
+            if k == len(self.targets) - 1 or step < ramp_end:
+                return target_sparsity(
+                    step - begin, target=target, warmup_steps=self.ramps[k], start=low
+                )
+            if step < ramp_end + self.dwells[k]:
+                return target
+            begin, low = ramp_end + self.dwells[k], target
+        raise AssertionError("unreachable")
+
+    def reached_at(self, k: int) -> int:
+        """The step at which t first equals ``targets[k]`` (end of its ramp)."""
+        return sum(self.ramps[: k + 1]) + sum(self.dwells[:k])
+
+    @property
+    def length(self) -> int:
+        """Steps until the last target is reached (the stage must be at least this long)."""
+        return self.reached_at(len(self.targets) - 1)
 
 
 class LagrangeMultipliers(nn.Module):

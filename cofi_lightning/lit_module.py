@@ -25,7 +25,13 @@ import lightning as L
 import torch
 from torch import nn
 
-from cofi_lightning.config import DistillConfig, OptimConfig, PruningConfig, StageConfig
+from cofi_lightning.config import (
+    ConfigError,
+    DistillConfig,
+    OptimConfig,
+    PruningConfig,
+    StageConfig,
+)
 from cofi_lightning.constraint import LatencyConstraint, ParamsConstraint
 from cofi_lightning.data.tasks import get_task
 from cofi_lightning.distillation import (
@@ -34,7 +40,7 @@ from cofi_lightning.distillation import (
     prediction_distill_loss,
     student_layer_alive,
 )
-from cofi_lightning.lagrangian import LagrangeMultipliers, target_sparsity
+from cofi_lightning.lagrangian import LagrangeMultipliers, TargetPath
 from cofi_lightning.masks import CoFiMasks, Masks
 from cofi_lightning.optim import WEIGHT_GROUPS, build_optimizer, build_scheduler, group_params
 from cofi_lightning.validation_metrics import ValidationCollector
@@ -106,7 +112,7 @@ class CoFiSystem(L.LightningModule):
                     p.requires_grad_(False)
         self.pruning: PruningConfig | None = stage if masks is not None else None
         if self.pruning is not None and constraint is None:
-            constraint = ParamsConstraint(self.pruning.target_sparsity)
+            constraint = ParamsConstraint(self.pruning.target_list)
         self.constraint = constraint
         self.distill = distill or DistillConfig()
         self.seed = int(seed)
@@ -121,6 +127,7 @@ class CoFiSystem(L.LightningModule):
         # resolved in configure_optimizers, once the trainer knows the epoch length
         self.pre_pruning_steps = 0
         self.lagrangian_warmup_steps = 0
+        self.target_path: TargetPath | None = None  # t(step), set with the stage's length
         self._noise: dict[str, torch.Tensor] | None = None
         self._noise_step = -1
         #: Number of mask noise draws (one per optimizer step while pruning); tests read it.
@@ -198,6 +205,7 @@ class CoFiSystem(L.LightningModule):
         per_epoch, total = self.stage_steps()
         if self.pruning is not None:
             self.pre_pruning_steps, self.lagrangian_warmup_steps = self.pruning.steps(per_epoch)
+            self.target_path = self._target_path(per_epoch, total)
         optimizer = build_optimizer(
             self._weights(),
             self.optim,
@@ -214,6 +222,28 @@ class CoFiSystem(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def _target_path(self, per_epoch: int, total: int) -> TargetPath:
+        """t(step) of this stage: the ramp to the constraint's target, or the sparsity path.
+
+        Raises:
+            ConfigError: a path longer than the stage (naming the keys to change).
+        """
+        assert self.pruning is not None and self.constraint is not None
+        targets = self.constraint.targets
+        ramps, dwells = [self.lagrangian_warmup_steps], []
+        if len(targets) > 1:
+            ramps, dwells = self.pruning.path_steps(per_epoch)
+        path = TargetPath(tuple(targets), tuple(ramps), tuple(dwells), self.pruning.start_sparsity)
+        needed = self.pre_pruning_steps + path.length
+        if len(targets) > 1 and needed >= total:
+            raise ConfigError(
+                f"pruning.targets: the path needs {needed} steps to reach {targets[-1]} "
+                f"(pre-pruning {self.pre_pruning_steps}, ramps {ramps}, dwells {dwells}) but the "
+                f"prune stage has {total}; lengthen pruning.max_steps / pruning.epochs or shorten "
+                "pruning.path.dwell_* / pruning.path.ramp_* / pruning.lagrangian_warmup_*"
+            )
+        return path
 
     def _restart_step(self) -> int:
         """The step at which the weights' optimizer restarts (0: never; ``restart_optimizer``)."""
@@ -262,13 +292,12 @@ class CoFiSystem(L.LightningModule):
 
     def target_now(self) -> float:
         """The current target sparsity t (0 / ``start_sparsity`` during the warm-up)."""
-        assert self.pruning is not None
-        return target_sparsity(
-            self.global_step - self.pre_pruning_steps,
-            target=self.constraint.target,
-            warmup_steps=self.lagrangian_warmup_steps,
-            start=self.pruning.start_sparsity,
-        )
+        assert self.pruning is not None and self.constraint is not None
+        path = self.target_path
+        if path is None:  # stepped without configure_optimizers (tests): the one-target ramp
+            start = self.pruning.start_sparsity
+            path = TargetPath((self.constraint.target,), (self.lagrangian_warmup_steps,), (), start)
+        return path(self.global_step - self.pre_pruning_steps)
 
     def _train_masks(self) -> Masks:
         """Masks of this optimizer step: fresh noise once per step, a fresh graph per micro-batch.

@@ -19,6 +19,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from cofi_lightning.data.tasks import TaskSpec
+from cofi_lightning.operating_points import OperatingPoint, operating_points, points_of_results
 
 PAPER = "https://arxiv.org/abs/2204.00408"
 
@@ -176,11 +177,24 @@ tokenizer = AutoTokenizer.from_pretrained("<this folder or repo>", trust_remote_
     return ModelCard(content)
 
 
-def write_card(export_dir: Path, run_dir: Path, task: TaskSpec, base_model: str, results: dict):
-    """Write ``<export_dir>/README.md`` and its ``structure.png`` from the run directory."""
+def write_card(
+    export_dir: Path,
+    run_dir: Path,
+    task: TaskSpec,
+    base_model: str,
+    results: dict,
+    point: OperatingPoint | None = None,
+):
+    """Write ``<export_dir>/README.md`` and its ``structure.png`` from the run directory.
+
+    Args:
+        results: The operating point's ``results.json`` fields.
+        point: Which operating point of the run this export is (None: the single target).
+    """
     export_dir, run_dir = Path(export_dir), Path(run_dir)
+    point = point or OperatingPoint(float(results["target_sparsity"]))
     config = run_dir / "config.yaml"
-    speeds = [json.loads(p.read_text()) for p in sorted(run_dir.glob("speed_*.json"))]
+    speeds = [json.loads(p.read_text()) for p in point.speed_files(run_dir)]
     card = build_card(
         task=task,
         base_model=base_model,
@@ -188,27 +202,33 @@ def write_card(export_dir: Path, run_dir: Path, task: TaskSpec, base_model: str,
         config_yaml=config.read_text() if config.is_file() else "(not recorded)",
         speeds=speeds,
     )
-    if (run_dir / "structure.png").is_file():
-        shutil.copyfile(run_dir / "structure.png", export_dir / "structure.png")
+    plot = point.structure_plot(run_dir)
+    if plot.is_file():
+        shutil.copyfile(plot, export_dir / "structure.png")
     card.save(export_dir / "README.md")
     return card
 
 
-def refresh_card(run_dir: Path) -> ModelCard | None:
-    """Rewrite a finished run's export card (e.g. after the bench wrote a ``speed_*.json``);
-    None when the run has no export, results or config."""
+def refresh_card(run_dir: Path) -> list[ModelCard]:
+    """Rewrite a finished run's export cards (e.g. after the bench wrote a ``speed_*.json``), one
+    per operating point; empty when the run has no results or config."""
     from omegaconf import OmegaConf
 
     from cofi_lightning.data.tasks import get_task
 
     run_dir = Path(run_dir)
-    export, results, config = (
-        run_dir / "pruned_model",
-        run_dir / "results.json",
-        run_dir / "config.yaml",
-    )
-    if not (export.is_dir() and results.is_file() and config.is_file()):
-        return None
+    results, config = run_dir / "results.json", run_dir / "config.yaml"
+    if not (results.is_file() and config.is_file()):
+        return []
     cfg = OmegaConf.load(config)
     data = json.loads(results.read_text())
-    return write_card(export, run_dir, get_task(data["task"]), str(cfg.model.pretrained), data)
+    records = points_of_results(data)
+    points = operating_points([float(r["target_sparsity"]) for r in records])
+    cards = []
+    for point, record in zip(points, records, strict=True):
+        export = point.export_dir(run_dir)
+        if export.is_dir():
+            task = get_task(record["task"])
+            base = str(cfg.model.pretrained)
+            cards.append(write_card(export, run_dir, task, base, record, point))
+    return cards

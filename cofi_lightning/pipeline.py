@@ -28,9 +28,18 @@ from cofi_lightning.config import STAGES, TrainConfig, config_identity, load_con
 from cofi_lightning.config.identity import identity_hash
 from cofi_lightning.context import RunContext, barrier, is_global_zero
 from cofi_lightning.hub import push_export
+from cofi_lightning.operating_points import (
+    PER_POINT_STAGES,
+    POINT_KEYS,
+    OperatingPoint,
+    operating_points,
+    points_of_results,
+)
 from cofi_lightning.preflight import preflight
 from cofi_lightning.rundir import RunLock, claim
 
+#: ``results.json``'s keys. The operating point's keys (:data:`POINT_KEYS`) sit at the top level
+#: only with a single target; ``operating_points`` lists every point (one with a single target).
 RESULT_KEYS = (
     "task",
     "target_sparsity",
@@ -48,25 +57,33 @@ RESULT_KEYS = (
     "fidelity",
     "seed",
     "stage_seconds",
+    "operating_points",
 )
 
 
 # --- the stage loop -------------------------------------------------------------------------------
 
 
-def run_stage(ctx: RunContext, name: str, fn: Callable[[RunContext], dict[str, Any]]) -> dict:
-    """Run one stage unless its ``DONE.json`` exists; write it (rank 0) when the stage ends."""
-    done = ctx.run_dir / name / "DONE.json"
-    label = f"[{STAGES.index(name) + 1}/{len(STAGES)} {name}]"
+def run_stage(
+    ctx: RunContext,
+    name: str,
+    fn: Callable[..., dict[str, Any]],
+    point: OperatingPoint | None = None,
+) -> dict:
+    """Run one stage (of one operating point, for the per-point stages) unless its ``DONE.json``
+    exists; write it (rank 0) when the stage ends."""
+    key = point.stage(name) if point is not None else name  # directory and record name
+    done = ctx.run_dir / key / "DONE.json"
+    label = f"[{STAGES.index(name) + 1}/{len(STAGES)} {key}]"
     if done.is_file():
         record = json.loads(done.read_text())
         rank_zero_info(f"{label} already done ({done}); skipping")
     else:
         rank_zero_info(f"{label} starting")
-        start = ctx.started[name] = time.perf_counter()
-        record = fn(ctx)
+        start = ctx.started[key] = time.perf_counter()
+        record = fn(ctx) if point is None else fn(ctx, point)
         attempt = time.perf_counter() - start
-        clock = ctx.clocks.get(name)
+        clock = ctx.clocks.get(key)
         earlier = clock.before if clock is not None else 0.0  # attempts cut short by a crash
         record["seconds"] = round(attempt + earlier, 2)
         record["attempt_seconds"] = round(attempt, 2)
@@ -74,10 +91,10 @@ def run_stage(ctx: RunContext, name: str, fn: Callable[[RunContext], dict[str, A
             done.parent.mkdir(parents=True, exist_ok=True)
             done.write_text(json.dumps(record, indent=2))
             if ctx.cfg.cleanup.checkpoints:
-                remove_checkpoints(ctx.run_dir / name)
+                remove_checkpoints(ctx.run_dir / key)
         barrier()
         rank_zero_info(f"{label} done in {record['seconds']:.0f} s{_outcome(ctx, record)}")
-    ctx.records[name] = record
+    ctx.records[key] = record
     return record
 
 
@@ -87,19 +104,32 @@ def _outcome(ctx: RunContext, record: dict[str, Any]) -> str:
     metric = ctx.task.main_metric_key
     if metric in (record.get("metrics") or {}):
         parts.append(f"{metric} {record['metrics'][metric]:.2f}")
-    sparsity = record.get("sparsity", (record.get("best") or {}).get("deterministic_sparsity"))
+    best = record.get("best") or {}
+    sparsity = record.get("sparsity", best.get("deterministic_sparsity"))
     if sparsity is not None:
         parts.append(f"sparsity {sparsity:.3f}")
+    elif "structure_dirs" in record:  # a path: one best structure per target
+        found = [b.get("deterministic_sparsity") for b in best.values()]
+        parts.append("sparsities " + " / ".join(f"{s:.3f}" for s in found if s is not None))
     return ": " + ", ".join(parts) if parts else ""
 
 
 def summary_table(results: dict[str, Any], run_dir: Path) -> str:
-    """The end-of-run summary a person reads: teacher vs pruned, sparsity, structure, where."""
+    """The end-of-run summary a person reads: teacher vs pruned, sparsity, structure, where (one
+    block per operating point)."""
+    records = points_of_results(results)
+    points = operating_points([float(r["target_sparsity"]) for r in records])
+    return "\n\n".join(
+        _point_summary(record, point.speed_files(run_dir), point.structure_plot(run_dir), run_dir)
+        for point, record in zip(points, records, strict=True)
+    )
+
+
+def _point_summary(results: dict[str, Any], speed: list[Path], plot: Path, run_dir: Path) -> str:
     metric = results["main_metric"]
     teacher = results["teacher"].get(metric)
     params = results["params"]
     st = results["structure"]
-    speed = sorted(run_dir.glob("speed_*.json"))
     rows = [
         ("task", f"{results['task']} (target sparsity {results['target_sparsity']:g})"),
         (f"teacher {metric}", "-" if teacher is None else f"{teacher:.2f}"),
@@ -114,7 +144,7 @@ def summary_table(results: dict[str, Any], run_dir: Path) -> str:
             f"hidden {st['hidden_size']}; heads {st['num_heads']}; FFN {st['intermediate_sizes']}",
         ),
         ("export", results["export_dir"]),
-        ("structure plot", str(run_dir / "structure.png")),
+        ("structure plot", str(plot)),
         (
             "speedup",
             f"{json.loads(speed[0].read_text()).get('speedup', '?')}x ({speed[0].name})"
@@ -190,56 +220,83 @@ def _run_stages(
     L.seed_everything(cfg.seed, workers=True)
     ctx = RunContext(cfg, run_dir, extra_callbacks, run_id=run_id)
     results: dict[str, Any] = {}
+    # The per-run stages, then each operating point's stages (finetune, export) in turn, so the
+    # first point's export exists before the next point starts.
+    order = [(name, None) for name in STAGES if name not in PER_POINT_STAGES]
+    order += [(name, pt) for pt in ctx.points for name in STAGES if name in PER_POINT_STAGES]
     try:
-        for name in STAGES:
-            done = run_dir / name / "DONE.json"
+        for name, point in order:
+            key = point.stage(name) if point is not None else name
+            done = run_dir / key / "DONE.json"
             if name in cfg.stages:
-                run_stage(ctx, name, stages.STAGE_FUNCTIONS[name])
+                run_stage(ctx, name, stages.STAGE_FUNCTIONS[name], point)
             elif done.is_file():
-                ctx.records[name] = json.loads(done.read_text())
-        if "export" in ctx.records:
+                ctx.records[key] = json.loads(done.read_text())
+        exports = [pt.stage("export") for pt in ctx.points]
+        if all(key in ctx.records for key in exports):
             results = results_from_records(ctx)
             if is_global_zero():
                 (run_dir / "results.json").write_text(json.dumps(results, indent=2))
             rank_zero_info(f"results: {json.dumps(results)}")
             rank_zero_info("CoFi run finished\n" + summary_table(results, run_dir))
-            repo = cfg.export.push_to_hub
-            if repo and is_global_zero():  # after results.json: a failed upload loses nothing
-                url = push_export(
-                    run_dir / "pruned_model",
-                    repo,
-                    private=cfg.export.private,
-                    message=f"CoFi {ctx.task.name} at sparsity {results['sparsity']:.3f}",
-                )
-                rank_zero_info(f"uploaded the export to {repo}: {url}")
+            if cfg.export.push_to_hub and is_global_zero():
+                _push(ctx, results)  # after results.json: a failed upload loses nothing
     except BaseException:
         ctx.finish_trackers(None, exit_code=1)
         raise
-    ctx.finish_trackers(results, heatmap=ctx.records.get("export", {}).get("structure_plot"))
+    last = ctx.records.get(ctx.points[-1].stage("export"), {})
+    ctx.finish_trackers(results, heatmap=last.get("structure_plot"))
     return results
+
+
+def _push(ctx: RunContext, results: dict[str, Any]) -> None:
+    """Upload each operating point's export: to ``export.push_to_hub``, or on a sparsity path to
+    ``<repo>-s<t>`` per target."""
+    repo = str(ctx.cfg.export.push_to_hub)
+    for point, record in zip(ctx.points, results["operating_points"], strict=True):
+        target_repo = repo if len(ctx.points) == 1 else f"{repo}-s{point.label}"
+        url = push_export(
+            point.export_dir(ctx.run_dir),
+            target_repo,
+            private=ctx.cfg.export.private,
+            message=f"CoFi {ctx.task.name} at sparsity {record['sparsity']:.3f}",
+        )
+        rank_zero_info(f"uploaded the export to {target_repo}: {url}")
+
+
+def point_result(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
+    """One operating point's ``results.json`` keys (:data:`POINT_KEYS`) from its export record."""
+    export = ctx.records[point.stage("export")]
+    result = {
+        "target_sparsity": point.target,
+        "sparsity": export["sparsity"],
+        "params": export["params"],
+        "pruned": export["metrics"],
+        "structure": export["structure"],
+        "export_dir": export["export_dir"],
+        "latency": export.get("latency"),
+    }
+    assert tuple(result) == POINT_KEYS
+    return result
 
 
 def results_from_records(ctx: RunContext) -> dict[str, Any]:
     """The ``results.json`` dict (keys: :data:`RESULT_KEYS`) from the stages' DONE records."""
-    export = ctx.records["export"]
+    points = [point_result(ctx, point) for point in ctx.points]
     teacher = ctx.records.get("teacher", {})
-    results = {
+    shared = {
         "task": ctx.task.name,
-        "target_sparsity": float(ctx.cfg.pruning.target_sparsity),
-        "sparsity": export["sparsity"],
-        "params": export["params"],
         "teacher": teacher.get("metrics", {}),
-        "pruned": export["metrics"],
         "main_metric": ctx.task.main_metric_key,
-        "structure": export["structure"],
-        "export_dir": export["export_dir"],
         "ablation": ctx.cfg.ablation_name,
         "method": ctx.cfg.pruning.method,
         "constraint": ctx.cfg.pruning.constraint,
-        "latency": export.get("latency"),
         "fidelity": ctx.cfg.fidelity_name,
         "seed": int(ctx.cfg.seed),
         "stage_seconds": {k: r.get("seconds") for k, r in ctx.records.items()},
+        "operating_points": points,
     }
-    assert tuple(results) == RESULT_KEYS
+    top = {**shared, **points[0]} if len(points) == 1 else shared
+    results = {key: top[key] for key in RESULT_KEYS if key in top}
+    assert set(results) == set(top)
     return results

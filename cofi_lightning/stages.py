@@ -45,6 +45,7 @@ from cofi_lightning.latency import LatencyTable, LatencyTableError, config_laten
 from cofi_lightning.lit_module import CoFiSystem
 from cofi_lightning.masks import CoFiMasks, Masks
 from cofi_lightning.model_card import write_card
+from cofi_lightning.operating_points import OperatingPoint
 
 
 def _teacher(ctx: RunContext) -> torch.nn.Module | None:
@@ -164,30 +165,49 @@ def teacher_stage(ctx: RunContext) -> dict[str, Any]:
 
 
 def _uniform_structure(ctx: RunContext, student: torch.nn.Module) -> dict[str, Any]:
-    """``pruning.method=uniform``: write the baseline's structure where the prune stage writes
-    CoFi's best one (``prune/best``), with the pretrained weights; nothing is trained."""
+    """``pruning.method=uniform``: write the baseline's structure of every target where the prune
+    stage writes CoFi's best one (``prune/best``), with the pretrained weights; nothing is
+    trained."""
     from cofi_lightning.uniform import uniform_masks
 
     p = ctx.cfg.pruning
-    masks, sparsity = uniform_masks(
-        student, CoFiMasks(student.config, units=list(p.units)), p.target_sparsity
-    )
-    best_dir = ctx.run_dir / "prune" / "best"
-    metrics = ctx.evaluate(student.prune(masks))
-    meta = {
-        "step": 0,
-        "metric": metrics.get(ctx.task.main_metric_key),
-        "main_metric": f"val/{ctx.task.main_metric_key}",
-        "expected_sparsity": sparsity,
-        "deterministic_sparsity": sparsity,
-        "reached_target": abs(sparsity - p.target_sparsity) <= p.sparsity_epsilon,
-        "method": "uniform",
+    bests, metrics = {}, {}
+    for point in ctx.points:
+        masks, sparsity = uniform_masks(
+            student, CoFiMasks(student.config, units=list(p.units)), point.target
+        )
+        metrics = ctx.evaluate(student.prune(masks))
+        bests[point.label] = meta = {
+            "step": 0,
+            "metric": metrics.get(ctx.task.main_metric_key),
+            "main_metric": f"val/{ctx.task.main_metric_key}",
+            "expected_sparsity": sparsity,
+            "deterministic_sparsity": sparsity,
+            "reached_target": abs(sparsity - point.target) <= p.sparsity_epsilon,
+            "method": "uniform",
+        }
+        if is_global_zero():
+            save_structure(point.best_dir(ctx.run_dir), masks, student, meta)
+        barrier()
+        rank_zero_info(f"[prune] uniform structure at sparsity {sparsity:.3f}: nothing to train")
+    return _prune_record(ctx, bests, metrics)
+
+
+def _prune_record(ctx: RunContext, bests: dict[str, dict], metrics: dict) -> dict[str, Any]:
+    """The prune stage's DONE record: ``structure_dir`` and ``best`` (the selected evaluation's
+    meta) of a single target; ``structure_dirs`` and ``best`` keyed by target on a path."""
+    if len(ctx.points) == 1:
+        point = ctx.points[0]
+        return {
+            "structure_dir": str(point.best_dir(ctx.run_dir)),
+            "best": bests[point.label],
+            "metrics": metrics,
+        }
+    return {
+        "structure_dirs": {pt.label: str(pt.best_dir(ctx.run_dir)) for pt in ctx.points},
+        "best": bests,
+        "metrics": metrics,
     }
-    if is_global_zero():
-        save_structure(best_dir, masks, student, meta)
-    barrier()
-    rank_zero_info(f"[prune] uniform structure at sparsity {sparsity:.3f}: nothing to train")
-    return {"structure_dir": str(best_dir), "best": meta, "metrics": metrics}
 
 
 def latency_table(ctx: RunContext, config) -> LatencyTable:
@@ -237,7 +257,7 @@ def _constraint(ctx: RunContext, config):
     p = ctx.cfg.pruning
     if p.constraint == "latency":
         return LatencyConstraint(latency_table(ctx, config), p.target_speedup)
-    return ParamsConstraint(p.target_sparsity)
+    return ParamsConstraint(p.target_list)
 
 
 def prune_stage(ctx: RunContext) -> dict[str, Any]:
@@ -259,34 +279,53 @@ def prune_stage(ctx: RunContext) -> dict[str, Any]:
         constraint=constraint,
     )
     _attach_teacher_cache(ctx, system)
-    best_dir = ctx.run_dir / "prune" / "best"
-    target, eps = constraint.target, p.sparsity_epsilon
-    best = BestMasksCheckpoint(best_dir, target, eps, p.select_on, prefix=constraint.prefix)
-    window = EvaluateOnWindowEntry(target, eps, p.select_on)
+    eps = p.sparsity_epsilon
+    # One best structure per target (a path names each callback, so their checkpointed states
+    # stay apart); the constraint's targets are the points' (latency: the target reduction).
+    path = len(ctx.points) > 1
+    bests = [
+        BestMasksCheckpoint(
+            point.best_dir(ctx.run_dir),
+            target,
+            eps,
+            p.select_on,
+            prefix=constraint.prefix,
+            name=point.label if path else None,
+        )
+        for point, target in zip(ctx.points, constraint.targets, strict=True)
+    ]
+    window = EvaluateOnWindowEntry(list(constraint.targets), eps, p.select_on)
     every = (cfg.callbacks.get("structure") or {}).get("heatmap_every_n_evals", 1)
-    structure = StructureLogger(ctx.run_dir / "prune" / "structure", every, p.target_sparsity)
+    structure = StructureLogger(ctx.run_dir / "prune" / "structure", every, p.target_list[-1])
     trainer = ctx.trainer(
         "prune",
         max_epochs=p.epochs,
         max_steps=p.max_steps,
         eval_every_steps=p.eval_every_steps,
-        callbacks=[window, best, structure],
+        callbacks=[window, *bests, structure],
     )
     metrics = _fit(ctx, "prune", system, trainer)
-    best.finalize(trainer, system)
+    for best in bests:
+        best.finalize(trainer, system)
     barrier()
-    meta = json.loads((best_dir / "meta.json").read_text())
-    return {"structure_dir": str(best_dir), "best": meta, "metrics": _strip(metrics)}
+    metas = {
+        point.label: json.loads((point.best_dir(ctx.run_dir) / "meta.json").read_text())
+        for point in ctx.points
+    }
+    return _prune_record(ctx, metas, _strip(metrics))
 
 
-def _structure_dir(ctx: RunContext) -> Path:
-    record = ctx.records.get("prune")
-    return Path(record["structure_dir"] if record else ctx.cfg.pruning.structure_dir)
+def _structure_dir(ctx: RunContext, point: OperatingPoint) -> Path:
+    """The point's structure: this run's ``prune/best[_<t>]``, or ``pruning.structure_dir`` of a
+    finetune-only run."""
+    if "prune" in ctx.records:
+        return point.best_dir(ctx.run_dir)
+    return Path(ctx.cfg.pruning.structure_dir or point.best_dir(ctx.run_dir))
 
 
-def finetune_stage(ctx: RunContext) -> dict[str, Any]:
+def finetune_stage(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
     cfg, f = ctx.cfg, ctx.cfg.pruning.finetune
-    src = _structure_dir(ctx)
+    src = _structure_dir(ctx, point)
     student = ctx.load_model(cfg.model.pretrained)
     student.load_state_dict(torch.load(src / "student.pt", weights_only=True))
     masks = load_masks(src)
@@ -323,13 +362,13 @@ def finetune_stage(ctx: RunContext) -> dict[str, Any]:
         seed=cfg.seed,
     )
     _attach_teacher_cache(ctx, system)
-    out, metrics = _train_and_save(ctx, "finetune", system)
-    return {"model_dir": str(out), "metrics": metrics}
+    out, metrics = _train_and_save(ctx, point.stage("finetune"), system)
+    return {"model_dir": str(out), "metrics": metrics, "target_sparsity": point.target}
 
 
-def export_stage(ctx: RunContext) -> dict[str, Any]:
-    src = Path(ctx.records["finetune"]["model_dir"])
-    out = ctx.run_dir / "pruned_model"
+def export_stage(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
+    src = Path(ctx.records[point.stage("finetune")]["model_dir"])
+    out = point.export_dir(ctx.run_dir)
     _save(ctx.load_model(src), ctx, out)
     barrier()
     auto = (
@@ -361,9 +400,9 @@ def export_stage(ctx: RunContext) -> dict[str, Any]:
             "table_speedup": table.full_ms() / ms,
             "table_device": table.meta.get("device_name"),
         }
-    plot = ctx.run_dir / "structure.png"
+    plot = point.structure_plot(ctx.run_dir)
     record = {
-        "target_sparsity": float(ctx.cfg.pruning.target_sparsity),
+        "target_sparsity": point.target,
         "sparsity": sparsity,
         "params": {"unpruned": unpruned, "pruned": pruned},
         "structure": structure,
@@ -372,9 +411,10 @@ def export_stage(ctx: RunContext) -> dict[str, Any]:
         "main_metric": ctx.task.main_metric_key,
     }
     if is_global_zero():
-        _plot_structure(structure, full, sparsity, ctx.cfg.pruning.target_sparsity, plot)
-        write_card(out, ctx.run_dir, ctx.task, str(ctx.cfg.model.pretrained), record)
+        _plot_structure(structure, full, sparsity, point.target, plot)
+        write_card(out, ctx.run_dir, ctx.task, str(ctx.cfg.model.pretrained), record, point)
     return {
+        "target_sparsity": point.target,
         "export_dir": str(out),
         "metrics": metrics,
         "params": {"unpruned": unpruned, "pruned": pruned},

@@ -12,7 +12,8 @@ commands and ``train.py`` overrides, ``key=value``: ``device=cpu|cuda``, ``dtype
 10 and 50 on CUDA), ``threads`` (CPU threads; default: torch's), ``optimize=false`` (time both
 through ``bench/fast.py``), ``compile=false`` (time both through ``torch.compile``),
 ``out=<json>`` (default ``<run_dir>/speed_<device>_<dtype>.json``, or
-``speed_<device>_<dtype>.json`` in the working directory). Bad arguments exit with status 2
+``speed_<device>_<dtype>.json`` in the working directory; a sparsity path run measures each export
+into ``speed_<device>_<dtype>_<t>.json``). Bad arguments exit with status 2
 (argparse), problems with the models with status 1.
 """
 
@@ -193,7 +194,7 @@ def run(settings: dict[str, Any]) -> tuple[dict[str, Any], Path]:
     report["task"] = task
     out = settings["out"]
     if out is None:
-        name = f"speed_{report['device']}_{report['dtype']}.json"
+        name = f"speed_{report['device']}_{report['dtype']}{settings.get('suffix', '')}.json"
         out = run_dir / name if run_dir is not None else Path(name)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -205,6 +206,38 @@ def run(settings: dict[str, Any]) -> tuple[dict[str, Any], Path]:
     return report, out
 
 
+def run_all(settings: dict[str, Any]) -> list[tuple[dict[str, Any], Path]]:
+    """:func:`run`, once per operating point for ``run=<dir>`` of a sparsity path (each export
+    against the baseline, into ``speed_<device>_<dtype>_<t>.json``)."""
+    points = _path_points(settings)
+    if not points:
+        return [run(settings)]
+    run_dir = Path(settings["run"])
+    return [
+        run({**settings, "pruned": str(p.export_dir(run_dir)), "suffix": p.suffix}) for p in points
+    ]
+
+
+def _path_points(settings: dict[str, Any]) -> list:
+    """The operating points of ``run=<dir>`` when it is a sparsity path (else empty)."""
+    from cofi_lightning.operating_points import operating_points, points_of_results
+
+    if settings.get("synthetic") or not settings.get("run") or settings.get("pruned"):
+        return []
+    results = Path(settings["run"]) / "results.json"
+    if not results.is_file():
+        return []
+    try:
+        records = points_of_results(json.loads(results.read_text()))
+    except (OSError, json.JSONDecodeError) as err:
+        raise BenchError(f"run={settings['run']}: unreadable results.json ({err})") from None
+    if len(records) < 2:
+        return []
+    if settings.get("out"):
+        raise BenchError("out= names one file but the run has several exports; leave it out")
+    return operating_points([float(r["target_sparsity"]) for r in records])
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point; see the module docstring."""
     from transformers.utils import logging as hf_logging
@@ -214,15 +247,16 @@ def main(argv: list[str] | None = None) -> None:
     hf_logging.disable_progress_bar()  # per-file loading bars would bury the table
     hf_logging.set_verbosity_error()  # a baseline's fresh task head is expected, not news
     try:
-        report, out = run(settings)
+        done = run_all(settings)
     except BenchError as err:
         raise SystemExit(f"error: {err}") from None
     finally:  # main() also runs in-process (tests): leave transformers' logging as found
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-    print(format_table(report))
-    print(f"wrote {out}")
+    for report, out in done:
+        print(format_table(report))
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -75,6 +75,8 @@ class BestMasksCheckpoint(L.Callback):
             exported) or ``expected`` (s = ŝ, the gates' expected sparsity, as CoFi).
         prefix: The constraint's metric prefix (``sparsity``; ``latency_reduction`` for the
             latency constraint, whose target and s are latency reductions).
+        name: Tells several instances of one run apart (one per target of a sparsity path) in
+            Lightning's checkpoints; None (one target) keeps the plain state key.
     """
 
     SPARSITY_KEYS = {"deterministic": "deterministic", "expected": "expected_at_eval"}
@@ -86,6 +88,7 @@ class BestMasksCheckpoint(L.Callback):
         epsilon: float = 0.01,
         select_on: str = "deterministic",
         prefix: str = "sparsity",
+        name: str | None = None,
     ) -> None:
         if select_on not in self.SPARSITY_KEYS:
             raise ValueError(
@@ -99,6 +102,11 @@ class BestMasksCheckpoint(L.Callback):
         self.best: float | None = None
         self.best_step: int | None = None
         self.closest: float | None = None  # smallest |ŝ − t| saved while nothing qualified
+        self.name = name
+
+    @property
+    def state_key(self) -> str:
+        return super().state_key if self.name is None else self._generate_state_key(name=self.name)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "best_step": self.best_step, "closest": self.closest}
@@ -153,6 +161,7 @@ class BestMasksCheckpoint(L.Callback):
             "main_metric": module.main_metric_key(),
             "expected_sparsity": expected,
             "deterministic_sparsity": module.masks.sparsity(masks),
+            "target": self.target,
             "reached_target": reached,
         }
         save_structure(

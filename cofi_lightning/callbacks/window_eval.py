@@ -21,24 +21,29 @@ import torch
 
 
 class EvaluateOnWindowEntry(L.Callback):
-    """Trigger a validation when the deterministic masks' sparsity enters the target window.
+    """Trigger a validation when the deterministic masks' sparsity enters a target window.
 
     The sparsity is the system's constraint value (parameter sparsity, or latency reduction).
 
     Args:
-        target_sparsity: The final target t (of the constraint).
-        epsilon: Half-width of the window (``pruning.sparsity_epsilon``).
+        target_sparsity: The final target t (of the constraint), or the targets of a sparsity
+            path (one window each; they do not overlap, see ``PruningConfig``).
+        epsilon: Half-width of a window (``pruning.sparsity_epsilon``).
         select_on: The sparsity the window reads, as in ``BestMasksCheckpoint``:
             ``deterministic`` (the export's) or ``expected`` (the gates' ŝ).
     """
 
     def __init__(
-        self, target_sparsity: float, epsilon: float, select_on: str = "deterministic"
+        self,
+        target_sparsity: float | list[float],
+        epsilon: float,
+        select_on: str = "deterministic",
     ) -> None:
-        self.target = float(target_sparsity)
+        targets = target_sparsity if isinstance(target_sparsity, list) else [target_sparsity]
+        self.targets = [float(t) for t in targets]
         self.epsilon = float(epsilon)
         self.select_on = select_on
-        self.inside = False  # the real sparsity was inside the window after the last step
+        self.window: int | None = None  # the window the real sparsity was in after the last step
         self.triggered_steps: list[int] = []
         self._regular: int | float | None = None  # the trainer's val_check_batch to restore
         self._restore_pending = False
@@ -47,13 +52,14 @@ class EvaluateOnWindowEntry(L.Callback):
         # Lightning checkpoints a step before validating it: a pending trigger must survive, or a
         # resumed run would skip that evaluation (and could select another structure).
         return {
-            "inside": self.inside,
+            "inside": self.window is not None,
+            "window": self.window,
             "triggered_steps": list(self.triggered_steps),
             "pending": self._regular is not None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.inside = bool(state["inside"])
+        self.window = state.get("window", 0 if state["inside"] else None)
         self.triggered_steps = list(state["triggered_steps"])
         self._restore_pending = bool(state.get("pending", False))
 
@@ -76,13 +82,14 @@ class EvaluateOnWindowEntry(L.Callback):
             return
         if (batch_idx + 1) % trainer.accumulate_grad_batches:
             return  # mid-step: the masks change only at optimizer steps
-        inside = abs(self.sparsity(module) - self.target) <= self.epsilon
-        if inside and not self.inside and self._regular is None:
+        s = self.sparsity(module)
+        window = next((k for k, t in enumerate(self.targets) if abs(s - t) <= self.epsilon), None)
+        if window is not None and window != self.window and self._regular is None:
             # Lightning reads val_check_batch right after this hook: 1 = validate now.
             self._regular = trainer.val_check_batch
             trainer.val_check_batch = 1
             self.triggered_steps.append(trainer.global_step)
-        self.inside = inside
+        self.window = window
 
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if self._regular is not None:

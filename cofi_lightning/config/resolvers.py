@@ -3,6 +3,8 @@
 * ``${cofi.shared_dir:}``: ``$COFI_SHARED_DIR``, else ``<repo>/../shared`` (read-only models, data);
 * ``${cofi.local_or_hub:<dir>,<hub name>}``: the directory if it exists, else the hub name;
 * ``${cofi.default:<value>,<default>}``: ``value`` unless it is null;
+* ``${cofi.targets_label:<target_sparsity>,<targets>}``: ``0.6`` for one target, ``0.6-0.75-0.9``
+  for a sparsity path (``pruning.targets``), used in the default ``run_name``;
 * ``${cofi.config_hash:}``: the short hash of the config's identity
   (``cofi_lightning.config.identity``), used in the default ``run_name``.
 
@@ -37,6 +39,18 @@ OmegaConf.register_new_resolver("cofi.local_or_hub", local_or_hub, replace=True)
 OmegaConf.register_new_resolver(
     "cofi.default", lambda value, default: default if value is None else value, replace=True
 )
+
+
+def targets_label(target_sparsity: float, targets) -> str:
+    """The run name's sparsity: the single target, or the path's targets joined by ``-``."""
+    if targets is None or len(targets) == 0:
+        return str(target_sparsity)
+    if len(targets) == 1:
+        return str(targets[0])
+    return "-".join(f"{float(t):g}" for t in targets)
+
+
+OmegaConf.register_new_resolver("cofi.targets_label", targets_label, replace=True)
 OmegaConf.register_new_resolver(
     "cofi.config_hash", lambda *, _root_: config_hash(_root_), replace=True
 )

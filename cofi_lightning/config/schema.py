@@ -225,7 +225,8 @@ class TrainConfig:
     ablation_name: str | None = None
     fidelity_name: str = "ours"
     run_name: str = (
-        "${task.name}_s${pruning.target_sparsity}_${cofi.default:${ablation_name},full}"
+        "${task.name}_s${cofi.targets_label:${pruning.target_sparsity},${pruning.targets}}_"
+        "${cofi.default:${ablation_name},full}"
         "_seed${seed}_${cofi.config_hash:}"
     )
     run_dir: str | None = None
@@ -292,18 +293,31 @@ class TrainConfig:
         Raises:
             ConfigError: naming ``stages``.
         """
+        from cofi_lightning.operating_points import operating_points
+
         stages = list(self.stages)
+        points = operating_points(self.pruning.target_list)
+        require(
+            len(points) == 1 or not self.pruning.structure_dir,
+            "pruning.structure_dir",
+            "names one structure but pruning.targets has several; run the path's prune stage in "
+            "this run directory, or finetune each structure in a run of its own (one target)",
+        )
         if "finetune" in stages and "prune" not in stages:
-            candidates = [self.pruning.structure_dir, str(Path(run_dir) / "prune" / "best")]
-            found = any(c and (Path(c) / "masks.pt").is_file() for c in candidates)
-            require(
-                found,
-                "stages",
-                "has 'finetune' without 'prune' but no pruned structure: "
-                "set pruning.structure_dir=<dir with masks.pt> or run the prune stage",
-            )
+            for point in points:
+                candidates = [self.pruning.structure_dir, str(point.best_dir(run_dir))]
+                found = any(c and (Path(c) / "masks.pt").is_file() for c in candidates)
+                require(
+                    found,
+                    "stages",
+                    "has 'finetune' without 'prune' but no pruned structure: "
+                    "set pruning.structure_dir=<dir with masks.pt> or run the prune stage",
+                )
         if "export" in stages and "finetune" not in stages:
-            done = (Path(run_dir) / "finetune" / "DONE.json").is_file()
+            done = all(
+                (Path(run_dir) / point.stage("finetune") / "DONE.json").is_file()
+                for point in points
+            )
             require(
                 done, "stages", "has 'export' without 'finetune' and no finished finetune stage"
             )

@@ -98,6 +98,37 @@ class FinetuneConfig(StageConfig):
 
 
 @dataclass
+class PathConfig:
+    """The schedule of a sparsity path (``pruning.targets`` with several targets).
+
+    The prune stage ramps t to the first target over the Lagrangian warm-up, holds it for a dwell,
+    ramps to the next target, holds it, and so on; the last target is held until the stage ends.
+    Lengths in epochs are converted with the stage's optimizer steps per epoch; steps, when given,
+    win.
+
+    Attributes:
+        ramp_epochs / ramp_steps: Length of each ramp between consecutive targets (None: at the
+            first ramp's rate, i.e. ``lagrangian_warmup × (t_k − t_{k−1}) / (t_1 − start)``).
+        dwell_epochs / dwell_steps: Steps held at each target but the last before ramping on;
+            the best structure of a target is chosen among the evaluations of this dwell.
+    """
+
+    ramp_epochs: float | None = None
+    ramp_steps: int | None = None
+    dwell_epochs: float = 1.0
+    dwell_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        at_least(
+            self,
+            "pruning.path",
+            ("ramp_epochs", "ramp_steps", "dwell_epochs", "dwell_steps"),
+            0,
+            strict=False,
+        )
+
+
+@dataclass
 class PruningConfig(StageConfig):
     """The prune stage (masks + Lagrangian, Xia et al. 2022 Sec. 3) and the finetune stage after it.
 
@@ -108,7 +139,12 @@ class PruningConfig(StageConfig):
         method: ``cofi`` learns the structure; ``uniform`` is the simple baseline: every layer
             keeps the same number of heads and FFN dims, those of largest weight norm, at the
             target sparsity (``cofi_lightning.uniform``), and the prune stage trains nothing.
-        target_sparsity: Final target t of the encoder parameters, in [0, 1).
+        target_sparsity: Final target t of the encoder parameters, in [0, 1) (ignored when
+            ``targets`` is set).
+        targets: A sparsity path: ascending targets in [0, 1) pruned to one after the other in
+            one prune stage (``path`` sets the schedule), each with its own best structure,
+            finetune and export (``cofi_lightning.operating_points``). None: the single
+            ``target_sparsity``, today's layout.
         constraint: What the Lagrangian constrains: ``params`` (CoFi: the expected encoder
             parameters, to ``target_sparsity``) or ``latency`` (the expected latency on a device,
             to ``target_speedup``; ``cofi_lightning.constraint``).
@@ -135,6 +171,7 @@ class PruningConfig(StageConfig):
             their schedule over the remaining steps (the original re-creates its optimizer and
             linear schedule there); False keeps one optimizer and schedule for the whole stage.
         structure_dir: Finetune-only runs: a ``prune/best`` dir (``masks.pt``, ``student.pt``).
+        path: Ramp and dwell lengths of a sparsity path (``targets``).
         finetune: The finetune stage.
     """
 
@@ -144,6 +181,7 @@ class PruningConfig(StageConfig):
     eval_every_steps: int | None = 500
     method: str = "cofi"
     target_sparsity: float = 0.95
+    targets: list[float] | None = None
     constraint: str = "params"
     target_speedup: float | None = None
     latency_table: str | None = None
@@ -162,6 +200,7 @@ class PruningConfig(StageConfig):
     checkpoint_every_steps: int = 200
     restart_optimizer: bool = False
     structure_dir: str | None = None
+    path: PathConfig = field(default_factory=PathConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def __post_init__(self) -> None:
@@ -169,6 +208,7 @@ class PruningConfig(StageConfig):
         for name in ("target_sparsity", "start_sparsity"):
             value = getattr(self, name)
             require(0.0 <= value < 1.0, f"pruning.{name}", "must be in [0, 1)", value)
+        self._check_targets()
         units = list(self.units)
         unknown = sorted(set(units) - set(UNIT_NAMES))
         require(not unknown, "pruning.units", f"has unknown units {unknown}; known {UNIT_NAMES}")
@@ -209,16 +249,72 @@ class PruningConfig(StageConfig):
             self.select_on,
         )
 
+    def _check_targets(self) -> None:
+        if self.targets is None:
+            return
+        targets = [float(t) for t in self.targets]
+        require(bool(targets), "pruning.targets", "must list at least one target (or be null)")
+        for t in targets:
+            require(0.0 <= t < 1.0, "pruning.targets", "must all be in [0, 1)", targets)
+        require(
+            targets[0] > self.start_sparsity,
+            "pruning.targets",
+            f"must start above pruning.start_sparsity ({self.start_sparsity})",
+            targets,
+        )
+        gaps = [b - a for a, b in zip(targets, targets[1:], strict=False)]
+        require(
+            all(g > 2 * self.sparsity_epsilon for g in gaps),
+            "pruning.targets",
+            "must be ascending, consecutive targets more than 2 x pruning.sparsity_epsilon "
+            f"({self.sparsity_epsilon}) apart so their selection windows do not overlap",
+            targets,
+        )
+        require(
+            self.constraint == "params" or len(targets) == 1,
+            "pruning.targets",
+            "with several targets needs pruning.constraint=params (a latency path is not "
+            "supported yet)",
+            targets,
+        )
+
+    @property
+    def target_list(self) -> list[float]:
+        """The operating targets: ``targets``, or ``[target_sparsity]`` (one source for both)."""
+        if self.targets is None:
+            return [float(self.target_sparsity)]
+        return [float(t) for t in self.targets]
+
     def steps(self, steps_per_epoch: int) -> tuple[int, int]:
         """``(pre_pruning_steps, lagrangian_warmup_steps)`` in optimizer steps."""
-
-        def resolve(steps: int | None, epochs: float) -> int:
-            return int(steps) if steps is not None else round(epochs * steps_per_epoch)
-
         return (
-            resolve(self.pre_pruning_steps, self.pre_pruning_epochs),
-            resolve(self.lagrangian_warmup_steps, self.lagrangian_warmup_epochs),
+            _resolve(self.pre_pruning_steps, self.pre_pruning_epochs, steps_per_epoch),
+            _resolve(self.lagrangian_warmup_steps, self.lagrangian_warmup_epochs, steps_per_epoch),
         )
+
+    def path_steps(self, steps_per_epoch: int) -> tuple[list[int], list[int]]:
+        """``(ramps, dwells)`` of the target path in optimizer steps: ``ramps[k]`` reaches
+        ``target_list[k]`` (``ramps[0]`` is the Lagrangian warm-up), ``dwells[k]`` holds it before
+        ``ramps[k + 1]`` (one fewer dwell than targets: the last target is held to the end)."""
+        targets = self.target_list
+        first = self.steps(steps_per_epoch)[1]
+        rate = first / (targets[0] - self.start_sparsity)  # steps per unit of sparsity
+        ramps = [first]
+        for a, b in zip(targets, targets[1:], strict=False):
+            p = self.path
+            fixed = p.ramp_steps is not None or p.ramp_epochs is not None
+            ramps.append(
+                _resolve(p.ramp_steps, p.ramp_epochs or 0.0, steps_per_epoch)
+                if fixed
+                else round(rate * (b - a))
+            )
+        dwell = _resolve(self.path.dwell_steps, self.path.dwell_epochs, steps_per_epoch)
+        return ramps, [dwell] * (len(targets) - 1)
+
+
+def _resolve(steps: int | None, epochs: float, steps_per_epoch: int) -> int:
+    """A length in optimizer steps: ``steps`` if given, else ``epochs`` converted."""
+    return int(steps) if steps is not None else round(epochs * steps_per_epoch)
 
 
 @dataclass

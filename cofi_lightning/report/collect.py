@@ -1,11 +1,12 @@
 """Find the runs of a sweep: every ``results.json`` and every job that did not write one.
 
 This file owns the walk over one or more sweep (or run) directories and what it yields: a
-:class:`Run` per valid ``results.json`` (``cofi_lightning.pipeline.RESULT_KEYS``, plus an optional
-``speedup`` from the results or from a ``<run_dir>/speed*.json`` written by
-``python -m cofi_lightning.bench``) and a :class:`Problem` per job that has a Hydra config but no
-results, per malformed ``results.json`` and per submitit job that died
-before Hydra made its directory (why: ``diagnose.py``). It does not aggregate or render
+:class:`Run` per operating point of each valid ``results.json`` (``cofi_lightning.pipeline.
+RESULT_KEYS``; one point for a single target, one per target of a sparsity path, labelled
+``<ablation> path``), plus an optional ``speedup`` from the results or from the point's
+``speed*.json`` written by ``python -m cofi_lightning.bench``) and a :class:`Problem` per job
+that has a Hydra config but no results, per malformed ``results.json`` and per submitit job that
+died before Hydra made its directory (why: ``diagnose.py``). It does not aggregate or render
 (``tables.py``, ``plots.py``).
 """
 
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cofi_lightning.operating_points import points_of_results
 from cofi_lightning.report.diagnose import (
     Problem,
     diagnose,
@@ -77,7 +79,9 @@ class Run:
         reached_target: Whether an evaluation of the prune stage had its expected sparsity within
             epsilon of the target (``prune/DONE.json``); False means the closest evaluation was
             exported instead; None when unknown.
-        raw: The parsed ``results.json``.
+        point: The target as written in the run's paths (``0.75``) when the run is a sparsity
+            path; None for a single-target run.
+        raw: The parsed ``results.json`` (of a path: the shared keys with this point's keys).
     """
 
     run_dir: Path
@@ -92,6 +96,7 @@ class Run:
     speedup: float | None = None
     flop_ideal_speedup: float | None = None
     reached_target: bool | None = None
+    point: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def row(self) -> dict[str, Any]:
@@ -145,7 +150,7 @@ def collect_runs(paths: str | Path | Iterable[str | Path]) -> tuple[list[Run], l
             raise FileNotFoundError(f"not a directory: {root}")
         _walk(root.resolve(), hydra_dirs, result_dirs, submitit_dirs)
 
-    runs: dict[Path, Run] = {}
+    runs: dict[Path, list[Run]] = {}
     problems: list[Problem] = []
     job_ids: set[str] = set()
     for job_dir in sorted(hydra_dirs):
@@ -162,7 +167,7 @@ def collect_runs(paths: str | Path | Iterable[str | Path]) -> tuple[list[Run], l
     for folder in sorted(submitit_dirs):
         problems.extend(orphan_submitit_jobs(folder, job_ids))
     ordered = sorted(
-        runs.values(),
+        (run for points in runs.values() for run in points),
         key=lambda r: (r.task, r.ablation != "full", r.ablation, r.target_sparsity, r.seed or 0),
     )
     ordered, duplicates = _split_duplicates(ordered)
@@ -194,8 +199,9 @@ def _split_duplicates(runs: list[Run]) -> tuple[list[Run], list[Problem]]:
     return [r for r in runs if id(r) in ids], problems
 
 
-def parse_results(path: Path) -> Run:
-    """Read one ``results.json`` (and the speed file beside it) into a :class:`Run`.
+def parse_results(path: Path) -> list[Run]:
+    """Read one ``results.json`` (and the speed files beside it) into a :class:`Run` per
+    operating point.
 
     Raises:
         ValueError: The file is not JSON or lacks a required key or value; the message says which.
@@ -206,6 +212,21 @@ def parse_results(path: Path) -> Run:
         raise ValueError(f"cannot read {path.name}: {err}") from err
     if not isinstance(data, dict):
         raise ValueError(f"{path.name} holds a {type(data).__name__}, not an object")
+    if data.get("operating_points") is not None and not isinstance(data["operating_points"], list):
+        raise ValueError(f"{path.name}: operating_points is not a list")
+    records = points_of_results(data)
+    path_run = len(records) > 1
+    points = []
+    for record in records:
+        if not isinstance(record, dict):
+            raise ValueError(f"{path.name}: an operating point is not an object")
+        label = f"{record.get('target_sparsity'):g}" if path_run else None
+        points.append(_parse_point(path, record, label))
+    return points
+
+
+def _parse_point(path: Path, data: dict[str, Any], label: str | None) -> Run:
+    """One operating point (``label``: its target on a path, None for a single target)."""
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise ValueError(f"{path.name} lacks {', '.join(missing)}")
@@ -214,11 +235,12 @@ def parse_results(path: Path) -> Run:
     if main not in pruned:
         raise ValueError(f"pruned metrics lack the main metric {main!r}")
     teacher = data.get("teacher") if isinstance(data.get("teacher"), dict) else {}
-    speed = _read_speed(path.parent)
+    speed = _read_speed(path.parent, "" if label is None else f"_{label}")
+    variant = _variant(data)
     return Run(
         run_dir=path.parent,
         task=str(data["task"]),
-        ablation=_variant(data),
+        ablation=variant if label is None else f"{variant} path",
         target_sparsity=_number(data, "target_sparsity"),
         sparsity=_number(data, "sparsity"),
         main_metric=str(main),
@@ -227,7 +249,8 @@ def parse_results(path: Path) -> Run:
         seed=int(data["seed"]) if isinstance(data.get("seed"), int) else None,
         speedup=_optional_number(data.get("speedup", speed.get("speedup"))),
         flop_ideal_speedup=_optional_number(speed.get("flop_ideal_speedup")),
-        reached_target=_reached_target(path.parent),
+        reached_target=_reached_target(path.parent, label),
+        point=label,
         raw=data,
     )
 
@@ -258,7 +281,7 @@ def _result_dir(job_dir: Path, hydra: dict) -> Path:
     return (Path(cwd) / run_dir).resolve()
 
 
-def _add_run(out_dir: Path, runs: dict, problems: list, job_dir: Path) -> None:
+def _add_run(out_dir: Path, runs: dict[Path, list[Run]], problems: list, job_dir: Path) -> None:
     if out_dir in runs:
         return
     try:
@@ -272,10 +295,11 @@ def _add_run(out_dir: Path, runs: dict, problems: list, job_dir: Path) -> None:
 # --- small readers --------------------------------------------------------------------------------
 
 
-def _read_speed(run_dir: Path) -> dict[str, Any]:
-    """The preferred speed file of a run (see :data:`SPEED_FILES`, then any ``speed_*.json``)."""
-    candidates = [run_dir / name for name in SPEED_FILES]
-    candidates += sorted(run_dir.glob("speed_*.json"))
+def _read_speed(run_dir: Path, suffix: str = "") -> dict[str, Any]:
+    """The preferred speed file of a run (see :data:`SPEED_FILES`, then any ``speed_*.json``), or
+    of one point of a sparsity path (``suffix`` ``_<t>``: ``speed_*_<t>.json``)."""
+    candidates = [run_dir / name.replace(".json", f"{suffix}.json") for name in SPEED_FILES]
+    candidates += sorted(run_dir.glob(f"speed_*{suffix}.json"))
     path = next((c for c in candidates if c.is_file()), None)
     if path is None:
         return {}
@@ -287,19 +311,22 @@ def _read_speed(run_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def prune_best(run_dir: Path) -> dict[str, Any]:
+def prune_best(run_dir: Path, label: str | None = None) -> dict[str, Any]:
     """The ``best`` record of the prune stage's DONE.json (the exported evaluation: step, metric,
-    sparsities, reached_target); empty if the file is absent or unreadable."""
+    sparsities, reached_target), of the target ``label`` on a sparsity path; empty if the file is
+    absent or unreadable."""
     try:
         best = json.loads((Path(run_dir) / "prune" / "DONE.json").read_text()).get("best")
     except (OSError, json.JSONDecodeError, AttributeError):
         return {}
+    if label is not None and isinstance(best, dict):
+        best = best.get(label)
     return best if isinstance(best, dict) else {}
 
 
-def _reached_target(run_dir: Path) -> bool | None:
-    """``best.reached_target`` of the prune stage, None if unknown."""
-    value = prune_best(run_dir).get("reached_target")
+def _reached_target(run_dir: Path, label: str | None = None) -> bool | None:
+    """``best.reached_target`` of the prune stage (of one target of a path), None if unknown."""
+    value = prune_best(run_dir, label).get("reached_target")
     return value if isinstance(value, bool) else None
 
 

@@ -48,8 +48,11 @@ class PruneCurve:
     selected: tuple[int, float] | None = None
 
 
-def read_prune_curve(run_dir: Path, main_metric: str) -> PruneCurve | None:
-    """The prune stage's curves of ``run_dir``, or None without a CSV log.
+def read_prune_curve(
+    run_dir: Path, main_metric: str, point: str | None = None
+) -> PruneCurve | None:
+    """The prune stage's curves of ``run_dir``, or None without a CSV log (``point``: the target
+    whose selected evaluation is marked, on a sparsity path).
 
     A resumed stage logs each attempt into its own ``version_<n>`` folder; later attempts win for
     the steps they repeat (the replayed steps after the last checkpoint).
@@ -72,7 +75,7 @@ def read_prune_curve(run_dir: Path, main_metric: str) -> PruneCurve | None:
                     if value is not None:
                         series[key][int(step)] = value
     curve = PruneCurve(*(sorted(series[k].items()) for k in (EXPECTED, TARGET, "metric", REAL)))
-    curve.selected = _selected(prune_best(Path(run_dir)))
+    curve.selected = _selected(prune_best(Path(run_dir), point))
     return curve
 
 
@@ -90,7 +93,7 @@ def plot_prune_curves(groups: Sequence[Group], out_dir: Path) -> list[Path]:
     for task, target in dict.fromkeys((g.task, g.target_sparsity) for g in groups):
         cell = [g for g in groups if (g.task, g.target_sparsity) == (task, target)]
         mine = [r for g in cell for r in g.runs]
-        curves = [(r, read_prune_curve(r.run_dir, r.main_metric)) for r in mine]
+        curves = [(r, read_prune_curve(r.run_dir, r.main_metric, r.point)) for r in mine]
         curves = [(r, c) for r, c in curves if c is not None and c.expected]
         if not curves:
             continue

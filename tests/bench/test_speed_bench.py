@@ -1,6 +1,7 @@
 """``python -m cofi_lightning.bench``: a consistent report, run-dir discovery, clear errors, and an
 exact inference rewrite, on tiny random BERTs (latencies are measured but never asserted)."""
 
+import dataclasses
 import json
 import statistics
 
@@ -144,6 +145,45 @@ def test_cli_on_a_run_dir_writes_the_json(run_dir, capsys):
     assert report["task"] == "sst2" and report["seq"] == 8 and report["threads"] == 1
     assert report["pruned"]["sparsity"] > 0.3
     assert report["model_class"] == "CoFiBertForSequenceClassification"
+
+
+def test_cli_on_a_path_run_measures_every_export(run_dir, capsys):
+    """A sparsity path's run dir: each operating point's export gets its own speed file, and the
+    report attaches each file to its point."""
+    from cofi_lightning.report import collect_runs
+
+    torch.manual_seed(1)
+    wide = CoFiBertForSequenceClassification(CoFiBertConfig(**tiny_bert_kwargs(num_labels=3)))
+    small = dataclasses.replace(tiny_masks(), hidden=None)  # wider than tiny_masks()
+    wide.prune(small).save_pretrained(run_dir / "pruned_model_0.3")
+    (run_dir / "pruned_model").rename(run_dir / "pruned_model_0.6")
+    point = {"params": {}, "structure": {}, "latency": None}
+    (run_dir / "results.json").write_text(
+        json.dumps(
+            {
+                "task": "sst2",
+                "main_metric": "accuracy",
+                "teacher": {"accuracy": 90.0},
+                "operating_points": [
+                    {**point, "target_sparsity": 0.3, "sparsity": 0.31, "pruned": {"accuracy": 89}},
+                    {**point, "target_sparsity": 0.6, "sparsity": 0.6, "pruned": {"accuracy": 85}},
+                ],
+            }
+        )
+    )
+    main([f"run={run_dir}", *FAST])
+    assert capsys.readouterr().out.count("wrote ") == 2
+    reports = {
+        t: json.loads((run_dir / f"speed_cpu_fp32_{t}.json").read_text()) for t in (0.3, 0.6)
+    }
+    assert reports[0.3]["pruned"]["source"] == str(run_dir / "pruned_model_0.3")
+    assert reports[0.3]["pruned"]["sparsity"] < reports[0.6]["pruned"]["sparsity"]
+    assert not (run_dir / "speed_cpu_fp32.json").exists()
+    runs, _ = collect_runs(run_dir)
+    assert [(r.ablation, r.target_sparsity, r.speedup) for r in runs] == [
+        ("full path", 0.3, reports[0.3]["speedup"]),
+        ("full path", 0.6, reports[0.6]["speedup"]),
+    ]
 
 
 def test_qa_models_default_to_seq_384(tmp_path):

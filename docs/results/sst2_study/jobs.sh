@@ -4,6 +4,7 @@
 #   bash docs/results/sst2_study/jobs.sh run <job>...    # run (or resume) jobs, one core each
 #   bash docs/results/sst2_study/jobs.sh collect         # copy finished jobs' records here
 #   bash docs/results/sst2_study/jobs.sh budgets         # full CoFi against budget (markdown)
+#   bash docs/results/sst2_study/jobs.sh path            # the sparsity path vs separate runs
 # Runs live in runs/sst2_study/<job>; `collect` keeps what the report needs (results.json, the
 # stages' DONE.json, CSV logs, config) under docs/results/sst2_study/runs/<job>/, so the report
 # regenerates from the repository alone:
@@ -48,6 +49,12 @@ seed=$seed pruning.method=uniform pruning.finetune.max_steps=1333 pruning.finetu
 seed=$seed ablation=$a $(budget 1000)"
   done
 done
+# the sparsity path against separate runs (full_b1000_s{0.6,0.75,0.9}_seed57): one prune stage of
+# the same 1,000 steps (50 distillation-only, ramp to 0.6 over 333 and on at that rate, 150 at each
+# of 0.6 and 0.75, the rest at 0.9), then one 333-step finetune per target
+JOBS[full_b1000_s0.75_seed57]="distill.teacher=$TEACHER pruning.target_sparsity=0.75 $(budget 1000)"
+JOBS[path_b1000_seed57]="distill.teacher=$TEACHER 'pruning.targets=[0.6,0.75,0.9]' \
+pruning.path.dwell_steps=150 $(budget 1000)"
 for a in no_hidden_mask no_layer_masks fixed_layer_map no_distill; do
   JOBS[${a}_b1000_s0.6_seed57]="distill.teacher=$TEACHER pruning.target_sparsity=0.6 ablation=$a \
 $(budget 1000)"
@@ -57,7 +64,9 @@ case "${1:-list}" in
   list)
     for job in $(printf '%s\n' "${!JOBS[@]}" | sort); do
       state=todo
-      [[ -f $ROOT/$job/results.json || -f $ROOT/$job/teacher/DONE.json ]] && state=done
+      [[ -f $ROOT/$job/results.json || ( $job == teacher && -f $ROOT/$job/teacher/DONE.json ) ]] \
+        && state=done
+      [[ $state == todo && -d $ROOT/$job ]] && state=started
       [[ -d $HERE/runs/$job ]] && state=collected
       echo "$state $job"
     done
@@ -108,5 +117,32 @@ for t, steps, name, s, acc, share, secs in sorted(rows):
           f"| {secs.get('finetune', 0):.0f} |")
 PY
     ;;
-  *) echo "usage: $0 list | run <job>... | collect | budgets" >&2; exit 2 ;;
+  path)
+    python - "$HERE/runs" <<'PY'
+import json, sys
+from pathlib import Path
+runs = Path(sys.argv[1])
+path = json.loads((runs / "path_b1000_seed57" / "results.json").read_text())
+main = path["main_metric"]
+teacher = path["teacher"][main]
+secs = lambda r: sum(v for v in r["stage_seconds"].values() if v and v > 0)
+# the path's prune stage is shared: its seconds count once; a separate run's teacher stage only
+# evaluates the given teacher (same in both)
+print("| target | separate: sparsity | accuracy | path: sparsity | accuracy | difference |")
+print("|---|---|---|---|---|---|")
+total_separate = 0.0
+for point in path["operating_points"]:
+    t = point["target_sparsity"]
+    sep = json.loads((runs / f"full_b1000_s{t:g}_seed57" / "results.json").read_text())
+    total_separate += secs(sep)
+    a, b = sep["pruned"][main], point["pruned"][main]
+    print(f"| {t:g} | {sep['sparsity']:.3f} | {a:.2f} | {point['sparsity']:.3f} | {b:.2f} "
+          f"| {b - a:+.2f} |")
+total_path = secs(path)
+print(f"\nteacher {teacher:.2f}; core-seconds (one thread per job): separate runs "
+      f"{total_separate:.0f}, path {total_path:.0f} ({total_path / total_separate:.2f}x)")
+print("path stages: " + ", ".join(f"{k} {v:.0f} s" for k, v in path["stage_seconds"].items()))
+PY
+    ;;
+  *) echo "usage: $0 list | run <job>... | collect | budgets | path" >&2; exit 2 ;;
 esac
