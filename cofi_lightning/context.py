@@ -32,7 +32,7 @@ from transformers import AutoTokenizer
 from cofi_lightning.config import StageConfig, TrainConfig
 from cofi_lightning.data import get_task
 from cofi_lightning.lit_module import CoFiSystem
-from cofi_lightning.modeling import CoFiBertForQuestionAnswering, CoFiBertForSequenceClassification
+from cofi_lightning.modeling import Family, family_of
 from cofi_lightning.operating_points import operating_points
 
 
@@ -173,6 +173,7 @@ class RunContext:
         self.records: dict[str, dict[str, Any]] = {}
         self._tokenizer = None
         self._datamodule = None
+        self._family: Family | None = None
         #: Job-level trackers (``{logger name: tracker}``), built on first use on rank 0.
         self._trackers: dict[str, Any] | None = None
         #: ``{stage: StageClock}`` of the stage's trainer; ``{stage: start}`` of this attempt.
@@ -182,9 +183,19 @@ class RunContext:
     # --- models and data --------------------------------------------------------------------------
 
     @property
+    def family(self) -> Family:
+        """The encoder family of ``model.pretrained`` (from its ``model_type``)."""
+        if self._family is None:
+            from transformers import AutoConfig
+
+            model_type = AutoConfig.from_pretrained(self.cfg.model.pretrained).model_type
+            self._family = family_of(model_type)
+        return self._family
+
+    @property
     def model_class(self) -> type:
-        qa = self.task.family == "squad"
-        return CoFiBertForQuestionAnswering if qa else CoFiBertForSequenceClassification
+        """The task model of the family (question answering for SQuAD)."""
+        return self.family.model_class(self.task.family == "squad")
 
     def load_model(self, path: str | Path) -> torch.nn.Module:
         """A CoFi model of the task's class from a vanilla or exported HF directory / hub name."""

@@ -7,8 +7,9 @@ config alone (those live in ``cofi_lightning.config``):
   directory or a well-formed hub name; offline (``HF_HUB_OFFLINE=1``) a hub name must be in the
   local cache, otherwise the error says where the local copy was looked for instead of a long retry
   loop ending in "couldn't connect";
-* a teacher can be distilled into the student: the same hidden size (one ``[H, H]`` projection),
-  unpruned, and deep enough for the fixed layer mapping.
+* the student is of a supported encoder family (``cofi_lightning.modeling.families``);
+* a teacher can be distilled into the student: the same family, the same hidden size (one
+  ``[H, H]`` projection), unpruned, and deep enough for the fixed layer mapping.
 
 Every failure is a :class:`ModelSourceError` naming the key and the value.
 """
@@ -96,12 +97,33 @@ def _pruned(config: dict[str, Any]) -> bool:
     return any(n != full_heads for n in heads or ()) or any(m != full_ffn for m in ffn or ())
 
 
+def check_family(key: str, value: str, config: dict[str, Any]):
+    """The encoder family of a model's ``config.json``.
+
+    Raises:
+        ModelSourceError: the family is not supported (listing the supported ones).
+    """
+    from cofi_lightning.modeling import UnsupportedModelError, family_of
+
+    try:
+        return family_of(str(config.get("model_type")))
+    except UnsupportedModelError as err:
+        raise ModelSourceError(f"{key}={value}: {err}") from None
+
+
 def check_teacher_fits(student: dict[str, Any], teacher: dict[str, Any], mapping: str) -> None:
     """A teacher that layer distillation can use with this student.
 
     Raises:
-        ModelSourceError: naming both shapes.
+        ModelSourceError: naming both shapes (or both families).
     """
+    families = [check_family(k, "", c) for k, c in (("model", student), ("teacher", teacher))]
+    if families[0] != families[1]:
+        raise ModelSourceError(
+            f"distill.teacher is a {families[1].name} model and model.pretrained a "
+            f"{families[0].name} one; the teacher is loaded with the student's classes: "
+            "fine-tune the teacher from model.pretrained (or train one: distill.teacher=null)"
+        )
     shapes = (
         f"teacher hidden {teacher.get('hidden_size')} x {_depth(teacher)} layers, student hidden "
         f"{student.get('hidden_size')} x {_depth(student)} layers"
@@ -127,6 +149,8 @@ def check_teacher_fits(student: dict[str, Any], teacher: dict[str, Any], mapping
 def preflight(cfg: TrainConfig) -> None:
     """Run every check of this file on a config (once, at the start of a run)."""
     student = check_source("model.pretrained", cfg.model.pretrained)
+    if student is not None:
+        check_family("model.pretrained", cfg.model.pretrained, student)
     if cfg.model.tokenizer != cfg.model.pretrained:
         check_source("model.tokenizer", cfg.model.tokenizer, need=None)
     if cfg.distill.enabled and cfg.distill.teacher is not None:

@@ -426,13 +426,14 @@ def export_stage(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
 
 
 def unpruned_config(ctx: RunContext):
-    """The :class:`~cofi_lightning.modeling.CoFiBertConfig` of ``model.pretrained`` (unpruned)."""
+    """The CoFi config of ``model.pretrained`` (unpruned), of its family's config class."""
     from transformers import AutoConfig
 
-    from cofi_lightning.modeling import CoFiBertConfig
-
     source = AutoConfig.from_pretrained(ctx.cfg.model.pretrained)
-    return source if isinstance(source, CoFiBertConfig) else CoFiBertConfig.from_bert_config(source)
+    config_class = ctx.family.config_class
+    return (
+        source if isinstance(source, config_class) else config_class.from_pretrained_config(source)
+    )
 
 
 def _plot_structure(structure: dict, full, sparsity: float, target: float, path: Path) -> None:

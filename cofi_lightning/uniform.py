@@ -44,7 +44,7 @@ def uniform_masks(model: nn.Module, masks: CoFiMasks, target: float) -> tuple[Ma
     """The uniform structure closest to ``target`` sparsity, and its sparsity.
 
     Args:
-        model: An unpruned CoFi BERT (every layer has its attention and FFN).
+        model: An unpruned CoFi model (every layer has its attention and FFN).
         masks: The model's :class:`CoFiMasks` (shapes and the parameter formula).
         target: Target encoder sparsity in [0, 1).
 
@@ -53,7 +53,7 @@ def uniform_masks(model: nn.Module, masks: CoFiMasks, target: float) -> tuple[Ma
         the common keep fraction of heads and FFN dims nearest the target, then f adjusted.
     """
     config = model.config
-    encoder = model.bert.encoder.layer
+    encoder = model.base_model.encoder.layer
     heads, ffn = config.num_attention_heads, config.intermediate_size
     head_scores = [_head_scores(layer, heads, config.attention_head_size) for layer in encoder]
     ffn_scores = [_ffn_scores(layer) for layer in encoder]

@@ -30,7 +30,6 @@ from cofi_lightning.bench.compare import compare, format_table
 from cofi_lightning.bench.sources import BenchError, Sources, discover, load_pair, synthetic_pair
 from cofi_lightning.bench.timing import DTYPES, resolve_device, resolve_dtype
 from cofi_lightning.cli import add_flag, boolean, int_at_least, parse_key_values
-from cofi_lightning.modeling import CoFiBertForQuestionAnswering
 
 EXAMPLES = """\
 examples:
@@ -176,7 +175,7 @@ def run(settings: dict[str, Any]) -> tuple[dict[str, Any], Path]:
         run_dir = Path(found.run_dir) if found.run_dir else None
     seq = settings["seq"]
     if seq is None:  # SQuAD windows are 384 tokens, GLUE inputs 128
-        qa = task == "squad" or isinstance(pruned, CoFiBertForQuestionAnswering)
+        qa = task == "squad" or "QuestionAnswering" in type(pruned).__name__
         seq = 384 if qa else 128
     report = compare(
         pruned,

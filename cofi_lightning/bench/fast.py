@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cofi_lightning.modeling import CoFiBertPreTrainedModel
+from cofi_lightning.modeling.layers import CoFiBertEmbeddings
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -160,12 +161,13 @@ def optimize_for_inference(
     """A copy of ``model`` (eval mode) with :class:`FastEmbeddings` and :class:`FastLayer` inside.
 
     Args:
-        model: A CoFi BERT task model, pruned or not; it is left unchanged.
+        model: A CoFi task model of any family, pruned or not; it is left unchanged.
         multiple: GEMM output widths are padded to a multiple of this (16 suits MKL fp32 and
             bf16 tensor cores alike).
     """
     fast = copy.deepcopy(model)
-    bert = fast.bert
-    bert.embeddings = FastEmbeddings(bert.embeddings)
-    bert.encoder.layer = nn.ModuleList(FastLayer(layer, multiple) for layer in bert.encoder.layer)
+    base = fast.base_model
+    if type(base.embeddings) is CoFiBertEmbeddings:  # other families number positions their way
+        base.embeddings = FastEmbeddings(base.embeddings)
+    base.encoder.layer = nn.ModuleList(FastLayer(layer, multiple) for layer in base.encoder.layer)
     return fast.eval()

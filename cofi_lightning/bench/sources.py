@@ -22,9 +22,10 @@ from cofi_lightning.masks import Masks
 from cofi_lightning.modeling import (
     CheckpointMismatchError,
     CoFiBertConfig,
-    CoFiBertForQuestionAnswering,
     CoFiBertForSequenceClassification,
     CoFiBertPreTrainedModel,
+    UnsupportedModelError,
+    family_of,
 )
 
 #: BERT-base shape and a CoFi-like structure at ~95% encoder sparsity (upper layers pruned hardest,
@@ -179,18 +180,17 @@ def _config_of(source: str, role: str):
 
 
 def model_class(config) -> type[CoFiBertPreTrainedModel]:
-    """The CoFi task class matching a config's ``architectures`` (question answering or not)."""
+    """The CoFi task class of a config's family matching its ``architectures`` (question
+    answering or not)."""
     names = " ".join(getattr(config, "architectures", None) or [])
-    if "QuestionAnswering" in names:
-        return CoFiBertForQuestionAnswering
-    return CoFiBertForSequenceClassification
+    return family_of(config.model_type).model_class("QuestionAnswering" in names)
 
 
 def load_pair(sources: Sources) -> tuple[CoFiBertPreTrainedModel, CoFiBertPreTrainedModel]:
     """Load ``(pruned, baseline)`` in eval mode, fp32 on CPU, both of the pruned model's class.
 
     Raises:
-        BenchError: a dir is missing, is no model dir, or is not a BERT encoder.
+        BenchError: a dir is missing, is no model dir, or is no supported encoder.
     """
     pruned_cfg = _config_of(sources.pruned, "pruned")
     base_cfg = _config_of(sources.baseline, "baseline")
@@ -198,11 +198,10 @@ def load_pair(sources: Sources) -> tuple[CoFiBertPreTrainedModel, CoFiBertPreTra
         ("pruned", pruned_cfg, sources.pruned),
         ("baseline", base_cfg, sources.baseline),
     ):
-        if cfg.model_type not in ("bert", CoFiBertConfig.model_type):
-            raise BenchError(
-                f"{role}={src} is a {cfg.model_type!r} model; this benchmark "
-                "times BERT encoders (model_type 'bert' or 'cofi_bert')"
-            )
+        try:
+            family_of(cfg.model_type)
+        except UnsupportedModelError as err:
+            raise BenchError(f"{role}={src}: {err}") from None
     cls = model_class(pruned_cfg)
     loaded = []
     # a vanilla checkpoint without this task's head gets a fresh one (its label count does not

@@ -1,6 +1,8 @@
-"""The prunable BERT: config, mask-aware layers, task models, physical pruning, parameter counts.
+"""The prunable encoders: configs, mask-aware layers, task models, physical pruning, parameter
+counts, for each family in ``families.py`` (BERT, RoBERTa, XLM-R).
 
-Importing this package registers ``model_type="cofi_bert"`` with the ``transformers`` Auto classes.
+Importing this package registers every family's CoFi ``model_type`` (``cofi_bert``,
+``cofi_roberta``, ``cofi_xlm_roberta``) with the ``transformers`` Auto classes.
 """
 
 from transformers import (
@@ -18,29 +20,63 @@ from cofi_lightning.modeling.bert import (
     CoFiBertPreTrainedModel,
 )
 from cofi_lightning.modeling.configuration import CoFiBertConfig
-from cofi_lightning.modeling.param_count import architecture_params, encoder_params
-
-AutoConfig.register(CoFiBertConfig.model_type, CoFiBertConfig, exist_ok=True)
-AutoModel.register(CoFiBertConfig, CoFiBertModel, exist_ok=True)
-AutoModelForSequenceClassification.register(
-    CoFiBertConfig, CoFiBertForSequenceClassification, exist_ok=True
+from cofi_lightning.modeling.families import (
+    FAMILIES,
+    Family,
+    UnsupportedModelError,
+    family_of,
 )
-AutoModelForQuestionAnswering.register(CoFiBertConfig, CoFiBertForQuestionAnswering, exist_ok=True)
+from cofi_lightning.modeling.param_count import architecture_params, encoder_params
+from cofi_lightning.modeling.roberta import (
+    CoFiRobertaConfig,
+    CoFiRobertaForQuestionAnswering,
+    CoFiRobertaForSequenceClassification,
+    CoFiRobertaModel,
+    CoFiXLMRobertaConfig,
+    CoFiXLMRobertaForQuestionAnswering,
+    CoFiXLMRobertaForSequenceClassification,
+    CoFiXLMRobertaModel,
+)
 
-# save_pretrained also writes an ``auto_map`` and copies the modeling files, so an exported model
-# loads with ``trust_remote_code=True`` where cofi-lightning is not installed.
-CoFiBertConfig.register_for_auto_class()
-CoFiBertModel.register_for_auto_class("AutoModel")
-CoFiBertForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
-CoFiBertForQuestionAnswering.register_for_auto_class("AutoModelForQuestionAnswering")
+_BASE_MODELS = {
+    CoFiBertConfig: CoFiBertModel,
+    CoFiRobertaConfig: CoFiRobertaModel,
+    CoFiXLMRobertaConfig: CoFiXLMRobertaModel,
+}
+for _family in FAMILIES:
+    _config, _base = _family.config_class, _BASE_MODELS[_family.config_class]
+    AutoConfig.register(_config.model_type, _config, exist_ok=True)
+    AutoModel.register(_config, _base, exist_ok=True)
+    AutoModelForSequenceClassification.register(
+        _config, _family.sequence_classification, exist_ok=True
+    )
+    AutoModelForQuestionAnswering.register(_config, _family.question_answering, exist_ok=True)
+    # save_pretrained also writes an ``auto_map`` and copies the modeling files, so an exported
+    # model loads with ``trust_remote_code=True`` where cofi-lightning is not installed.
+    _config.register_for_auto_class()
+    _base.register_for_auto_class("AutoModel")
+    _family.sequence_classification.register_for_auto_class("AutoModelForSequenceClassification")
+    _family.question_answering.register_for_auto_class("AutoModelForQuestionAnswering")
 
 __all__ = [
+    "FAMILIES",
     "CheckpointMismatchError",
     "CoFiBertConfig",
     "CoFiBertForQuestionAnswering",
     "CoFiBertForSequenceClassification",
     "CoFiBertModel",
     "CoFiBertPreTrainedModel",
+    "CoFiRobertaConfig",
+    "CoFiRobertaForQuestionAnswering",
+    "CoFiRobertaForSequenceClassification",
+    "CoFiRobertaModel",
+    "CoFiXLMRobertaConfig",
+    "CoFiXLMRobertaForQuestionAnswering",
+    "CoFiXLMRobertaForSequenceClassification",
+    "CoFiXLMRobertaModel",
+    "Family",
+    "UnsupportedModelError",
+    "family_of",
     "architecture_params",
     "encoder_params",
 ]

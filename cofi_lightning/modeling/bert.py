@@ -21,7 +21,7 @@ from transformers.modeling_outputs import QuestionAnsweringModelOutput, Sequence
 # these files as ``trust_remote_code`` modules for users who do not have cofi-lightning installed.
 from .configuration import CoFiBertConfig
 from .layers import CoFiBertEmbeddings, CoFiBertEncoder, LayerMasks, kept_units
-from .pruning import prune_model
+from .pruning import Kept, linear_part, prune_model
 
 if TYPE_CHECKING:
     try:
@@ -54,11 +54,15 @@ class CheckpointMismatchError(ValueError):
 
 
 class CoFiBertPreTrainedModel(PreTrainedModel):
-    """Weight initialisation, loading and the pruning / counting API shared by the task models."""
+    """Weight initialisation, loading and the pruning / counting API shared by the task models
+    of every family (a family's classes override ``config_class``, ``base_model_prefix`` and
+    ``vanilla_model_types``)."""
 
     config_class = CoFiBertConfig
     base_model_prefix = "bert"
-    #: Parameters a vanilla BERT checkpoint may lack: the freshly initialised task head.
+    #: The ``model_type`` of the family's vanilla ``transformers`` checkpoints.
+    vanilla_model_types: tuple[str, ...] = ("bert",)
+    #: Parameters a vanilla checkpoint may lack: the freshly initialised task head.
     _new_head_prefixes: tuple[str, ...] = ()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -83,7 +87,7 @@ class CoFiBertPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, config=None, **kwargs):
-        """Load a vanilla HF BERT checkpoint or an exported cofi-lightning checkpoint.
+        """Load a vanilla HF checkpoint of the family or an exported cofi-lightning checkpoint.
 
         Args:
             pretrained_model_name_or_path: hub name (e.g. ``bert-base-uncased``) or local directory.
@@ -93,7 +97,7 @@ class CoFiBertPreTrainedModel(PreTrainedModel):
                 the rest to ``transformers.PreTrainedModel.from_pretrained``.
 
         Raises:
-            ValueError: the checkpoint is not a BERT encoder (names the architecture found).
+            ValueError: the checkpoint is of another family (names the architecture found).
             CheckpointMismatchError: weights missing, unexpected or of the wrong shape for the
             config.
         """
@@ -105,15 +109,15 @@ class CoFiBertPreTrainedModel(PreTrainedModel):
         }
         if config is None:
             source = AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
-            if source.model_type not in ("bert", CoFiBertConfig.model_type):
+            accepted = (*cls.vanilla_model_types, cls.config_class.model_type)
+            if source.model_type not in accepted:
                 raise ValueError(
                     f"{pretrained_model_name_or_path} is a '{source.model_type}' checkpoint "
-                    f"(architectures={getattr(source, 'architectures', None)}); cofi-lightning "
-                    "prunes "
-                    "BERT encoders (model_type 'bert' or 'cofi_bert')"
+                    f"(architectures={getattr(source, 'architectures', None)}); {cls.__name__} "
+                    f"loads model_type {' or '.join(repr(t) for t in accepted)}"
                 )
-            config = CoFiBertConfig.from_bert_config(source, **overrides)
-            vanilla = source.model_type == "bert"
+            config = cls.config_class.from_pretrained_config(source, **overrides)
+            vanilla = source.model_type in cls.vanilla_model_types
         else:
             vanilla = False
         kwargs.setdefault("dtype", torch.float32)  # fp16 checkpoints train and compare in fp32
@@ -156,11 +160,16 @@ class CoFiBertPreTrainedModel(PreTrainedModel):
 
     def num_encoder_params(self) -> int:
         """Encoder parameters counted on the real tensors (definition: ``param_count.py``)."""
-        return sum(p.numel() for p in self.bert.encoder.parameters())
+        return sum(p.numel() for p in self.base_model.encoder.parameters())
 
     def prune(self, masks: Masks) -> CoFiBertPreTrainedModel:
-        """A new compact dense model of the same class: masks folded in, zeroed units removed."""
+        """A new compact dense model of the same class: masks folded in, zeroed units removed
+        (each module shrinks itself, see ``pruning.py``)."""
         return prune_model(self, masks)
+
+    def prune_head_(self, hidden: Kept) -> None:
+        """Keep the hidden dims at the task head's input (the pooler's or the QA head's)."""
+        raise NotImplementedError
 
 
 def split_masks(masks: Masks | None, num_layers: int) -> tuple[list[LayerMasks], LayerMasks]:
@@ -191,9 +200,11 @@ def split_masks(masks: Masks | None, num_layers: int) -> tuple[list[LayerMasks],
 class CoFiBertModel(CoFiBertPreTrainedModel):
     """The encoder with embeddings and an optional pooler."""
 
+    embeddings_class: type[nn.Module] = CoFiBertEmbeddings
+
     def __init__(self, config: CoFiBertConfig, add_pooling_layer: bool = True):
         super().__init__(config)
-        self.embeddings = CoFiBertEmbeddings(config)
+        self.embeddings = self.embeddings_class(config)
         self.encoder = CoFiBertEncoder(config)
         self.pooler = None
         if add_pooling_layer:
@@ -269,6 +280,9 @@ class CoFiBertForSequenceClassification(CoFiBertPreTrainedModel):
                 loss = F.cross_entropy(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=states)
 
+    def prune_head_(self, hidden: Kept) -> None:
+        self.bert.pooler.dense = linear_part(self.bert.pooler.dense, cols=hidden.index)
+
 
 class CoFiBertForQuestionAnswering(CoFiBertPreTrainedModel):
     """Span extraction head: ``start_logits``, ``end_logits`` of shape ``[B, S]``."""
@@ -314,3 +328,6 @@ class CoFiBertForQuestionAnswering(CoFiBertPreTrainedModel):
             end_logits=end_logits.contiguous(),
             hidden_states=states,
         )
+
+    def prune_head_(self, hidden: Kept) -> None:
+        self.qa_outputs = linear_part(self.qa_outputs, cols=hidden.index)

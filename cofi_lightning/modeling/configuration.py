@@ -1,6 +1,8 @@
-"""Configuration of the prunable BERT: a ``BertConfig`` that spells out the architecture per layer.
+"""Configuration of the prunable encoders: a family's config that spells out the architecture per
+layer (:class:`PerLayerSizes`, shared by every family; :class:`CoFiBertConfig` for BERT).
 
-This file owns the config only. A pruned model differs from BERT in four numbers, all stored
+This file owns the configs only. A pruned model differs from its family's model in four numbers, all
+stored
 explicitly in ``config.json`` so any loader can rebuild the exact shapes without guessing from
 tensors (the original CoFi checkpoints kept the unpruned sizes in their config, so plain
 loaders failed):
@@ -18,22 +20,15 @@ from huggingface_hub.dataclasses import strict
 from transformers import BertConfig
 
 
-@strict
-class CoFiBertConfig(BertConfig):
-    """``BertConfig`` plus the explicit per-layer architecture (see the module docstring).
+class PerLayerSizes:
+    """The per-layer architecture shared by every family's CoFi config (methods only: each config
+    class declares the four fields itself, as ``huggingface_hub``'s strict dataclasses need).
 
-    Missing per-layer fields are filled from the uniform BERT fields, so a vanilla BERT config
-    converts with ``CoFiBertConfig(**bert_config.to_dict())``.
+    Missing per-layer fields are filled from the family's uniform fields, so a vanilla config
+    converts with ``CoFi<Family>Config(**config.to_dict())`` or :meth:`from_pretrained_config`.
     """
 
-    model_type = "cofi_bert"
-
-    num_heads: list[int] | None = None
-    intermediate_sizes: list[int] | None = None
-    attention_head_size: int | None = None
-    pooler_size: int | None = None
-
-    def __post_init__(self, **kwargs):
+    def _fill_per_layer(self) -> None:
         L = self.num_hidden_layers
         if self.attention_head_size is None:
             self.attention_head_size = self.hidden_size // self.num_attention_heads
@@ -49,14 +44,14 @@ class CoFiBertConfig(BertConfig):
             values = getattr(self, key)
             if len(values) != L or min(values, default=0) < 0:
                 raise ValueError(
-                    f"CoFiBertConfig.{key} must list {L} sizes >= 0 (num_hidden_layers={L}), "
-                    f"got {values}"
+                    f"{type(self).__name__}.{key} must list {L} sizes >= 0 "
+                    f"(num_hidden_layers={L}), got {values}"
                 )
-        super().__post_init__(**kwargs)
 
     @classmethod
-    def from_bert_config(cls, config: BertConfig, **overrides) -> CoFiBertConfig:
-        """Convert a vanilla ``BertConfig`` (uniform layers) into this class."""
+    def from_pretrained_config(cls, config, **overrides):
+        """Convert a vanilla config of the family (uniform layers), or a CoFi one, into this
+        class, with ``overrides``."""
         values = config.to_dict()
         for key in ("model_type", "transformers_version", "architectures"):
             values.pop(key, None)
@@ -74,3 +69,24 @@ class CoFiBertConfig(BertConfig):
             and self.num_heads[0] > 0
             and self.intermediate_sizes[0] > 0
         )
+
+
+@strict
+class CoFiBertConfig(PerLayerSizes, BertConfig):
+    """``BertConfig`` plus the explicit per-layer architecture (see the module docstring)."""
+
+    model_type = "cofi_bert"
+
+    num_heads: list[int] | None = None
+    intermediate_sizes: list[int] | None = None
+    attention_head_size: int | None = None
+    pooler_size: int | None = None
+
+    def __post_init__(self, **kwargs):
+        self._fill_per_layer()
+        super().__post_init__(**kwargs)
+
+    @classmethod
+    def from_bert_config(cls, config: BertConfig, **overrides) -> CoFiBertConfig:
+        """Convert a vanilla ``BertConfig`` (uniform layers) into this class."""
+        return cls.from_pretrained_config(config, **overrides)

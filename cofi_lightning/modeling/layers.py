@@ -34,6 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
+from .pruning import Kept, LayerKeep, embedding_part, layer_norm_part, linear_part
+
 
 class LayerMasks(NamedTuple):
     """The mask tensors one encoder layer needs (None = not masked).
@@ -230,6 +232,12 @@ class CoFiBertEmbeddings(nn.Module):
             x = x * masks.hidden
         return x
 
+    def prune_hidden_(self, hidden: Kept) -> None:
+        """Keep the hidden dims ``hidden`` (columns of every table, scaled; the LayerNorm)."""
+        for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+            setattr(self, name, embedding_part(getattr(self, name), hidden))
+        self.LayerNorm = layer_norm_part(self.LayerNorm, hidden)
+
 
 class SublayerOutput(nn.Module):
     """Output projection, dropout, residual sum and LayerNorm of one sublayer (HF
@@ -309,6 +317,13 @@ class SublayerOutput(nn.Module):
             out = torch.where(alive, out, residual)
         return out
 
+    def prune_(self, inputs: torch.Tensor, input_z: torch.Tensor, layer_z, hidden: Kept) -> None:
+        """Keep the projection's input units ``inputs`` (their masks ``input_z`` folded into its
+        columns) and the hidden dims; ``layer_z`` (the sublayer's gate) scales its outputs."""
+        out_z = layer_z * hidden.scale
+        self.dense = linear_part(self.dense, hidden.index, inputs, input_z, out_z)
+        self.LayerNorm = layer_norm_part(self.LayerNorm, hidden)
+
 
 class QKVProjections(nn.Module):
     """Query, key and value projections (HF ``BertSelfAttention`` parameter layout)."""
@@ -383,6 +398,17 @@ class CoFiBertAttention(nn.Module):
             in_index=dims,
         )
 
+    def prune_(self, keep: LayerKeep, hidden: Kept) -> None:
+        """Keep ``keep.heads`` (Q/K/V rows, the output projection's columns) and the hidden dims.
+        Its layer removes it when no head is kept."""
+        d = self.head_size
+        heads = keep.heads.index
+        rows = (heads[:, None] * d + torch.arange(d)).flatten()  # [kept * d]
+        for name in ("query", "key", "value"):
+            setattr(self.self, name, linear_part(getattr(self.self, name), rows, hidden.index))
+        self.output.prune_(rows, keep.heads.scale.repeat_interleave(d), keep.head_layer, hidden)
+        self.num_heads = len(heads)
+
 
 class Intermediate(nn.Module):
     """FFN input projection and activation (HF ``BertIntermediate`` layout)."""
@@ -395,6 +421,10 @@ class Intermediate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.intermediate_act_fn(self.dense(x))
+
+    def prune_(self, dims: torch.Tensor, hidden: Kept) -> None:
+        """Keep the FFN dims ``dims`` (rows) and the hidden dims (columns)."""
+        self.dense = linear_part(self.dense, dims, hidden.index)
 
 
 def _alive(layer_z: torch.Tensor | None, unit_z: torch.Tensor | None) -> torch.Tensor | None:
@@ -461,6 +491,21 @@ class CoFiBertLayer(nn.Module):
             )
         return x
 
+    def prune_(self, keep: LayerKeep, hidden: Kept) -> None:
+        """Shrink to the kept heads, FFN dims and hidden dims; a sublayer with none is removed."""
+        if self.attention is not None:
+            if len(keep.heads.index):
+                self.attention.prune_(keep, hidden)
+            else:
+                self.attention = None
+        if self.intermediate is not None:
+            dims = keep.dims
+            if len(dims.index):
+                self.intermediate.prune_(dims.index, hidden)
+                self.output.prune_(dims.index, dims.scale, keep.mlp, hidden)
+            else:
+                self.intermediate = self.output = None
+
 
 class CoFiBertEncoder(nn.Module):
     """The layers, sized from ``config.num_heads`` / ``config.intermediate_sizes``."""
@@ -482,3 +527,7 @@ class CoFiBertEncoder(nn.Module):
             if output_hidden_states:
                 states.append(x)
         return x, states
+
+    def prune_(self, keeps: list[LayerKeep], hidden: Kept) -> None:
+        for layer, keep in zip(self.layer, keeps, strict=True):
+            layer.prune_(keep, hidden)

@@ -1,33 +1,114 @@
 """Physical pruning: fold mask values into the weights and remove every zeroed unit.
 
 This file owns the surgery ``masked model -> compact dense model`` (Xia et al. 2022, Sec. 3.4 / the
-original ``prune_model_with_z``). After it, the compact model computes exactly what the masked model
+original ``prune_model_with_z``) as a walk over modules: the model is copied, and each prunable
+module shrinks itself (``prune_hidden_`` / ``prune_``) given which units it keeps and with which
+mask values. A new encoder family implements those methods on its own modules; nothing here edits
+``state_dict`` keys. After the walk, the compact model computes exactly what the masked model
 computes with those (deterministic) masks; tests check this to 1e-4 in fp32.
 
 Folding, per unit (``hz`` = hidden mask, ``K`` = kept indices):
-- embeddings: word / position / token-type columns ``[:, K_hidden] * hz``; LayerNorm ``* hz``.
+- embeddings: every table's columns ``[:, K_hidden] * hz``; LayerNorm ``* hz``.
 - attention: Q/K/V rows of kept heads, columns ``K_hidden``; the output projection's columns are
   scaled by each head's mask, the whole projection (and bias) by ``head_layer``, its rows by ``hz``.
 - FFN: input projection rows ``K_int``; output projection columns scaled by ``intermediate``, the
   whole projection by ``mlp``, rows by ``hz``; LayerNorms ``* hz``.
-- pooler / QA head: input columns ``K_hidden`` (the pooler's output size is not a hidden dimension).
+- task heads: input columns ``K_hidden`` (a pooler's output size is not a hidden dimension).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import copy
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
-
-from .configuration import CoFiBertConfig  # relative: shipped as remote code (see bert.py)
+from torch import nn
 
 if TYPE_CHECKING:
-    from .bert import CoFiBertPreTrainedModel
-
     try:
         from cofi_lightning.masks.types import Masks
     except ImportError:  # loaded as remote code
         pass
+
+
+class Kept(NamedTuple):
+    """The units a module keeps: ``index [k]`` (long) and their mask values ``scale [k]``."""
+
+    index: torch.Tensor
+    scale: torch.Tensor
+
+
+class LayerKeep(NamedTuple):
+    """What one encoder layer keeps.
+
+    Attributes:
+        heads: Kept heads (scale: each head's mask value); empty index: attention removed.
+        head_layer: The attention sublayer's gate value (scalar tensor).
+        dims: Kept FFN dims (scale: the intermediate mask); empty index: FFN removed.
+        mlp: The FFN sublayer's gate value (scalar tensor).
+    """
+
+    heads: Kept
+    head_layer: torch.Tensor
+    dims: Kept
+    mlp: torch.Tensor
+
+
+def linear_part(
+    linear: nn.Linear,
+    rows: torch.Tensor | None = None,
+    cols: torch.Tensor | None = None,
+    col_scale: torch.Tensor | None = None,
+    row_scale: torch.Tensor | None = None,
+) -> nn.Linear:
+    """A new ``nn.Linear`` with the given output ``rows`` and input ``cols`` of ``linear``.
+
+    The weight is ``W[rows][:, cols] * col_scale * row_scale[:, None]`` and the bias
+    ``b[rows] * row_scale`` (in that order: the same products the masked forward forms).
+    """
+    w = linear.weight.data
+    b = None if linear.bias is None else linear.bias.data
+    if rows is not None:
+        w = w[rows]
+        b = None if b is None else b[rows]
+    if cols is not None:
+        w = w[:, cols]
+    if col_scale is not None:
+        w = w * col_scale
+    if row_scale is not None:
+        w = w * row_scale[:, None]
+        b = None if b is None else b * row_scale
+    out = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device=w.device, dtype=w.dtype)
+    out.weight.data.copy_(w)
+    if b is not None:
+        out.bias.data.copy_(b)
+    return out
+
+
+def layer_norm_part(ln: nn.LayerNorm, hidden: Kept) -> nn.LayerNorm:
+    """A LayerNorm over the kept hidden dims, its affine parameters scaled by the hidden mask
+    (what the masked forward's ``LayerNorm(x) * hz`` computes on those dims)."""
+    affine = ln.weight is not None
+    out = nn.LayerNorm(
+        len(hidden.index),
+        eps=ln.eps,
+        elementwise_affine=affine,
+        bias=ln.bias is not None,
+        device=hidden.index.device,
+    )
+    if affine:
+        out.weight.data.copy_(ln.weight.data[hidden.index] * hidden.scale)
+    if ln.bias is not None:
+        out.bias.data.copy_(ln.bias.data[hidden.index] * hidden.scale)
+    return out
+
+
+def embedding_part(emb: nn.Embedding, hidden: Kept) -> nn.Embedding:
+    """An embedding table with the kept hidden columns, scaled by the hidden mask."""
+    w = emb.weight.data[:, hidden.index] * hidden.scale
+    out = nn.Embedding(w.shape[0], w.shape[1], padding_idx=emb.padding_idx, dtype=w.dtype)
+    out.weight.data.copy_(w)
+    return out
 
 
 def _check_shape(name: str, t: torch.Tensor | None, shape: tuple[int, ...]) -> None:
@@ -35,7 +116,7 @@ def _check_shape(name: str, t: torch.Tensor | None, shape: tuple[int, ...]) -> N
         raise ValueError(f"masks.{name} has shape {tuple(t.shape)}, the model needs {shape}")
 
 
-def _full_masks(masks: Masks, config: CoFiBertConfig) -> dict[str, torch.Tensor]:
+def _full_masks(masks: Masks, config) -> dict[str, torch.Tensor]:
     """Every mask as a float32 CPU tensor, all-ones where a unit is not masked."""
     L, H = config.num_hidden_layers, config.hidden_size
     uniform = len(set(config.num_heads)) == 1 and len(set(config.intermediate_sizes)) == 1
@@ -65,12 +146,37 @@ def _kept(t: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(t != 0).flatten()
 
 
+def _layer_keeps(z: dict[str, torch.Tensor], config) -> list[LayerKeep]:
+    """Per layer: the heads / FFN dims whose own and whose layer's mask are non-zero."""
+    out = []
+    for i in range(config.num_hidden_layers):
+        head_scale = z["head"][i] * z["head_layer"][i]
+        heads = _kept(head_scale) if config.num_heads[i] > 0 else head_scale.new_zeros(0).long()
+        int_scale = z["intermediate"][i] * z["mlp"][i]
+        dims = (
+            _kept(int_scale) if config.intermediate_sizes[i] > 0 else int_scale.new_zeros(0).long()
+        )
+        out.append(
+            LayerKeep(
+                heads=Kept(heads, z["head"][i][heads]),
+                head_layer=z["head_layer"][i],
+                dims=Kept(dims, z["intermediate"][i][dims]),
+                mlp=z["mlp"][i],
+            )
+        )
+    return out
+
+
 @torch.no_grad()
-def prune_model(model: CoFiBertPreTrainedModel, masks: Masks) -> CoFiBertPreTrainedModel:
+def prune_model(model, masks: Masks):
     """Return a new compact model of ``model``'s class equivalent to ``model(..., masks=masks)``.
 
+    The walk: ``base.embeddings.prune_hidden_``, ``base.encoder.prune_`` (each layer's
+    ``prune_``), ``model.prune_head_``; then the config gets the kept sizes, and the compact model's
+    tensors are checked against a fresh model of that config (so it saves and loads as itself).
+
     Args:
-        model: a CoFi BERT model (sequence classification or QA).
+        model: a CoFi model of any supported family (sequence classification or QA).
         masks: the masks to apply permanently (typically ``CoFiMasks.deterministic()``); soft values
             are folded into the weights, zeros are removed.
 
@@ -79,77 +185,38 @@ def prune_model(model: CoFiBertPreTrainedModel, masks: Masks) -> CoFiBertPreTrai
     """
     cfg = model.config
     z = _full_masks(masks, cfg)
-    d = cfg.attention_head_size
-    hz = z["hidden"]
-    kh = _kept(hz)
+    kh = _kept(z["hidden"])
     if len(kh) == 0:
         raise ValueError("the hidden mask removes every hidden dimension; nothing would remain")
-    hzk = hz[kh]
-
-    src = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
-    base = "bert." if any(k.startswith("bert.") for k in src) else ""
-    sd: dict[str, torch.Tensor] = {}
-    emb = f"{base}embeddings."
-    for table in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
-        sd[f"{emb}{table}.weight"] = src[f"{emb}{table}.weight"][:, kh] * hzk
-    for p in ("weight", "bias"):
-        sd[f"{emb}LayerNorm.{p}"] = src[f"{emb}LayerNorm.{p}"][kh] * hzk
-
-    num_heads, inter_sizes = [], []
-    for i in range(cfg.num_hidden_layers):
-        pre = f"{base}encoder.layer.{i}."
-        # attention: kept heads are those whose own and whose layer's mask are non-zero
-        head_scale = z["head"][i] * z["head_layer"][i]
-        heads = _kept(head_scale) if cfg.num_heads[i] > 0 else head_scale.new_zeros(0).long()
-        num_heads.append(len(heads))
-        if len(heads):
-            rows = (heads[:, None] * d + torch.arange(d)).flatten()  # [n_kept * d]
-            a = f"{pre}attention."
-            for proj in ("query", "key", "value"):
-                sd[f"{a}self.{proj}.weight"] = src[f"{a}self.{proj}.weight"][rows][:, kh]
-                sd[f"{a}self.{proj}.bias"] = src[f"{a}self.{proj}.bias"][rows]
-            # each head's mask scales its d columns of the output projection
-            col_scale = z["head"][i][heads].repeat_interleave(d)
-            layer_scale = z["head_layer"][i] * hzk  # [H_kept]
-            w = src[f"{a}output.dense.weight"][kh][:, rows] * col_scale
-            sd[f"{a}output.dense.weight"] = w * layer_scale[:, None]
-            sd[f"{a}output.dense.bias"] = src[f"{a}output.dense.bias"][kh] * layer_scale
-            for p in ("weight", "bias"):
-                sd[f"{a}output.LayerNorm.{p}"] = src[f"{a}output.LayerNorm.{p}"][kh] * hzk
-        # FFN: kept dimensions are those whose own and whose layer's mask are non-zero
-        int_scale = z["intermediate"][i] * z["mlp"][i]
-        dims = _kept(int_scale) if cfg.intermediate_sizes[i] > 0 else int_scale.new_zeros(0).long()
-        inter_sizes.append(len(dims))
-        if len(dims):
-            sd[f"{pre}intermediate.dense.weight"] = src[f"{pre}intermediate.dense.weight"][dims][
-                :, kh
-            ]
-            sd[f"{pre}intermediate.dense.bias"] = src[f"{pre}intermediate.dense.bias"][dims]
-            layer_scale = z["mlp"][i] * hzk
-            w = src[f"{pre}output.dense.weight"][kh][:, dims] * z["intermediate"][i][dims]
-            sd[f"{pre}output.dense.weight"] = w * layer_scale[:, None]
-            sd[f"{pre}output.dense.bias"] = src[f"{pre}output.dense.bias"][kh] * layer_scale
-            for p in ("weight", "bias"):
-                sd[f"{pre}output.LayerNorm.{p}"] = src[f"{pre}output.LayerNorm.{p}"][kh] * hzk
-
-    # task heads read hidden states on their input side only
-    for key in (f"{base}pooler.dense.weight", "qa_outputs.weight"):
-        if key in src:
-            sd[key] = src[key][:, kh]
-    for key in (
-        f"{base}pooler.dense.bias",
-        "qa_outputs.bias",
-        "classifier.weight",
-        "classifier.bias",
-    ):
-        if key in src:
-            sd[key] = src[key]
-
-    new_cfg = CoFiBertConfig.from_bert_config(
-        cfg, hidden_size=len(kh), num_heads=num_heads, intermediate_sizes=inter_sizes
-    )
-    compact = type(model)(new_cfg)
-    compact.load_state_dict(sd, strict=True)
+    hidden = Kept(kh, z["hidden"][kh])
+    keeps = _layer_keeps(z, cfg)
     dtype = next(model.parameters()).dtype
     device = next(model.parameters()).device
+    compact = copy.deepcopy(model).to(device="cpu", dtype=torch.float32)  # fold in fp32
+    base = compact.base_model
+    base.embeddings.prune_hidden_(hidden)
+    base.encoder.prune_(keeps, hidden)
+    compact.prune_head_(hidden)
+    new_cfg = type(cfg).from_pretrained_config(
+        cfg,
+        hidden_size=len(kh),
+        num_heads=[len(k.heads.index) for k in keeps],
+        intermediate_sizes=[len(k.dims.index) for k in keeps],
+    )
+    copied = compact.config  # the copy's config object, shared by its PreTrainedModel parts
+    for module in compact.modules():
+        if getattr(module, "config", None) is copied:
+            module.config = new_cfg
+    _check_against(compact, new_cfg)
     return compact.to(device=device, dtype=dtype).train(model.training)
+
+
+def _check_against(compact, config) -> None:
+    """The compact model has exactly the tensors a fresh model of ``config`` has."""
+    with torch.device("meta"):
+        fresh = type(compact)(config)
+    want = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in compact.state_dict().items()}
+    if want != have:
+        diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+        raise AssertionError(f"pruned model does not match its config at {diff[:8]}")

@@ -225,7 +225,10 @@ def test_cuda_unavailable_is_a_clear_error(monkeypatch, capsys):
         (["pruned={tmp}", "baseline={tmp}"], "not a Hugging Face model dir"),
         (["run={tmp}"], "has no exported model"),
         (["pruned={tmp}/model"], "no baseline"),
-        (["pruned={tmp}/model", "baseline={tmp}/gpt2"], "times BERT encoders"),
+        (
+            ["pruned={tmp}/model", "baseline={tmp}/gpt2"],
+            "not an encoder family cofi-lightning prunes",
+        ),
         (["pruned={tmp}/model", "baseline={tmp}/qa"], "does not load as a CoFiBertForSequence"),
     ],
 )

@@ -5,12 +5,12 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from runs import tiny_run_overrides
 from tiny_bert import tiny_bert_kwargs
 from torch.utils.data import DataLoader, Dataset
 from transformers import BertConfig
 
 from cofi_lightning.modeling import CoFiBertConfig, CoFiBertForSequenceClassification
+from runs import tiny_run_overrides
 
 TINY = tiny_bert_kwargs()
 
@@ -126,6 +126,23 @@ def tiny_bert_dropout_dir(tmp_path_factory, minilm_dir):
         hidden_dropout_prob=0.1,
         attention_probs_dropout_prob=0.1,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta_dir(tmp_path_factory, minilm_dir):
+    """A vanilla HF RoBERTa dir (random, hidden 32) + MiniLM's tokenizer (its [PAD] is 0, so
+    positions count from 1, as RoBERTa's count from its pad id + 1)."""
+    import shutil
+
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    out = tmp_path_factory.mktemp("tiny_roberta")
+    torch.manual_seed(0)
+    kwargs = {**TINY, "vocab_size": 30522, "max_position_embeddings": 130, "type_vocab_size": 1}
+    RobertaForSequenceClassification(RobertaConfig(**kwargs, pad_token_id=0)).save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(minilm_dir / name, out / name)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,201 @@
+"""The prunable RoBERTa and XLM-R: BERT's layers with RoBERTa's embeddings and classification head.
+
+This file owns what RoBERTa changes on top of ``bert.py`` (the layers, masks and pruning walk are
+BERT's, and so is the parameter count):
+
+* embeddings: positions count real tokens from ``padding_idx + 1`` (``transformers``'
+  ``create_position_ids_from_input_ids``), the position table has a padding row, one token type;
+* no pooler: the classification head is ``dense (H -> H) + tanh + out_proj`` on the ``<s>``
+  token; its input is a hidden dimension (pruned), its output (``pooler_size``) is not;
+* XLM-R (``xlm-roberta``) is the same network with its own config class.
+
+Submodule names follow ``transformers``' RoBERTa, so vanilla checkpoints load key for key.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub.dataclasses import strict
+from torch import nn
+from transformers import RobertaConfig, XLMRobertaConfig
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+# Relative imports only: exported checkpoints ship these files as ``trust_remote_code`` modules.
+from .bert import CoFiBertForQuestionAnswering, CoFiBertModel, CoFiBertPreTrainedModel
+from .configuration import PerLayerSizes
+from .layers import CoFiBertEmbeddings, LayerMasks
+from .pruning import Kept, linear_part
+
+if TYPE_CHECKING:
+    try:
+        from cofi_lightning.masks.types import Masks
+    except ImportError:  # loaded as remote code
+        pass
+
+
+@strict
+class CoFiRobertaConfig(PerLayerSizes, RobertaConfig):
+    """``RobertaConfig`` plus the explicit per-layer architecture (see ``configuration.py``)."""
+
+    model_type = "cofi_roberta"
+
+    num_heads: list[int] | None = None
+    intermediate_sizes: list[int] | None = None
+    attention_head_size: int | None = None
+    pooler_size: int | None = None
+
+    def __post_init__(self, **kwargs):
+        self._fill_per_layer()
+        super().__post_init__(**kwargs)
+
+
+@strict
+class CoFiXLMRobertaConfig(PerLayerSizes, XLMRobertaConfig):
+    """``XLMRobertaConfig`` plus the explicit per-layer architecture."""
+
+    model_type = "cofi_xlm_roberta"
+
+    num_heads: list[int] | None = None
+    intermediate_sizes: list[int] | None = None
+    attention_head_size: int | None = None
+    pooler_size: int | None = None
+
+    def __post_init__(self, **kwargs):
+        self._fill_per_layer()
+        super().__post_init__(**kwargs)
+
+
+def roberta_position_ids(input_ids: torch.Tensor, padding_idx: int) -> torch.Tensor:
+    """``[B, S]`` positions: real tokens count from ``padding_idx + 1``, padding stays at
+    ``padding_idx`` (``transformers``' ``create_position_ids_from_input_ids``)."""
+    mask = input_ids.ne(padding_idx).int()
+    return (torch.cumsum(mask, dim=1).type_as(mask) * mask).long() + padding_idx
+
+
+class CoFiRobertaEmbeddings(CoFiBertEmbeddings):
+    """BERT's masked embeddings with RoBERTa's positions (and a padding row in their table)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.padding_idx = config.pad_token_id
+        self.position_embeddings = nn.Embedding(
+            config.max_position_embeddings, config.hidden_size, padding_idx=self.padding_idx
+        )
+
+    def forward(self, input_ids, token_type_ids, position_ids, masks: LayerMasks) -> torch.Tensor:
+        if position_ids is None:
+            position_ids = roberta_position_ids(input_ids, self.padding_idx)
+        return super().forward(input_ids, token_type_ids, position_ids, masks)
+
+
+class CoFiRobertaPreTrainedModel(CoFiBertPreTrainedModel):
+    config_class = CoFiRobertaConfig
+    base_model_prefix = "roberta"
+    vanilla_model_types = ("roberta",)
+
+
+class CoFiRobertaModel(CoFiRobertaPreTrainedModel, CoFiBertModel):
+    """The RoBERTa encoder (``add_pooling_layer`` as in ``transformers``: the task models have
+    none)."""
+
+    embeddings_class = CoFiRobertaEmbeddings
+
+
+class CoFiRobertaClassificationHead(nn.Module):
+    """``dense (H -> pooler_size)``, tanh, ``out_proj`` on the first token (``<s>``)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.pooler_size)
+        p = config.classifier_dropout
+        self.dropout = nn.Dropout(config.hidden_dropout_prob if p is None else p)
+        self.out_proj = nn.Linear(config.pooler_size, config.num_labels)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(features[:, 0])
+        x = self.dropout(torch.tanh(self.dense(x)))
+        return self.out_proj(x)
+
+
+class CoFiRobertaForSequenceClassification(CoFiRobertaPreTrainedModel):
+    """RoBERTa's classification head; ``num_labels == 1`` is regression with an MSE loss."""
+
+    _new_head_prefixes = ("classifier.",)
+    model_class: type[CoFiBertModel] = CoFiRobertaModel
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.roberta = self.model_class(config, add_pooling_layer=False)
+        self.classifier = CoFiRobertaClassificationHead(config)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        masks: Masks | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        **_: object,
+    ) -> SequenceClassifierOutput:
+        """``logits [B, num_labels]``; ``loss`` (CE, or MSE for regression) given ``labels``."""
+        seq, _, states = self.roberta(
+            input_ids, attention_mask, token_type_ids, position_ids, masks, output_hidden_states
+        )
+        logits = self.classifier(seq)
+        loss = None
+        if labels is not None:
+            if self.num_labels == 1:
+                loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+            else:
+                loss = F.cross_entropy(logits, labels)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=states)
+
+    def prune_head_(self, hidden: Kept) -> None:
+        self.classifier.dense = linear_part(self.classifier.dense, cols=hidden.index)
+
+
+class CoFiRobertaForQuestionAnswering(CoFiRobertaPreTrainedModel, CoFiBertForQuestionAnswering):
+    """Span extraction head on RoBERTa (``qa_outputs``, as BERT's)."""
+
+    model_class: type[CoFiBertModel] = CoFiRobertaModel
+
+    def __init__(self, config):
+        CoFiBertPreTrainedModel.__init__(self, config)
+        self.roberta = self.model_class(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    @property
+    def bert(self) -> CoFiBertModel:  # BERT's QA forward reads ``self.bert``
+        return self.roberta
+
+
+# --- XLM-R: the same network, its own config ----------------------------------------------
+
+
+class CoFiXLMRobertaPreTrainedModel(CoFiRobertaPreTrainedModel):
+    config_class = CoFiXLMRobertaConfig
+    vanilla_model_types = ("xlm-roberta",)
+
+
+class CoFiXLMRobertaModel(CoFiXLMRobertaPreTrainedModel, CoFiRobertaModel):
+    pass
+
+
+class CoFiXLMRobertaForSequenceClassification(
+    CoFiXLMRobertaPreTrainedModel, CoFiRobertaForSequenceClassification
+):
+    model_class = CoFiXLMRobertaModel
+
+
+class CoFiXLMRobertaForQuestionAnswering(
+    CoFiXLMRobertaPreTrainedModel, CoFiRobertaForQuestionAnswering
+):
+    model_class = CoFiXLMRobertaModel

@@ -1,0 +1,180 @@
+"""Every encoder family besides BERT (whose tests are the other files here), on tiny random
+configs saved as vanilla ``transformers`` checkpoints: unmasked outputs equal ``transformers``'
+own model, masked == physically pruned, predicted == real parameter count, exports reload through
+the Auto classes (and as remote code without the package)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from test_pruning import random_masks
+from tiny_bert import tiny_bert_kwargs
+from transformers import (
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    RobertaConfig,
+    RobertaForQuestionAnswering,
+    RobertaForSequenceClassification,
+    XLMRobertaConfig,
+    XLMRobertaForQuestionAnswering,
+    XLMRobertaForSequenceClassification,
+)
+
+from cofi_lightning.masks import CoFiMasks
+from cofi_lightning.modeling import UnsupportedModelError, family_of
+
+PAD = 1  # RoBERTa's <pad>: positions count from it
+
+
+def _roberta_kwargs(**overrides):
+    kwargs = tiny_bert_kwargs(num_hidden_layers=4, type_vocab_size=1, pad_token_id=PAD)
+    return {**kwargs, "max_position_embeddings": 64 + PAD + 1, **overrides}
+
+
+# (vanilla config, vanilla classification model, vanilla QA model, config kwargs)
+FAMILIES = {
+    "roberta": (RobertaConfig, RobertaForSequenceClassification, RobertaForQuestionAnswering),
+    "xlm-roberta": (
+        XLMRobertaConfig,
+        XLMRobertaForSequenceClassification,
+        XLMRobertaForQuestionAnswering,
+    ),
+}
+
+
+def inputs(seed=0, seq=13):
+    """Token ids with padding (``PAD`` where the attention mask is 0, as tokenizers write it)."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 99, (4, seq), generator=gen)
+    attention_mask = torch.ones_like(ids)
+    attention_mask[1, 9:] = 0
+    attention_mask[3, 2:] = 0
+    return ids.masked_fill(attention_mask == 0, PAD), attention_mask
+
+
+def logits(model, masks=None):
+    ids, am = inputs()
+    kwargs = {} if masks is None else {"masks": masks}
+    out = model(input_ids=ids, attention_mask=am, **kwargs)
+    if getattr(out, "start_logits", None) is not None:
+        return torch.cat([out.start_logits, out.end_logits], dim=-1)
+    return out.logits
+
+
+@pytest.fixture(params=sorted(FAMILIES))
+def vanilla_dir(request, tmp_path):
+    """``(family model_type, dir of a vanilla classification checkpoint, dir of a QA one)``."""
+    config_cls, seq_cls, qa_cls = FAMILIES[request.param]
+    torch.manual_seed(0)
+    seq_dir, qa_dir = tmp_path / "seq", tmp_path / "qa"
+    seq_cls(config_cls(**_roberta_kwargs(num_labels=3))).save_pretrained(seq_dir)
+    qa_cls(config_cls(**_roberta_kwargs())).save_pretrained(qa_dir)
+    return request.param, seq_dir, qa_dir
+
+
+def _pairs(vanilla_dir):
+    """``(ours, transformers')`` models of both heads, loaded from the vanilla checkpoints."""
+    name, seq_dir, qa_dir = vanilla_dir
+    family = family_of(name)
+    _, seq_cls, qa_cls = FAMILIES[name]
+    return [
+        (family.sequence_classification.from_pretrained(seq_dir).eval(), seq_cls, seq_dir),
+        (family.question_answering.from_pretrained(qa_dir).eval(), qa_cls, qa_dir),
+    ]
+
+
+@torch.no_grad()
+def test_unmasked_outputs_equal_transformers(vanilla_dir):
+    for ours, theirs_cls, path in _pairs(vanilla_dir):
+        theirs = theirs_cls.from_pretrained(path).eval()
+        torch.testing.assert_close(logits(ours), logits(theirs), atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_masked_equals_pruned_and_params_are_predicted(vanilla_dir):
+    for ours, _, _ in _pairs(vanilla_dir):
+        for seed in (0, 1):
+            z = random_masks(ours.config, seed)
+            small = ours.prune(z).eval()
+            torch.testing.assert_close(logits(small), logits(ours, z), atol=1e-4, rtol=0)
+            assert small.config.num_heads[1:3] == [0, 0] and small.config.intermediate_sizes[1] == 0
+            predicted = CoFiMasks(ours.config).remaining_params(z)
+            assert predicted == small.num_encoder_params()
+
+
+@torch.no_grad()
+def test_export_reloads_through_the_auto_classes(vanilla_dir, tmp_path):
+    name = vanilla_dir[0]
+    autos = (AutoModelForSequenceClassification, AutoModelForQuestionAnswering)
+    for (ours, _, _), auto in zip(_pairs(vanilla_dir), autos, strict=True):
+        small = ours.prune(random_masks(ours.config, 3)).eval()
+        out = tmp_path / f"export_{auto.__name__}"
+        small.save_pretrained(out)
+        saved = json.loads((out / "config.json").read_text())
+        assert saved["model_type"] == family_of(name).config_class.model_type
+        assert saved["num_heads"] == small.config.num_heads
+        loaded = auto.from_pretrained(out).eval()
+        assert type(loaded) is type(small)
+        torch.testing.assert_close(logits(loaded), logits(small), atol=0, rtol=0)
+
+
+def test_export_loads_as_remote_code_without_the_package(vanilla_dir, tmp_path):
+    ours = _pairs(vanilla_dir)[0][0]
+    small = ours.prune(random_masks(ours.config, 5)).eval()
+    export = tmp_path / "export"
+    small.save_pretrained(export)
+    with torch.no_grad():
+        torch.save(logits(small), tmp_path / "expected.pt")
+    ids, am = inputs()
+    torch.save((ids, am), tmp_path / "inputs.pt")
+    script = f"""
+import sys, importlib.abc, torch
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "cofi_lightning":
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+from transformers import AutoModelForSequenceClassification
+model = AutoModelForSequenceClassification.from_pretrained({str(export)!r}, trust_remote_code=True)
+assert "cofi_lightning" not in sys.modules, "package leaked in"
+ids, am = torch.load({str(tmp_path / "inputs.pt")!r})
+with torch.no_grad():
+    got = model.eval()(input_ids=ids, attention_mask=am).logits
+torch.testing.assert_close(got, torch.load({str(tmp_path / "expected.pt")!r}), atol=0, rtol=0)
+print("remote-code OK", type(model).__name__)
+"""
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"remote-code OK {type(small).__name__}" in done.stdout
+
+
+@torch.no_grad()
+def test_the_benchmark_inference_rewrite_is_exact(vanilla_dir):
+    from cofi_lightning.bench.fast import optimize_for_inference
+
+    for ours, _, _ in _pairs(vanilla_dir):
+        small = ours.prune(random_masks(ours.config, 6)).eval()
+        for model in (ours, small):
+            fast = optimize_for_inference(model)
+            torch.testing.assert_close(logits(fast), logits(model), atol=1e-5, rtol=1e-5)
+
+
+def test_a_checkpoint_of_another_family_is_refused_naming_both(vanilla_dir):
+    _, seq_dir, _ = vanilla_dir
+    from cofi_lightning.modeling import CoFiBertForSequenceClassification
+
+    with pytest.raises(ValueError, match="CoFiBertForSequenceClassification loads model_type"):
+        CoFiBertForSequenceClassification.from_pretrained(seq_dir)
+
+
+def test_an_unsupported_family_lists_the_supported_ones():
+    with pytest.raises(UnsupportedModelError, match=r"supported: BERT \(bert\), RoBERTa"):
+        family_of("gpt2")
