@@ -55,6 +55,24 @@ done
 JOBS[full_b1000_s0.75_seed57]="distill.teacher=$TEACHER pruning.target_sparsity=0.75 $(budget 1000)"
 JOBS[path_b1000_seed57]="distill.teacher=$TEACHER 'pruning.targets=[0.6,0.75,0.9]' \
 pruning.path.dwell_steps=150 $(budget 1000)"
+# prune to a speed target (pruning.constraint=latency, this CPU's 2-thread table) beside params
+# runs of about the same measured speedup; and a BERT-base-shaped model (random weights, no
+# teacher: only the speed is at stake) at 10x
+LAT=docs/results/latency
+for x in 2 5; do
+  JOBS[latency_b1000_x${x}_seed57]="distill.teacher=$TEACHER pruning.constraint=latency \
+pruning.target_speedup=$x pruning.latency_table=$LAT/minilm_l6_cpu_fp32_b32x128_2threads.json \
+$(budget 1000)"
+done
+for t in 0.5 0.8; do
+  JOBS[full_b1000_s${t}_seed57]="distill.teacher=$TEACHER pruning.target_sparsity=$t $(budget 1000)"
+done
+BERT_BASE=runs/models/bert_base_random
+JOBS[latency_bertbase_x10]="model.pretrained=$BERT_BASE distill.enabled=false \
+pruning.constraint=latency pruning.target_speedup=10 \
+pruning.latency_table=$LAT/bert_base_cpu_fp32_b32x128_2threads.json pruning.max_steps=300 \
+pruning.pre_pruning_steps=0 pruning.lagrangian_warmup_steps=150 pruning.eval_every_steps=50 \
+pruning.finetune.max_steps=30 pruning.finetune.eval_every_steps=30"
 for a in no_hidden_mask no_layer_masks fixed_layer_map no_distill; do
   JOBS[${a}_b1000_s0.6_seed57]="distill.teacher=$TEACHER pruning.target_sparsity=0.6 ablation=$a \
 $(budget 1000)"
@@ -77,6 +95,16 @@ case "${1:-list}" in
       [[ -n ${JOBS[$job]:-} ]] || { echo "unknown job $job" >&2; exit 2; }
       args=${JOBS[$job]}
       [[ $args == experiment=* ]] || args="experiment=study_sst2_cpu $args"
+      if [[ $args == *$BERT_BASE* && ! -d $BERT_BASE ]]; then  # random weights, MiniLM's vocabulary
+        python - "$BERT_BASE" <<'PY'
+import shutil, sys, torch
+from transformers import BertConfig, BertForSequenceClassification
+torch.manual_seed(0)
+BertForSequenceClassification(BertConfig(num_labels=2)).save_pretrained(sys.argv[1])
+for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+    shutil.copy(f"../shared/models/all-MiniLM-L6-v2/{name}", f"{sys.argv[1]}/{name}")
+PY
+      fi
       eval "OMP_NUM_THREADS=\${THREADS:-1} python train.py run_dir=$ROOT/$job \
         trainer.enable_progress_bar=false $args"
     done
