@@ -20,6 +20,8 @@ import torch
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
+    DebertaV2Config,
+    DebertaV2ForSequenceClassification,
     RobertaConfig,
     RobertaForSequenceClassification,
     XLMRobertaConfig,
@@ -41,6 +43,18 @@ VANILLA = {
     "bert": (BertConfig, BertForSequenceClassification, {}),
     "roberta": (RobertaConfig, RobertaForSequenceClassification, {"type_vocab_size": 1}),
     "xlm-roberta": (XLMRobertaConfig, XLMRobertaForSequenceClassification, {"type_vocab_size": 1}),
+    "deberta-v2": (  # DeBERTa-v3's options
+        DebertaV2Config,
+        DebertaV2ForSequenceClassification,
+        dict(
+            relative_attention=True,
+            position_buckets=256,
+            pos_att_type=["p2c", "c2p"],
+            share_att_key=True,
+            norm_rel_ebd="layer_norm",
+            position_biased_input=False,
+        ),
+    ),
 }
 
 

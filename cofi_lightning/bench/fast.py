@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cofi_lightning.modeling import CoFiBertPreTrainedModel
-from cofi_lightning.modeling.layers import CoFiBertEmbeddings
+from cofi_lightning.modeling.layers import CoFiBertEmbeddings, CoFiBertLayer
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -169,5 +169,8 @@ def optimize_for_inference(
     base = fast.base_model
     if type(base.embeddings) is CoFiBertEmbeddings:  # other families number positions their way
         base.embeddings = FastEmbeddings(base.embeddings)
-    base.encoder.layer = nn.ModuleList(FastLayer(layer, multiple) for layer in base.encoder.layer)
+    base.encoder.layer = nn.ModuleList(  # a family with its own attention keeps its layers
+        FastLayer(layer, multiple) if type(layer) is CoFiBertLayer else layer
+        for layer in base.encoder.layer
+    )
     return fast.eval()

@@ -16,7 +16,7 @@ from torch import nn
 
 from cofi_lightning.masks.hard_concrete import GateConstants, HardConcreteGate
 from cofi_lightning.masks.types import UNIT_NAMES, Masks
-from cofi_lightning.modeling.param_count import encoder_params
+from cofi_lightning.modeling.param_count import encoder_params, param_terms
 
 #: CoFi's initial log-alpha means: 10 (gates start open) except ``intermediate``, which started at
 #: log(1 - 0.5) - log(0.5) = 0 (droprate_init 0.5); the original authors call the asymmetry a typo
@@ -81,6 +81,7 @@ class CoFiMasks(nn.Module):
         self.head_size = getattr(config, "attention_head_size", None) or (
             config.hidden_size // config.num_attention_heads
         )
+        self.param_terms = param_terms(config)  # a family's extra terms of the formula
         L = self.num_layers
         self._shapes = shapes = {
             "hidden": (1, self.hidden_size),  # one group: decided globally
@@ -165,7 +166,13 @@ class CoFiMasks(nn.Module):
         attn_alive = get("head_layer", (L, 1)).squeeze(1) * (1 - (1 - get("head", (L, 1))).prod(1))
         ffn_alive = get("mlp", (L, 1)).squeeze(1) * (1 - (1 - get("intermediate", (L, 1))).prod(1))
         return encoder_params(
-            hidden, head.sum(1), inter.sum(1), attn_alive, ffn_alive, self.head_size
+            hidden,
+            head.sum(1),
+            inter.sum(1),
+            attn_alive,
+            ffn_alive,
+            self.head_size,
+            **self.param_terms,
         )
 
     def expected_params(self) -> torch.Tensor:

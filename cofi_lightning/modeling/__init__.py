@@ -1,8 +1,9 @@
 """The prunable encoders: configs, mask-aware layers, task models, physical pruning, parameter
-counts, for each family in ``families.py`` (BERT, RoBERTa, XLM-R).
+counts, for each family in ``families.py`` (BERT, RoBERTa, XLM-R, DeBERTa-v2/v3).
 
 Importing this package registers every family's CoFi ``model_type`` (``cofi_bert``,
-``cofi_roberta``, ``cofi_xlm_roberta``) with the ``transformers`` Auto classes.
+``cofi_roberta``, ``cofi_xlm_roberta``, ``cofi_deberta_v2``) with the ``transformers`` Auto
+classes.
 """
 
 from transformers import (
@@ -20,6 +21,12 @@ from cofi_lightning.modeling.bert import (
     CoFiBertPreTrainedModel,
 )
 from cofi_lightning.modeling.configuration import CoFiBertConfig
+from cofi_lightning.modeling.deberta import (
+    CoFiDebertaV2Config,
+    CoFiDebertaV2ForQuestionAnswering,
+    CoFiDebertaV2ForSequenceClassification,
+    CoFiDebertaV2Model,
+)
 from cofi_lightning.modeling.families import (
     FAMILIES,
     Family,
@@ -42,6 +49,7 @@ _BASE_MODELS = {
     CoFiBertConfig: CoFiBertModel,
     CoFiRobertaConfig: CoFiRobertaModel,
     CoFiXLMRobertaConfig: CoFiXLMRobertaModel,
+    CoFiDebertaV2Config: CoFiDebertaV2Model,
 }
 for _family in FAMILIES:
     _config, _base = _family.config_class, _BASE_MODELS[_family.config_class]
@@ -66,6 +74,10 @@ __all__ = [
     "CoFiBertForSequenceClassification",
     "CoFiBertModel",
     "CoFiBertPreTrainedModel",
+    "CoFiDebertaV2Config",
+    "CoFiDebertaV2ForQuestionAnswering",
+    "CoFiDebertaV2ForSequenceClassification",
+    "CoFiDebertaV2Model",
     "CoFiRobertaConfig",
     "CoFiRobertaForQuestionAnswering",
     "CoFiRobertaForSequenceClassification",

@@ -201,11 +201,12 @@ class CoFiBertModel(CoFiBertPreTrainedModel):
     """The encoder with embeddings and an optional pooler."""
 
     embeddings_class: type[nn.Module] = CoFiBertEmbeddings
+    encoder_class: type[nn.Module] = CoFiBertEncoder
 
     def __init__(self, config: CoFiBertConfig, add_pooling_layer: bool = True):
         super().__init__(config)
         self.embeddings = self.embeddings_class(config)
-        self.encoder = CoFiBertEncoder(config)
+        self.encoder = self.encoder_class(config)
         self.pooler = None
         if add_pooling_layer:
             self.pooler = nn.Sequential()

@@ -3,7 +3,7 @@ a checkpoint, and for the error that lists what is supported.
 
 A family is a config class and its task models (sequence classification, question answering); its
 modules implement the pruning walk (``pruning.py``) and its parameter count is
-:func:`~cofi_lightning.modeling.param_count.encoder_params` unless it says otherwise.
+:func:`~cofi_lightning.modeling.param_count.encoder_params` with its config's extra terms.
 """
 
 from __future__ import annotations
@@ -15,6 +15,11 @@ from cofi_lightning.modeling.bert import (
     CoFiBertForSequenceClassification,
 )
 from cofi_lightning.modeling.configuration import CoFiBertConfig
+from cofi_lightning.modeling.deberta import (
+    CoFiDebertaV2Config,
+    CoFiDebertaV2ForQuestionAnswering,
+    CoFiDebertaV2ForSequenceClassification,
+)
 from cofi_lightning.modeling.roberta import (
     CoFiRobertaConfig,
     CoFiRobertaForQuestionAnswering,
@@ -75,6 +80,13 @@ FAMILIES: tuple[Family, ...] = (
         CoFiXLMRobertaConfig,
         CoFiXLMRobertaForSequenceClassification,
         CoFiXLMRobertaForQuestionAnswering,
+    ),
+    Family(
+        "DeBERTa-v2/v3",
+        "deberta-v2",
+        CoFiDebertaV2Config,
+        CoFiDebertaV2ForSequenceClassification,
+        CoFiDebertaV2ForQuestionAnswering,
     ),
 )
 

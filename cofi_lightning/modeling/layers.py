@@ -326,24 +326,27 @@ class SublayerOutput(nn.Module):
 
 
 class QKVProjections(nn.Module):
-    """Query, key and value projections (HF ``BertSelfAttention`` parameter layout)."""
+    """Query, key and value projections (HF ``BertSelfAttention`` parameter layout), under the
+    family's names."""
 
-    def __init__(self, hidden_size: int, inner_size: int):
+    def __init__(self, hidden_size: int, inner_size: int, names=("query", "key", "value")):
         super().__init__()
-        self.query = nn.Linear(hidden_size, inner_size)
-        self.key = nn.Linear(hidden_size, inner_size)
-        self.value = nn.Linear(hidden_size, inner_size)
+        for name in names:
+            setattr(self, name, nn.Linear(hidden_size, inner_size))
 
 
 class CoFiBertAttention(nn.Module):
     """Multi-head self-attention with ``num_heads`` heads of ``config.attention_head_size``."""
+
+    #: The attribute names of the Q, K, V projections inside ``self.self`` (the checkpoint's).
+    qkv_names: tuple[str, str, str] = ("query", "key", "value")
 
     def __init__(self, config, num_heads: int):
         super().__init__()
         self.num_heads = num_heads
         self.head_size = config.attention_head_size
         self.dropout_p = config.attention_probs_dropout_prob
-        self.self = QKVProjections(config.hidden_size, num_heads * self.head_size)
+        self.self = QKVProjections(config.hidden_size, num_heads * self.head_size, self.qkv_names)
         self.output = SublayerOutput(num_heads * self.head_size, config)
 
     def forward(
@@ -376,11 +379,8 @@ class CoFiBertAttention(nn.Module):
 
         if keep is not None:  # only the kept heads' rows of Q, K, V
             dims = (keep[:, None] * d + torch.arange(d, device=keep.device)).flatten()
-        q, k, v = project(self.self.query), project(self.self.key), project(self.self.value)
-        if keep is not None and p > 0:
-            ctx = _attention_with_dropout(q, k, v, attn_mask, p, keep, n)
-        else:
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        q, k, v = (project(getattr(self.self, name)) for name in self.qkv_names)
+        ctx = self.attend(q, k, v, attn_mask, p, keep, dims)
         ctx = ctx.transpose(1, 2).reshape(B, S, kept * d)  # [B, S, kept*d]
         head_z = None
         if masks.head is not None:
@@ -398,13 +398,21 @@ class CoFiBertAttention(nn.Module):
             in_index=dims,
         )
 
+    def attend(self, q, k, v, attn_mask, p: float, keep, dims) -> torch.Tensor:
+        """Scaled dot-product attention of the kept heads ``q, k, v [B, kept, S, d]`` ->
+        ``[B, kept, S, d]`` (``keep``: their indices, None for all; ``dims``: their Q/K/V rows).
+        A family with another attention (DeBERTa's relative terms) overrides this."""
+        if keep is not None and p > 0:
+            return _attention_with_dropout(q, k, v, attn_mask, p, keep, self.num_heads)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+
     def prune_(self, keep: LayerKeep, hidden: Kept) -> None:
         """Keep ``keep.heads`` (Q/K/V rows, the output projection's columns) and the hidden dims.
         Its layer removes it when no head is kept."""
         d = self.head_size
         heads = keep.heads.index
         rows = (heads[:, None] * d + torch.arange(d)).flatten()  # [kept * d]
-        for name in ("query", "key", "value"):
+        for name in self.qkv_names:
             setattr(self.self, name, linear_part(getattr(self.self, name), rows, hidden.index))
         self.output.prune_(rows, keep.heads.scale.repeat_interleave(d), keep.head_layer, hidden)
         self.num_heads = len(heads)
@@ -444,9 +452,11 @@ def _alive(layer_z: torch.Tensor | None, unit_z: torch.Tensor | None) -> torch.T
 class CoFiBertLayer(nn.Module):
     """One encoder layer; ``num_heads == 0`` or ``intermediate_size == 0`` removes that sublayer."""
 
+    attention_class: type[CoFiBertAttention] = CoFiBertAttention
+
     def __init__(self, config, num_heads: int, intermediate_size: int):
         super().__init__()
-        self.attention = CoFiBertAttention(config, num_heads) if num_heads > 0 else None
+        self.attention = self.attention_class(config, num_heads) if num_heads > 0 else None
         if intermediate_size > 0:
             self.intermediate = Intermediate(config, intermediate_size)
             self.output = SublayerOutput(intermediate_size, config)
@@ -510,10 +520,12 @@ class CoFiBertLayer(nn.Module):
 class CoFiBertEncoder(nn.Module):
     """The layers, sized from ``config.num_heads`` / ``config.intermediate_sizes``."""
 
+    layer_class: type[CoFiBertLayer] = CoFiBertLayer
+
     def __init__(self, config):
         super().__init__()
         self.layer = nn.ModuleList(
-            CoFiBertLayer(config, n, m)
+            self.layer_class(config, n, m)
             for n, m in zip(config.num_heads, config.intermediate_sizes, strict=True)
         )
 

@@ -12,7 +12,11 @@ For a layer with hidden size h, n heads of size d and m FFN dimensions::
     attention = 4*h*n*d (Q, K, V, O weights) + 3*n*d (Q, K, V biases) + 3*h (O bias, LayerNorm)
     ffn       = 2*h*m (in/out weights) + m (in bias) + 3*h (out bias, LayerNorm)
 
-where the ``3*h`` terms exist only while the sublayer does (``alive``). With binary masks each
+where the ``3*h`` terms exist only while the sublayer does (``alive``). A family may add (its
+config's ``encoder_param_terms()``): ``extra_projections`` more ``[h, n*d]`` projections with bias
+per head (DeBERTa's position projections without ``share_att_key``: ``e*(h*n*d + n*d)``) and
+``per_hidden`` parameters per hidden dim held by the encoder outside its layers (DeBERTa's
+relative embeddings and their LayerNorm). With binary masks each
 argument is a count and the formula is exact; with gate probabilities each argument is an
 expectation and, because the gates are independent, the formula is the exact expected parameter
 count (products of expectations of independent gates are expectations of products).
@@ -32,6 +36,8 @@ def encoder_params(
     attn_alive: torch.Tensor,
     ffn_alive: torch.Tensor,
     head_size: int,
+    extra_projections: int = 0,
+    per_hidden: int = 0,
 ) -> torch.Tensor:
     """Encoder parameter count (exact for counts, expected for probabilities).
 
@@ -42,23 +48,35 @@ def encoder_params(
         attn_alive: ``[L]`` 1 (probability) if the attention sublayer exists.
         ffn_alive: ``[L]`` 1 (probability) if the FFN sublayer exists.
         head_size: size d of one attention head.
+        extra_projections, per_hidden: a family's extra terms (see the module docstring).
 
     Returns:
         Scalar tensor: the total over layers.
     """
-    d = head_size
-    attention = 4 * d * hidden * heads + 3 * d * heads + 3 * hidden * attn_alive
+    d, e = head_size, extra_projections
+    attention = (4 + e) * d * hidden * heads + (3 + e) * d * heads + 3 * hidden * attn_alive
     ffn = 2 * hidden * intermediate + intermediate + 3 * hidden * ffn_alive
-    return (attention + ffn).sum()
+    return (attention + ffn).sum() + per_hidden * hidden
+
+
+def param_terms(config) -> dict[str, int]:
+    """A config's extra terms of :func:`encoder_params` (none for BERT and RoBERTa)."""
+    terms = getattr(config, "encoder_param_terms", None)
+    return terms() if callable(terms) else {}
 
 
 def architecture_params(
-    hidden: int, num_heads: Sequence[int], intermediate_sizes: Sequence[int], head_size: int
+    hidden: int,
+    num_heads: Sequence[int],
+    intermediate_sizes: Sequence[int],
+    head_size: int,
+    **terms: int,
 ) -> int:
-    """Exact encoder parameter count of an architecture given as per-layer sizes (0 = removed)."""
+    """Exact encoder parameter count of an architecture given as per-layer sizes (0 = removed);
+    ``terms``: a family's extra terms (:func:`param_terms`)."""
     heads = torch.tensor(num_heads, dtype=torch.float64)
     inter = torch.tensor(intermediate_sizes, dtype=torch.float64)
     total = encoder_params(
-        hidden, heads, inter, (heads > 0).double(), (inter > 0).double(), head_size
+        hidden, heads, inter, (heads > 0).double(), (inter > 0).double(), head_size, **terms
     )
     return int(round(total.item()))

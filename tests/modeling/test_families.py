@@ -17,6 +17,9 @@ from tiny_bert import tiny_bert_kwargs
 from transformers import (
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
+    DebertaV2Config,
+    DebertaV2ForQuestionAnswering,
+    DebertaV2ForSequenceClassification,
     RobertaConfig,
     RobertaForQuestionAnswering,
     RobertaForSequenceClassification,
@@ -36,13 +39,63 @@ def _roberta_kwargs(**overrides):
     return {**kwargs, "max_position_embeddings": 64 + PAD + 1, **overrides}
 
 
-# (vanilla config, vanilla classification model, vanilla QA model, config kwargs)
+def _deberta_v3_kwargs(**overrides):
+    """DeBERTa-v3's choices: relative attention both ways with log buckets and shared position
+    projections, LayerNorm on the relative embeddings, no absolute positions, no token types."""
+    kwargs = tiny_bert_kwargs(num_hidden_layers=4, type_vocab_size=0, pad_token_id=0)
+    return {
+        **kwargs,
+        "relative_attention": True,
+        "position_buckets": 8,
+        "max_relative_positions": -1,
+        "pos_att_type": ["p2c", "c2p"],
+        "share_att_key": True,
+        "norm_rel_ebd": "layer_norm",
+        "position_biased_input": False,
+        "pooler_hidden_size": 32,
+        **overrides,
+    }
+
+
+def _deberta_v2_kwargs(**overrides):
+    """DeBERTa-v2's other choices: own position projections, absolute positions, token types,
+    no bucketing, no LayerNorm on the relative embeddings."""
+    return _deberta_v3_kwargs(
+        share_att_key=False,
+        position_buckets=-1,
+        max_relative_positions=16,
+        norm_rel_ebd="none",
+        position_biased_input=True,
+        type_vocab_size=2,
+        **overrides,
+    )
+
+
+# family -> (vanilla config, classification model, QA model, config kwargs)
 FAMILIES = {
-    "roberta": (RobertaConfig, RobertaForSequenceClassification, RobertaForQuestionAnswering),
+    "roberta": (
+        RobertaConfig,
+        RobertaForSequenceClassification,
+        RobertaForQuestionAnswering,
+        _roberta_kwargs,
+    ),
     "xlm-roberta": (
         XLMRobertaConfig,
         XLMRobertaForSequenceClassification,
         XLMRobertaForQuestionAnswering,
+        _roberta_kwargs,
+    ),
+    "deberta-v2": (
+        DebertaV2Config,
+        DebertaV2ForSequenceClassification,
+        DebertaV2ForQuestionAnswering,
+        _deberta_v3_kwargs,
+    ),
+    "deberta-v2 (v2 options)": (
+        DebertaV2Config,
+        DebertaV2ForSequenceClassification,
+        DebertaV2ForQuestionAnswering,
+        _deberta_v2_kwargs,
     ),
 }
 
@@ -69,19 +122,19 @@ def logits(model, masks=None):
 @pytest.fixture(params=sorted(FAMILIES))
 def vanilla_dir(request, tmp_path):
     """``(family model_type, dir of a vanilla classification checkpoint, dir of a QA one)``."""
-    config_cls, seq_cls, qa_cls = FAMILIES[request.param]
+    config_cls, seq_cls, qa_cls, kwargs = FAMILIES[request.param]
     torch.manual_seed(0)
     seq_dir, qa_dir = tmp_path / "seq", tmp_path / "qa"
-    seq_cls(config_cls(**_roberta_kwargs(num_labels=3))).save_pretrained(seq_dir)
-    qa_cls(config_cls(**_roberta_kwargs())).save_pretrained(qa_dir)
+    seq_cls(config_cls(**kwargs(num_labels=3))).save_pretrained(seq_dir)
+    qa_cls(config_cls(**kwargs())).save_pretrained(qa_dir)
     return request.param, seq_dir, qa_dir
 
 
 def _pairs(vanilla_dir):
     """``(ours, transformers')`` models of both heads, loaded from the vanilla checkpoints."""
     name, seq_dir, qa_dir = vanilla_dir
-    family = family_of(name)
-    _, seq_cls, qa_cls = FAMILIES[name]
+    family = family_of(name.split()[0])
+    _, seq_cls, qa_cls, _ = FAMILIES[name]
     return [
         (family.sequence_classification.from_pretrained(seq_dir).eval(), seq_cls, seq_dir),
         (family.question_answering.from_pretrained(qa_dir).eval(), qa_cls, qa_dir),
@@ -109,7 +162,7 @@ def test_masked_equals_pruned_and_params_are_predicted(vanilla_dir):
 
 @torch.no_grad()
 def test_export_reloads_through_the_auto_classes(vanilla_dir, tmp_path):
-    name = vanilla_dir[0]
+    name = vanilla_dir[0].split()[0]
     autos = (AutoModelForSequenceClassification, AutoModelForQuestionAnswering)
     for (ours, _, _), auto in zip(_pairs(vanilla_dir), autos, strict=True):
         small = ours.prune(random_masks(ours.config, 3)).eval()

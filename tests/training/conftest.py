@@ -146,6 +146,31 @@ def tiny_roberta_dir(tmp_path_factory, minilm_dir):
 
 
 @pytest.fixture(scope="session")
+def tiny_deberta_dir(tmp_path_factory, minilm_dir):
+    """A vanilla HF DeBERTa-v3-style dir (random, hidden 32) + MiniLM's tokenizer."""
+    import shutil
+
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
+
+    out = tmp_path_factory.mktemp("tiny_deberta")
+    torch.manual_seed(0)
+    config = DebertaV2Config(
+        **{**TINY, "vocab_size": 30522, "max_position_embeddings": 128, "type_vocab_size": 0},
+        relative_attention=True,
+        position_buckets=16,
+        pos_att_type=["p2c", "c2p"],
+        share_att_key=True,
+        norm_rel_ebd="layer_norm",
+        position_biased_input=False,
+        pooler_hidden_size=TINY["hidden_size"],
+    )
+    DebertaV2ForSequenceClassification(config).save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(minilm_dir / name, out / name)
+    return out
+
+
+@pytest.fixture(scope="session")
 def feature_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("feature_cache")
 

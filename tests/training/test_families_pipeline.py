@@ -8,25 +8,27 @@ import json
 import pytest
 from transformers import AutoModelForSequenceClassification
 
-from cofi_lightning.modeling import CoFiRobertaForSequenceClassification
+from cofi_lightning.modeling import family_of
 from cofi_lightning.pipeline import train
 from cofi_lightning.preflight import ModelSourceError
 from runs import tiny_run_overrides
 
 
-def test_roberta_runs_all_four_stages(compose_train, tiny_roberta_dir, feature_cache, tmp_path):
+@pytest.mark.parametrize("family", ["roberta", "deberta-v2"])
+def test_a_family_runs_all_four_stages(compose_train, family, request, feature_cache, tmp_path):
+    model_dir = request.getfixturevalue(f"tiny_{family.split('-')[0]}_dir")
     run_dir = tmp_path / "run"
-    overrides = tiny_run_overrides(tiny_roberta_dir, run_dir, feature_cache)
+    overrides = tiny_run_overrides(model_dir, run_dir, feature_cache)
     results = train(compose_train(overrides))
     export = AutoModelForSequenceClassification.from_pretrained(results["export_dir"])
-    assert type(export) is CoFiRobertaForSequenceClassification
-    assert json.loads((run_dir / "pruned_model" / "config.json").read_text())["model_type"] == (
-        "cofi_roberta"
-    )
+    cofi_type = family_of(family).config_class.model_type
+    assert type(export) is family_of(family).sequence_classification
+    saved = json.loads((run_dir / "pruned_model" / "config.json").read_text())
+    assert saved["model_type"] == cofi_type
     assert results["params"]["pruned"] == export.num_encoder_params()
     assert 0 < results["sparsity"] < 1
     teacher = json.loads((run_dir / "teacher" / "model" / "config.json").read_text())
-    assert teacher["model_type"] == "cofi_roberta"
+    assert teacher["model_type"] == cofi_type
 
 
 def test_an_unsupported_family_is_refused_before_anything_runs(compose_train, tmp_path):

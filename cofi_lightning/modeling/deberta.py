@@ -1,0 +1,386 @@
+"""The prunable DeBERTa-v2 / v3: BERT's layers with DeBERTa's disentangled attention.
+
+This file owns what DeBERTa-v2 changes on top of ``layers.py`` / ``bert.py`` (``transformers``'
+``modeling_deberta_v2``, reimplemented mask-aware; the FFN, the sublayer outputs and the pruning of
+them are BERT's):
+
+* attention: scores ``q·k + q·P_k[δ(i, j)] + k_j·P_q[δ(j, i)]`` over ``sqrt(d · (1 + #terms))``
+  (content-to-position ``c2p`` and position-to-content ``p2c``), where ``P_k`` / ``P_q`` are the
+  shared relative embeddings projected by this layer's key / query projections
+  (``share_att_key``; else by its own ``pos_key_proj`` / ``pos_query_proj``), so the position
+  projections follow the kept heads, and ``δ`` the log-bucketed relative distance;
+* the relative embeddings ``[2P, H]`` and their LayerNorm sit in the encoder: their columns are
+  hidden dims (masked and pruned with the hidden mask);
+* embeddings: no absolute positions (``position_biased_input=False``, v3) or BERT's, token types
+  only when ``type_vocab_size > 0``, and padded positions zeroed after the LayerNorm;
+* attention mask: ``m_i · m_j`` (padded queries attend uniformly, as in ``transformers``);
+* the classification head: a ``ContextPooler`` (dense + activation on the first token) and a
+  linear classifier.
+
+Not supported (refused when loading): an ``embedding_size`` different from the hidden size (its
+projection) and the convolution of ``conv_kernel_size > 0`` (DeBERTa-v2-xlarge / xxlarge).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub.dataclasses import strict
+from torch import nn
+from transformers import DebertaV2Config
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+# Relative imports only: exported checkpoints ship these files as ``trust_remote_code`` modules.
+from .bert import CoFiBertForQuestionAnswering, CoFiBertModel, CoFiBertPreTrainedModel, split_masks
+from .configuration import PerLayerSizes
+from .layers import (
+    CoFiBertAttention,
+    CoFiBertEmbeddings,
+    CoFiBertEncoder,
+    CoFiBertLayer,
+    LayerMasks,
+    masked_layer_norm,
+)
+from .pruning import Kept, LayerKeep, embedding_part, layer_norm_part, linear_part
+
+if TYPE_CHECKING:
+    try:
+        from cofi_lightning.masks.types import Masks
+    except ImportError:  # loaded as remote code
+        pass
+
+
+@strict
+class CoFiDebertaV2Config(PerLayerSizes, DebertaV2Config):
+    """``DebertaV2Config`` plus the explicit per-layer architecture (see ``configuration.py``);
+    ``pooler_size`` is DeBERTa's ``pooler_hidden_size``."""
+
+    model_type = "cofi_deberta_v2"
+
+    num_heads: list[int] | None = None
+    intermediate_sizes: list[int] | None = None
+    attention_head_size: int | None = None
+    pooler_size: int | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.pooler_size is None:  # DebertaV2Config reads pooler_hidden_size from the kwargs
+            self.pooler_size = kwargs.get("pooler_hidden_size") or self.hidden_size
+        kwargs["pooler_hidden_size"] = self.pooler_size
+        self._fill_per_layer()
+        super().__post_init__(**kwargs)
+        embedding_size = getattr(self, "embedding_size", None)
+        if embedding_size not in (None, self.hidden_size) and self.is_uniform():
+            raise ValueError(
+                f"DeBERTa with embedding_size {embedding_size} != hidden_size {self.hidden_size} "
+                "(an embedding projection) is not supported"
+            )
+        if getattr(self, "conv_kernel_size", 0) > 0:
+            raise ValueError(
+                "DeBERTa with conv_kernel_size > 0 (a convolution layer) is not supported"
+            )
+
+    @property
+    def position_span(self) -> int:
+        """P: the relative embeddings have ``2P`` rows."""
+        if getattr(self, "position_buckets", -1) > 0:
+            return self.position_buckets
+        if self.max_relative_positions > 0:
+            return self.max_relative_positions
+        return self.max_position_embeddings
+
+    @property
+    def rel_layer_norm(self) -> bool:
+        norm = getattr(self, "norm_rel_ebd", None) or "none"
+        return "layer_norm" in [x.strip() for x in norm.lower().split("|")]
+
+    def encoder_param_terms(self) -> dict[str, int]:
+        """The parameter formula's DeBERTa terms (see ``param_count.encoder_params``): a
+        ``[h, n·d]`` projection with bias per position term without ``share_att_key``; the
+        relative embeddings' ``2P`` rows (and their LayerNorm) per hidden dim."""
+        terms = set(self.pos_att_type or ()) if self.relative_attention else set()
+        per_hidden = 0
+        if self.relative_attention:
+            per_hidden = 2 * self.position_span + (2 if self.rel_layer_norm else 0)
+        extra = 0 if getattr(self, "share_att_key", False) else len(terms & {"c2p", "p2c"})
+        return {"extra_projections": extra, "per_hidden": per_hidden}
+
+
+def log_bucket_position(relative_pos: torch.Tensor, bucket_size: int, max_position: int):
+    """DeBERTa's log-bucketed relative positions (exact within ``±bucket_size / 2``)."""
+    sign = torch.sign(relative_pos)
+    mid = bucket_size // 2
+    abs_pos = torch.where(
+        (relative_pos < mid) & (relative_pos > -mid),
+        torch.tensor(mid - 1).type_as(relative_pos),
+        torch.abs(relative_pos),
+    )
+    log_pos = (
+        torch.ceil(
+            torch.log(abs_pos / mid) / torch.log(torch.tensor((max_position - 1) / mid)) * (mid - 1)
+        )
+        + mid
+    )
+    return torch.where(abs_pos <= mid, relative_pos.type_as(log_pos), log_pos * sign)
+
+
+def relative_positions(seq: int, config, device) -> torch.Tensor:
+    """``[S, S]`` long: the (bucketed) distance ``i − j`` of query i to key j."""
+    ids = torch.arange(seq, dtype=torch.long, device=device)
+    rel = ids[:, None] - ids[None, :]
+    max_position = config.max_relative_positions
+    if max_position < 1:
+        max_position = config.max_position_embeddings
+    buckets = getattr(config, "position_buckets", -1)
+    if buckets > 0 and max_position > 0:
+        rel = log_bucket_position(rel, buckets, max_position)
+    return rel.to(torch.long)
+
+
+class AttentionInputs(NamedTuple):
+    """What every DeBERTa attention of one forward shares."""
+
+    mask: torch.Tensor | None  # [B, 1, S, S] bool: m_i * m_j
+    rel_embeddings: torch.Tensor | None  # [2P, H] after the encoder's LayerNorm and hidden mask
+    relative_pos: torch.Tensor | None  # [S, S] long
+
+
+class CoFiDebertaV2Attention(CoFiBertAttention):
+    """Disentangled self-attention of the kept heads (``self.query_proj`` / ``key_proj`` /
+    ``value_proj``, as in ``transformers``)."""
+
+    qkv_names = ("query_proj", "key_proj", "value_proj")
+
+    def __init__(self, config, num_heads: int):
+        super().__init__(config, num_heads)
+        self.terms = [t for t in (config.pos_att_type or ()) if t in ("c2p", "p2c")]
+        self.relative = bool(config.relative_attention)
+        if not self.relative:
+            self.terms = []
+        self.span = config.position_span
+        self.share_att_key = bool(getattr(config, "share_att_key", False))
+        self.pos_dropout_p = config.hidden_dropout_prob
+        inner = num_heads * self.head_size
+        if self.relative and not self.share_att_key:
+            if "c2p" in self.terms:
+                self.self.pos_key_proj = nn.Linear(config.hidden_size, inner)
+            if "p2c" in self.terms:
+                self.self.pos_query_proj = nn.Linear(config.hidden_size, inner)
+
+    def _positions(self, linear: nn.Linear, rel: torch.Tensor, dims, kept: int) -> torch.Tensor:
+        """``[kept, 2P, d]``: the relative embeddings projected for the kept heads."""
+        if dims is None:
+            out = linear(rel)
+        else:
+            out = F.linear(rel, linear.weight.index_select(0, dims), linear.bias[dims])
+        return out.view(rel.shape[0], kept, self.head_size).transpose(0, 1)
+
+    def attend(self, q, k, v, inputs: AttentionInputs, p: float, keep, dims) -> torch.Tensor:
+        B, kept, S, d = q.shape
+        scale = (d * (1 + len(self.terms))) ** 0.5
+        scores = q @ (k.transpose(-1, -2) / scale)  # [B, kept, S, S]
+        if self.terms:
+            rel = F.dropout(inputs.rel_embeddings, self.pos_dropout_p, self.training)
+            rel = rel[: 2 * self.span]
+            rel_pos = inputs.relative_pos
+            if "c2p" in self.terms:
+                proj = self.self.key_proj if self.share_att_key else self.self.pos_key_proj
+                pos_k = self._positions(proj, rel, dims, kept)  # [kept, 2P, d]
+                c2p = q @ pos_k.transpose(-1, -2)  # [B, kept, S, 2P]
+                index = torch.clamp(rel_pos + self.span, 0, 2 * self.span - 1)
+                c2p = torch.gather(c2p, -1, index.expand(B, kept, S, S))
+                scores = scores + c2p / scale
+            if "p2c" in self.terms:
+                proj = self.self.query_proj if self.share_att_key else self.self.pos_query_proj
+                pos_q = self._positions(proj, rel, dims, kept)
+                p2c = k @ pos_q.transpose(-1, -2)  # [B, kept, S(key), 2P]
+                index = torch.clamp(-rel_pos + self.span, 0, 2 * self.span - 1)
+                p2c = torch.gather(p2c, -1, index.expand(B, kept, S, S)).transpose(-1, -2)
+                scores = scores + p2c / scale
+        if inputs.mask is not None:
+            scores = scores.masked_fill(~inputs.mask, torch.finfo(scores.dtype).min)
+        probs = F.dropout(torch.softmax(scores, dim=-1), p, self.training)
+        return probs @ v
+
+    def prune_(self, keep: LayerKeep, hidden: Kept) -> None:
+        d = self.head_size
+        rows = (keep.heads.index[:, None] * d + torch.arange(d)).flatten()
+        for name in ("pos_key_proj", "pos_query_proj"):
+            if hasattr(self.self, name):
+                setattr(self.self, name, linear_part(getattr(self.self, name), rows, hidden.index))
+        super().prune_(keep, hidden)
+
+
+class CoFiDebertaV2Layer(CoFiBertLayer):
+    attention_class = CoFiDebertaV2Attention
+
+
+class CoFiDebertaV2Encoder(CoFiBertEncoder):
+    """BERT's layers, with the relative embeddings (and their LayerNorm) they share."""
+
+    layer_class = CoFiDebertaV2Layer
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.config = config
+        if config.relative_attention:
+            self.rel_embeddings = nn.Embedding(2 * config.position_span, config.hidden_size)
+            if config.rel_layer_norm:
+                self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, x, attn_mask, layer_masks: list[LayerMasks], output_hidden_states: bool):
+        S = x.shape[1]
+        rel = relative = None
+        if self.config.relative_attention:
+            masks = layer_masks[0] if layer_masks else LayerMasks()
+            rel = self.rel_embeddings.weight
+            if masks.hidden is not None:
+                rel = rel * masks.hidden
+            if hasattr(self, "LayerNorm"):
+                rel = masked_layer_norm(rel, self.LayerNorm, masks.hidden_keep)
+                if masks.hidden is not None:
+                    rel = rel * masks.hidden
+            relative = relative_positions(S, self.config, x.device)
+        inputs = AttentionInputs(attn_mask, rel, relative)
+        return super().forward(x, inputs, layer_masks, output_hidden_states)
+
+    def prune_(self, keeps: list[LayerKeep], hidden: Kept) -> None:
+        if hasattr(self, "rel_embeddings"):
+            self.rel_embeddings = embedding_part(self.rel_embeddings, hidden)
+        if hasattr(self, "LayerNorm"):
+            self.LayerNorm = layer_norm_part(self.LayerNorm, hidden)
+        super().prune_(keeps, hidden)
+
+
+class CoFiDebertaV2Embeddings(CoFiBertEmbeddings):
+    """Word (+ absolute position, + token type when configured) embeddings, masked LayerNorm;
+    padded positions are zeroed by the model after it."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        if not config.position_biased_input:
+            del self.position_embeddings
+            self.position_embeddings = None
+        if config.type_vocab_size <= 0:
+            del self.token_type_embeddings
+            self.token_type_embeddings = None
+
+    def forward(self, input_ids, token_type_ids, position_ids, masks: LayerMasks) -> torch.Tensor:
+        x = self.word_embeddings(input_ids)
+        if self.position_embeddings is not None:
+            if position_ids is None:
+                position_ids = self.position_ids[:, : input_ids.shape[1]]
+            x = x + self.position_embeddings(position_ids)
+        if self.token_type_embeddings is not None:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros_like(input_ids)
+            x = x + self.token_type_embeddings(token_type_ids)
+        if masks.hidden is not None:
+            x = x * masks.hidden
+        x = masked_layer_norm(x, self.LayerNorm, masks.hidden_keep)
+        if masks.hidden is not None:
+            x = x * masks.hidden
+        return x
+
+    def prune_hidden_(self, hidden: Kept) -> None:
+        for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+            if getattr(self, name) is not None:
+                setattr(self, name, embedding_part(getattr(self, name), hidden))
+        self.LayerNorm = layer_norm_part(self.LayerNorm, hidden)
+
+
+class CoFiDebertaV2PreTrainedModel(CoFiBertPreTrainedModel):
+    config_class = CoFiDebertaV2Config
+    base_model_prefix = "deberta"
+    vanilla_model_types = ("deberta-v2",)
+
+
+class CoFiDebertaV2Model(CoFiDebertaV2PreTrainedModel, CoFiBertModel):
+    """The DeBERTa encoder (no pooler: the classification model has its own)."""
+
+    embeddings_class = CoFiDebertaV2Embeddings
+    encoder_class = CoFiDebertaV2Encoder
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        masks: Masks | None = None,
+        output_hidden_states: bool = False,
+    ):
+        """As ``CoFiBertModel.forward``: ``(sequence [B, S, H], None, hidden states or None)``."""
+        layer_masks, emb_masks = split_masks(masks, self.config.num_hidden_layers)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        x = self.embeddings(input_ids, token_type_ids, position_ids, emb_masks)
+        x = self.embeddings.dropout(x * attention_mask.unsqueeze(-1).to(x.dtype))
+        keep = attention_mask.bool()
+        pair = keep[:, None, :, None] & keep[:, None, None, :]  # [B, 1, S, S]: m_i * m_j
+        seq, states = self.encoder(x, pair, layer_masks, output_hidden_states)
+        hidden_states = (x, *states) if output_hidden_states else None
+        return seq, None, hidden_states
+
+
+class CoFiDebertaV2ForSequenceClassification(CoFiDebertaV2PreTrainedModel):
+    """``ContextPooler`` (dense + activation on the first token) and a linear classifier;
+    ``num_labels == 1`` is regression with an MSE loss."""
+
+    _new_head_prefixes = ("classifier.", "pooler.")
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.deberta = CoFiDebertaV2Model(config, add_pooling_layer=False)
+        self.pooler = nn.Sequential()
+        self.pooler.add_module("dropout", nn.Dropout(config.pooler_dropout))
+        self.pooler.add_module("dense", nn.Linear(config.hidden_size, config.pooler_size))
+        self.pooler.add_module("activation", ACT2FN[config.pooler_hidden_act])
+        p = getattr(config, "cls_dropout", None)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob if p is None else p)
+        self.classifier = nn.Linear(config.pooler_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        masks: Masks | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        **_: object,
+    ) -> SequenceClassifierOutput:
+        """``logits [B, num_labels]``; ``loss`` (CE, or MSE for regression) given ``labels``."""
+        seq, _, states = self.deberta(
+            input_ids, attention_mask, token_type_ids, position_ids, masks, output_hidden_states
+        )
+        logits = self.classifier(self.dropout(self.pooler(seq[:, 0])))
+        loss = None
+        if labels is not None:
+            if self.num_labels == 1:
+                loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+            else:
+                loss = F.cross_entropy(logits, labels)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=states)
+
+    def prune_head_(self, hidden: Kept) -> None:
+        self.pooler.dense = linear_part(self.pooler.dense, cols=hidden.index)
+
+
+class CoFiDebertaV2ForQuestionAnswering(CoFiDebertaV2PreTrainedModel, CoFiBertForQuestionAnswering):
+    """Span extraction head on DeBERTa (``qa_outputs``, as BERT's)."""
+
+    def __init__(self, config):
+        CoFiBertPreTrainedModel.__init__(self, config)
+        self.deberta = CoFiDebertaV2Model(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    @property
+    def bert(self) -> CoFiBertModel:  # BERT's QA forward reads ``self.bert``
+        return self.deberta
