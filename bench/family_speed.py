@@ -22,6 +22,8 @@ from transformers import (
     BertForSequenceClassification,
     DebertaV2Config,
     DebertaV2ForSequenceClassification,
+    ModernBertConfig,
+    ModernBertForSequenceClassification,
     RobertaConfig,
     RobertaForSequenceClassification,
     XLMRobertaConfig,
@@ -53,6 +55,19 @@ VANILLA = {
             share_att_key=True,
             norm_rel_ebd="layer_norm",
             position_biased_input=False,
+        ),
+    ),
+    "modernbert": (  # a global layer every third, the others +-64 tokens (ModernBERT-base's)
+        ModernBertConfig,
+        ModernBertForSequenceClassification,
+        dict(
+            pad_token_id=0,
+            bos_token_id=101,
+            eos_token_id=102,
+            cls_token_id=101,
+            sep_token_id=102,
+            local_attention=128,
+            global_attn_every_n_layers=3,
         ),
     ),
 }

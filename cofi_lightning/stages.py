@@ -253,9 +253,18 @@ def latency_table(ctx: RunContext, config) -> LatencyTable:
     return table
 
 
+#: Families whose layers are BERT's, so the latency profiler's BERT-shaped tables describe them.
+LATENCY_FAMILIES = ("bert", "roberta", "xlm-roberta")
+
+
 def _constraint(ctx: RunContext, config):
     p = ctx.cfg.pruning
     if p.constraint == "latency":
+        if ctx.family.vanilla_type not in LATENCY_FAMILIES:
+            raise ConfigError(
+                f"pruning.constraint=latency profiles BERT-layer encoders {LATENCY_FAMILIES}; "
+                f"{ctx.family.name} is not supported yet (use pruning.constraint=params)"
+            )
         return LatencyConstraint(latency_table(ctx, config), p.target_speedup)
     return ParamsConstraint(p.target_list)
 

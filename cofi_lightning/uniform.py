@@ -17,20 +17,8 @@ from torch import nn
 
 from cofi_lightning.masks import CoFiMasks, Masks
 
-
-def _head_scores(layer: nn.Module, heads: int, head_size: int) -> torch.Tensor:
-    """``[heads]``: L2 norm of each head's Q, K, V rows and output-projection columns."""
-    attn = layer.attention
-    rows = [attn.self.query.weight, attn.self.key.weight, attn.self.value.weight]
-    total = sum(w.reshape(heads, head_size, -1).pow(2).sum(dim=(1, 2)) for w in rows)
-    out = attn.output.dense.weight.reshape(-1, heads, head_size).pow(2).sum(dim=(0, 2))
-    return (total + out).sqrt()
-
-
-def _ffn_scores(layer: nn.Module) -> torch.Tensor:
-    """``[m]``: L2 norm of each FFN dimension's input row and output column."""
-    w_in, w_out = layer.intermediate.dense.weight, layer.output.dense.weight
-    return (w_in.pow(2).sum(dim=1) + w_out.pow(2).sum(dim=0)).sqrt()
+# Each family's layer scores its own units (``unit_scores``): the L2 norm of each head's Q, K, V
+# rows and output-projection columns, of each FFN dimension's input row(s) and output column.
 
 
 def _top(scores: torch.Tensor, keep: int) -> torch.Tensor:
@@ -52,11 +40,10 @@ def uniform_masks(model: nn.Module, masks: CoFiMasks, target: float) -> tuple[Ma
         ``(masks, sparsity)``: 0/1 masks keeping k heads and f FFN dims in every layer: k from
         the common keep fraction of heads and FFN dims nearest the target, then f adjusted.
     """
-    config = model.config
-    encoder = model.base_model.encoder.layer
-    heads, ffn = config.num_attention_heads, config.intermediate_size
-    head_scores = [_head_scores(layer, heads, config.attention_head_size) for layer in encoder]
-    ffn_scores = [_ffn_scores(layer) for layer in encoder]
+    scores = [layer.unit_scores() for layer in model.base_model.encoder_layers()]
+    head_scores = [h for h, _ in scores]
+    ffn_scores = [f for _, f in scores]
+    heads, ffn = len(head_scores[0]), len(ffn_scores[0])
 
     def build(k: int, f: int) -> Masks:
         values = {u: torch.ones_like(g.log_alpha) for u, g in masks.gates.items()}

@@ -169,8 +169,10 @@ def optimize_for_inference(
     base = fast.base_model
     if type(base.embeddings) is CoFiBertEmbeddings:  # other families number positions their way
         base.embeddings = FastEmbeddings(base.embeddings)
-    base.encoder.layer = nn.ModuleList(  # a family with its own attention keeps its layers
-        FastLayer(layer, multiple) if type(layer) is CoFiBertLayer else layer
-        for layer in base.encoder.layer
-    )
+    encoder = getattr(base, "encoder", None)  # families with BERT's layers have one
+    if encoder is not None:
+        encoder.layer = nn.ModuleList(  # a family with its own attention keeps its layers
+            FastLayer(layer, multiple) if type(layer) is CoFiBertLayer else layer
+            for layer in encoder.layer
+        )
     return fast.eval()

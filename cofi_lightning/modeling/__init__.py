@@ -1,9 +1,10 @@
 """The prunable encoders: configs, mask-aware layers, task models, physical pruning, parameter
-counts, for each family in ``families.py`` (BERT, RoBERTa, XLM-R, DeBERTa-v2/v3).
+counts, for each family in ``families.py`` (BERT, RoBERTa, XLM-R, DeBERTa-v2/v3,
+ModernBERT).
 
 Importing this package registers every family's CoFi ``model_type`` (``cofi_bert``,
-``cofi_roberta``, ``cofi_xlm_roberta``, ``cofi_deberta_v2``) with the ``transformers`` Auto
-classes.
+``cofi_roberta``, ``cofi_xlm_roberta``, ``cofi_deberta_v2``, ``cofi_modernbert``) with the
+``transformers`` Auto classes.
 """
 
 from transformers import (
@@ -33,6 +34,12 @@ from cofi_lightning.modeling.families import (
     UnsupportedModelError,
     family_of,
 )
+from cofi_lightning.modeling.modernbert import (
+    CoFiModernBertConfig,
+    CoFiModernBertForQuestionAnswering,
+    CoFiModernBertForSequenceClassification,
+    CoFiModernBertModel,
+)
 from cofi_lightning.modeling.param_count import architecture_params, encoder_params
 from cofi_lightning.modeling.roberta import (
     CoFiRobertaConfig,
@@ -50,6 +57,7 @@ _BASE_MODELS = {
     CoFiRobertaConfig: CoFiRobertaModel,
     CoFiXLMRobertaConfig: CoFiXLMRobertaModel,
     CoFiDebertaV2Config: CoFiDebertaV2Model,
+    CoFiModernBertConfig: CoFiModernBertModel,
 }
 for _family in FAMILIES:
     _config, _base = _family.config_class, _BASE_MODELS[_family.config_class]
@@ -78,6 +86,10 @@ __all__ = [
     "CoFiDebertaV2ForQuestionAnswering",
     "CoFiDebertaV2ForSequenceClassification",
     "CoFiDebertaV2Model",
+    "CoFiModernBertConfig",
+    "CoFiModernBertForQuestionAnswering",
+    "CoFiModernBertForSequenceClassification",
+    "CoFiModernBertModel",
     "CoFiRobertaConfig",
     "CoFiRobertaForQuestionAnswering",
     "CoFiRobertaForSequenceClassification",

@@ -21,7 +21,7 @@ from transformers.modeling_outputs import QuestionAnsweringModelOutput, Sequence
 # these files as ``trust_remote_code`` modules for users who do not have cofi-lightning installed.
 from .configuration import CoFiBertConfig
 from .layers import CoFiBertEmbeddings, CoFiBertEncoder, LayerMasks, kept_units
-from .pruning import Kept, linear_part, prune_model
+from .pruning import Kept, LayerKeep, linear_part, prune_model
 
 if TYPE_CHECKING:
     try:
@@ -160,7 +160,19 @@ class CoFiBertPreTrainedModel(PreTrainedModel):
 
     def num_encoder_params(self) -> int:
         """Encoder parameters counted on the real tensors (definition: ``param_count.py``)."""
-        return sum(p.numel() for p in self.base_model.encoder.parameters())
+        return sum(p.numel() for p in self.base_model.encoder_parameters())
+
+    def encoder_parameters(self):
+        """The encoder's parameters (base models; a family without an ``encoder`` module
+        overrides this and :meth:`prune_encoder_`)."""
+        return self.encoder.parameters()
+
+    def prune_encoder_(self, keeps: list[LayerKeep], hidden: Kept) -> None:
+        self.encoder.prune_(keeps, hidden)
+
+    def encoder_layers(self) -> list[nn.Module]:
+        """The layers, in order (each has ``unit_scores()`` and ``prune_``)."""
+        return list(self.encoder.layer)
 
     def prune(self, masks: Masks) -> CoFiBertPreTrainedModel:
         """A new compact dense model of the same class: masks folded in, zeroed units removed

@@ -20,6 +20,11 @@ from cofi_lightning.modeling.deberta import (
     CoFiDebertaV2ForQuestionAnswering,
     CoFiDebertaV2ForSequenceClassification,
 )
+from cofi_lightning.modeling.modernbert import (
+    CoFiModernBertConfig,
+    CoFiModernBertForQuestionAnswering,
+    CoFiModernBertForSequenceClassification,
+)
 from cofi_lightning.modeling.roberta import (
     CoFiRobertaConfig,
     CoFiRobertaForQuestionAnswering,
@@ -87,6 +92,13 @@ FAMILIES: tuple[Family, ...] = (
         CoFiDebertaV2Config,
         CoFiDebertaV2ForSequenceClassification,
         CoFiDebertaV2ForQuestionAnswering,
+    ),
+    Family(
+        "ModernBERT",
+        "modernbert",
+        CoFiModernBertConfig,
+        CoFiModernBertForSequenceClassification,
+        CoFiModernBertForQuestionAnswering,
     ),
 )
 

@@ -186,8 +186,10 @@ def masked_layer_norm(x: torch.Tensor, ln: nn.LayerNorm, keep: torch.Tensor | No
         mean = (x @ keep).unsqueeze(-1) / n  # [..., 1]
         centered = x - mean
         var = (centered.square() @ keep).unsqueeze(-1) / n  # [..., 1]
-        weight, bias = ln.weight.to(out_dtype), ln.bias.to(out_dtype)
-        return centered * torch.rsqrt(var + ln.eps) * weight + bias
+        out = centered * torch.rsqrt(var + ln.eps)
+        if ln.weight is not None:
+            out = out * ln.weight.to(out_dtype)
+        return out if ln.bias is None else out + ln.bias.to(out_dtype)
 
 
 class CoFiBertEmbeddings(nn.Module):
@@ -500,6 +502,18 @@ class CoFiBertLayer(nn.Module):
                 in_index=keep,
             )
         return x
+
+    @torch.no_grad()
+    def unit_scores(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([n], [m])``: the L2 norm of each head's Q, K, V rows and output-projection columns,
+        and of each FFN dim's input row and output column (the uniform baseline keeps the
+        largest)."""
+        attn, n, d = self.attention, self.attention.num_heads, self.attention.head_size
+        rows = [getattr(attn.self, name).weight for name in attn.qkv_names]
+        heads = sum(w.reshape(n, d, -1).pow(2).sum(dim=(1, 2)) for w in rows)
+        heads = heads + attn.output.dense.weight.reshape(-1, n, d).pow(2).sum(dim=(0, 2))
+        w_in, w_out = self.intermediate.dense.weight, self.output.dense.weight
+        return heads.sqrt(), (w_in.pow(2).sum(dim=1) + w_out.pow(2).sum(dim=0)).sqrt()
 
     def prune_(self, keep: LayerKeep, hidden: Kept) -> None:
         """Shrink to the kept heads, FFN dims and hidden dims; a sublayer with none is removed."""

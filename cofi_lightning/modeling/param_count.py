@@ -12,11 +12,12 @@ For a layer with hidden size h, n heads of size d and m FFN dimensions::
     attention = 4*h*n*d (Q, K, V, O weights) + 3*n*d (Q, K, V biases) + 3*h (O bias, LayerNorm)
     ffn       = 2*h*m (in/out weights) + m (in bias) + 3*h (out bias, LayerNorm)
 
-where the ``3*h`` terms exist only while the sublayer does (``alive``). A family may add (its
-config's ``encoder_param_terms()``): ``extra_projections`` more ``[h, n*d]`` projections with bias
-per head (DeBERTa's position projections without ``share_att_key``: ``e*(h*n*d + n*d)``) and
-``per_hidden`` parameters per hidden dim held by the encoder outside its layers (DeBERTa's
-relative embeddings and their LayerNorm). With binary masks each
+where the ``3*h`` terms exist only while the sublayer does (``alive``). A family changes the
+coefficients through its config's ``encoder_param_terms()`` (keyword arguments of
+:func:`encoder_params`): DeBERTa adds ``extra_projections`` (its position projections without
+``share_att_key``, ``e*(h*n*d + n*d)``) and ``per_hidden`` (its relative embeddings and their
+LayerNorm, held by the encoder outside its layers); ModernBERT has no biases, a gated FFN
+(``3*h*m``) and one pre-norm per sublayer (none before layer 0's attention). With binary masks each
 argument is a count and the formula is exact; with gate probabilities each argument is an
 expectation and, because the gates are independent, the formula is the exact expected parameter
 count (products of expectations of independent gates are expectations of products).
@@ -38,6 +39,11 @@ def encoder_params(
     head_size: int,
     extra_projections: int = 0,
     per_hidden: int = 0,
+    head_bias: int = 3,
+    attention_per_hidden: float | list[float] = 3,
+    ffn_weights: int = 2,
+    ffn_bias: int = 1,
+    ffn_per_hidden: int = 3,
 ) -> torch.Tensor:
     """Encoder parameter count (exact for counts, expected for probabilities).
 
@@ -49,13 +55,21 @@ def encoder_params(
         ffn_alive: ``[L]`` 1 (probability) if the FFN sublayer exists.
         head_size: size d of one attention head.
         extra_projections, per_hidden: a family's extra terms (see the module docstring).
+        head_bias: bias entries per head dim (Q, K, V biases: 3; none: 0).
+        attention_per_hidden: per-hidden-dim parameters of a live attention sublayer besides its
+            projections (O bias and LayerNorm: 3), one number or one per layer.
+        ffn_weights / ffn_bias / ffn_per_hidden: an FFN dim's weights per hidden dim (2; gated:
+            3), its bias entries (1), and a live FFN's per-hidden-dim parameters (3).
 
     Returns:
         Scalar tensor: the total over layers.
     """
     d, e = head_size, extra_projections
-    attention = (4 + e) * d * hidden * heads + (3 + e) * d * heads + 3 * hidden * attn_alive
-    ffn = 2 * hidden * intermediate + intermediate + 3 * hidden * ffn_alive
+    per_layer = torch.as_tensor(attention_per_hidden, dtype=heads.dtype, device=heads.device)
+    attention = (4 + e) * d * hidden * heads + (head_bias + e) * d * heads
+    attention = attention + per_layer * hidden * attn_alive
+    ffn = ffn_weights * hidden * intermediate + ffn_bias * intermediate
+    ffn = ffn + ffn_per_hidden * hidden * ffn_alive
     return (attention + ffn).sum() + per_hidden * hidden
 
 

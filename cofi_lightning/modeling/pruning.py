@@ -171,7 +171,7 @@ def _layer_keeps(z: dict[str, torch.Tensor], config) -> list[LayerKeep]:
 def prune_model(model, masks: Masks):
     """Return a new compact model of ``model``'s class equivalent to ``model(..., masks=masks)``.
 
-    The walk: ``base.embeddings.prune_hidden_``, ``base.encoder.prune_`` (each layer's
+    The walk: ``base.embeddings.prune_hidden_``, ``base.prune_encoder_`` (each layer's
     ``prune_``), ``model.prune_head_``; then the config gets the kept sizes, and the compact model's
     tensors are checked against a fresh model of that config (so it saves and loads as itself).
 
@@ -195,7 +195,7 @@ def prune_model(model, masks: Masks):
     compact = copy.deepcopy(model).to(device="cpu", dtype=torch.float32)  # fold in fp32
     base = compact.base_model
     base.embeddings.prune_hidden_(hidden)
-    base.encoder.prune_(keeps, hidden)
+    base.prune_encoder_(keeps, hidden)
     compact.prune_head_(hidden)
     new_cfg = type(cfg).from_pretrained_config(
         cfg,

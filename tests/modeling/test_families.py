@@ -20,6 +20,9 @@ from transformers import (
     DebertaV2Config,
     DebertaV2ForQuestionAnswering,
     DebertaV2ForSequenceClassification,
+    ModernBertConfig,
+    ModernBertForQuestionAnswering,
+    ModernBertForSequenceClassification,
     RobertaConfig,
     RobertaForQuestionAnswering,
     RobertaForSequenceClassification,
@@ -71,6 +74,16 @@ def _deberta_v2_kwargs(**overrides):
     )
 
 
+def _modernbert_kwargs(**overrides):
+    """ModernBERT with a global layer every third (the others see +-3 tokens, so the test's
+    13-token inputs reach beyond the window), biases on or off."""
+    kwargs = tiny_bert_kwargs(num_hidden_layers=4, pad_token_id=0)
+    for key in ("type_vocab_size", "hidden_dropout_prob", "attention_probs_dropout_prob"):
+        kwargs.pop(key)
+    ids = {"bos_token_id": 2, "eos_token_id": 3, "cls_token_id": 2, "sep_token_id": 3}
+    return {**kwargs, **ids, "local_attention": 6, "global_attn_every_n_layers": 3, **overrides}
+
+
 # family -> (vanilla config, classification model, QA model, config kwargs)
 FAMILIES = {
     "roberta": (
@@ -96,6 +109,25 @@ FAMILIES = {
         DebertaV2ForSequenceClassification,
         DebertaV2ForQuestionAnswering,
         _deberta_v2_kwargs,
+    ),
+    "modernbert": (
+        ModernBertConfig,
+        ModernBertForSequenceClassification,
+        ModernBertForQuestionAnswering,
+        _modernbert_kwargs,
+    ),
+    "modernbert (biases, mean pooling)": (
+        ModernBertConfig,
+        ModernBertForSequenceClassification,
+        ModernBertForQuestionAnswering,
+        lambda **kw: _modernbert_kwargs(
+            attention_bias=True,
+            mlp_bias=True,
+            norm_bias=True,
+            classifier_bias=True,
+            classifier_pooling="mean",
+            **kw,
+        ),
     ),
 }
 
@@ -218,6 +250,19 @@ def test_the_benchmark_inference_rewrite_is_exact(vanilla_dir):
         for model in (ours, small):
             fast = optimize_for_inference(model)
             torch.testing.assert_close(logits(fast), logits(model), atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_the_uniform_baseline_scores_every_family(vanilla_dir):
+    from cofi_lightning.uniform import uniform_masks
+
+    ours = _pairs(vanilla_dir)[0][0]
+    masks = CoFiMasks(ours.config)
+    z, sparsity = uniform_masks(ours, masks, 0.5)
+    assert abs(sparsity - 0.5) < 0.05
+    small = ours.prune(z)
+    assert len(set(small.config.num_heads)) == 1 and len(set(small.config.intermediate_sizes)) == 1
+    assert masks.remaining_params(z) == small.num_encoder_params()
 
 
 def test_a_checkpoint_of_another_family_is_refused_naming_both(vanilla_dir):

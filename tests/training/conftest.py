@@ -171,6 +171,35 @@ def tiny_deberta_dir(tmp_path_factory, minilm_dir):
 
 
 @pytest.fixture(scope="session")
+def tiny_modernbert_dir(tmp_path_factory, minilm_dir):
+    """A vanilla HF ModernBERT dir (random, hidden 32, a global layer every third) + MiniLM's
+    tokenizer."""
+    import shutil
+
+    from transformers import ModernBertConfig, ModernBertForSequenceClassification
+
+    out = tmp_path_factory.mktemp("tiny_modernbert")
+    torch.manual_seed(0)
+    keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+    config = ModernBertConfig(
+        **{k: TINY[k] for k in keys},
+        vocab_size=30522,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        bos_token_id=101,
+        eos_token_id=102,
+        cls_token_id=101,
+        sep_token_id=102,
+        local_attention=16,
+        global_attn_every_n_layers=2,
+    )
+    ModernBertForSequenceClassification(config).save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(minilm_dir / name, out / name)
+    return out
+
+
+@pytest.fixture(scope="session")
 def feature_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("feature_cache")
 

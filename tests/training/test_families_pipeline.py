@@ -14,7 +14,7 @@ from cofi_lightning.preflight import ModelSourceError
 from runs import tiny_run_overrides
 
 
-@pytest.mark.parametrize("family", ["roberta", "deberta-v2"])
+@pytest.mark.parametrize("family", ["roberta", "deberta-v2", "modernbert"])
 def test_a_family_runs_all_four_stages(compose_train, family, request, feature_cache, tmp_path):
     model_dir = request.getfixturevalue(f"tiny_{family.split('-')[0]}_dir")
     run_dir = tmp_path / "run"
@@ -41,3 +41,14 @@ def test_an_unsupported_family_is_refused_before_anything_runs(compose_train, tm
     with pytest.raises(ModelSourceError, match=r"model.pretrained=.*supported: BERT \(bert\)"):
         train(compose_train(overrides))
     assert not run_dir.exists()
+
+
+def test_the_latency_constraint_refuses_a_family_it_cannot_profile(
+    compose_train, tiny_deberta_dir, feature_cache, tmp_path
+):
+    from cofi_lightning.config import ConfigError
+
+    overrides = tiny_run_overrides(tiny_deberta_dir, tmp_path / "run", feature_cache)
+    overrides += ["pruning.constraint=latency", "pruning.target_speedup=2"]
+    with pytest.raises(ConfigError, match="DeBERTa-v2/v3 is not supported yet"):
+        train(compose_train(overrides))
