@@ -5,6 +5,7 @@
 #   bash docs/results/sst2_study/jobs.sh collect         # copy finished jobs' records here
 #   bash docs/results/sst2_study/jobs.sh budgets         # full CoFi against budget (markdown)
 #   bash docs/results/sst2_study/jobs.sh path            # the sparsity path vs separate runs
+#   bash docs/results/sst2_study/jobs.sh latency         # speed targets: target vs measured
 # Runs live in runs/sst2_study/<job>; `collect` keeps what the report needs (results.json, the
 # stages' DONE.json, CSV logs, config) under docs/results/sst2_study/runs/<job>/, so the report
 # regenerates from the repository alone:
@@ -33,6 +34,13 @@ pruning.target_sparsity=0.6 distill.teacher_cache=false"
 for b in 330 1000 3000; do
   for t in 0.6 0.9; do
     JOBS[full_b${b}_s${t}_seed57]="distill.teacher=$TEACHER pruning.target_sparsity=$t $(budget $b)"
+  done
+done
+# the budget that reaches the 60% goal (3,000 steps): full CoFi over three seeds too
+for seed in 58 59; do
+  for t in 0.6 0.9; do
+    JOBS[full_b3000_s${t}_seed${seed}]="distill.teacher=$TEACHER pruning.target_sparsity=$t \
+seed=$seed $(budget 3000)"
   done
 done
 for seed in 57 58 59; do
@@ -172,5 +180,30 @@ print(f"\nteacher {teacher:.2f}; core-seconds (one thread per job): separate run
 print("path stages: " + ", ".join(f"{k} {v:.0f} s" for k, v in path["stage_seconds"].items()))
 PY
     ;;
-  *) echo "usage: $0 list | run <job>... | collect | budgets | path" >&2; exit 2 ;;
+  latency)  # target vs measured speedup (after `python -m cofi_lightning.bench run=<dir> ...`)
+    python - "$HERE/runs" <<'PY'
+import json, sys
+from pathlib import Path
+runs = Path(sys.argv[1])
+print("| job | constraint | target speedup | table speedup | measured speedup | of target | "
+      "sparsity | accuracy |")
+print("|---|---|---|---|---|---|---|---|")
+for path in sorted(runs.glob("*/results.json")):
+    r = json.loads(path.read_text())
+    if r.get("constraint") != "latency" and not path.parent.name.startswith(("full_b1000_s0.5",
+                                                                            "full_b1000_s0.8")):
+        continue
+    speeds = sorted(path.parent.glob("speed_cpu_fp32*.json"))
+    measured = json.loads(speeds[-1].read_text()) if speeds else {}
+    lat = r.get("latency") or {}
+    target = lat.get("target_speedup")
+    got = measured.get("speedup")
+    share = f"{100 * got / target:.0f}%" if got and target else "-"
+    acc = r["pruned"][r["main_metric"]]
+    print(f"| {path.parent.name} | {r.get('constraint')} | {target or '-'} | "
+          f"{lat.get('table_speedup', 0) or 0:.2f} | {got or 0:.2f} "
+          f"({measured.get('threads', '?')} threads) | {share} | {r['sparsity']:.3f} | {acc:.2f} |")
+PY
+    ;;
+  *) echo "usage: $0 list | run <job>... | collect | budgets | path | latency" >&2; exit 2 ;;
 esac
