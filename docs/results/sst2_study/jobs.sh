@@ -60,9 +60,12 @@ done
 # the sparsity path against separate runs (full_b1000_s{0.6,0.75,0.9}_seed57): one prune stage of
 # the same 1,000 steps (50 distillation-only, ramp to 0.6 over 333 and on at that rate, 150 at each
 # of 0.6 and 0.75, the rest at 0.9), then one 333-step finetune per target
-JOBS[full_b1000_s0.75_seed57]="distill.teacher=$TEACHER pruning.target_sparsity=0.75 $(budget 1000)"
-JOBS[path_b1000_seed57]="distill.teacher=$TEACHER 'pruning.targets=[0.6,0.75,0.9]' \
-pruning.path.dwell_steps=150 $(budget 1000)"
+for seed in 57 58 59; do
+  JOBS[full_b1000_s0.75_seed${seed}]="distill.teacher=$TEACHER pruning.target_sparsity=0.75 \
+seed=$seed $(budget 1000)"
+  JOBS[path_b1000_seed${seed}]="distill.teacher=$TEACHER 'pruning.targets=[0.6,0.75,0.9]' \
+pruning.path.dwell_steps=150 seed=$seed $(budget 1000)"
+done
 # prune to a speed target (pruning.constraint=latency, this CPU's 2-thread table) beside params
 # runs of about the same measured speedup; and a BERT-base-shaped model (random weights, no
 # teacher: only the speed is at stake) at 10x
