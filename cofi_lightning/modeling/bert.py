@@ -209,6 +209,34 @@ def split_masks(masks: Masks | None, num_layers: int) -> tuple[list[LayerMasks],
     return layers, shared
 
 
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor | None):
+    """Cross-entropy, or MSE when there is one label (regression, STS-B); None without labels."""
+    if labels is None:
+        return None
+    if logits.shape[-1] == 1:
+        return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+    return F.cross_entropy(logits, labels)
+
+
+def span_output(start_logits, end_logits, start_positions, end_positions, states):
+    """The QA output ``[B, S]`` logits; ``loss`` (the mean of the start and end cross-entropies)
+    when positions are given, those outside the window clamped to S and ignored, as in HF."""
+    loss = None
+    if start_positions is not None and end_positions is not None:
+        S = start_logits.shape[1]
+        start, end = start_positions.clamp(0, S), end_positions.clamp(0, S)
+        loss = (
+            F.cross_entropy(start_logits, start, ignore_index=S)
+            + F.cross_entropy(end_logits, end, ignore_index=S)
+        ) / 2
+    return QuestionAnsweringModelOutput(
+        loss=loss,
+        start_logits=start_logits.contiguous(),
+        end_logits=end_logits.contiguous(),
+        hidden_states=states,
+    )
+
+
 class CoFiBertModel(CoFiBertPreTrainedModel):
     """The encoder with embeddings and an optional pooler."""
 
@@ -285,12 +313,7 @@ class CoFiBertForSequenceClassification(CoFiBertPreTrainedModel):
             input_ids, attention_mask, token_type_ids, position_ids, masks, output_hidden_states
         )
         logits = self.classifier(self.dropout(pooled))
-        loss = None
-        if labels is not None:
-            if self.num_labels == 1:
-                loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
-            else:
-                loss = F.cross_entropy(logits, labels)
+        loss = classification_loss(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=states)
 
     def prune_head_(self, hidden: Kept) -> None:
@@ -325,22 +348,7 @@ class CoFiBertForQuestionAnswering(CoFiBertPreTrainedModel):
             input_ids, attention_mask, token_type_ids, position_ids, masks, output_hidden_states
         )
         start_logits, end_logits = self.qa_outputs(seq).unbind(-1)  # 2 x [B, S]
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            S = start_logits.shape[1]
-            # positions outside the window are clamped to S and ignored, as in HF
-            start = start_positions.clamp(0, S)
-            end = end_positions.clamp(0, S)
-            loss = (
-                F.cross_entropy(start_logits, start, ignore_index=S)
-                + F.cross_entropy(end_logits, end, ignore_index=S)
-            ) / 2
-        return QuestionAnsweringModelOutput(
-            loss=loss,
-            start_logits=start_logits.contiguous(),
-            end_logits=end_logits.contiguous(),
-            hidden_states=states,
-        )
+        return span_output(start_logits, end_logits, start_positions, end_positions, states)
 
     def prune_head_(self, hidden: Kept) -> None:
         self.qa_outputs = linear_part(self.qa_outputs, cols=hidden.index)

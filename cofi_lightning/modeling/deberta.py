@@ -34,7 +34,13 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 # Relative imports only: exported checkpoints ship these files as ``trust_remote_code`` modules.
-from .bert import CoFiBertForQuestionAnswering, CoFiBertModel, CoFiBertPreTrainedModel, split_masks
+from .bert import (
+    CoFiBertForQuestionAnswering,
+    CoFiBertModel,
+    CoFiBertPreTrainedModel,
+    classification_loss,
+    split_masks,
+)
 from .configuration import PerLayerSizes
 from .layers import (
     CoFiBertAttention,
@@ -360,12 +366,7 @@ class CoFiDebertaV2ForSequenceClassification(CoFiDebertaV2PreTrainedModel):
             input_ids, attention_mask, token_type_ids, position_ids, masks, output_hidden_states
         )
         logits = self.classifier(self.dropout(self.pooler(seq[:, 0])))
-        loss = None
-        if labels is not None:
-            if self.num_labels == 1:
-                loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
-            else:
-                loss = F.cross_entropy(logits, labels)
+        loss = classification_loss(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=states)
 
     def prune_head_(self, hidden: Kept) -> None:

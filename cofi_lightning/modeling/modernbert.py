@@ -30,7 +30,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import QuestionAnsweringModelOutput, SequenceClassifierOutput
 
 # Relative imports only: exported checkpoints ship these files as ``trust_remote_code`` modules.
-from .bert import CoFiBertPreTrainedModel, split_masks
+from .bert import CoFiBertPreTrainedModel, classification_loss, span_output, split_masks
 from .configuration import PerLayerSizes
 from .layers import LayerMasks, _alive, _keep_zero_grads, masked_layer_norm
 from .pruning import Kept, LayerKeep, embedding_part, layer_norm_part, linear_part
@@ -414,12 +414,7 @@ class CoFiModernBertForSequenceClassification(CoFiModernBertPreTrainedModel):
         else:
             pooled = seq[:, 0]
         logits = self.classifier(self.drop(self.head(pooled)))
-        loss = None
-        if labels is not None:
-            if self.num_labels == 1:
-                loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
-            else:
-                loss = F.cross_entropy(logits, labels)
+        loss = classification_loss(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=states)
 
     def prune_head_(self, hidden: Kept) -> None:
@@ -455,20 +450,7 @@ class CoFiModernBertForQuestionAnswering(CoFiModernBertPreTrainedModel):
             input_ids, attention_mask, None, position_ids, masks, output_hidden_states
         )
         start_logits, end_logits = self.classifier(self.drop(self.head(seq))).unbind(-1)
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            S = start_logits.shape[1]
-            start, end = start_positions.clamp(0, S), end_positions.clamp(0, S)
-            loss = (
-                F.cross_entropy(start_logits, start, ignore_index=S)
-                + F.cross_entropy(end_logits, end, ignore_index=S)
-            ) / 2
-        return QuestionAnsweringModelOutput(
-            loss=loss,
-            start_logits=start_logits.contiguous(),
-            end_logits=end_logits.contiguous(),
-            hidden_states=states,
-        )
+        return span_output(start_logits, end_logits, start_positions, end_positions, states)
 
     def prune_head_(self, hidden: Kept) -> None:
         self.head.dense = linear_part(self.head.dense, cols=hidden.index)

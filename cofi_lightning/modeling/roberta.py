@@ -17,14 +17,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from huggingface_hub.dataclasses import strict
 from torch import nn
 from transformers import RobertaConfig, XLMRobertaConfig
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 # Relative imports only: exported checkpoints ship these files as ``trust_remote_code`` modules.
-from .bert import CoFiBertForQuestionAnswering, CoFiBertModel, CoFiBertPreTrainedModel
+from .bert import (
+    CoFiBertForQuestionAnswering,
+    CoFiBertModel,
+    CoFiBertPreTrainedModel,
+    classification_loss,
+)
 from .configuration import PerLayerSizes
 from .layers import CoFiBertEmbeddings, LayerMasks
 from .pruning import Kept, linear_part
@@ -149,12 +153,7 @@ class CoFiRobertaForSequenceClassification(CoFiRobertaPreTrainedModel):
             input_ids, attention_mask, token_type_ids, position_ids, masks, output_hidden_states
         )
         logits = self.classifier(seq)
-        loss = None
-        if labels is not None:
-            if self.num_labels == 1:
-                loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
-            else:
-                loss = F.cross_entropy(logits, labels)
+        loss = classification_loss(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=states)
 
     def prune_head_(self, hidden: Kept) -> None:
