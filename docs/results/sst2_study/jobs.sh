@@ -81,9 +81,10 @@ done
 BERT_BASE=runs/models/bert_base_random
 JOBS[latency_bertbase_x10]="model.pretrained=$BERT_BASE distill.enabled=false \
 pruning.constraint=latency pruning.target_speedup=10 \
-pruning.latency_table=$LAT/bert_base_cpu_fp32_b32x128_2threads.json pruning.max_steps=300 \
-pruning.pre_pruning_steps=0 pruning.lagrangian_warmup_steps=150 pruning.eval_every_steps=50 \
-pruning.finetune.max_steps=30 pruning.finetune.eval_every_steps=30"
+pruning.latency_table=$LAT/bert_base_cpu_fp32_b32x128_2threads.json pruning.max_steps=150 \
+pruning.pre_pruning_steps=0 pruning.lagrangian_warmup_steps=75 pruning.eval_every_steps=25 \
+pruning.finetune.max_steps=10 pruning.finetune.eval_every_steps=10 \
+task.datamodule.limit_eval_samples=256"
 for a in no_hidden_mask no_layer_masks fixed_layer_map no_distill; do
   JOBS[${a}_b1000_s0.6_seed57]="distill.teacher=$TEACHER pruning.target_sparsity=0.6 ablation=$a \
 $(budget 1000)"
