@@ -122,6 +122,13 @@ def build_card(
     )
     params = results["params"]
     main = results["main_metric"]
+    latency = results.get("latency") or {}
+    target_row = (  # a latency-constrained run has a speed target, not a parameter target
+        f"| target speedup (latency table of {latency.get('table_device')}) | "
+        f"{latency['target_speedup']:g}× (table: {latency.get('table_speedup', 0):.2f}×) |"
+        if latency.get("target_speedup")
+        else f"| target sparsity | {results['target_sparsity']:g} |"
+    )
     teacher = (results.get("teacher") or {}).get(main)
     teacher_text = f"{teacher:.2f}" if teacher is not None else "not recorded"
     source = f"[{hub_id}](https://huggingface.co/{hub_id})" if hub_id else f"`{base_model}`"
@@ -139,7 +146,7 @@ and the compact model fine-tuned.
 
 | | |
 |---|---|
-| target sparsity | {results["target_sparsity"]:g} |
+{target_row}
 | encoder sparsity (counted on this model's tensors) | {results["sparsity"]:.4f} |
 | encoder parameters | {params["pruned"]:,} of {params["unpruned"]:,} |
 | {main} (validation) | {pruned.get(main, float("nan")):.2f} (teacher {teacher_text}) |

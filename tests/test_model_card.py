@@ -68,3 +68,15 @@ def test_refresh_adds_the_measured_speed(tmp_path):
     text = (run / "pruned_model" / "README.md").read_text()
     assert "| EPYC (2 threads) | fp32 | 32 × 128 | 2.35× |" in text
     assert ModelCard.load(run / "pruned_model" / "README.md").data.base_model == "some/model"
+
+
+def test_a_latency_run_states_its_speed_target_not_a_parameter_target():
+    latency = {"target_speedup": 2.0, "table_speedup": 2.02, "table_device": "AMD EPYC"}
+    card = build_card(
+        task=get_task("sst2"),
+        base_model="m",
+        results={**RESULTS, "latency": latency},
+        config_yaml="",
+    )
+    assert "| target speedup (latency table of AMD EPYC) | 2× (table: 2.02×) |" in str(card)
+    assert "| target sparsity |" not in str(card)

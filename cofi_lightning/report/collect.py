@@ -68,7 +68,8 @@ class Run:
         task: GLUE / SQuAD task name.
         ablation: Ablation name; ``"full"`` for full CoFi (``null`` in the results), with
             ``+original`` appended for a ``fidelity=original`` run; ``uniform`` for the baseline.
-        target_sparsity: Configured target, a fraction in [0, 1).
+        target_sparsity: Configured target, a fraction in [0, 1) (a latency-constrained run,
+            labelled ``<ablation> latency``: its target latency reduction ``1 - 1/speedup``).
         sparsity: Encoder sparsity measured on the exported model, a fraction.
         main_metric: Name of the task's main metric (key of ``pruned`` / ``teacher``).
         pruned: Main metric of the exported model, in percent.
@@ -237,11 +238,18 @@ def _parse_point(path: Path, data: dict[str, Any], label: str | None) -> Run:
     teacher = data.get("teacher") if isinstance(data.get("teacher"), dict) else {}
     speed = _read_speed(path.parent, "" if label is None else f"_{label}")
     variant = _variant(data)
+    target = _number(data, "target_sparsity")
+    latency = data.get("latency") if isinstance(data.get("latency"), dict) else {}
+    if data.get("constraint") == "latency" and latency.get("target_speedup"):
+        # a speed target: the row's target is the latency reduction 1 - 1/x, not the (unused)
+        # parameter target of the config
+        target = 1.0 - 1.0 / float(latency["target_speedup"])
+        variant = f"{variant} latency"
     return Run(
         run_dir=path.parent,
         task=str(data["task"]),
         ablation=variant if label is None else f"{variant} path",
-        target_sparsity=_number(data, "target_sparsity"),
+        target_sparsity=target,
         sparsity=_number(data, "sparsity"),
         main_metric=str(main),
         pruned=_number(pruned, main, "pruned."),

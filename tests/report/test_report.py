@@ -311,3 +311,20 @@ def test_duplicate_runs_are_flagged_not_averaged_as_seeds(tmp_path):
     assert "duplicate of" in problems[0].reason and "aaaa0000" in problems[0].reason
     (row,) = aggregate(runs)
     assert len(row.runs) == 2 and min(r.pruned for r in runs) > 10.0
+
+
+def test_a_latency_run_is_a_row_of_its_own_at_its_speed_target(tmp_path):
+    """A latency-constrained run is labelled ``full latency`` at the target latency reduction
+    (1 - 1/speedup), not at the config's unused parameter target."""
+    params = fake_results(target=0.6)
+    latency = {**fake_results(target=0.6, seed=2), "constraint": "latency"}
+    latency["latency"] = {"target_speedup": 2.0, "table_speedup": 2.02, "table_device": "cpu"}
+    for name, data in (("params", params), ("latency", latency)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(data))
+    runs, problems = collect_runs(tmp_path)
+    assert not problems
+    assert sorted((r.ablation, r.target_sparsity) for r in runs) == [
+        ("full", 0.6),
+        ("full latency", 0.5),
+    ]
