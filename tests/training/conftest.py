@@ -128,21 +128,36 @@ def tiny_bert_dropout_dir(tmp_path_factory, minilm_dir):
     )
 
 
+def _save_tiny_roberta(out, minilm_dir, config_cls, model_cls):
+    import shutil
+
+    torch.manual_seed(0)
+    kwargs = {**TINY, "vocab_size": 30522, "max_position_embeddings": 130, "type_vocab_size": 1}
+    model_cls(config_cls(**kwargs, pad_token_id=0)).save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(minilm_dir / name, out / name)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_roberta_dir(tmp_path_factory, minilm_dir):
     """A vanilla HF RoBERTa dir (random, hidden 32) + MiniLM's tokenizer (its [PAD] is 0, so
     positions count from 1, as RoBERTa's count from its pad id + 1)."""
-    import shutil
-
     from transformers import RobertaConfig, RobertaForSequenceClassification
 
     out = tmp_path_factory.mktemp("tiny_roberta")
-    torch.manual_seed(0)
-    kwargs = {**TINY, "vocab_size": 30522, "max_position_embeddings": 130, "type_vocab_size": 1}
-    RobertaForSequenceClassification(RobertaConfig(**kwargs, pad_token_id=0)).save_pretrained(out)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(minilm_dir / name, out / name)
-    return out
+    return _save_tiny_roberta(out, minilm_dir, RobertaConfig, RobertaForSequenceClassification)
+
+
+@pytest.fixture(scope="session")
+def tiny_xlm_dir(tmp_path_factory, minilm_dir):
+    """As ``tiny_roberta_dir``, an XLM-R checkpoint."""
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    out = tmp_path_factory.mktemp("tiny_xlm_roberta")
+    return _save_tiny_roberta(
+        out, minilm_dir, XLMRobertaConfig, XLMRobertaForSequenceClassification
+    )
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from cofi_lightning.preflight import ModelSourceError
 from runs import tiny_run_overrides
 
 
-@pytest.mark.parametrize("family", ["roberta", "deberta-v2", "modernbert"])
+@pytest.mark.parametrize("family", ["roberta", "xlm-roberta", "deberta-v2", "modernbert"])
 def test_a_family_runs_all_four_stages(compose_train, family, request, feature_cache, tmp_path):
     model_dir = request.getfixturevalue(f"tiny_{family.split('-')[0]}_dir")
     run_dir = tmp_path / "run"
