@@ -277,6 +277,28 @@ class PruningConfig(StageConfig):
             "supported yet)",
             targets,
         )
+        self._check_path_fits()
+
+    def _check_path_fits(self) -> None:
+        """With every length in steps, a path longer than ``max_steps`` is refused here, before
+        the teacher stage (lengths in epochs are checked when the prune stage starts)."""
+        p = self.path
+        in_steps = (self.pre_pruning_steps, self.lagrangian_warmup_steps, p.dwell_steps)
+        if (
+            self.max_steps <= 0
+            or None in in_steps
+            or (p.ramp_steps is None and p.ramp_epochs is not None)
+        ):
+            return
+        ramps, dwells = self.path_steps(steps_per_epoch=1)  # every length is given in steps
+        needed = int(self.pre_pruning_steps) + sum(ramps) + sum(dwells)
+        require(
+            needed < self.max_steps,
+            "pruning.targets",
+            f"is too long: the path needs {needed} steps to reach {self.target_list[-1]} "
+            f"(pre-pruning {self.pre_pruning_steps}, ramps {ramps}, dwells {dwells}) but "
+            f"pruning.max_steps is {self.max_steps}",
+        )
 
     @property
     def target_list(self) -> list[float]:

@@ -128,6 +128,14 @@ def test_a_path_longer_than_the_stage_is_refused(compose_train, tiny_overrides, 
         train(compose_train(overrides))
 
 
+def test_a_path_longer_than_max_steps_is_refused_before_anything_runs(
+    compose_train, tiny_overrides, tmp_path
+):
+    overrides = tiny_overrides(tmp_path / "run") + PATH + ["pruning.max_steps=10"]
+    with pytest.raises(ConfigError, match="too long: the path needs 15 steps .*max_steps is 10"):
+        load_config(compose_train(overrides))
+
+
 def test_run_name_names_the_path(compose_train, tiny_overrides, tmp_path):
     cfg = compose_train(tiny_overrides(tmp_path / "run") + PATH)
     assert cfg.run_name.startswith("sst2_s0.2-0.4_full_seed57_")
