@@ -231,9 +231,7 @@ class CoFiSystem(L.LightningModule):
         """
         assert self.pruning is not None and self.constraint is not None
         targets = self.constraint.targets
-        ramps, dwells = [self.lagrangian_warmup_steps], []
-        if len(targets) > 1:
-            ramps, dwells = self.pruning.path_steps(per_epoch)
+        ramps, dwells = self.pruning.path_steps(per_epoch)  # one target: ([warm-up], [])
         path = TargetPath(tuple(targets), tuple(ramps), tuple(dwells), self.pruning.start_sparsity)
         needed = self.pre_pruning_steps + path.length
         if len(targets) > 1 and needed >= total:

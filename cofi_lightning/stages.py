@@ -172,10 +172,9 @@ def _uniform_structure(ctx: RunContext, student: torch.nn.Module) -> dict[str, A
 
     p = ctx.cfg.pruning
     bests, metrics = {}, {}
+    gates = CoFiMasks(student.config, units=list(p.units))  # shapes and the parameter formula
     for point in ctx.points:
-        masks, sparsity = uniform_masks(
-            student, CoFiMasks(student.config, units=list(p.units)), point.target
-        )
+        masks, sparsity = uniform_masks(student, gates, point.target)
         metrics = ctx.evaluate(student.prune(masks))
         bests[point.label] = meta = {
             "step": 0,

@@ -318,19 +318,15 @@ class PruningConfig(StageConfig):
         """``(ramps, dwells)`` of the target path in optimizer steps: ``ramps[k]`` reaches
         ``target_list[k]`` (``ramps[0]`` is the Lagrangian warm-up), ``dwells[k]`` holds it before
         ``ramps[k + 1]`` (one fewer dwell than targets: the last target is held to the end)."""
-        targets = self.target_list
+        targets, p = self.target_list, self.path
         first = self.steps(steps_per_epoch)[1]
-        rate = first / (targets[0] - self.start_sparsity)  # steps per unit of sparsity
         ramps = [first]
         for a, b in zip(targets, targets[1:], strict=False):
-            p = self.path
-            fixed = p.ramp_steps is not None or p.ramp_epochs is not None
-            ramps.append(
-                _resolve(p.ramp_steps, p.ramp_epochs or 0.0, steps_per_epoch)
-                if fixed
-                else round(rate * (b - a))
-            )
-        dwell = _resolve(self.path.dwell_steps, self.path.dwell_epochs, steps_per_epoch)
+            if p.ramp_steps is not None or p.ramp_epochs is not None:
+                ramps.append(_resolve(p.ramp_steps, p.ramp_epochs or 0.0, steps_per_epoch))
+            else:  # at the first ramp's rate (steps per unit of sparsity)
+                ramps.append(round(first / (targets[0] - self.start_sparsity) * (b - a)))
+        dwell = _resolve(p.dwell_steps, p.dwell_epochs, steps_per_epoch)
         return ramps, [dwell] * (len(targets) - 1)
 
 

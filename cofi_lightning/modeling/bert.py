@@ -324,10 +324,12 @@ class CoFiBertForQuestionAnswering(CoFiBertPreTrainedModel):
     """Span extraction head: ``start_logits``, ``end_logits`` of shape ``[B, S]``."""
 
     _new_head_prefixes = ("qa_outputs.",)
+    #: The family's encoder, stored under ``base_model_prefix`` (``bert``, ``roberta``, ...).
+    model_class: type[nn.Module] = CoFiBertModel
 
     def __init__(self, config: CoFiBertConfig):
         super().__init__(config)
-        self.bert = CoFiBertModel(config, add_pooling_layer=False)
+        setattr(self, self.base_model_prefix, self.model_class(config, add_pooling_layer=False))
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         self.post_init()
 
@@ -344,7 +346,7 @@ class CoFiBertForQuestionAnswering(CoFiBertPreTrainedModel):
         **_: object,
     ) -> QuestionAnsweringModelOutput:
         """Span logits; ``loss`` is the mean of start and end CE when positions are given."""
-        seq, _, states = self.bert(
+        seq, _, states = self.base_model(
             input_ids, attention_mask, token_type_ids, position_ids, masks, output_hidden_states
         )
         start_logits, end_logits = self.qa_outputs(seq).unbind(-1)  # 2 x [B, S]

@@ -28,6 +28,10 @@ class PerLayerSizes:
     converts with ``CoFi<Family>Config(**config.to_dict())`` or :meth:`from_pretrained_config`.
     """
 
+    def __post_init__(self, **kwargs):  # first in every CoFi config's MRO: fill, then validate
+        self._fill_per_layer()
+        super().__post_init__(**kwargs)
+
     def _fill_per_layer(self) -> None:
         L = self.num_hidden_layers
         if self.attention_head_size is None:
@@ -81,10 +85,6 @@ class CoFiBertConfig(PerLayerSizes, BertConfig):
     intermediate_sizes: list[int] | None = None
     attention_head_size: int | None = None
     pooler_size: int | None = None
-
-    def __post_init__(self, **kwargs):
-        self._fill_per_layer()
-        super().__post_init__(**kwargs)
 
     @classmethod
     def from_bert_config(cls, config: BertConfig, **overrides) -> CoFiBertConfig:

@@ -75,8 +75,7 @@ class CoFiDebertaV2Config(PerLayerSizes, DebertaV2Config):
         if self.pooler_size is None:  # DebertaV2Config reads pooler_hidden_size from the kwargs
             self.pooler_size = kwargs.get("pooler_hidden_size") or self.hidden_size
         kwargs["pooler_hidden_size"] = self.pooler_size
-        self._fill_per_layer()
-        super().__post_init__(**kwargs)
+        super().__post_init__(**kwargs)  # PerLayerSizes fills the per-layer sizes
         embedding_size = getattr(self, "embedding_size", None)
         if embedding_size not in (None, self.hidden_size) and self.is_uniform():
             raise ValueError(
@@ -376,12 +375,4 @@ class CoFiDebertaV2ForSequenceClassification(CoFiDebertaV2PreTrainedModel):
 class CoFiDebertaV2ForQuestionAnswering(CoFiDebertaV2PreTrainedModel, CoFiBertForQuestionAnswering):
     """Span extraction head on DeBERTa (``qa_outputs``, as BERT's)."""
 
-    def __init__(self, config):
-        CoFiBertPreTrainedModel.__init__(self, config)
-        self.deberta = CoFiDebertaV2Model(config, add_pooling_layer=False)
-        self.qa_outputs = nn.Linear(config.hidden_size, 2)
-        self.post_init()
-
-    @property
-    def bert(self) -> CoFiBertModel:  # BERT's QA forward reads ``self.bert``
-        return self.deberta
+    model_class = CoFiDebertaV2Model

@@ -54,10 +54,6 @@ class CoFiModernBertConfig(PerLayerSizes, ModernBertConfig):
     attention_head_size: int | None = None
     pooler_size: int | None = None
 
-    def __post_init__(self, **kwargs):
-        self._fill_per_layer()
-        super().__post_init__(**kwargs)
-
     def encoder_param_terms(self) -> dict:
         """ModernBERT's coefficients of ``param_count.encoder_params`` (per hidden dim of a live
         attention: its pre-norm, absent in layer 0, and the biases when configured)."""
@@ -379,20 +375,31 @@ class CoFiModernBertHead(nn.Module):
         return self.norm(self.act(self.dense(x)))
 
 
-class CoFiModernBertForSequenceClassification(CoFiModernBertPreTrainedModel):
-    """Pooling (``cls`` or ``mean``), the prediction head, a linear classifier;
-    ``num_labels == 1`` is regression with an MSE loss."""
+class CoFiModernBertTaskModel(CoFiModernBertPreTrainedModel):
+    """The encoder, the prediction head and a linear ``classifier`` of ``num_outputs`` outputs
+    (what ModernBERT's task models share)."""
 
     _new_head_prefixes = ("head.", "classifier.")
 
-    def __init__(self, config):
+    def __init__(self, config, num_outputs: int):
         super().__init__(config)
-        self.num_labels = config.num_labels
         self.model = CoFiModernBertModel(config)
         self.head = CoFiModernBertHead(config)
         self.drop = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(config.pooler_size, config.num_labels)
+        self.classifier = nn.Linear(config.pooler_size, num_outputs)
         self.post_init()
+
+    def prune_head_(self, hidden: Kept) -> None:
+        self.head.dense = linear_part(self.head.dense, cols=hidden.index)
+
+
+class CoFiModernBertForSequenceClassification(CoFiModernBertTaskModel):
+    """Pooling (``cls`` or ``mean``), the prediction head, a linear classifier;
+    ``num_labels == 1`` is regression with an MSE loss."""
+
+    def __init__(self, config):
+        super().__init__(config, config.num_labels)
+        self.num_labels = config.num_labels
 
     def forward(
         self,
@@ -417,22 +424,12 @@ class CoFiModernBertForSequenceClassification(CoFiModernBertPreTrainedModel):
         loss = classification_loss(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=states)
 
-    def prune_head_(self, hidden: Kept) -> None:
-        self.head.dense = linear_part(self.head.dense, cols=hidden.index)
 
-
-class CoFiModernBertForQuestionAnswering(CoFiModernBertPreTrainedModel):
+class CoFiModernBertForQuestionAnswering(CoFiModernBertTaskModel):
     """The prediction head and a ``[pooler_size, 2]`` classifier on every position."""
 
-    _new_head_prefixes = ("head.", "classifier.")
-
     def __init__(self, config):
-        super().__init__(config)
-        self.model = CoFiModernBertModel(config)
-        self.head = CoFiModernBertHead(config)
-        self.drop = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(config.pooler_size, 2)
-        self.post_init()
+        super().__init__(config, 2)
 
     def forward(
         self,
@@ -451,6 +448,3 @@ class CoFiModernBertForQuestionAnswering(CoFiModernBertPreTrainedModel):
         )
         start_logits, end_logits = self.classifier(self.drop(self.head(seq))).unbind(-1)
         return span_output(start_logits, end_logits, start_positions, end_positions, states)
-
-    def prune_head_(self, hidden: Kept) -> None:
-        self.head.dense = linear_part(self.head.dense, cols=hidden.index)

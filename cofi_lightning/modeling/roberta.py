@@ -51,10 +51,6 @@ class CoFiRobertaConfig(PerLayerSizes, RobertaConfig):
     attention_head_size: int | None = None
     pooler_size: int | None = None
 
-    def __post_init__(self, **kwargs):
-        self._fill_per_layer()
-        super().__post_init__(**kwargs)
-
 
 @strict
 class CoFiXLMRobertaConfig(PerLayerSizes, XLMRobertaConfig):
@@ -66,10 +62,6 @@ class CoFiXLMRobertaConfig(PerLayerSizes, XLMRobertaConfig):
     intermediate_sizes: list[int] | None = None
     attention_head_size: int | None = None
     pooler_size: int | None = None
-
-    def __post_init__(self, **kwargs):
-        self._fill_per_layer()
-        super().__post_init__(**kwargs)
 
 
 def roberta_position_ids(input_ids: torch.Tensor, padding_idx: int) -> torch.Tensor:
@@ -164,16 +156,6 @@ class CoFiRobertaForQuestionAnswering(CoFiRobertaPreTrainedModel, CoFiBertForQue
     """Span extraction head on RoBERTa (``qa_outputs``, as BERT's)."""
 
     model_class: type[CoFiBertModel] = CoFiRobertaModel
-
-    def __init__(self, config):
-        CoFiBertPreTrainedModel.__init__(self, config)
-        self.roberta = self.model_class(config, add_pooling_layer=False)
-        self.qa_outputs = nn.Linear(config.hidden_size, 2)
-        self.post_init()
-
-    @property
-    def bert(self) -> CoFiBertModel:  # BERT's QA forward reads ``self.bert``
-        return self.roberta
 
 
 # --- XLM-R: the same network, its own config ----------------------------------------------
