@@ -21,6 +21,7 @@ import cofi_lightning.config  # noqa: F401  (registers the config schema and the
 from cofi_lightning.config import ConfigError
 from cofi_lightning.data import DataError
 from cofi_lightning.hub import HubPushError
+from cofi_lightning.operating_points import objective
 from cofi_lightning.pipeline import train
 from cofi_lightning.preflight import ModelSourceError
 from cofi_lightning.rundir import RunDirError
@@ -43,7 +44,8 @@ def _to_log_file(text: str) -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Run the pipeline; returns the exported model's main metric (what Hydra sweepers optimise)."""
+    """Run the pipeline; returns the exported model's main metric (what Hydra sweepers optimise;
+    for a sparsity path, the mean over its targets: see ``operating_points.objective``)."""
     try:
         results = train(cfg)
     except USER_ERRORS as err:
@@ -58,7 +60,7 @@ def main(cfg: DictConfig) -> float | None:
         # prints it on the console, once.
         _to_log_file(traceback.format_exc())
         raise
-    return results["pruned"][results["main_metric"]] if results else None
+    return objective(results)
 
 
 if __name__ == "__main__":

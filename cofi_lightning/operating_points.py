@@ -89,3 +89,15 @@ def points_of_results(results: dict[str, Any]) -> list[dict[str, Any]]:
     if not points:
         return [shared]
     return [{**shared, **point} for point in points]
+
+
+def objective(results: dict[str, Any] | None) -> float | None:
+    """The one number a Hydra sweeper optimises for a run: the exported model's main metric.
+
+    A sparsity path exports one model per target; its objective is the mean of their main
+    metrics (every point counts equally, so a sweep cannot win by sacrificing one target)."""
+    if not results:
+        return None
+    metric = results["main_metric"]
+    scores = [point["pruned"][metric] for point in points_of_results(results)]
+    return sum(scores) / len(scores)

@@ -11,7 +11,7 @@ from transformers import AutoModelForSequenceClassification
 
 from cofi_lightning.config import ConfigError, load_config
 from cofi_lightning.lagrangian import TargetPath
-from cofi_lightning.operating_points import POINT_KEYS
+from cofi_lightning.operating_points import POINT_KEYS, objective
 from cofi_lightning.pipeline import RESULT_KEYS, train
 from cofi_lightning.report import collect_runs
 from runs import Crash
@@ -80,6 +80,21 @@ def test_path_runs_every_target_and_reports_each(compose_train, tiny_overrides, 
         ("full path", 0.2),
         ("full path", 0.4),
     ]
+
+
+def test_train_py_runs_a_path_and_sweeps_optimise_its_mean(train_cli, tiny_overrides, tmp_path):
+    """The command line, end to end: ``train.py`` returns a path's objective (the mean of its
+    points' main metric) rather than looking for a single-target result."""
+    run_dir = tmp_path / "run"
+    proc = train_cli(*tiny_overrides(run_dir), *PATH, "pruning.epochs=3")
+    assert "CoFi run finished" in proc.stdout + proc.stderr
+    results = json.loads((run_dir / "results.json").read_text())
+    scores = [p["pruned"]["accuracy"] for p in results["operating_points"]]
+    assert len(scores) == 2
+    assert objective(results) == pytest.approx(sum(scores) / 2)
+    single = {k: v for k, v in results.items() if k != "operating_points"}
+    single.update(results["operating_points"][1])
+    assert objective(single) == scores[1]  # a single-target file (the older layout) still works
 
 
 def test_a_path_point_fans_out_as_a_run_of_its_own(compose_train, tiny_overrides, tmp_path):
