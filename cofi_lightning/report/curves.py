@@ -114,9 +114,7 @@ def plot_prune_curves(groups: Sequence[Group], out_dir: Path) -> list[Path]:
                 step, value = curve.selected
                 bottom.scatter([step], [value], marker="*", s=150, color=color, zorder=3)
                 top.axvline(step, color=color, linestyle=":", linewidth=1)
-        target_curve = max((c.target for _, c in curves), key=len)
-        if target_curve:
-            top.plot(*_xy(target_curve, 100), "k--", linewidth=1, label="target t")
+        _plot_targets(top, curves, colors)
         teacher_line(bottom, cell)
         top.plot([], [], "kx", ms=3, label="real sparsity at evaluations")
         top.set_ylabel("expected sparsity ŝ (%)")
@@ -130,6 +128,24 @@ def plot_prune_curves(groups: Sequence[Group], out_dir: Path) -> list[Path]:
         fig.savefig(path, dpi=100)
         paths.append(path)
     return paths
+
+
+def _plot_targets(ax, curves: Sequence[tuple[object, PruneCurve]], colors: dict[str, str]) -> None:
+    """The target t: one black dashed line when every run followed the same schedule; otherwise
+    (a sparsity path beside single-target runs, or different budgets) each distinct schedule
+    dashed in the colour of the first run that followed it."""
+    schedules: dict[tuple, str] = {}
+    for run, curve in curves:
+        if curve.target:
+            schedules.setdefault(tuple(curve.target), run.ablation)
+    if len(schedules) == 1:
+        ax.plot(*_xy(list(next(iter(schedules))), 100), "k--", linewidth=1, label="target t")
+        return
+    for target, ablation in schedules.items():
+        xy = _xy(list(target), 100)
+        ax.plot(
+            *xy, color=colors[ablation], linestyle="--", linewidth=1, label=f"target t ({ablation})"
+        )
 
 
 def _metric_column(columns: Sequence[str], main_metric: str) -> str | None:

@@ -139,3 +139,30 @@ def test_runs_that_missed_the_target_window_are_marked(tmp_path):
         "no_hidden_mask": "False",
         "no_distill": "",
     }
+
+
+def test_a_path_beside_single_target_runs_gets_its_own_target_line():
+    from types import SimpleNamespace
+
+    from matplotlib.figure import Figure
+
+    from cofi_lightning.report.curves import PruneCurve, _plot_targets
+
+    ramp = [(s, min(0.006 * s, 0.6)) for s in range(200)]
+    path = [(s, min(0.003 * s, 0.6)) for s in range(200)]
+    colors = {"full": "C0", "full path": "C1"}
+
+    def run(ablation):
+        return SimpleNamespace(ablation=ablation)
+
+    ax = Figure().subplots()
+    seeds = [(run("full"), PruneCurve(target=list(ramp))) for _ in range(3)]
+    _plot_targets(ax, seeds, colors)
+    assert ax.get_legend_handles_labels()[1] == ["target t"]  # three seeds, one schedule
+
+    ax = Figure().subplots()
+    _plot_targets(ax, seeds + [(run("full path"), PruneCurve(target=path))], colors)
+    handles, labels = ax.get_legend_handles_labels()
+    assert labels == ["target t (full)", "target t (full path)"]
+    assert [h.get_color() for h in handles] == ["C0", "C1"]
+    assert list(handles[1].get_ydata()) == [100 * t for _, t in path]
