@@ -205,10 +205,32 @@ def train(
         config_id = identity_hash(identity)
         place = f"{config_id}:{run_dir.resolve()}"
         run_id = f"{config_id}-{hashlib.sha256(place.encode()).hexdigest()[:6]}"
-        return _run_stages(cfg, run_dir, run_id, extra_callbacks)
+        with _library_bars(cfg.trainer.get("enable_progress_bar", True)):
+            return _run_stages(cfg, run_dir, run_id, extra_callbacks)
     finally:
         if isinstance(lock, RunLock):
             lock.release()
+
+
+@contextlib.contextmanager
+def _library_bars(enabled: bool):
+    """With the trainer's progress bars off (batch jobs, whose output goes to a log file), the
+    libraries' own bars (``transformers``' per-load "Loading weights", ``datasets``' map) are off
+    too: each would write a screen of carriage returns into the log. Restored afterwards."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
+    if not enabled:
+        hf_logging.disable_progress_bar()
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was[0] and not enabled:
+            hf_logging.enable_progress_bar()
+        if was[1] and not enabled:
+            datasets.enable_progress_bars()
 
 
 def _run_stages(
