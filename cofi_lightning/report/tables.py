@@ -134,7 +134,7 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 def summary_table(groups: Sequence[Group]) -> str:
     """One row per (task, ablation, target): sparsities, main metrics, speedup, seeds."""
     header = ["task", "ablation", "target (%)", "sparsity (%)", "metric", "teacher", "pruned"]
-    header += ["speedup", "seeds"]
+    header += ["of teacher (%)", "speedup", "seeds"]
     rows = [
         [
             g.task,
@@ -144,12 +144,20 @@ def summary_table(groups: Sequence[Group]) -> str:
             g.main_metric,
             g.teacher.format(1) if g.teacher else MISSING,
             g.pruned.format(1),
+            _of_teacher(g),
             g.speedup.format(2, unit="×") if g.speedup else MISSING,
             str(g.n_seeds),
         ]
         for g in groups
     ]
     return markdown_table(header, rows)
+
+
+def _of_teacher(group: Group) -> str:
+    """The pruned metric's mean as a share of the teacher's (how the paper's goals are stated)."""
+    if not group.teacher or not group.teacher.mean:
+        return MISSING
+    return f"{100 * group.pruned.mean / group.teacher.mean:.1f}"
 
 
 def ablation_table(groups: Sequence[Group], task: str) -> str:

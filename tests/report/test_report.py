@@ -166,6 +166,13 @@ def test_summary_table(sweep):
     assert row[col["pruned"]] == fmt(pruned)
     assert row[col["speedup"]] == fmt(speed, 2) + "×"
     assert row[col["seeds"]] == "3"
+    teacher = [
+        r["teacher"]["accuracy"]
+        for r in sweep["written"]
+        if (r["ablation"], r["target_sparsity"]) == ("no_hidden_mask", 0.6)
+    ]
+    share = 100 * statistics.mean(pruned) / statistics.mean(teacher)
+    assert row[col["of teacher (%)"]] == f"{share:.1f}"
     sparsity = [100 * r["sparsity"] for r in sweep["written"] if r["ablation"] == "no_hidden_mask"]
     assert row[col["sparsity (%)"]] == fmt(sparsity[:3])
     one_seed = body[("sst2", "no_distill", "95")]
