@@ -85,6 +85,14 @@ pruning.latency_table=$LAT/bert_base_cpu_fp32_b32x128_2threads.json pruning.max_
 pruning.pre_pruning_steps=0 pruning.lagrangian_warmup_steps=75 pruning.eval_every_steps=25 \
 pruning.finetune.max_steps=10 pruning.finetune.eval_every_steps=10 \
 task.datamodule.limit_eval_samples=256"
+# the uniform baseline at the budget where full CoFi reached the 60% goal (3,000 + 1,000 steps as
+# finetune), against full_b3000_*
+for seed in 57 58 59; do
+  for t in 0.6 0.9; do
+    JOBS[uniform_b3000_s${t}_seed${seed}]="distill.teacher=$TEACHER pruning.target_sparsity=$t \
+seed=$seed pruning.method=uniform pruning.finetune.max_steps=4000 pruning.finetune.eval_every_steps=150"
+  done
+done
 for a in no_hidden_mask no_layer_masks fixed_layer_map no_distill; do
   JOBS[${a}_b1000_s0.6_seed57]="distill.teacher=$TEACHER pruning.target_sparsity=0.6 ablation=$a \
 $(budget 1000)"
