@@ -6,6 +6,7 @@
 #   bash docs/results/sst2_study/jobs.sh budgets         # full CoFi against budget (markdown)
 #   bash docs/results/sst2_study/jobs.sh path            # the sparsity path vs separate runs
 #   bash docs/results/sst2_study/jobs.sh latency         # speed targets: target vs measured
+#   bash docs/results/sst2_study/jobs.sh speed [job...]  # time the exports (idle machine, 2 threads)
 # Runs live in runs/sst2_study/<job>; `collect` keeps what the report needs (results.json, the
 # stages' DONE.json, CSV logs, config) under docs/results/sst2_study/runs/<job>/, so the report
 # regenerates from the repository alone:
@@ -217,5 +218,20 @@ for path in sorted(runs.glob("*/results.json")):
           f"({measured.get('threads', '?')} threads) | {share} | {r['sparsity']:.3f} | {acc:.2f} |")
 PY
     ;;
-  *) echo "usage: $0 list | run <job>... | collect | budgets | path | latency" >&2; exit 2 ;;
+  speed)  # time every finished single-target export (or the named jobs): CPU fp32, batch 32 x 128
+    shift
+    jobs=("$@")
+    if (( ${#jobs[@]} == 0 )); then
+      for dir in "$ROOT"/*/; do
+        job=$(basename "$dir")
+        [[ -f $dir/results.json && -d $dir/pruned_model && $job != latency_bertbase* ]] && jobs+=("$job")
+      done
+    fi
+    for job in "${jobs[@]}"; do
+      python -m cofi_lightning.bench run="$ROOT/$job" batch=32 threads="${THREADS:-2}" rounds=5 \
+        | grep -E "speedup|^pruned|^baseline" || true
+    done
+    ;;
+  *) echo "usage: $0 list | run <job>... | collect | budgets | path | latency | speed [job...]" >&2
+    exit 2 ;;
 esac
