@@ -7,6 +7,7 @@
 #   bash docs/results/sst2_study/jobs.sh path            # the sparsity path vs separate runs
 #   bash docs/results/sst2_study/jobs.sh latency         # speed targets: target vs measured
 #   bash docs/results/sst2_study/jobs.sh speed [job...]  # time the exports (idle machine, 2 threads)
+#   [BUDGET=1000] bash docs/results/sst2_study/jobs.sh compare   # variants vs full CoFi over seeds
 # Runs live in runs/sst2_study/<job>; `collect` keeps what the report needs (results.json, the
 # stages' DONE.json, CSV logs, config) under docs/results/sst2_study/runs/<job>/, so the report
 # regenerates from the repository alone:
@@ -218,6 +219,43 @@ for path in sorted(runs.glob("*/results.json")):
           f"({measured.get('threads', '?')} threads) | {share} | {r['sparsity']:.3f} | {acc:.2f} |")
 PY
     ;;
+  compare)  # full CoFi against the baseline, the original's choices and the ablations, over seeds
+    python - "$HERE/runs" "${BUDGET:-1000}" <<'PY'
+import json, re, statistics as st, sys
+from pathlib import Path
+runs, budget = Path(sys.argv[1]), sys.argv[2]
+cells = {}
+for path in sorted(runs.glob(f"*_b{budget}_s*_seed*/results.json")):
+    variant, target, seed = re.fullmatch(r"(.+)_b\d+_s([\d.]+)_seed(\d+)", path.parent.name).groups()
+    r = json.loads(path.read_text())
+    speed = path.parent / "speed_cpu_fp32.json"
+    speedup = json.loads(speed.read_text())["speedup"] if speed.exists() else None
+    cells.setdefault((variant, float(target)), []).append(
+        (int(seed), r["pruned"][r["main_metric"]], r["sparsity"], speedup))
+def stat(values):
+    return st.fmean(values), (st.stdev(values) if len(values) > 1 else None)
+def fmt(values, digits=2):
+    m, s = stat(values)
+    return f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if s is not None else "")
+print(f"{budget} pruning steps; mean ± sample std over seeds; difference to full CoFi at the same "
+      "target with its standard error sqrt(s1²/n1 + s2²/n2)")
+print("| variant | target | seeds | sparsity | accuracy | vs full | speedup |")
+print("|---|---|---|---|---|---|---|")
+for (variant, target), rows in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][0] != "full", kv[0][0])):
+    accs = [a for _, a, _, _ in rows]
+    diff = "–"
+    full = [a for _, a, _, _ in cells.get(("full", target), [])]
+    if variant != "full" and full:
+        se = (st.variance(accs) / len(accs) if len(accs) > 1 else 0) + (
+            st.variance(full) / len(full) if len(full) > 1 else 0)
+        diff = f"{st.fmean(accs) - st.fmean(full):+.2f}"
+        diff += f" ± {se ** 0.5:.2f}" if len(accs) > 1 and len(full) > 1 else " (1 seed)"
+    speeds = [x for *_, x in rows if x]
+    print(f"| {variant} | {target} | {','.join(str(s) for s, *_ in sorted(rows))} | "
+          f"{fmt([100 * s for _, _, s, _ in rows], 1)} | {fmt(accs)} | {diff} | "
+          f"{fmt(speeds) + '×' if speeds else '–'} |")
+PY
+    ;;
   speed)  # time every finished single-target export (or the named jobs): CPU fp32, batch 32 x 128
     shift
     jobs=("$@")
@@ -232,6 +270,6 @@ PY
         | grep -E "speedup|^pruned|^baseline" || true
     done
     ;;
-  *) echo "usage: $0 list | run <job>... | collect | budgets | path | latency | speed [job...]" >&2
+  *) echo "usage: $0 list | run <job>... | collect | budgets | path | latency | speed [job...] | compare" >&2
     exit 2 ;;
 esac
