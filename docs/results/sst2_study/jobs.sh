@@ -95,6 +95,16 @@ for seed in 57 58 59; do
 seed=$seed pruning.method=uniform pruning.finetune.max_steps=4000 pruning.finetune.eval_every_steps=150"
   done
 done
+# which of fidelity=original's choices costs the 2 points at 60%: one choice at a time
+declare -A ORIGINAL_CHOICES=(
+  [alltokens]="distill.layer_loss_tokens=all" [restart]="pruning.restart_optimizer=true"
+  [clipmodel]="optim.clip_over=model" [noreset]="pruning.multiplier_reset=false"
+  [selectexpected]="pruning.select_on=expected"
+)
+for c in "${!ORIGINAL_CHOICES[@]}"; do
+  JOBS[orig_${c}_b1000_s0.6_seed57]="distill.teacher=$TEACHER pruning.target_sparsity=0.6 \
+${ORIGINAL_CHOICES[$c]} $(budget 1000)"
+done
 for a in no_hidden_mask no_layer_masks fixed_layer_map no_distill; do
   JOBS[${a}_b1000_s0.6_seed57]="distill.teacher=$TEACHER pruning.target_sparsity=0.6 ablation=$a \
 $(budget 1000)"
