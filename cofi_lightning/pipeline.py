@@ -205,7 +205,8 @@ def train(
         config_id = identity_hash(identity)
         place = f"{config_id}:{run_dir.resolve()}"
         run_id = f"{config_id}-{hashlib.sha256(place.encode()).hexdigest()[:6]}"
-        with _library_bars(cfg.trainer.get("enable_progress_bar", True)):
+        bars = cfg.trainer.get("enable_progress_bar", True)
+        with contextlib.nullcontext() if bars else _library_bars_off():
             return _run_stages(cfg, run_dir, run_id, extra_callbacks)
     finally:
         if isinstance(lock, RunLock):
@@ -213,23 +214,22 @@ def train(
 
 
 @contextlib.contextmanager
-def _library_bars(enabled: bool):
-    """With the trainer's progress bars off (batch jobs, whose output goes to a log file), the
-    libraries' own bars (``transformers``' per-load "Loading weights", ``datasets``' map) are off
-    too: each would write a screen of carriage returns into the log. Restored afterwards."""
+def _library_bars_off():
+    """The libraries' own progress bars (``transformers``' per-load "Loading weights",
+    ``datasets``' map) off, as found afterwards: with the trainer's bars off (batch jobs, whose
+    output goes to a log file) each would write a screen of carriage returns into the log."""
     import datasets
     from transformers.utils import logging as hf_logging
 
-    was = hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
-    if not enabled:
-        hf_logging.disable_progress_bar()
-        datasets.disable_progress_bars()
+    was_on = hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
     try:
         yield
     finally:
-        if was[0] and not enabled:
+        if was_on[0]:
             hf_logging.enable_progress_bar()
-        if was[1] and not enabled:
+        if was_on[1]:
             datasets.enable_progress_bars()
 
 

@@ -231,39 +231,37 @@ PY
     ;;
   compare)  # full CoFi against the baseline, the original's choices and the ablations, over seeds
     python - "$HERE/runs" "${BUDGET:-1000}" <<'PY'
-import json, re, statistics as st, sys
+import dataclasses, re, sys
 from pathlib import Path
-runs, budget = Path(sys.argv[1]), sys.argv[2]
-cells = {}
-for path in sorted(runs.glob(f"*_b{budget}_s*_seed*/results.json")):
-    variant, target, seed = re.fullmatch(r"(.+)_b\d+_s([\d.]+)_seed(\d+)", path.parent.name).groups()
-    r = json.loads(path.read_text())
-    speed = path.parent / "speed_cpu_fp32.json"
-    speedup = json.loads(speed.read_text())["speedup"] if speed.exists() else None
-    cells.setdefault((variant, float(target)), []).append(
-        (int(seed), r["pruned"][r["main_metric"]], r["sparsity"], speedup))
-def stat(values):
-    return st.fmean(values), (st.stdev(values) if len(values) > 1 else None)
-def fmt(values, digits=2):
-    m, s = stat(values)
-    return f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if s is not None else "")
+from cofi_lightning.report import collect_runs
+from cofi_lightning.report.tables import aggregate
+runs_dir, budget = Path(sys.argv[1]), sys.argv[2]
+runs = []
+for job in sorted(runs_dir.glob(f"*_b{budget}_s*_seed*")):
+    found, problems = collect_runs(job)
+    assert not problems, problems
+    # labelled by the job's variant (e.g. orig_restart, which results.json calls plain "full")
+    variant = re.fullmatch(r"(.+)_b\d+_s[\d.]+_seed\d+", job.name).group(1)
+    runs += [dataclasses.replace(run, ablation=variant) for run in found]
+groups = aggregate(runs)  # the report's grouping and statistics
+full = {g.target_sparsity: g for g in groups if g.ablation == "full"}
 print(f"{budget} pruning steps; mean ± sample std over seeds; difference to full CoFi at the same "
       "target with its standard error sqrt(s1²/n1 + s2²/n2)")
 print("| variant | target | seeds | sparsity | accuracy | vs full | speedup |")
 print("|---|---|---|---|---|---|---|")
-for (variant, target), rows in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][0] != "full", kv[0][0])):
-    accs = [a for _, a, _, _ in rows]
-    diff = "–"
-    full = [a for _, a, _, _ in cells.get(("full", target), [])]
-    if variant != "full" and full:
-        se = (st.variance(accs) / len(accs) if len(accs) > 1 else 0) + (
-            st.variance(full) / len(full) if len(full) > 1 else 0)
-        diff = f"{st.fmean(accs) - st.fmean(full):+.2f}"
-        diff += f" ± {se ** 0.5:.2f}" if len(accs) > 1 and len(full) > 1 else " (1 seed)"
-    speeds = [x for *_, x in rows if x]
-    print(f"| {variant} | {target} | {','.join(str(s) for s, *_ in sorted(rows))} | "
-          f"{fmt([100 * s for _, _, s, _ in rows], 1)} | {fmt(accs)} | {diff} | "
-          f"{fmt(speeds) + '×' if speeds else '–'} |")
+for g in sorted(groups, key=lambda g: (g.target_sparsity, g.ablation != "full", g.ablation)):
+    diff, ref = "–", full.get(g.target_sparsity)
+    if g.ablation != "full" and ref is not None:
+        diff = f"{g.pruned.mean - ref.pruned.mean:+.2f}"
+        if g.pruned.std is None or ref.pruned.std is None:
+            diff += " (1 seed)"
+        else:
+            se = (g.pruned.std**2 / g.n_seeds + ref.pruned.std**2 / ref.n_seeds) ** 0.5
+            diff += f" ± {se:.2f}"
+    seeds = ",".join(str(r.seed) for r in sorted(g.runs, key=lambda r: r.seed))
+    speed = g.speedup.format(2, unit="×") if g.speedup else "–"
+    print(f"| {g.ablation} | {g.target_sparsity:g} | {seeds} | {g.sparsity.format(1, scale=100)} "
+          f"| {g.pruned.format(2)} | {diff} | {speed} |")
 PY
     ;;
   speed)  # time every finished single-target export (or the named jobs): CPU fp32, batch 32 x 128
