@@ -105,6 +105,12 @@ for c in "${!ORIGINAL_CHOICES[@]}"; do
   JOBS[orig_${c}_b1000_s0.6_seed57]="distill.teacher=$TEACHER pruning.target_sparsity=0.6 \
 ${ORIGINAL_CHOICES[$c]} $(budget 1000)"
 done
+# the controller tracking t(step + 25) (pruning.target_lead_steps): does ŝ meet |ŝ − t| <= 0.02
+# from the end of the ramp on (the 90% runs lag by 0.03-0.07 there), and at what accuracy
+for t in 0.6 0.9; do
+  JOBS[lead25_b1000_s${t}_seed57]="distill.teacher=$TEACHER pruning.target_sparsity=$t \
+pruning.target_lead_steps=25 $(budget 1000)"
+done
 for a in no_hidden_mask no_layer_masks fixed_layer_map no_distill; do
   JOBS[${a}_b1000_s0.6_seed57]="distill.teacher=$TEACHER pruning.target_sparsity=0.6 ablation=$a \
 $(budget 1000)"
