@@ -1,15 +1,18 @@
-"""The prune stage's training curves, read back from the runs' CSV logs and plotted per target.
+"""Training curves read back from the runs' CSV logs: the prune stage per target, the teacher.
 
-This file owns reading ``<run_dir>/prune/csv/version_*/metrics.csv`` (written with ``logger=csv``)
-and the figure drawn from it: expected sparsity ŝ against the Lagrangian's target t (linearly
-warmed up) and the validation main metric, against the optimizer step, one colour per ablation.
-Runs logged to W&B only have no CSV file and are left out (their curves are on the W&B
-dashboard). It does not compute anything the training did not log.
+This file owns reading ``<run_dir>/<stage>/csv/version_*/metrics.csv`` (written with
+``logger=csv``) and the figures drawn from it: for the prune stage, expected sparsity ŝ against the
+Lagrangian's target t (linearly warmed up) and the validation main metric against the optimizer
+step, one colour per ablation; for the teacher stage, its validation metric and training loss,
+with the evaluation whose weights were kept. Runs logged to W&B only have no CSV file and are
+left out (their curves are on the W&B dashboard). It does not compute anything the training did
+not log.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -19,11 +22,15 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from cofi_lightning.data.tasks import TASKS
 from cofi_lightning.report.collect import prune_best
+from cofi_lightning.report.diagnose import read_yaml
 from cofi_lightning.report.plots import ablation_colors, slug, teacher_line
 from cofi_lightning.report.tables import Group
 
 LOG_GLOB = "prune/csv/version_*/metrics.csv"
+TEACHER_LOG_GLOB = "teacher/csv/version_*/metrics.csv"
+LOSS = "train/loss"
 EXPECTED, TARGET, REAL = "sparsity/expected", "sparsity/target", "sparsity/deterministic"
 
 
@@ -60,23 +67,135 @@ def read_prune_curve(
     files = sorted(Path(run_dir).glob(LOG_GLOB), key=_version)
     if not files:
         return None
-    series: dict[str, dict[int, float]] = {EXPECTED: {}, TARGET: {}, "metric": {}, REAL: {}}
+    series = _read_logs(files, main_metric, (EXPECTED, TARGET, REAL))
+    curve = PruneCurve(*(series[k] for k in (EXPECTED, TARGET, "metric", REAL)))
+    curve.selected = _selected(prune_best(Path(run_dir), point))
+    return curve
+
+
+def _read_logs(
+    files: Sequence[Path], main_metric: str, columns: Sequence[str]
+) -> dict[str, list[tuple[int, float]]]:
+    """``{column: [(step, value)]}`` of one stage's CSV logs, plus ``"metric"`` (the validation
+    main metric). ``files`` are the stage's attempts in order; a later attempt wins for the steps
+    it repeats."""
+    series: dict[str, dict[int, float]] = {key: {} for key in (*columns, "metric")}
     for path in files:
         with path.open(newline="") as handle:
             reader = csv.DictReader(handle)
             metric_key = _metric_column(reader.fieldnames or [], main_metric)
+            wanted = {**{c: c for c in columns}, "metric": metric_key}
             for row in reader:
                 step = _float(row.get("step"))
                 if step is None:
                     continue
-                columns = {EXPECTED: EXPECTED, TARGET: TARGET, "metric": metric_key, REAL: REAL}
-                for key, column in columns.items():
+                for key, column in wanted.items():
                     value = _float(row.get(column)) if column else None
                     if value is not None:
                         series[key][int(step)] = value
-    curve = PruneCurve(*(sorted(series[k].items()) for k in (EXPECTED, TARGET, "metric", REAL)))
-    curve.selected = _selected(prune_best(Path(run_dir), point))
+    return {key: sorted(values.items()) for key, values in series.items()}
+
+
+@dataclass
+class TeacherCurve:
+    """One run's teacher stage: validation main metric and training loss per optimizer step.
+
+    Attributes:
+        run_dir: The run that trained the teacher.
+        task: Its task name.
+        metric_name: The validation main metric's key (e.g. ``accuracy``).
+        metric: ``(step, value)`` at each evaluation (%).
+        loss: ``(step, training loss)`` as logged.
+        kept: ``(step, value)`` of the evaluation whose weights the stage kept (its ``DONE.json``
+            metric), if the stage finished.
+    """
+
+    run_dir: Path
+    task: str
+    metric_name: str
+    metric: list[tuple[int, float]]
+    loss: list[tuple[int, float]]
+    kept: tuple[int, float] | None = None
+
+
+def read_teacher_curve(run_dir: str | Path) -> TeacherCurve | None:
+    """The teacher stage's curves of ``run_dir`` (its own teacher, or a teacher-only run), or
+    None without a teacher CSV log or a known task (``config.yaml``, else ``results.json``)."""
+    run_dir = Path(run_dir)
+    files = sorted(run_dir.glob(TEACHER_LOG_GLOB), key=_version)
+    task = (read_yaml(run_dir / "config.yaml").get("task") or {}).get("name") or _task_of(run_dir)
+    if not files or task not in TASKS:
+        return None
+    main = TASKS[task].main_metric_key
+    series = _read_logs(files, main, (LOSS,))
+    curve = TeacherCurve(run_dir, task, main, series["metric"], series[LOSS])
+    try:
+        done = json.loads((run_dir / "teacher" / "DONE.json").read_text())
+        final = float(done["metrics"][main])
+    except (OSError, ValueError, KeyError, TypeError):
+        return curve
+    # the stage reports the kept weights' metric (float64; the log holds it as float32) and
+    # keeps the first evaluation that reached the best value
+    kept = [
+        (step, value) for step, value in curve.metric if math.isclose(value, final, abs_tol=1e-4)
+    ]
+    curve.kept = kept[0] if kept else None
     return curve
+
+
+def _task_of(run_dir: Path) -> str | None:
+    """The task named by ``results.json`` (a run without its config file)."""
+    try:
+        return json.loads((run_dir / "results.json").read_text()).get("task")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def plot_teacher_curves(run_dirs: Sequence[str | Path], out_dir: Path) -> list[Path]:
+    """Per task: the teachers' validation metric (top, a star at the kept evaluation) and
+    training loss (bottom, a running mean over about 2% of the stage) per optimizer step, one
+    line per run that trained a teacher. Returns the written PNGs
+    (``<task>_teacher_curves.png``); none without teacher CSV logs."""
+    curves = [c for c in map(read_teacher_curve, dict.fromkeys(map(Path, run_dirs))) if c]
+    paths = []
+    for task in dict.fromkeys(c.task for c in curves):
+        mine = [c for c in curves if c.task == task and c.metric]
+        if not mine:
+            continue
+        fig = Figure(figsize=(7, 5), layout="constrained")
+        FigureCanvasAgg(fig)
+        top, bottom = fig.subplots(2, 1, sharex=True)
+        named = len(mine) <= 8  # a legend per run only while it stays readable
+        for k, curve in enumerate(mine):
+            color = f"C{k % 10}"
+            label = curve.run_dir.name if named else None
+            top.plot(*_xy(curve.metric), color=color, marker=".", linewidth=1, label=label)
+            if curve.kept is not None:
+                top.scatter(*zip(curve.kept, strict=True), marker="*", s=150, color=color, zorder=3)
+            if curve.loss:
+                bottom.plot(*_xy(_running_mean(curve.loss)), color=color, linewidth=1)
+        top.scatter([], [], marker="*", s=80, color="gray", label="kept weights")
+        top.set_ylabel(f"validation {mine[0].metric_name} (%)")
+        top.set_title(f"{task}: teacher")
+        bottom.set_ylabel("training loss (running mean)")
+        bottom.set_xlabel("optimizer step")
+        for ax in (top, bottom):
+            ax.grid(True, alpha=0.3)
+        top.legend(fontsize="small")
+        path = out_dir / f"{slug(task)}_teacher_curves.png"
+        fig.savefig(path, dpi=100)
+        paths.append(path)
+    return paths
+
+
+def _running_mean(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """``points`` smoothed by a trailing mean over ~2% of them (the loss is logged per batch)."""
+    width = max(1, len(points) // 50)
+    values = [v for _, v in points]
+    return [
+        (step, sum(values[max(0, i - width + 1) : i + 1]) / (i + 1 - max(0, i - width + 1)))
+        for i, (step, _) in enumerate(points)
+    ]
 
 
 def plot_prune_curves(groups: Sequence[Group], out_dir: Path) -> list[Path]:

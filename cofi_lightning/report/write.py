@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cofi_lightning.report.collect import Problem, Run
-from cofi_lightning.report.curves import plot_prune_curves
+from cofi_lightning.report.curves import plot_prune_curves, plot_teacher_curves
 from cofi_lightning.report.plots import plot_metric_vs_sparsity, plot_metric_vs_speedup
 from cofi_lightning.report.tables import (
     MISSED_NOTE,
@@ -49,7 +49,9 @@ def write_report(
     groups = aggregate(runs)
     write_csv(runs, out / CSV_FILE)
     plots = plot_metric_vs_sparsity(groups, out) + plot_metric_vs_speedup(groups, out)
-    curves = plot_prune_curves(groups, out)
+    # teachers trained by the runs themselves, and teacher-only runs named as sources
+    teachers = plot_teacher_curves([r.run_dir for r in runs] + list(map(Path, sources)), out)
+    curves = teachers + plot_prune_curves(groups, out)
     text = render_markdown(
         groups, problems, [p.name for p in plots], sources, runs, [p.name for p in curves]
     )
@@ -68,8 +70,8 @@ def render_markdown(
 ) -> str:
     """The text of ``report.md`` (plots are linked by file name, relative to the report).
 
-    ``runs`` fill the per-run structure table and ``curve_names`` the prune-stage curves; both
-    sections are left out when empty.
+    ``runs`` fill the per-run structure table and ``curve_names`` the training curves (teacher,
+    prune stage); both sections are left out when empty.
     """
     n_runs = sum(g.n_seeds for g in groups)
     parts = ["# CoFi sweep report", ""]
@@ -105,10 +107,11 @@ def render_markdown(
     parts += _speedup_notes(groups)
     if curve_names:
         parts += [
-            "## Prune-stage curves",
+            "## Training curves",
             "",
-            "Expected sparsity against the target schedule, and the validation metric, per "
-            "optimizer step (from the runs' CSV logs).",
+            "From the runs' CSV logs, per optimizer step: the teacher's validation metric and "
+            "training loss; in the prune stage, expected sparsity against the target schedule, "
+            "and the validation metric.",
             "",
         ]
         parts += [line for name in curve_names for line in (f"![{name[:-4]}]({name})", "")]

@@ -1,5 +1,5 @@
-"""Prune-stage curves read back from CSV logs, their plot, the report's structure table, and
-runs whose prune stage never reached the target window."""
+"""Training curves read back from CSV logs (prune stage, teacher), their plots, the report's
+structure table, and runs whose prune stage never reached the target window."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from matplotlib.image import imread
 
 from cofi_lightning.report import collect_runs, write_report
-from cofi_lightning.report.curves import read_prune_curve
+from cofi_lightning.report.curves import read_prune_curve, read_teacher_curve
 
 COLUMNS = [
     "epoch",
@@ -23,9 +23,9 @@ COLUMNS = [
 ]
 
 
-def write_log(run_dir: Path, version: int, rows: list[dict]) -> None:
+def write_log(run_dir: Path, version: int, rows: list[dict], stage: str = "prune") -> None:
     """A Lightning CSVLogger file: one metric per row, the others empty (as Lightning writes)."""
-    path = run_dir / "prune" / "csv" / f"version_{version}" / "metrics.csv"
+    path = run_dir / stage / "csv" / f"version_{version}" / "metrics.csv"
     path.parent.mkdir(parents=True)
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
@@ -166,3 +166,46 @@ def test_a_path_beside_single_target_runs_gets_its_own_target_line():
     assert labels == ["target t (full)", "target t (full path)"]
     assert [h.get_color() for h in handles] == ["C0", "C1"]
     assert list(handles[1].get_ydata()) == [100 * t for _, t in path]
+
+
+def write_teacher_run(root: Path, kept: float | None) -> Path:
+    """A teacher-only run (``stages=[teacher]``): evaluations every 10 steps, the loss per step,
+    and, if it finished, ``DONE.json`` with the kept weights' metric."""
+    run = root / "teacher_run"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("task:\n  name: sst2\n")
+    rows = [{"step": s, "train/loss": 1.0 / (s + 1)} for s in range(60)]
+    # the log holds float32 values, DONE.json the float64 metric
+    rows += [{"step": s, "val/accuracy": v} for s, v in [(9, 80.0), (19, 88.49999), (29, 87.0)]]
+    write_log(run, 0, rows, stage="teacher")
+    write_log(run, 1, [{"step": 39, "val/accuracy": 86.0}], stage="teacher")  # a resumed attempt
+    if kept is not None:
+        (run / "teacher" / "DONE.json").write_text(json.dumps({"metrics": {"accuracy": kept}}))
+    return run
+
+
+def test_teacher_curve_marks_the_kept_evaluation(tmp_path):
+    assert read_teacher_curve(write_run(tmp_path, "full", None, 0.6, [4, 2])) is None  # no log
+    unfinished = read_teacher_curve(write_teacher_run(tmp_path / "a", kept=None))
+    assert unfinished.kept is None
+    assert unfinished.metric == [(9, 80.0), (19, 88.49999), (29, 87.0), (39, 86.0)]
+    assert len(unfinished.loss) == 60 and unfinished.metric_name == "accuracy"
+    curve = read_teacher_curve(write_teacher_run(tmp_path / "b", kept=88.5))
+    assert curve.kept == (19, 88.49999)  # the best evaluation, not the last
+
+
+def test_report_draws_the_teacher_of_a_teacher_only_source(tmp_path):
+    run = write_run(tmp_path / "runs", "full", None, 0.6, [4, 2])
+    teacher = write_teacher_run(tmp_path, kept=88.5)
+    path = write_report(*collect_runs([run, teacher]), tmp_path / "report", sources=[run, teacher])
+    text = path.read_text()
+    assert "![sst2_teacher_curves](sst2_teacher_curves.png)" in text
+    image = imread(tmp_path / "report" / "sst2_teacher_curves.png")
+    assert image.shape[0] > 100 and image[..., :3].std() > 0.01  # a drawn figure, not blank
+    # without the teacher-only source there is no teacher figure
+    path = write_report(*collect_runs([run]), tmp_path / "report2", sources=[run])
+    assert "teacher_curves" not in path.read_text()
+    # a run that trained its own teacher (the whole pipeline in one run directory) draws it
+    write_log(run, 0, [{"step": 9, "val/accuracy": 81.0}], stage="teacher")
+    path = write_report(*collect_runs([run]), tmp_path / "report3", sources=[run])
+    assert "![mrpc_teacher_curves](mrpc_teacher_curves.png)" in path.read_text()
