@@ -6,8 +6,10 @@ directory per value, and ``cofi_lightning.rundir`` refuses to resume a directory
 identity differs, naming the keys.
 
 Keys that do not change results are left out (:data:`NON_IDENTITY_KEYS`): where logs go, progress
-bars, which stages this invocation runs, how often checkpoints are written. A changed
-``model.pretrained`` or ``distill.teacher`` path is a different identity.
+bars, which stages this invocation runs, how often checkpoints are written. So are keys added later
+while they hold the value that reproduces earlier runs (:data:`LATER_KEYS`), so a new option never
+orphans a run directory. A changed ``model.pretrained`` or ``distill.teacher`` path is a different
+identity.
 """
 
 from __future__ import annotations
@@ -45,6 +47,15 @@ NON_IDENTITY_KEYS: frozenset[str] = frozenset(
     }
 )
 
+#: Keys added after runs existed, each with the value that reproduces the runs made before it.
+#: At that value a key is left out of the identity, so adding an option keeps every existing run's
+#: hash and directory and lets it resume; any other value is part of the identity as usual. A new
+#: key belongs here unless its default changes what earlier configs compute
+#: (``tests/training/test_run_identity.py`` holds the key list this is checked against).
+LATER_KEYS: dict[str, Any] = {
+    "pruning.target_lead_steps": 0,
+}
+
 HASH_LENGTH = 8
 
 
@@ -73,6 +84,8 @@ def config_identity(cfg: DictConfig) -> dict[str, Any]:
         value = OmegaConf.select(cfg, path, throw_on_missing=False)
         if isinstance(value, DictConfig | ListConfig):
             value = OmegaConf.to_container(value, resolve=True)
+        if path in LATER_KEYS and value == LATER_KEYS[path]:
+            continue  # the behaviour from before the key existed: the old identity
         out[path] = value
     return out
 

@@ -8,10 +8,13 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
+from cofi_lightning.config import config_identity
+from cofi_lightning.config.identity import LATER_KEYS
 from cofi_lightning.pipeline import train
 from cofi_lightning.rundir import LOCK_FILE, RunDirError, RunLock
 
@@ -79,6 +82,35 @@ def test_resume_modes(compose_train, tiny_overrides, tmp_path):
     with pytest.raises(RunDirError, match="resume=never but .* already holds a run"):
         train(compose_train([*teacher_only, "resume=never"]))
     train(compose_train([*teacher_only, "resume=must"]))  # resumes (nothing left to do)
+
+
+IDENTITY_KEYS = Path(__file__).with_name("identity_keys.txt")
+
+
+def test_identity_keys_are_the_recorded_ones(compose_train):
+    """A key added to the schema changes every run's hash unless it is declared in LATER_KEYS
+    (with the value that reproduces earlier runs); this catches one added without a decision."""
+    keys = set(config_identity(compose_train()))
+    recorded = set(IDENTITY_KEYS.read_text().split())
+    added, removed = sorted(keys - recorded), sorted(recorded - keys)
+    assert not added, (
+        f"new identity keys {added}: declare each in LATER_KEYS (cofi_lightning/config/"
+        "identity.py) with the value that reproduces earlier runs, or, if its default changes "
+        f"what earlier configs compute, add it to {IDENTITY_KEYS.name}"
+    )
+    assert not removed, f"identity keys {removed} are gone: remove them from {IDENTITY_KEYS.name}"
+    assert not set(LATER_KEYS) & keys  # at their defaults, the later keys stay out
+
+
+def test_a_run_from_before_a_later_key_resumes(compose_train, tiny_overrides, tmp_path):
+    run_dir = tmp_path / "run"
+    teacher_only = [*tiny_overrides(run_dir), "stages=[teacher]"]
+    train(compose_train(teacher_only))
+    stored = json.loads((run_dir / "run.json").read_text())
+    assert not set(LATER_KEYS) & set(stored["identity"])  # what the code before them wrote
+    train(compose_train([*teacher_only, "resume=must"]))  # at their defaults: the same run
+    with pytest.raises(RunDirError, match=r"pruning\.target_lead_steps: '<absent>' -> 25"):
+        train(compose_train([*teacher_only, "pruning.target_lead_steps=25"]))
 
 
 def test_second_process_on_a_live_run_dir_fails_at_start(compose_train, tiny_overrides, tmp_path):
