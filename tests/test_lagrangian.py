@@ -158,11 +158,12 @@ def test_reset_windup_zeroes_lambda_1_only_when_it_pushes_the_wrong_way() -> Non
 def _simulate(reset: bool, steps: int = 240, ramp: int = 120, target: float = 0.6):
     """Masks and multipliers alone on a 4-layer tiny BERT's shapes, with a task pressure that
     resists pruning; returns ``[(t, ŝ)]`` per step."""
-    from tiny_bert import tiny_bert_kwargs
     from transformers import BertConfig
 
     from cofi_lightning.masks import CoFiMasks
     from cofi_lightning.modeling import CoFiBertConfig
+
+    from tiny_bert import tiny_bert_kwargs
 
     config = CoFiBertConfig.from_bert_config(
         BertConfig(**tiny_bert_kwargs(num_hidden_layers=4, intermediate_size=64)), num_labels=2

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from tiny_bert import tiny_bert_kwargs
 from transformers import BertConfig
 
 from cofi_lightning.latency import (
@@ -19,6 +18,8 @@ from cofi_lightning.latency.__main__ import main
 from cofi_lightning.latency.profile import width_grid
 from cofi_lightning.masks import CoFiMasks
 from cofi_lightning.modeling import CoFiBertConfig
+
+from tiny_bert import tiny_bert_kwargs
 
 
 def _config(**overrides) -> CoFiBertConfig:

@@ -8,7 +8,6 @@ import warnings
 import pytest
 import torch
 from datasets import Dataset
-from tiny_bert import tiny_bert_kwargs
 from transformers import BertConfig
 
 from cofi_lightning.config import ConfigError, DistillConfig, PruningConfig
@@ -17,6 +16,8 @@ from cofi_lightning.lit_module import CoFiSystem
 from cofi_lightning.masks import CoFiMasks
 from cofi_lightning.modeling import CoFiBertConfig, CoFiBertForSequenceClassification
 from cofi_lightning.teacher_cache import TeacherCache, open_or_build
+
+from tiny_bert import tiny_bert_kwargs
 
 LAYERS = 4  # the default distilled layers of a 4-layer teacher are [0, 3]
 

@@ -9,6 +9,7 @@ lives in ``pruning.py``; parameter counting in ``param_count.py``.
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import TYPE_CHECKING
 
 import torch
@@ -29,8 +30,15 @@ if TYPE_CHECKING:
     except ImportError:  # loaded as remote code
         pass
 
+log = logging.getLogger(__name__)
+
 #: Config keys that ``from_pretrained`` forwards to the config rather than to the model.
 _CONFIG_OVERRIDES = ("num_labels", "id2label", "label2id", "problem_type", "classifier_dropout")
+
+
+def _key(mismatch) -> str:
+    """The parameter name of a ``mismatched_keys`` entry (a name, or ``(name, shapes...)``)."""
+    return mismatch if isinstance(mismatch, str) else mismatch[0]
 
 
 @contextlib.contextmanager
@@ -121,6 +129,8 @@ class CoFiBertPreTrainedModel(PreTrainedModel):
         else:
             vanilla = False
         kwargs.setdefault("dtype", torch.float32)  # fp16 checkpoints train and compare in fp32
+        if vanilla:  # a task head of another size (e.g. an SST-2 model for STS-B) is re-initialised
+            kwargs.setdefault("ignore_mismatched_sizes", True)
         arch = (
             f"hidden_size={config.hidden_size}, num_heads={config.num_heads}, "
             f"intermediate_sizes={config.intermediate_sizes}"
@@ -148,6 +158,15 @@ class CoFiBertPreTrainedModel(PreTrainedModel):
         # vanilla checkpoints may carry an MLM / NSP head or a pooler the QA model does not use
         unexpected = [] if vanilla else list(info["unexpected_keys"])
         mismatched = list(info.get("mismatched_keys", []))
+        heads = [m for m in mismatched if allowed_missing and _key(m).startswith(allowed_missing)]
+        if heads:
+            log.warning(
+                "%s: the task head %s has another shape than this task needs and is "
+                "initialised anew",
+                pretrained_model_name_or_path,
+                [_key(m) for m in heads],
+            )
+        mismatched = [m for m in mismatched if m not in heads]
         if missing or unexpected or mismatched:
             raise CheckpointMismatchError(
                 f"weights in {pretrained_model_name_or_path} do not match the architecture "

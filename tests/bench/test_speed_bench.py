@@ -7,7 +7,6 @@ import statistics
 
 import pytest
 import torch
-from tiny_bert import tiny_bert_kwargs
 from transformers import BertConfig, BertForQuestionAnswering, BertForSequenceClassification
 
 from cofi_lightning.bench import (
@@ -28,6 +27,8 @@ from cofi_lightning.modeling import (
     CoFiBertForSequenceClassification,
     architecture_params,
 )
+
+from tiny_bert import tiny_bert_kwargs
 
 FAST = ["batch=2", "seq=8", "warmup=0", "rounds=2", "threads=1"]
 

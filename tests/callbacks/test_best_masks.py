@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-from tiny_bert import tiny_bert_kwargs
 from transformers import BertConfig
 
 from cofi_lightning.callbacks import BestMasksCheckpoint
 from cofi_lightning.constraint import ParamsConstraint
 from cofi_lightning.masks import CoFiMasks
 from cofi_lightning.modeling import CoFiBertConfig, CoFiBertForSequenceClassification
+
+from tiny_bert import tiny_bert_kwargs
 
 
 class FakeSystem:

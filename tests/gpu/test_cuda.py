@@ -3,11 +3,12 @@ training step, the exported model's bf16 inference and the benchmark's CUDA-even
 
 import pytest
 import torch
-from tiny_bert import tiny_bert_kwargs
 
 from cofi_lightning.bench.timing import make_inputs, resolve_device, time_models
 from cofi_lightning.masks import CoFiMasks
 from cofi_lightning.modeling import CoFiBertConfig, CoFiBertForSequenceClassification
+
+from tiny_bert import tiny_bert_kwargs
 
 pytestmark = pytest.mark.gpu
 

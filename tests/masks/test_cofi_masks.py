@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-from tiny_bert import tiny_bert_kwargs
 
 from cofi_lightning.masks import UNIT_NAMES, CoFiMasks, Masks
 from cofi_lightning.modeling import CoFiBertConfig
+
+from tiny_bert import tiny_bert_kwargs
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import sys
 import pytest
 import torch
 from test_pruning import random_masks
-from tiny_bert import tiny_bert_kwargs
 from transformers import (
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
@@ -33,6 +32,8 @@ from transformers import (
 
 from cofi_lightning.masks import CoFiMasks
 from cofi_lightning.modeling import UnsupportedModelError, family_of
+
+from tiny_bert import tiny_bert_kwargs
 
 PAD = 1  # RoBERTa's <pad>: positions count from it
 

@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from tiny_bert import tiny_bert_kwargs
 from transformers import (
     BertConfig,
     BertForQuestionAnswering,
@@ -20,6 +19,8 @@ from cofi_lightning.modeling import (
     CoFiBertForQuestionAnswering,
     CoFiBertForSequenceClassification,
 )
+
+from tiny_bert import tiny_bert_kwargs
 
 
 def batch(vocab=99, batch_size=3, seq=11, seed=0):
@@ -106,6 +107,27 @@ def test_weights_not_matching_config_fail_loudly(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointMismatchError, match="unexpected"):
         CoFiBertForSequenceClassification.from_pretrained(tmp_path)
+
+
+def test_task_head_of_another_size_is_initialised_anew(tmp_path, caplog):
+    """A classifier trained for 2 labels (e.g. an SST-2 model) starting an STS-B run (1 output):
+    the encoder loads, the head is new and the log says so; an encoder mismatch still raises."""
+    torch.manual_seed(0)
+    hf = BertForSequenceClassification(BertConfig(**tiny_bert_kwargs(num_labels=2)))
+    hf.save_pretrained(tmp_path)
+    with caplog.at_level("WARNING", logger="cofi_lightning.modeling.bert"):
+        model = CoFiBertForSequenceClassification.from_pretrained(tmp_path, num_labels=1)
+    assert model.classifier.weight.shape[0] == 1
+    assert "['classifier.bias', 'classifier.weight'] has another shape" in caplog.text
+    torch.testing.assert_close(
+        model.bert.encoder.layer[0].attention.self.query.weight,
+        hf.bert.encoder.layer[0].attention.self.query.weight,
+    )
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["intermediate_size"] = 40  # the encoder's FFN weights no longer fit
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointMismatchError, match="mismatched=.*intermediate"):
+        CoFiBertForSequenceClassification.from_pretrained(tmp_path, num_labels=1)
 
 
 def test_forward_has_no_graph_breaks():

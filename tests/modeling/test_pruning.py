@@ -9,7 +9,6 @@ import sys
 
 import pytest
 import torch
-from tiny_bert import tiny_bert_kwargs
 from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
 from cofi_lightning.masks import CoFiMasks, Masks
@@ -19,6 +18,8 @@ from cofi_lightning.modeling import (
     CoFiBertForSequenceClassification,
     architecture_params,
 )
+
+from tiny_bert import tiny_bert_kwargs
 
 MODELS = [CoFiBertForSequenceClassification, CoFiBertForQuestionAnswering]
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_bert import tiny_bert_kwargs
 from torch.utils.flop_counter import FlopCounterMode
 
 from cofi_lightning.masks import CoFiMasks
 from cofi_lightning.modeling import CoFiBertConfig, CoFiBertForSequenceClassification
 from cofi_lightning.modeling import layers as layers_module
+
+from tiny_bert import tiny_bert_kwargs
 
 
 def _model_and_masks():

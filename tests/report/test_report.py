@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 import yaml
 from matplotlib.image import imread
-from wandb_offline import offline_run_dir, read_offline_run
 
 from cofi_lightning.report import aggregate, collect_runs, parse_results, write_report
 from cofi_lightning.report.__main__ import main, parse_args
 from cofi_lightning.report.collect import ROW_FIELDS
 from cofi_lightning.report.plots import pareto_front
+
+from wandb_offline import offline_run_dir, read_offline_run
 
 GRID = [(abl, t, s) for abl in (None, "no_hidden_mask") for t in (0.6, 0.95) for s in (1, 2, 3)]
 GRID += [("no_distill", 0.95, 1)]

@@ -15,14 +15,15 @@ import torch
 from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.utilities import rank_zero_only
 from matplotlib.image import imread
-from tiny_bert import tiny_bert_kwargs
 from torch.utils.data import DataLoader
-from wandb_offline import read_offline_run
 
 from cofi_lightning.callbacks import StructureLogger, heatmap
 from cofi_lightning.masks import CoFiMasks
 from cofi_lightning.modeling import CoFiBertConfig
 from cofi_lightning.tracking import STRUCTURE_COLUMNS, WandbRun
+
+from tiny_bert import tiny_bert_kwargs
+from wandb_offline import read_offline_run
 
 CONFIG = {"task": {"name": "sst2"}, "pruning": {"target_sparsity": 0.6}, "seed": 3}
 

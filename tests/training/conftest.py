@@ -5,12 +5,13 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from tiny_bert import tiny_bert_kwargs
 from torch.utils.data import DataLoader, Dataset
 from transformers import BertConfig
 
 from cofi_lightning.modeling import CoFiBertConfig, CoFiBertForSequenceClassification
+
 from runs import tiny_run_overrides
+from tiny_bert import tiny_bert_kwargs
 
 TINY = tiny_bert_kwargs()
 

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from tiny_bert import tiny_bert_kwargs
 from transformers import BertConfig
 
 from cofi_lightning.config import ConfigError, PruningConfig, load_config
@@ -16,6 +15,8 @@ from cofi_lightning.latency import LatencyTable
 from cofi_lightning.masks import CoFiMasks
 from cofi_lightning.modeling import CoFiBertConfig
 from cofi_lightning.pipeline import train
+
+from tiny_bert import tiny_bert_kwargs
 
 
 def _table(config, ffn_cost: float = 5.0) -> LatencyTable:

@@ -7,11 +7,12 @@ import os
 
 import lightning as L
 import pytest
-from runs import Crash
 from transformers import AutoModelForSequenceClassification
 
 from cofi_lightning.config import load_config
 from cofi_lightning.pipeline import RESULT_KEYS, summary_table, train
+
+from runs import Crash
 
 
 class FirstStep(L.Callback):
@@ -276,3 +277,16 @@ def test_push_to_hub_after_the_export_and_a_failure_loses_nothing(
     assert kwargs["repo_id"] == "me/cofi-sst2"
     assert kwargs["folder_path"] == str(run_dir / "pruned_model")
     assert kwargs["commit_message"].startswith("CoFi sst2 at sparsity ")
+
+
+def test_regression_task_through_every_stage(compose_train, tiny_overrides, tmp_path):
+    """STS-B (one output, MSE; Spearman selects): teacher, cached distillation, pruning, export."""
+    run_dir = tmp_path / "run"
+    results = train(compose_train([*tiny_overrides(run_dir), "task=stsb", "pruning.epochs=1"]))
+    assert results["main_metric"] == "spearman"
+    for stage in ("teacher", "pruned"):
+        assert set(results[stage]) >= {"pearson", "spearman"}
+        assert all(-100 <= v <= 100 for v in results[stage].values())
+    model = AutoModelForSequenceClassification.from_pretrained(results["export_dir"])
+    assert model.config.num_labels == 1  # a regression head survives the export
+    assert model.num_encoder_params() == results["params"]["pruned"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from runs import Crash, tiny_run_overrides
 from safetensors.torch import load_file
 
 from cofi_lightning.pipeline import train
+
+from runs import Crash, tiny_run_overrides
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from cofi_lightning.lagrangian import TargetPath
 from cofi_lightning.operating_points import POINT_KEYS, objective
 from cofi_lightning.pipeline import RESULT_KEYS, train
 from cofi_lightning.report import collect_runs
+
 from runs import Crash
 
 # 48 sentences / batch 8 = 6 steps an epoch; 4 epochs = 24 pruning steps. The path: 1 step

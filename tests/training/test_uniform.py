@@ -7,12 +7,13 @@ import json
 
 import pytest
 import torch
-from tiny_bert import tiny_bert_kwargs
 from transformers import BertConfig
 
 from cofi_lightning.masks import CoFiMasks
 from cofi_lightning.modeling import CoFiBertConfig, CoFiBertForSequenceClassification
 from cofi_lightning.uniform import uniform_masks
+
+from tiny_bert import tiny_bert_kwargs
 
 
 def _model():

@@ -111,6 +111,19 @@ for t in 0.6 0.9; do
   JOBS[lead25_b1000_s${t}_seed57]="distill.teacher=$TEACHER pruning.target_sparsity=$t \
 pruning.target_lead_steps=25 $(budget 1000)"
 done
+# a second task: STS-B (regression, Spearman; 5,749 training pairs), its own teacher (5 epochs,
+# best of evaluations every half epoch), then full CoFi and the uniform baseline on SST-2's
+# 1,000-step schedule (5.6 epochs of STS-B)
+JOBS[stsb_teacher]="task=stsb 'stages=[teacher]' distill.teacher_training.epochs=5 \
+distill.teacher_training.eval_every_steps=90"
+STSB_TEACHER=$ROOT/stsb_teacher/teacher/model
+for t in 0.6 0.9; do
+  JOBS[stsb_full_b1000_s${t}_seed57]="task=stsb distill.teacher=$STSB_TEACHER \
+pruning.target_sparsity=$t $(budget 1000)"
+  JOBS[stsb_uniform_b1000_s${t}_seed57]="task=stsb distill.teacher=$STSB_TEACHER \
+pruning.target_sparsity=$t pruning.method=uniform pruning.finetune.max_steps=1333 \
+pruning.finetune.eval_every_steps=50"
+done
 for a in no_hidden_mask no_layer_masks fixed_layer_map no_distill; do
   JOBS[${a}_b1000_s0.6_seed57]="distill.teacher=$TEACHER pruning.target_sparsity=0.6 ablation=$a \
 $(budget 1000)"
@@ -120,7 +133,7 @@ case "${1:-list}" in
   list)
     for job in $(printf '%s\n' "${!JOBS[@]}" | sort); do
       state=todo
-      [[ -f $ROOT/$job/results.json || ( $job == teacher && -f $ROOT/$job/teacher/DONE.json ) ]] \
+      [[ -f $ROOT/$job/results.json || ( $job == *teacher && -f $ROOT/$job/teacher/DONE.json ) ]] \
         && state=done
       [[ $state == todo && -d $ROOT/$job ]] && state=started
       [[ -d $HERE/runs/$job ]] && state=collected
@@ -150,7 +163,7 @@ PY
   collect)
     for dir in "$ROOT"/*/; do
       job=$(basename "$dir")
-      [[ -f $dir/results.json || ( $job == teacher && -f $dir/teacher/DONE.json ) ]] || continue
+      [[ -f $dir/results.json || ( $job == *teacher && -f $dir/teacher/DONE.json ) ]] || continue
       out=$HERE/runs/$job
       mkdir -p "$out"
       (cd "$dir" && find . \( -name results.json -o -name DONE.json -o -name meta.json \
@@ -246,17 +259,19 @@ runs = []
 for job in sorted(runs_dir.glob(f"*_b{budget}_s*_seed*")):
     found, problems = collect_runs(job)
     assert not problems, problems
-    # labelled by the job's variant (e.g. orig_restart, which results.json calls plain "full")
+    # labelled by the job's variant (e.g. orig_restart, which results.json calls plain "full");
+    # jobs of another task than SST-2 start with the task's name (stsb_full_...)
     variant = re.fullmatch(r"(.+)_b\d+_s[\d.]+_seed\d+", job.name).group(1)
-    runs += [dataclasses.replace(run, ablation=variant) for run in found]
+    runs += [dataclasses.replace(r, ablation=variant.removeprefix(f"{r.task}_")) for r in found]
 groups = aggregate(runs)  # the report's grouping and statistics
-full = {g.target_sparsity: g for g in groups if g.ablation == "full"}
+full = {(g.task, g.target_sparsity): g for g in groups if g.ablation == "full"}
 print(f"{budget} pruning steps; mean ± sample std over seeds; difference to full CoFi at the same "
       "target with its standard error sqrt(s1²/n1 + s2²/n2)")
-print("| variant | target | seeds | sparsity | accuracy | vs full | speedup |")
-print("|---|---|---|---|---|---|---|")
-for g in sorted(groups, key=lambda g: (g.target_sparsity, g.ablation != "full", g.ablation)):
-    diff, ref = "–", full.get(g.target_sparsity)
+print("| task | variant | target | seeds | sparsity | metric | vs full | speedup |")
+print("|---|---|---|---|---|---|---|---|")
+for g in sorted(groups, key=lambda g: (g.task != "sst2", g.task, g.target_sparsity,
+                                       g.ablation != "full", g.ablation)):
+    diff, ref = "–", full.get((g.task, g.target_sparsity))
     if g.ablation != "full" and ref is not None:
         diff = f"{g.pruned.mean - ref.pruned.mean:+.2f}"
         if g.pruned.std is None or ref.pruned.std is None:
@@ -266,7 +281,7 @@ for g in sorted(groups, key=lambda g: (g.target_sparsity, g.ablation != "full", 
             diff += f" ± {se:.2f}"
     seeds = ",".join(str(r.seed) for r in sorted(g.runs, key=lambda r: r.seed))
     speed = g.speedup.format(2, unit="×") if g.speedup else "–"
-    print(f"| {g.ablation} | {g.target_sparsity:g} | {seeds} | {g.sparsity.format(1, scale=100)} "
+    print(f"| {g.task} | {g.ablation} | {g.target_sparsity:g} | {seeds} | {g.sparsity.format(1, scale=100)} "
           f"| {g.pruned.format(2)} | {diff} | {speed} |")
 PY
     ;;
