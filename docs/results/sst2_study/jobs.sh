@@ -8,10 +8,10 @@
 #   bash docs/results/sst2_study/jobs.sh latency         # speed targets: target vs measured
 #   bash docs/results/sst2_study/jobs.sh speed [job...]  # time the exports (idle machine, 2 threads)
 #   [BUDGET=1000] bash docs/results/sst2_study/jobs.sh compare   # variants vs full CoFi over seeds
+#   bash docs/results/sst2_study/jobs.sh report          # report.md, plots and curves of this folder
 # Runs live in runs/sst2_study/<job>; `collect` keeps what the report needs (results.json, the
 # stages' DONE.json, CSV logs, config) under docs/results/sst2_study/runs/<job>/, so the report
-# regenerates from the repository alone:
-#   python -m cofi_lightning.report docs/results/sst2_study/runs out=docs/results/sst2_study
+# regenerates from the repository alone (`report`).
 set -euo pipefail
 ROOT=runs/sst2_study
 TEACHER=${TEACHER:-$ROOT/teacher/teacher/model}
@@ -285,6 +285,14 @@ for g in sorted(groups, key=lambda g: (g.task != "sst2", g.task, g.target_sparsi
           f"| {g.pruned.format(2)} | {diff} | {speed} |")
 PY
     ;;
+  report)  # the report of the 1,000-step runs and the teachers; runs that differ from their
+    # variant only by one option (orig_*, lead25_*) would be duplicates there: see `compare`
+    dirs=("$HERE"/runs/*teacher)
+    for dir in "$HERE"/runs/*_b1000_*; do
+      case $(basename "$dir") in orig_* | lead25_*) ;; *) dirs+=("$dir") ;; esac
+    done
+    python -m cofi_lightning.report "${dirs[@]}" out="$HERE"
+    ;;
   speed)  # time every finished single-target export (or the named jobs): CPU fp32, batch 32 x 128
     shift
     jobs=("$@")
@@ -299,6 +307,6 @@ PY
         | grep -E "speedup|^pruned|^baseline" || true
     done
     ;;
-  *) echo "usage: $0 list | run <job>... | collect | budgets | path | latency | speed [job...] | compare" >&2
+  *) echo "usage: $0 list | run <job>... | collect | budgets | path | latency | speed [job...] | compare | report" >&2
     exit 2 ;;
 esac
