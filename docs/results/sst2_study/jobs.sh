@@ -107,6 +107,10 @@ ${ORIGINAL_CHOICES[$c]} $(budget 1000)"
 done
 # the controller tracking t(step + 25) (pruning.target_lead_steps): does ŝ meet |ŝ − t| <= 0.02
 # from the end of the ramp on (the 90% runs lag by 0.03-0.07 there), and at what accuracy
+# ...and with 3x faster masks and multipliers (pruning.reg_lr 0.3): at 90% ŝ stalls at 0.82-0.85
+# when the ramp ends while λ1 grows, as if the log-alphas could not move faster under Adam
+JOBS[reglr0.3_b1000_s0.9_seed57]="distill.teacher=$TEACHER pruning.target_sparsity=0.9 \
+pruning.reg_lr=0.3 $(budget 1000)"
 for t in 0.6 0.9; do
   JOBS[lead25_b1000_s${t}_seed57]="distill.teacher=$TEACHER pruning.target_sparsity=$t \
 pruning.target_lead_steps=25 $(budget 1000)"
@@ -286,10 +290,10 @@ for g in sorted(groups, key=lambda g: (g.task != "sst2", g.task, g.target_sparsi
 PY
     ;;
   report)  # the report of the 1,000-step runs and the teachers; runs that differ from their
-    # variant only by one option (orig_*, lead25_*) would be duplicates there: see `compare`
+    # variant only by one option (orig_*, lead25_*, reglr*) would be duplicates there: see `compare`
     dirs=("$HERE"/runs/*teacher)
     for dir in "$HERE"/runs/*_b1000_*; do
-      case $(basename "$dir") in orig_* | lead25_*) ;; *) dirs+=("$dir") ;; esac
+      case $(basename "$dir") in orig_* | lead25_* | reglr*) ;; *) dirs+=("$dir") ;; esac
     done
     python -m cofi_lightning.report "${dirs[@]}" out="$HERE"
     ;;
