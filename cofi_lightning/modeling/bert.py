@@ -164,7 +164,7 @@ class CoFiBertPreTrainedModel(PreTrainedModel):
                 "%s: the task head %s has another shape than this task needs and is "
                 "initialised anew",
                 pretrained_model_name_or_path,
-                [_key(m) for m in heads],
+                sorted(_key(m) for m in heads),
             )
         mismatched = [m for m in mismatched if m not in heads]
         if missing or unexpected or mismatched:
