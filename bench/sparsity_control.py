@@ -8,10 +8,7 @@ stand-in for the task loss: every unit resists pruning with a fixed random impor
 behind the ramp, the largest overshoot after mid-ramp, the largest |ŝ − t| from the end of the
 ramp to the end, and how many steps after the ramp ŝ needs to stay within 0.02 of t::
 
-    python bench/sparsity_control.py [--model DIR] [--pressure 0.02] [--lead 0] [--out FILE]
-
-``--lead N`` makes the multipliers track ``t(step + N)`` (``pruning.target_lead_steps``) while the
-numbers are still measured against ``t(step)``.
+    python bench/sparsity_control.py [--model DIR] [--pressure 0.02] [--out FILE]
 
 ``--runs DIR...`` reports the same numbers for finished prune stages of real runs (their CSV logs,
 ``--pre`` and ``--ramp`` giving the schedule) and plots ŝ against t for them (``--plot FILE``)::
@@ -36,7 +33,7 @@ from cofi_lightning.modeling import CoFiBertConfig
 DEFAULT_MODEL = Path(__file__).resolve().parents[1].parent / "shared/models/all-MiniLM-L6-v2"
 
 
-def simulate(config, *, target, pre, ramp, steps, reg_lr, reset, pressure, lead=0, seed=0) -> dict:
+def simulate(config, *, target, pre, ramp, steps, reg_lr, reset, pressure, seed=0) -> dict:
     masks, multipliers = CoFiMasks(config), LagrangeMultipliers()
     optimizer = torch.optim.AdamW(
         [
@@ -51,13 +48,12 @@ def simulate(config, *, target, pre, ramp, steps, reg_lr, reset, pressure, lead=
     trace = []
     for step in range(pre, steps):
         t = target_sparsity(step - pre, target=target, warmup_steps=ramp)
-        pull = target_sparsity(step - pre + lead, target=target, warmup_steps=ramp)
         z = masks.sample(masks.noise(g))
         task = sum((importance[u] * (1 - v)).sum() for u, v in z.items()) * pressure
         s_hat = masks.expected_sparsity()
         if reset:
-            multipliers.reset_windup_(float(s_hat.detach()) - pull, optimizer)
-        (task + multipliers(s_hat, pull)).backward()
+            multipliers.reset_windup_(float(s_hat.detach()) - t, optimizer)
+        (task + multipliers(s_hat, t)).backward()
         optimizer.step()
         optimizer.zero_grad()
         masks.clamp_()
@@ -117,7 +113,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
     parser.add_argument("--pressure", type=float, default=0.02)
-    parser.add_argument("--lead", type=int, default=0, help="pruning.target_lead_steps")
     parser.add_argument("--out", default=None)
     parser.add_argument("--runs", nargs="*", default=None, help="run dirs with a prune stage")
     parser.add_argument("--pre", type=int, default=0, help="with --runs: pre-pruning steps")
@@ -143,10 +138,8 @@ def main() -> None:
             reg_lr=reg_lr,
             reset=reset,
             pressure=args.pressure,
-            lead=args.lead,
         )
         row = {"ramp": ramp, "steps": steps, "target": target, "reg_lr": reg_lr, "reset": reset}
-        row["lead"] = args.lead
         rows.append({**row, **{k: round(v, 3) for k, v in result.items()}})
         print(json.dumps(rows[-1]), flush=True)  # noqa: T201  (a CLI script's output)
     if args.out:

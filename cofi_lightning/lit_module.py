@@ -288,15 +288,14 @@ class CoFiSystem(L.LightningModule):
         """Masks and the Lagrangian are on (pruning stage, after the distillation-only warm-up)."""
         return self.masks is not None and self.global_step >= self.pre_pruning_steps
 
-    def target_now(self, lead: int = 0) -> float:
-        """The target sparsity t (0 / ``start_sparsity`` during the warm-up), ``lead`` steps
-        ahead of the current step (``pruning.target_lead_steps`` for the controller)."""
+    def target_now(self) -> float:
+        """The current target sparsity t (0 / ``start_sparsity`` during the warm-up)."""
         assert self.pruning is not None and self.constraint is not None
         path = self.target_path
         if path is None:  # stepped without configure_optimizers (tests): the one-target ramp
             start = self.pruning.start_sparsity
             path = TargetPath((self.constraint.target,), (self.lagrangian_warmup_steps,), (), start)
-        return path(self.global_step - self.pre_pruning_steps + lead)
+        return path(self.global_step - self.pre_pruning_steps)
 
     def _train_masks(self) -> Masks:
         """Masks of this optimizer step: fresh noise once per step, a fresh graph per micro-batch.
@@ -398,12 +397,11 @@ class CoFiSystem(L.LightningModule):
         if pruning:
             s_hat = constraint.expected(self.masks)
             target = self.target_now()
-            pull = self.target_now(self.pruning.target_lead_steps)  # what the controller tracks
             if self.pruning.multiplier_reset:
                 optimizer = self.optimizers(use_pl_optimizer=False) if self._trainer else None
-                reset = self.multipliers.reset_windup_(float(s_hat.detach()) - pull, optimizer)
+                reset = self.multipliers.reset_windup_(float(s_hat.detach()) - target, optimizer)
                 self.log("sparsity/lambda_1_reset", float(reset))
-            lag = self.multipliers(s_hat, pull)
+            lag = self.multipliers(s_hat, target)
         else:
             with torch.no_grad():
                 s_hat = constraint.expected(self.masks)

@@ -52,9 +52,7 @@ NON_IDENTITY_KEYS: frozenset[str] = frozenset(
 #: hash and directory and lets it resume; any other value is part of the identity as usual. A new
 #: key belongs here unless its default changes what earlier configs compute
 #: (``tests/training/test_run_identity.py`` holds the key list this is checked against).
-LATER_KEYS: dict[str, Any] = {
-    "pruning.target_lead_steps": 0,
-}
+LATER_KEYS: dict[str, Any] = {}
 
 HASH_LENGTH = 8
 

@@ -163,11 +163,6 @@ class PruningConfig(StageConfig):
         multiplier_reset: Anti-windup of the Lagrangian: zero λ1 and its optimizer state when it
             pushes ŝ away from t (see ``LagrangeMultipliers.reset_windup_``); False is the
             original's plain ascent.
-        target_lead_steps: Feed-forward for the ramp: the Lagrangian pulls ŝ towards
-            ``t(step + lead)`` instead of ``t(step)``, so the lag of the multipliers (ŝ trails a
-            steep ramp by about the lead's worth of steps) is spent before the ramp ends. The
-            schedule, the logged ``sparsity/target``, the selection window and the path's
-            length are unchanged; 0 (the default) is the paper's controller.
         sparsity_epsilon: An evaluation competes for "best" when |s − t| <= epsilon.
         select_on: Which sparsity s that window reads: ``deterministic`` (the real sparsity of the
             deterministic masks, i.e. of the export) or ``expected`` (the gates' ŝ, as CoFi).
@@ -200,7 +195,6 @@ class PruningConfig(StageConfig):
     lagrangian_warmup_epochs: float = 2.0
     lagrangian_warmup_steps: int | None = None
     multiplier_reset: bool = True
-    target_lead_steps: int = 0
     sparsity_epsilon: float = 0.01
     select_on: str = "deterministic"
     checkpoint_every_steps: int = 200
@@ -233,7 +227,6 @@ class PruningConfig(StageConfig):
             0,
             strict=False,
         )
-        at_least(self, "pruning", ("target_lead_steps",), 0, strict=False)
         at_least(self, "pruning", ("checkpoint_every_steps",), 1, strict=False)
         require(self.method in METHODS, "pruning.method", f"must be in {METHODS}", self.method)
         require(

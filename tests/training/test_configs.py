@@ -98,7 +98,6 @@ def test_unknown_keys_and_wrong_types_fail_at_compose(compose_train, override, m
         ("ablation_name=no_heads", "ablation must be one of"),
         ("task.name=sst3", "task.name must be one of"),
         ("pruning.reg_lr=-1", "pruning.reg_lr must be >= 0"),
-        ("pruning.target_lead_steps=-5", "pruning.target_lead_steps must be >= 0"),
         ("pruning.finetune.schedule=cosine", "pruning.finetune.schedule must be in"),
         ("distill.teacher_training.eval_every_steps=0", "distill.teacher_training.eval_every_st"),
         ("optim.warmup_ratio=1.0", "optim.warmup_ratio must be in [0, 1)"),

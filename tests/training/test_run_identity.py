@@ -102,15 +102,22 @@ def test_identity_keys_are_the_recorded_ones(compose_train):
     assert not set(LATER_KEYS) & keys  # at their defaults, the later keys stay out
 
 
-def test_a_run_from_before_a_later_key_resumes(compose_train, tiny_overrides, tmp_path):
+def test_a_run_from_before_a_later_key_resumes(
+    compose_train, tiny_overrides, tmp_path, monkeypatch
+):
+    """A key declared later (here ``pruning.multiplier_reset``, as if it were new): a run whose
+    run.json lacks it resumes at the key's old-behaviour value and is refused at another."""
+    from cofi_lightning.config import identity
+
+    monkeypatch.setitem(identity.LATER_KEYS, "pruning.multiplier_reset", True)
     run_dir = tmp_path / "run"
     teacher_only = [*tiny_overrides(run_dir), "stages=[teacher]"]
     train(compose_train(teacher_only))
     stored = json.loads((run_dir / "run.json").read_text())
-    assert not set(LATER_KEYS) & set(stored["identity"])  # what the code before them wrote
-    train(compose_train([*teacher_only, "resume=must"]))  # at their defaults: the same run
-    with pytest.raises(RunDirError, match=r"pruning\.target_lead_steps: '<absent>' -> 25"):
-        train(compose_train([*teacher_only, "pruning.target_lead_steps=25"]))
+    assert "pruning.multiplier_reset" not in stored["identity"]  # as the code before it wrote
+    train(compose_train([*teacher_only, "resume=must"]))  # at that value: the same run
+    with pytest.raises(RunDirError, match=r"pruning\.multiplier_reset: '<absent>' -> False"):
+        train(compose_train([*teacher_only, "pruning.multiplier_reset=false"]))
 
 
 def test_second_process_on_a_live_run_dir_fails_at_start(compose_train, tiny_overrides, tmp_path):
