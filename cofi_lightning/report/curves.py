@@ -162,9 +162,7 @@ def plot_teacher_curves(run_dirs: Sequence[str | Path], out_dir: Path) -> list[P
         mine = [c for c in curves if c.task == task and c.metric]
         if not mine:
             continue
-        fig = Figure(figsize=(7, 5), layout="constrained")
-        FigureCanvasAgg(fig)
-        top, bottom = fig.subplots(2, 1, sharex=True)
+        fig, top, bottom = _step_panels(height=5)
         named = len(mine) <= 8  # a legend per run only while it stays readable
         for k, curve in enumerate(mine):
             color = f"C{k % 10}"
@@ -178,13 +176,7 @@ def plot_teacher_curves(run_dirs: Sequence[str | Path], out_dir: Path) -> list[P
         top.set_ylabel(f"validation {mine[0].metric_name} (%)")
         top.set_title(f"{task}: teacher")
         bottom.set_ylabel("training loss (running mean)")
-        bottom.set_xlabel("optimizer step")
-        for ax in (top, bottom):
-            ax.grid(True, alpha=0.3)
-        top.legend(fontsize="small")
-        path = out_dir / f"{slug(task)}_teacher_curves.png"
-        fig.savefig(path, dpi=100)
-        paths.append(path)
+        paths.append(_save(fig, [top], out_dir / f"{slug(task)}_teacher_curves.png"))
     return paths
 
 
@@ -216,9 +208,7 @@ def plot_prune_curves(groups: Sequence[Group], out_dir: Path) -> list[Path]:
         curves = [(r, c) for r, c in curves if c is not None and c.expected]
         if not curves:
             continue
-        fig = Figure(figsize=(7, 6), layout="constrained")
-        FigureCanvasAgg(fig)
-        top, bottom = fig.subplots(2, 1, sharex=True)
+        fig, top, bottom = _step_panels(height=6)
         labelled: set[str] = set()
         for run, curve in curves:
             color = colors[run.ablation]
@@ -239,14 +229,29 @@ def plot_prune_curves(groups: Sequence[Group], out_dir: Path) -> list[Path]:
         top.set_ylabel("expected sparsity ŝ (%)")
         top.set_title(f"{task}, target {100 * target:g}%: prune stage")
         bottom.set_ylabel(f"validation {mine[0].main_metric} (%)")
-        bottom.set_xlabel("optimizer step")
-        for ax in (top, bottom):
-            ax.grid(True, alpha=0.3)
-            ax.legend(fontsize="small")
-        path = out_dir / f"{slug(task)}_s{target:g}_prune_curves.png"
-        fig.savefig(path, dpi=100)
-        paths.append(path)
+        paths.append(
+            _save(fig, [top, bottom], out_dir / f"{slug(task)}_s{target:g}_prune_curves.png")
+        )
     return paths
+
+
+def _step_panels(height: float) -> tuple[Figure, object, object]:
+    """A figure of two gridded panels over a shared optimizer-step axis."""
+    fig = Figure(figsize=(7, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for ax in (top, bottom):
+        ax.grid(True, alpha=0.3)
+    bottom.set_xlabel("optimizer step")
+    return fig, top, bottom
+
+
+def _save(fig: Figure, legends: Sequence[object], path: Path) -> Path:
+    """Draw the legends of ``legends`` (axes) and write ``fig`` to ``path``."""
+    for ax in legends:
+        ax.legend(fontsize="small")
+    fig.savefig(path, dpi=100)
+    return path
 
 
 def _plot_targets(ax, curves: Sequence[tuple[object, PruneCurve]], colors: dict[str, str]) -> None:
