@@ -76,23 +76,22 @@ def _tracking(trace: list[tuple[int, float, float]], pre: int, ramp: int) -> dic
 
 
 def _real_runs(args) -> None:
-    import csv
-
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from cofi_lightning.report.curves import read_prune_curve
 
     fig = Figure(figsize=(7, 4), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     rows = []
     for run in args.runs:
-        path = sorted(Path(run).glob("prune/csv/version_*/metrics.csv"))[-1]
-        with path.open(newline="") as handle:
-            trace = [
-                (int(r["step"]), float(r["sparsity/target"]), float(r["sparsity/expected"]))
-                for r in csv.DictReader(handle)
-                if r.get("sparsity/target")
-            ]
+        # every attempt of a resumed stage, the later one winning for replayed steps
+        curve = read_prune_curve(Path(run), "accuracy")
+        if curve is None or not curve.target:
+            raise SystemExit(f"{run}: no prune-stage CSV log with the target (logger=csv)")
+        expected = dict(curve.expected)
+        trace = [(step, t, expected[step]) for step, t in curve.target if step in expected]
         best = json.loads((Path(run) / "prune" / "best" / "meta.json").read_text())
         result = {k: round(v, 3) for k, v in _tracking(trace, args.pre, args.ramp).items()}
         rows.append({"run": Path(run).name, **result, "selected": best})
