@@ -51,7 +51,8 @@ NON_IDENTITY_KEYS: frozenset[str] = frozenset(
 #: At that value a key is left out of the identity, so adding an option keeps every existing run's
 #: hash and directory and lets it resume; any other value is part of the identity as usual. A new
 #: key belongs here unless its default changes what earlier configs compute
-#: (``tests/training/test_run_identity.py`` holds the key list this is checked against).
+#: (``tests/training/identity_keys.txt`` records the identity's keys, ``test_run_identity.py``
+#: checks them).
 LATER_KEYS: dict[str, Any] = {}
 
 HASH_LENGTH = 8

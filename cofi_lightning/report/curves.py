@@ -156,7 +156,9 @@ def plot_teacher_curves(run_dirs: Sequence[str | Path], out_dir: Path) -> list[P
     training loss (bottom, a running mean over about 2% of the stage) per optimizer step, one
     line per run that trained a teacher. Returns the written PNGs
     (``<task>_teacher_curves.png``); none without teacher CSV logs."""
-    curves = [c for c in map(read_teacher_curve, dict.fromkeys(map(Path, run_dirs))) if c]
+    # a run named as a source is also among the collected runs (by its resolved path): once
+    unique = dict.fromkeys(Path(d).resolve() for d in run_dirs)
+    curves = [c for c in map(read_teacher_curve, unique) if c]
     paths = []
     for task in dict.fromkeys(c.task for c in curves):
         mine = [c for c in curves if c.task == task and c.metric]

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 from matplotlib.image import imread
 
-from cofi_lightning.report import collect_runs, write_report
+from cofi_lightning.report import collect_runs, curves, write_report
 from cofi_lightning.report.curves import read_prune_curve, read_teacher_curve
 
 COLUMNS = [
@@ -194,7 +195,7 @@ def test_teacher_curve_marks_the_kept_evaluation(tmp_path):
     assert curve.kept == (19, 88.49999)  # the best evaluation, not the last
 
 
-def test_report_draws_the_teacher_of_a_teacher_only_source(tmp_path):
+def test_report_draws_the_teacher_of_a_teacher_only_source(tmp_path, monkeypatch):
     run = write_run(tmp_path / "runs", "full", None, 0.6, [4, 2])
     teacher = write_teacher_run(tmp_path, kept=88.5)
     path = write_report(*collect_runs([run, teacher]), tmp_path / "report", sources=[run, teacher])
@@ -207,5 +208,9 @@ def test_report_draws_the_teacher_of_a_teacher_only_source(tmp_path):
     assert "teacher_curves" not in path.read_text()
     # a run that trained its own teacher (the whole pipeline in one run directory) draws it
     write_log(run, 0, [{"step": 9, "val/accuracy": 81.0}], stage="teacher")
-    path = write_report(*collect_runs([run]), tmp_path / "report3", sources=[run])
+    read, reader = [], curves.read_teacher_curve
+    monkeypatch.setattr(curves, "read_teacher_curve", lambda d: read.append(d) or reader(d))
+    relative = Path(os.path.relpath(run))  # as typed on the command line
+    path = write_report(*collect_runs([relative]), tmp_path / "report3", sources=[relative])
     assert "![mrpc_teacher_curves](mrpc_teacher_curves.png)" in path.read_text()
+    assert read == [run.resolve()]  # the source and its collected run: one curve, drawn once
