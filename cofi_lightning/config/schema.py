@@ -81,6 +81,13 @@ class TaskConfig:
     ``cofi_lightning.data.tasks.TASKS``).
 
     Attributes:
+        name: The task (a key of ``TASKS``: the 8 GLUE tasks and ``squad``).
+        num_labels: Classes of the task head (1 for STS-B's regression); must match the task.
+        metrics: The metrics the task reports (informational; the registry computes them).
+        main_metric: The metric that selects and summarises (informational; from the registry).
+        max_seq_length: Tokens per example after truncation (384 for SQuAD, with a stride).
+        eval_splits / eval_names: The validation split(s) and their names (the model card
+            reports the first).
         datamodule: The DataModule node (``_target_``, ``_partial_: true``; built with the
             tokenizer and the run's seed).
     """
@@ -217,6 +224,9 @@ class TrainConfig:
         run_dir: The run directory (None: Hydra's output dir, ``outputs/<experiment>/<run_name>``).
         resume: ``auto`` (resume a run dir of the same config, refuse one of another), ``must``
             (also refuse to start from nothing) or ``never`` (refuse any existing run).
+        trainer: Lightning ``Trainer`` arguments (``conf/trainer``: cpu, gpu, ddp).
+        logger: Loggers by name (``conf/logger``: wandb, wandb_csv, csv, none).
+        callbacks: Extra callbacks by name (``conf/callbacks``).
     """
 
     seed: int = 57
