@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 # Prune MiniLM-L6 with random masks and check the compact model equals the masked one.
 demo-exact: $(STAMP)
-	$(PYTHON) -m cofi_lightning.demo
+	$(PYTHON) -m cofi_lightning.tools.demo
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q
@@ -31,8 +31,8 @@ test-all: $(STAMP)
 	$(PYTHON) -m pytest -q -m "not gpu"
 
 bench: $(STAMP)
-	$(PYTHON) bench/pruned_speed.py
-	$(PYTHON) bench/train_step.py
+	$(PYTHON) scripts/pruned_speed.py
+	$(PYTHON) scripts/train_step.py
 
 lint: $(STAMP)
 	ruff check . && ruff format --check .

@@ -20,11 +20,11 @@ from omegaconf import DictConfig
 import cofi_lightning.config  # noqa: F401  (registers the config schema and the cofi.* resolvers)
 from cofi_lightning.config import ConfigError
 from cofi_lightning.data import DataError
-from cofi_lightning.hub import HubPushError
-from cofi_lightning.operating_points import objective
-from cofi_lightning.pipeline import train
-from cofi_lightning.preflight import ModelSourceError
-from cofi_lightning.rundir import RunDirError
+from cofi_lightning.run.hub import HubPushError
+from cofi_lightning.run.operating_points import objective
+from cofi_lightning.run.pipeline import train
+from cofi_lightning.run.preflight import ModelSourceError
+from cofi_lightning.run.rundir import RunDirError
 
 log = logging.getLogger("train")
 # A deprecation inside Lightning itself, repeated at every fit; nothing a user can act on.

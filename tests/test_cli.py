@@ -1,10 +1,11 @@
-"""The ``key=value`` spelling shared by the package's argparse commands (``cofi_lightning.cli``)."""
+"""The ``key=value`` spelling shared by the package's argparse commands
+(``cofi_lightning.tools.cli``)."""
 
 import argparse
 
 import pytest
 
-from cofi_lightning.cli import boolean, int_at_least, key_values_to_options, parse_key_values
+from cofi_lightning.tools.cli import boolean, int_at_least, key_values_to_options, parse_key_values
 
 
 def test_only_key_value_tokens_are_rewritten():

@@ -10,10 +10,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MODULES = (
-    "cofi_lightning.bench",
-    "cofi_lightning.data.prepare",
-    "cofi_lightning.demo",
-    "cofi_lightning.report",
+    "cofi_lightning.tools.bench",
+    "cofi_lightning.tools.prepare",
+    "cofi_lightning.tools.demo",
+    "cofi_lightning.tools.report",
 )
 
 

@@ -1,6 +1,6 @@
 """The pruning-exactness demo (`make demo` before the training pipeline) runs and is exact."""
 
-from cofi_lightning.demo import main
+from cofi_lightning.tools.demo import main
 
 
 def test_demo_on_two_layer_minilm(minilm_l2_dir):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cofi_lightning.distillation import (
+from cofi_lightning.core.distillation import (
     LayerDistiller,
     distillation_loss,
     dynamic_layer_mapping,

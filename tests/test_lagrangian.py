@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cofi_lightning.lagrangian import (
+from cofi_lightning.core.lagrangian import (
     LagrangeMultipliers,
     multiplier_param_group,
     target_sparsity,
@@ -160,7 +160,7 @@ def _simulate(reset: bool, steps: int = 240, ramp: int = 120, target: float = 0.
     resists pruning; returns ``[(t, ŝ)]`` per step."""
     from transformers import BertConfig
 
-    from cofi_lightning.masks import CoFiMasks
+    from cofi_lightning.core.masks import CoFiMasks
     from cofi_lightning.modeling import CoFiBertConfig
 
     from tiny_bert import tiny_bert_kwargs

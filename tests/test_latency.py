@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import BertConfig
 
+from cofi_lightning.core.masks import CoFiMasks
 from cofi_lightning.latency import (
     LatencyTable,
     LatencyTableError,
@@ -16,7 +17,6 @@ from cofi_lightning.latency import (
 )
 from cofi_lightning.latency.__main__ import main
 from cofi_lightning.latency.profile import width_grid
-from cofi_lightning.masks import CoFiMasks
 from cofi_lightning.modeling import CoFiBertConfig
 
 from tiny_bert import tiny_bert_kwargs

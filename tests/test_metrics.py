@@ -11,7 +11,7 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from cofi_lightning.data.tasks import GLUE_TASKS, TASKS
-from cofi_lightning.metrics import glue_metrics, normalize_answer, squad_metrics
+from cofi_lightning.training.metrics import glue_metrics, normalize_answer, squad_metrics
 
 SKLEARN = {
     "accuracy": accuracy_score,

@@ -7,7 +7,7 @@ import json
 from huggingface_hub import ModelCard
 
 from cofi_lightning.data.tasks import get_task
-from cofi_lightning.model_card import build_card, refresh_card
+from cofi_lightning.run.model_card import build_card, refresh_card
 
 RESULTS = {
     "task": "sst2",

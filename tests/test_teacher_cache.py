@@ -11,11 +11,11 @@ from datasets import Dataset
 from transformers import BertConfig
 
 from cofi_lightning.config import ConfigError, DistillConfig, PruningConfig
+from cofi_lightning.core.masks import CoFiMasks
 from cofi_lightning.data.base import IndexedDataset, PadCollator
-from cofi_lightning.lit_module import CoFiSystem
-from cofi_lightning.masks import CoFiMasks
 from cofi_lightning.modeling import CoFiBertConfig, CoFiBertForSequenceClassification
-from cofi_lightning.teacher_cache import TeacherCache, open_or_build
+from cofi_lightning.run.teacher_cache import TeacherCache, open_or_build
+from cofi_lightning.training.lit_module import CoFiSystem
 
 from tiny_bert import tiny_bert_kwargs
 
@@ -162,7 +162,7 @@ def test_a_cache_larger_than_the_free_disk_is_refused_naming_the_key(tmp_path, m
 
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(
-        "cofi_lightning.teacher_cache.shutil.disk_usage",
+        "cofi_lightning.run.teacher_cache.shutil.disk_usage",
         lambda _: usage._replace(free=1000),
     )
     with pytest.raises(ConfigError, match="distill.teacher_cache needs .* free"):
@@ -180,7 +180,7 @@ def test_a_job_waits_for_the_one_building_the_cache_and_reuses_it(tmp_path, monk
     import fcntl
     import threading
 
-    from cofi_lightning import teacher_cache
+    from cofi_lightning.run import teacher_cache
 
     teacher, ds = _model(1), _dataset()
     key = teacher_cache.cache_key(teacher, "features-v1", [0, 3])

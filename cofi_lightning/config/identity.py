@@ -2,7 +2,7 @@
 
 A run directory belongs to one identity. The default ``run_name`` ends in the identity's short hash
 (the ``cofi.config_hash`` resolver), so a sweep over any key (``pruning.lr=1e-5,3e-5``) gets one
-directory per value, and ``cofi_lightning.rundir`` refuses to resume a directory whose stored
+directory per value, and ``cofi_lightning.run.rundir`` refuses to resume a directory whose stored
 identity differs, naming the keys.
 
 Keys that do not change results are left out (:data:`NON_IDENTITY_KEYS`): where logs go, progress

@@ -12,7 +12,7 @@ Nodes that are built with ``hydra.utils.instantiate`` (``trainer``, ``logger.*``
 ``task.datamodule``) stay free-form dicts; their keys are checked against the target's signature.
 The stages' nodes live in ``stage_configs.py``, the shared checks in ``checks.py``. It does not
 resolve paths or own the run directory (``cofi_lightning.config.identity``,
-``cofi_lightning.rundir``).
+``cofi_lightning.run.rundir``).
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ class PathsConfig:
 
     Attributes:
         data_dir: A local Parquet mirror (``glue/<task>/<split>.parquet``,
-            ``squad/<split>.parquet``; write one with ``python -m cofi_lightning.data.prepare``):
+            ``squad/<split>.parquet``; write one with ``python -m cofi_lightning.tools.prepare``):
             ``$COFI_DATA_DIR``, else ``<repo>/../shared/data`` if it exists, else None (the hub).
         cache_dir: Tokenized features (``$COFI_CACHE_DIR``, else ``~/.cache/cofi_lightning``).
     """
@@ -173,7 +173,7 @@ class ExportConfig:
 
     Attributes:
         round_to: Round every layer's kept FFN width to a multiple of this before the finetune
-            stage (``cofi_lightning.rounding``; 1 = as pruned). Part of the run's identity.
+            stage (``cofi_lightning.core.rounding``; 1 = as pruned). Part of the run's identity.
         round_hidden: Round the kept hidden size too.
         push_to_hub: A hub repository id (``user/name``) to upload ``pruned_model/`` (model,
             tokenizer, model card) to once ``results.json`` is written; None keeps it local.
@@ -303,7 +303,7 @@ class TrainConfig:
         Raises:
             ConfigError: naming ``stages``.
         """
-        from cofi_lightning.operating_points import operating_points
+        from cofi_lightning.run.operating_points import operating_points
 
         stages = list(self.stages)
         points = operating_points(self.pruning.target_list)

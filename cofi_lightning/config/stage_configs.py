@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from cofi_lightning.config.checks import at_least, require
-from cofi_lightning.masks import UNIT_NAMES
+from cofi_lightning.core.masks import UNIT_NAMES
 
 SCHEDULES: tuple[str, ...] = ("linear", "constant")
 LAYER_MAPPINGS: tuple[str, ...] = ("dynamic", "fixed")
@@ -138,16 +138,16 @@ class PruningConfig(StageConfig):
     Attributes:
         method: ``cofi`` learns the structure; ``uniform`` is the simple baseline: every layer
             keeps the same number of heads and FFN dims, those of largest weight norm, at the
-            target sparsity (``cofi_lightning.uniform``), and the prune stage trains nothing.
+            target sparsity (``cofi_lightning.core.uniform``), and the prune stage trains nothing.
         target_sparsity: Final target t of the encoder parameters, in [0, 1) (ignored when
             ``targets`` is set).
         targets: A sparsity path: ascending targets in [0, 1) pruned to one after the other in
             one prune stage (``path`` sets the schedule), each with its own best structure,
-            finetune and export (``cofi_lightning.operating_points``). None: the single
+            finetune and export (``cofi_lightning.run.operating_points``). None: the single
             ``target_sparsity``, today's layout.
         constraint: What the Lagrangian constrains: ``params`` (CoFi: the expected encoder
             parameters, to ``target_sparsity``) or ``latency`` (the expected latency on a device,
-            to ``target_speedup``; ``cofi_lightning.constraint``).
+            to ``target_speedup``; ``cofi_lightning.core.constraint``).
         target_speedup: With ``constraint=latency``: x > 1, the target latency is the unpruned
             latency / x (both from the latency table).
         latency_table: With ``constraint=latency``: the device's latency table (``python -m
@@ -351,7 +351,7 @@ class DistillConfig:
         teacher_cache: Read the teacher's logits and distilled hidden states from an on-disk
             cache built once per (teacher weights, training features, layers) and shared by
             every job that needs it, instead of running the teacher at every step
-            (``cofi_lightning.teacher_cache``). Needs ``layer_loss_tokens=real``: the states at
+            (``cofi_lightning.run.teacher_cache``). Needs ``layer_loss_tokens=real``: the states at
             padding positions depend on the batch.
         teacher_training: The teacher stage.
     """

@@ -3,7 +3,8 @@
 ``tasks.py`` declares the nine tasks; ``sources.py`` finds and validates raw splits (and registers
 the ``cofi.data_dir`` / ``cofi.cache_dir`` OmegaConf resolvers used by ``conf/paths/default.yaml``);
 ``base.py`` holds the feature cache and padding; ``glue.py`` and ``squad.py`` the DataModules;
-``squad_features.py`` the SQuAD window arithmetic; ``prepare.py`` writes a mirror from the hub.
+``squad_features.py`` the SQuAD window arithmetic (``cofi_lightning.tools.prepare`` writes a
+mirror from the hub).
 """
 
 from cofi_lightning.data.base import PadCollator, TaskDataModule, tokenizer_fingerprint

@@ -3,7 +3,7 @@
 This file owns GLUE tokenization (``encode_glue``) and the module that serves its batches. Labels
 are passed through exactly as in the hub schema whatever the model is called (the original CoFi code
 remapped MNLI labels depending on the model path). Loading and validation live in ``sources.py``;
-the cache and padding in ``base.py``; metrics in ``cofi_lightning.metrics``.
+the cache and padding in ``base.py``; metrics in ``cofi_lightning.training.metrics``.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ def load_from_hub(path: str, config: str | None, split: str) -> Dataset:
 def prepare_hint(task: TaskSpec) -> str:
     """How to create the missing files, for error messages."""
     return (
-        "To fix: on a machine with network run `python -m cofi_lightning.data.prepare "
+        "To fix: on a machine with network run `python -m cofi_lightning.tools.prepare "
         f"task={task.name} data_dir=<mirror dir>` and copy that directory to where the job runs, "
         "then point COFI_DATA_DIR (or paths.data_dir) at it; or give this machine hub access."
     )

@@ -2,8 +2,8 @@
 
 This file owns the module that serves SQuAD batches and turns a validation pass's start/end logits
 back into ``{id: answer text}`` (``postprocess``) next to the gold answers (``references``), so the
-training system can call ``cofi_lightning.metrics.squad_metrics`` at the end of validation. The
-window/offset arithmetic is in ``squad_features.py``.
+training system can call ``cofi_lightning.training.metrics.squad_metrics`` at the end of validation.
+The window/offset arithmetic is in ``squad_features.py``.
 """
 
 from __future__ import annotations

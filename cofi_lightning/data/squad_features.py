@@ -10,7 +10,7 @@ This file owns the three conversions between characters and tokens:
 * ``best_spans``: start/end logits of all windows of each example back to the best-scoring text span
   (n-best start and end candidates, a maximum answer length in tokens).
 
-The DataModule that uses them is ``squad.py``; EM/F1 are in ``cofi_lightning.metrics``.
+The DataModule that uses them is ``squad.py``; EM/F1 are in ``cofi_lightning.training.metrics``.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 This file owns what is *declared* about a task: its hub name, the columns it reads, its label set,
 its metrics and main metric, the paper's max sequence length, its evaluation splits and the official
 row counts. It loads no data (see ``sources.py``) and computes no metric (see
-``cofi_lightning.metrics``). ``conf/task/<name>.yaml`` repeats the user-facing values; a test checks
-that the two agree.
+``cofi_lightning.training.metrics``). ``conf/task/<name>.yaml`` repeats the user-facing values; a
+test checks that the two agree.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-#: Metric names, one spelling each (they are the keys returned by ``cofi_lightning.metrics``).
+#: Metric names, one spelling each (they are the keys returned by
+#: ``cofi_lightning.training.metrics``).
 GLUE_METRIC_NAMES: tuple[str, ...] = (
     "accuracy",
     "f1",

@@ -17,8 +17,8 @@ import sys
 
 from transformers import AutoConfig
 
-from cofi_lightning.bench.sources import BenchError
 from cofi_lightning.latency.profile import profile
+from cofi_lightning.latency.timing import BenchError
 
 
 def _parser() -> argparse.ArgumentParser:

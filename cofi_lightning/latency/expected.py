@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from cofi_lightning.core.masks import CoFiMasks, Masks
 from cofi_lightning.latency.table import LatencyTable
-from cofi_lightning.masks import CoFiMasks, Masks
 
 
 def _latency(masks: CoFiMasks, table: LatencyTable, keep: dict[str, torch.Tensor]) -> torch.Tensor:

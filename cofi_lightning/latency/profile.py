@@ -14,14 +14,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cofi_lightning.bench.timing import (
+from cofi_lightning.latency.table import LatencyTable
+from cofi_lightning.latency.timing import (
     device_name,
     make_inputs,
     resolve_device,
     resolve_dtype,
     time_models,
 )
-from cofi_lightning.latency.table import LatencyTable
 from cofi_lightning.modeling import CoFiBertConfig, CoFiBertForSequenceClassification
 from cofi_lightning.modeling.layers import CoFiBertLayer, LayerMasks
 

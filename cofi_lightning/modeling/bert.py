@@ -26,7 +26,7 @@ from .pruning import Kept, LayerKeep, linear_part, prune_model
 
 if TYPE_CHECKING:
     try:
-        from cofi_lightning.masks.types import Masks
+        from cofi_lightning.core.masks.types import Masks
     except ImportError:  # loaded as remote code
         pass
 

@@ -54,7 +54,7 @@ from .pruning import Kept, LayerKeep, embedding_part, layer_norm_part, linear_pa
 
 if TYPE_CHECKING:
     try:
-        from cofi_lightning.masks.types import Masks
+        from cofi_lightning.core.masks.types import Masks
     except ImportError:  # loaded as remote code
         pass
 

@@ -35,7 +35,7 @@ from .pruning import Kept, linear_part
 
 if TYPE_CHECKING:
     try:
-        from cofi_lightning.masks.types import Masks
+        from cofi_lightning.core.masks.types import Masks
     except ImportError:  # loaded as remote code
         pass
 

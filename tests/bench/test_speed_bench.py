@@ -1,5 +1,5 @@
-"""``python -m cofi_lightning.bench``: a consistent report, run-dir discovery, clear errors, and an
-exact inference rewrite, on tiny random BERTs (latencies are measured but never asserted)."""
+"""``python -m cofi_lightning.tools.bench``: a consistent report, run-dir discovery, clear errors,
+and an exact inference rewrite, on tiny random BERTs (latencies are measured but never asserted)."""
 
 import dataclasses
 import json
@@ -9,7 +9,15 @@ import pytest
 import torch
 from transformers import BertConfig, BertForQuestionAnswering, BertForSequenceClassification
 
-from cofi_lightning.bench import (
+from cofi_lightning.core.masks import Masks
+from cofi_lightning.latency.flops import config_forward_flops
+from cofi_lightning.modeling import (
+    CoFiBertConfig,
+    CoFiBertForQuestionAnswering,
+    CoFiBertForSequenceClassification,
+    architecture_params,
+)
+from cofi_lightning.tools.bench import (
     BenchError,
     compare,
     discover,
@@ -17,16 +25,8 @@ from cofi_lightning.bench import (
     optimize_for_inference,
     time_models,
 )
-from cofi_lightning.bench.__main__ import main, parse_args
-from cofi_lightning.bench.sources import BERT_BASE, S95_FFN, S95_HEADS, S95_HIDDEN
-from cofi_lightning.flops import config_forward_flops
-from cofi_lightning.masks import Masks
-from cofi_lightning.modeling import (
-    CoFiBertConfig,
-    CoFiBertForQuestionAnswering,
-    CoFiBertForSequenceClassification,
-    architecture_params,
-)
+from cofi_lightning.tools.bench.__main__ import main, parse_args
+from cofi_lightning.tools.bench.sources import BERT_BASE, S95_FFN, S95_HEADS, S95_HIDDEN
 
 from tiny_bert import tiny_bert_kwargs
 
@@ -151,7 +151,7 @@ def test_cli_on_a_run_dir_writes_the_json(run_dir, capsys):
 def test_cli_on_a_path_run_measures_every_export(run_dir, capsys):
     """A sparsity path's run dir: each operating point's export gets its own speed file, and the
     report attaches each file to its point."""
-    from cofi_lightning.report import collect_runs
+    from cofi_lightning.tools.report import collect_runs
 
     torch.manual_seed(1)
     wide = CoFiBertForSequenceClassification(CoFiBertConfig(**tiny_bert_kwargs(num_labels=3)))
@@ -262,7 +262,7 @@ def test_bad_arguments_exit_2_naming_the_key(args, message, capsys):
         main(args)
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("usage: python -m cofi_lightning.bench") and message in err
+    assert err.startswith("usage: python -m cofi_lightning.tools.bench") and message in err
 
 
 def test_help_explains_every_option(capsys):
@@ -282,7 +282,7 @@ def test_help_explains_every_option(capsys):
         ("warmup", "2 on CPU, 10 on CUDA"),
         ("rounds", "7 on CPU, 50 on CUDA"),
         ("threads", "CPU threads"),
-        ("optimize", "bench/fast.py"),
+        ("optimize", "tools/bench/fast.py"),
         ("compile", "torch.compile"),
         ("out", "speed_<device>_<dtype>.json"),
     ]:

@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 from transformers import BertConfig
 
-from cofi_lightning.callbacks import BestMasksCheckpoint
-from cofi_lightning.constraint import ParamsConstraint
-from cofi_lightning.masks import CoFiMasks
+from cofi_lightning.core.constraint import ParamsConstraint
+from cofi_lightning.core.masks import CoFiMasks
 from cofi_lightning.modeling import CoFiBertConfig, CoFiBertForSequenceClassification
+from cofi_lightning.training.callbacks import BestMasksCheckpoint
 
 from tiny_bert import tiny_bert_kwargs
 

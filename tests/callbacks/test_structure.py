@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-from cofi_lightning.callbacks import heatmap
+from cofi_lightning.training.callbacks import heatmap
 
 ROWS = [
     {"layer": 0, "heads": 3, "attention": True, "ffn_dims": 40, "ffn": True, "hidden": 24},

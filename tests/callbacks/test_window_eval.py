@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from cofi_lightning.callbacks import EvaluateOnWindowEntry
+from cofi_lightning.training.callbacks import EvaluateOnWindowEntry
 
 
 class _Scripted(EvaluateOnWindowEntry):

@@ -7,7 +7,7 @@ import torch
 from transformers import BertConfig, BertForQuestionAnswering, BertForSequenceClassification
 
 from cofi_lightning.data import GlueDataModule, SquadDataModule
-from cofi_lightning.metrics import glue_metrics, squad_metrics
+from cofi_lightning.training.metrics import glue_metrics, squad_metrics
 
 
 def _config(tokenizer, **kw) -> BertConfig:

@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import Dataset
 
-from cofi_lightning.data import DataError, load_split, prepare, sources
+from cofi_lightning.data import DataError, load_split, sources
 from cofi_lightning.data.tasks import TASKS
+from cofi_lightning.tools import prepare
 
 
 @pytest.fixture
@@ -83,7 +84,7 @@ def test_bad_arguments_exit_2_naming_the_key(fake_hub, tmp_path, capsys, args, m
         prepare.main([a.format(tmp=tmp_path) for a in args])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("usage: python -m cofi_lightning.data.prepare") and message in err
+    assert err.startswith("usage: python -m cofi_lightning.tools.prepare") and message in err
     assert fake_hub == [] and not list(tmp_path.rglob("*.parquet"))
 
 

@@ -55,7 +55,7 @@ def test_missing_split_names_task_split_every_place_and_fix(data_dir: Path, hub_
     assert "'train'" in message and "'qnli'" in message
     assert str(data_dir / "glue" / "qnli" / "train.parquet") in message
     assert "nyu-mll/glue" in message and "hub unreachable" in message
-    assert "python -m cofi_lightning.data.prepare task=qnli" in message
+    assert "python -m cofi_lightning.tools.prepare task=qnli" in message
     assert hub_calls == [("nyu-mll/glue", "qnli", "train")]
 
 

@@ -8,14 +8,15 @@ import pytest
 import torch
 
 from cofi_lightning.data import SquadDataModule
-from cofi_lightning.data.check import squad_round_trip
 from cofi_lightning.data.squad_features import (
     best_spans,
     char_span_to_token_span,
     prepare_eval_features,
     prepare_train_features,
 )
-from cofi_lightning.metrics import squad_metrics
+from cofi_lightning.training.metrics import squad_metrics
+
+from .squad_round_trip import squad_round_trip
 
 #                  [CLS]  "Who"   [SEP]  "Paris"  "is"    "big"    "gest"    "."     [SEP]
 OFFSETS = [(0, 0), (0, 3), (0, 0), (0, 5), (6, 8), (9, 12), (12, 16), (16, 17), (0, 0)]

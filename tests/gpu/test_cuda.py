@@ -1,11 +1,11 @@
-"""GPU readiness (``-m gpu``; deselected by default, run by ``bench/gpu_check.sh``): a masked bf16
+"""GPU readiness (``-m gpu``; deselected by default, run by ``scripts/gpu_check.sh``): a masked bf16
 training step, the exported model's bf16 inference and the benchmark's CUDA-event timing."""
 
 import pytest
 import torch
 
-from cofi_lightning.bench.timing import make_inputs, resolve_device, time_models
-from cofi_lightning.masks import CoFiMasks
+from cofi_lightning.core.masks import CoFiMasks
+from cofi_lightning.latency.timing import make_inputs, resolve_device, time_models
 from cofi_lightning.modeling import CoFiBertConfig, CoFiBertForSequenceClassification
 
 from tiny_bert import tiny_bert_kwargs

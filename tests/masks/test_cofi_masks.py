@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cofi_lightning.masks import UNIT_NAMES, CoFiMasks, Masks
+from cofi_lightning.core.masks import UNIT_NAMES, CoFiMasks, Masks
 from cofi_lightning.modeling import CoFiBertConfig
 
 from tiny_bert import tiny_bert_kwargs

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from cofi_lightning.masks import GateConstants, HardConcreteGate
+from cofi_lightning.core.masks import GateConstants, HardConcreteGate
 
 
 def gate(shape, init=0.0):

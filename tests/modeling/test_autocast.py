@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_pruning import MODELS, cfg, outputs, random_masks  # noqa: F401  (cfg is a fixture)
 
-from cofi_lightning.masks import CoFiMasks
+from cofi_lightning.core.masks import CoFiMasks
 
 PRECISIONS = [(torch.bfloat16, 0.05), (torch.float16, 0.01)]
 

@@ -30,7 +30,7 @@ from transformers import (
     XLMRobertaForSequenceClassification,
 )
 
-from cofi_lightning.masks import CoFiMasks
+from cofi_lightning.core.masks import CoFiMasks
 from cofi_lightning.modeling import UnsupportedModelError, family_of
 
 from tiny_bert import tiny_bert_kwargs
@@ -244,7 +244,7 @@ print("remote-code OK", type(model).__name__)
 
 @torch.no_grad()
 def test_the_benchmark_inference_rewrite_is_exact(vanilla_dir):
-    from cofi_lightning.bench.fast import optimize_for_inference
+    from cofi_lightning.tools.bench.fast import optimize_for_inference
 
     for ours, _, _ in _pairs(vanilla_dir):
         small = ours.prune(random_masks(ours.config, 6)).eval()
@@ -255,7 +255,7 @@ def test_the_benchmark_inference_rewrite_is_exact(vanilla_dir):
 
 @torch.no_grad()
 def test_the_uniform_baseline_scores_every_family(vanilla_dir):
-    from cofi_lightning.uniform import uniform_masks
+    from cofi_lightning.core.uniform import uniform_masks
 
     ours = _pairs(vanilla_dir)[0][0]
     masks = CoFiMasks(ours.config)

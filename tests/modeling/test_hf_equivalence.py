@@ -12,7 +12,7 @@ from transformers import (
     RobertaModel,
 )
 
-from cofi_lightning.masks import CoFiMasks
+from cofi_lightning.core.masks import CoFiMasks
 from cofi_lightning.modeling import (
     CheckpointMismatchError,
     CoFiBertConfig,

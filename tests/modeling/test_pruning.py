@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
-from cofi_lightning.masks import CoFiMasks, Masks
+from cofi_lightning.core.masks import CoFiMasks, Masks
 from cofi_lightning.modeling import (
     CoFiBertConfig,
     CoFiBertForQuestionAnswering,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cofi_lightning.masks import CoFiMasks
+from cofi_lightning.core.masks import CoFiMasks
 from cofi_lightning.modeling import CoFiBertConfig, CoFiBertForSequenceClassification
 from cofi_lightning.modeling import layers as layers_module
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cofi_lightning.report import collect_runs
-from cofi_lightning.report.curves import read_teacher_curve
+from cofi_lightning.tools.report import collect_runs
+from cofi_lightning.tools.report.curves import read_teacher_curve
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

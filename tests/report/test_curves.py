@@ -10,8 +10,8 @@ from pathlib import Path
 
 from matplotlib.image import imread
 
-from cofi_lightning.report import collect_runs, curves, write_report
-from cofi_lightning.report.curves import read_prune_curve, read_teacher_curve
+from cofi_lightning.tools.report import collect_runs, curves, write_report
+from cofi_lightning.tools.report.curves import read_prune_curve, read_teacher_curve
 
 COLUMNS = [
     "epoch",
@@ -147,7 +147,7 @@ def test_a_path_beside_single_target_runs_gets_its_own_target_line():
 
     from matplotlib.figure import Figure
 
-    from cofi_lightning.report.curves import PruneCurve, _plot_targets
+    from cofi_lightning.tools.report.curves import PruneCurve, _plot_targets
 
     ramp = [(s, min(0.006 * s, 0.6)) for s in range(200)]
     path = [(s, min(0.003 * s, 0.6)) for s in range(200)]

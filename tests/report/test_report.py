@@ -1,5 +1,5 @@
-"""``cofi_lightning.report`` on a fake sweep: collection, aggregation, tables, plots, the CLI and
-its W&B run.
+"""``cofi_lightning.tools.report`` on a fake sweep: collection, aggregation, tables, plots, the CLI
+and its W&B run.
 
 The sweep is written once per module: an SST-2 grid (full CoFi and ``no_hidden_mask`` at two
 targets with three seeds, ``no_distill`` with one seed), one MRPC run without a speedup, a job
@@ -18,10 +18,10 @@ import pytest
 import yaml
 from matplotlib.image import imread
 
-from cofi_lightning.report import aggregate, collect_runs, parse_results, write_report
-from cofi_lightning.report.__main__ import main, parse_args
-from cofi_lightning.report.collect import ROW_FIELDS
-from cofi_lightning.report.plots import pareto_front
+from cofi_lightning.tools.report import aggregate, collect_runs, parse_results, write_report
+from cofi_lightning.tools.report.__main__ import main, parse_args
+from cofi_lightning.tools.report.collect import ROW_FIELDS
+from cofi_lightning.tools.report.plots import pareto_front
 
 from wandb_offline import offline_run_dir, read_offline_run
 

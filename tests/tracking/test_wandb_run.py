@@ -17,10 +17,10 @@ from lightning.pytorch.utilities import rank_zero_only
 from matplotlib.image import imread
 from torch.utils.data import DataLoader
 
-from cofi_lightning.callbacks import StructureLogger, heatmap
-from cofi_lightning.masks import CoFiMasks
+from cofi_lightning.core.masks import CoFiMasks
 from cofi_lightning.modeling import CoFiBertConfig
-from cofi_lightning.tracking import STRUCTURE_COLUMNS, WandbRun
+from cofi_lightning.training.callbacks import StructureLogger, heatmap
+from cofi_lightning.training.tracking import STRUCTURE_COLUMNS, WandbRun
 
 from tiny_bert import tiny_bert_kwargs
 from wandb_offline import read_offline_run

@@ -21,7 +21,7 @@ from cofi_lightning.config import (
     load_config,
     local_or_hub,
 )
-from cofi_lightning.context import RunContext
+from cofi_lightning.run.context import RunContext
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

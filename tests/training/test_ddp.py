@@ -21,7 +21,7 @@ def test_ddp_ranks_share_masks(tiny_overrides, train_cli, tmp_path):
         "ablation=no_distill",
         "stages=[teacher,prune]",
         "pruning.epochs=1",
-        "+callbacks.mask_digest._target_=cofi_lightning.callbacks.MaskDigest",
+        "+callbacks.mask_digest._target_=cofi_lightning.training.callbacks.MaskDigest",
     )
     rank0 = json.loads((run_dir / "prune" / "mask_digests_rank0.json").read_text())
     rank1 = json.loads((run_dir / "prune" / "mask_digests_rank1.json").read_text())

@@ -9,8 +9,8 @@ import pytest
 from transformers import AutoModelForSequenceClassification
 
 from cofi_lightning.modeling import family_of
-from cofi_lightning.pipeline import train
-from cofi_lightning.preflight import ModelSourceError
+from cofi_lightning.run.pipeline import train
+from cofi_lightning.run.preflight import ModelSourceError
 
 from runs import tiny_run_overrides
 

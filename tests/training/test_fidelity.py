@@ -13,10 +13,15 @@ from cofi_lightning.config import (
     config_hash,
     load_config,
 )
-from cofi_lightning.distillation import LayerDistiller
-from cofi_lightning.lit_module import CoFiSystem
-from cofi_lightning.masks import CoFiMasks
-from cofi_lightning.optim import WEIGHT_GROUPS, build_optimizer, build_scheduler, group_params
+from cofi_lightning.core.distillation import LayerDistiller
+from cofi_lightning.core.masks import CoFiMasks
+from cofi_lightning.training.lit_module import CoFiSystem
+from cofi_lightning.training.optim import (
+    WEIGHT_GROUPS,
+    build_optimizer,
+    build_scheduler,
+    group_params,
+)
 
 
 def _system(student, teacher, *, restart=False, optim=None, freeze=False, pre=2):

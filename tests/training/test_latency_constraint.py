@@ -9,12 +9,16 @@ import torch
 from transformers import BertConfig
 
 from cofi_lightning.config import ConfigError, PruningConfig, load_config
-from cofi_lightning.constraint import LatencyConstraint, ParamsConstraint
-from cofi_lightning.lagrangian import LagrangeMultipliers, multiplier_param_group, target_sparsity
+from cofi_lightning.core.constraint import LatencyConstraint, ParamsConstraint
+from cofi_lightning.core.lagrangian import (
+    LagrangeMultipliers,
+    multiplier_param_group,
+    target_sparsity,
+)
+from cofi_lightning.core.masks import CoFiMasks
 from cofi_lightning.latency import LatencyTable
-from cofi_lightning.masks import CoFiMasks
 from cofi_lightning.modeling import CoFiBertConfig
-from cofi_lightning.pipeline import train
+from cofi_lightning.run.pipeline import train
 
 from tiny_bert import tiny_bert_kwargs
 

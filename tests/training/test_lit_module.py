@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from cofi_lightning.config import DistillConfig, PruningConfig, StageConfig
-from cofi_lightning.lit_module import CoFiSystem
-from cofi_lightning.masks import CoFiMasks
+from cofi_lightning.core.masks import CoFiMasks
+from cofi_lightning.training.lit_module import CoFiSystem
 
 
 def pruning_system(student, teacher=None, target=0.5, **schedule) -> CoFiSystem:
@@ -134,7 +134,7 @@ def test_best_weights_restores_the_best_validation(
     make_student, synthetic_dm, make_trainer, tmp_path
 ):
     """Teacher / finetune keep the weights of the best validation, not the last ones."""
-    from cofi_lightning.callbacks import BestWeights
+    from cofi_lightning.training.callbacks import BestWeights
 
     class Snapshots(L.Callback):
         def __init__(self) -> None:

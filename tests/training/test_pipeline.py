@@ -10,7 +10,7 @@ import pytest
 from transformers import AutoModelForSequenceClassification
 
 from cofi_lightning.config import load_config
-from cofi_lightning.pipeline import RESULT_KEYS, summary_table, train
+from cofi_lightning.run.pipeline import RESULT_KEYS, summary_table, train
 
 from runs import Crash
 
@@ -113,7 +113,7 @@ def test_pipeline_resumes_after_crash_in_prune(compose_train, tiny_overrides, tm
     table = summary_table(on_disk, run_dir)  # printed at the end of the run
     assert f"pruned accuracy   {on_disk['pruned']['accuracy']:.2f}" in table
     assert f"{on_disk['params']['pruned']:,} of {on_disk['params']['unpruned']:,}" in table
-    assert "not measured: python -m cofi_lightning.bench run=" in table
+    assert "not measured: python -m cofi_lightning.tools.bench run=" in table
 
     again = train(cfg)  # everything done: only reads the records
     assert again["stage_seconds"] == results["stage_seconds"]
@@ -259,9 +259,9 @@ class _FakeHub:
 def test_push_to_hub_after_the_export_and_a_failure_loses_nothing(
     compose_train, tiny_overrides, tmp_path, monkeypatch
 ):
-    from cofi_lightning.hub import HubPushError
+    from cofi_lightning.run.hub import HubPushError
 
-    monkeypatch.setattr("cofi_lightning.hub.HfApi", _FakeHub)
+    monkeypatch.setattr("cofi_lightning.run.hub.HfApi", _FakeHub)
     _FakeHub.calls, _FakeHub.fail = [], True
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(run_dir) + ["export.push_to_hub=me/cofi-sst2", "pruning.epochs=1"]

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from cofi_lightning.config import load_config
-from cofi_lightning.pipeline import train
-from cofi_lightning.preflight import ModelSourceError, check_source, check_teacher_fits
+from cofi_lightning.run.pipeline import train
+from cofi_lightning.run.preflight import ModelSourceError, check_source, check_teacher_fits
 
 
 def test_neither_directory_nor_hub_name(tmp_path):
@@ -39,7 +39,7 @@ def test_directory_without_config(tmp_path):
 
 
 def test_pruned_or_mismatched_teacher_names_both_shapes(make_student, tmp_path):
-    from cofi_lightning.masks import Masks
+    from cofi_lightning.core.masks import Masks
 
     student = make_student().config.to_dict()
     model = make_student()
@@ -59,7 +59,7 @@ def test_pruned_or_mismatched_teacher_names_both_shapes(make_student, tmp_path):
 def test_pruned_export_as_teacher_fails_before_the_run_starts(
     compose_train, tiny_overrides, tiny_bert_dir, make_student, tmp_path
 ):
-    from cofi_lightning.masks import Masks
+    from cofi_lightning.core.masks import Masks
 
     model = make_student(vocab_size=30522, max_position_embeddings=128)
     export = tmp_path / "export"

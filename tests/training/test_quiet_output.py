@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-import cofi_lightning.context  # noqa: F401  (installs the Lightning log filter)
+import cofi_lightning.run.context  # noqa: F401  (installs the Lightning log filter)
 from cofi_lightning.modeling import CoFiBertForSequenceClassification
 
 
@@ -64,8 +64,8 @@ def test_checkpoint_saves_do_not_log_the_weights_only_notice(
     """Lightning logs "`weights_only` was not set" at every checkpoint it writes; a run writes
     one after every validation, so the notice would repeat all through a run."""
     from cofi_lightning.config import StageConfig
-    from cofi_lightning.context import SaveAfterValidation
-    from cofi_lightning.lit_module import CoFiSystem
+    from cofi_lightning.run.context import SaveAfterValidation
+    from cofi_lightning.training.lit_module import CoFiSystem
 
     records = _Records()
     lightning_logger = logging.getLogger("lightning.pytorch")

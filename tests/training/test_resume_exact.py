@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cofi_lightning.pipeline import train
+from cofi_lightning.run.pipeline import train
 
 from runs import Crash, tiny_run_overrides
 

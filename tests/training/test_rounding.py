@@ -6,8 +6,8 @@ import json
 
 import torch
 
-from cofi_lightning.masks import Masks
-from cofi_lightning.rounding import round_widths
+from cofi_lightning.core.masks import Masks
+from cofi_lightning.core.rounding import round_widths
 
 
 def _masks():
@@ -41,7 +41,7 @@ def test_widths_move_to_the_nearest_multiple_by_score():
 
 
 def test_pipeline_exports_rounded_widths(compose_train, tiny_overrides, tmp_path):
-    from cofi_lightning.pipeline import train
+    from cofi_lightning.run.pipeline import train
 
     run_dir = tmp_path / "run"
     results = train(compose_train(tiny_overrides(run_dir) + ["export.round_to=8"]))

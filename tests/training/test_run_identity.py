@@ -15,8 +15,8 @@ import torch
 
 from cofi_lightning.config import config_identity
 from cofi_lightning.config.identity import LATER_KEYS
-from cofi_lightning.pipeline import train
-from cofi_lightning.rundir import LOCK_FILE, RunDirError, RunLock
+from cofi_lightning.run.pipeline import train
+from cofi_lightning.run.rundir import LOCK_FILE, RunDirError, RunLock
 
 
 def _weights(run_dir):
@@ -127,7 +127,8 @@ def test_second_process_on_a_live_run_dir_fails_at_start(compose_train, tiny_ove
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from cofi_lightning.rundir import RunLock;"
+            "import sys, time; from pathlib import Path; "
+            "from cofi_lightning.run.rundir import RunLock;"
             f"RunLock(Path({str(run_dir)!r})).acquire(); print('locked', flush=True);"
             "time.sleep(60)",
         ],

@@ -10,10 +10,10 @@ import pytest
 from transformers import AutoModelForSequenceClassification
 
 from cofi_lightning.config import ConfigError, load_config
-from cofi_lightning.lagrangian import TargetPath
-from cofi_lightning.operating_points import POINT_KEYS, objective
-from cofi_lightning.pipeline import RESULT_KEYS, train
-from cofi_lightning.report import collect_runs
+from cofi_lightning.core.lagrangian import TargetPath
+from cofi_lightning.run.operating_points import POINT_KEYS, objective
+from cofi_lightning.run.pipeline import RESULT_KEYS, train
+from cofi_lightning.tools.report import collect_runs
 
 from runs import Crash
 

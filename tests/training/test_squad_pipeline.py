@@ -7,7 +7,7 @@ import json
 
 from transformers import AutoModelForQuestionAnswering
 
-from cofi_lightning.pipeline import train
+from cofi_lightning.run.pipeline import train
 
 
 def test_squad_pipeline_end_to_end(compose_train, tiny_overrides, tmp_path):

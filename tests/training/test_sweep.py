@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cofi_lightning.report import collect_runs
+from cofi_lightning.tools.report import collect_runs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,7 @@ def test_submitit_local_sweep_and_report(sweep_overrides, train_cli, tmp_path):
     assert targets == [0.2, 0.3]
 
     report = subprocess.run(
-        [sys.executable, "-m", "cofi_lightning.report", str(sweep)],
+        [sys.executable, "-m", "cofi_lightning.tools.report", str(sweep)],
         cwd=REPO,
         capture_output=True,
         text=True,

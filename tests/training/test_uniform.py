@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import BertConfig
 
-from cofi_lightning.masks import CoFiMasks
+from cofi_lightning.core.masks import CoFiMasks
+from cofi_lightning.core.uniform import uniform_masks
 from cofi_lightning.modeling import CoFiBertConfig, CoFiBertForSequenceClassification
-from cofi_lightning.uniform import uniform_masks
 
 from tiny_bert import tiny_bert_kwargs
 
@@ -45,7 +45,7 @@ def test_uniform_structure_is_even_on_target_and_keeps_the_largest_units(target)
 
 
 def test_pipeline_uniform_method(compose_train, tiny_overrides, tmp_path):
-    from cofi_lightning.pipeline import train
+    from cofi_lightning.run.pipeline import train
 
     run_dir = tmp_path / "run"
     cfg = compose_train(tiny_overrides(run_dir) + ["pruning.method=uniform"])

@@ -1,0 +1,205 @@
+"""The set of CoFi masks for one model: gates per unit type, sampling, evaluation masks and the
+expected / remaining encoder parameter counts.
+
+This module owns the L0 side of CoFi (Xia et al. 2022, Sec. 3.2-3.3): which gates exist and their
+shapes, and how masks translate into parameter counts. It does not apply masks (the model does, see
+``cofi_lightning.modeling``) and does not own the Lagrangian (``cofi_lightning.core.lagrangian``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import nn
+
+from cofi_lightning.core.masks.hard_concrete import GateConstants, HardConcreteGate
+from cofi_lightning.core.masks.types import UNIT_NAMES, Masks
+from cofi_lightning.modeling.param_count import encoder_params, param_terms
+
+#: CoFi's initial log-alpha means: 10 (gates start open) except ``intermediate``, which started at
+#: log(1 - 0.5) - log(0.5) = 0 (droprate_init 0.5); the original authors call the asymmetry a typo
+#: but it is what their published runs used, so it is the default here.
+COFI_INIT_LOG_ALPHA: dict[str, float] = {
+    "hidden": 10.0,
+    "head": 10.0,
+    "head_layer": 10.0,
+    "intermediate": 0.0,
+    "mlp": 10.0,
+}
+
+
+def _uniform(config, attr_list: str, attr_scalar: str) -> int:
+    """The per-layer size of a uniform architecture (masks are defined on unpruned models)."""
+    sizes = (
+        getattr(config, attr_list, None)
+        or [getattr(config, attr_scalar)] * config.num_hidden_layers
+    )
+    if len(set(sizes)) != 1 or sizes[0] == 0:
+        raise ValueError(
+            f"CoFiMasks needs an unpruned model (the same {attr_list} > 0 in every layer); "
+            f"got {attr_list}={list(sizes)}"
+        )
+    return sizes[0]
+
+
+class CoFiMasks(nn.Module):
+    """Hard-concrete masks over a BERT encoder's hidden dims, heads, attention layers, FFN dims and
+    FFN layers. Its only trainable parameters are the gates' log-alphas.
+
+    Args:
+        config: a ``BertConfig`` or ``CoFiBertConfig`` of an unpruned (uniform) model.
+        units: the unit types to mask, any subset of ``("hidden", "head", "head_layer",
+            "intermediate", "mlp")``. A unit left out is never pruned (its mask is all ones).
+        init_log_alpha: per-unit initial log-alpha means (defaults: :data:`COFI_INIT_LOG_ALPHA`).
+        droprate_init: used for a unit whose ``init_log_alpha`` is None: log(1 - p) - log(p).
+        constants: hard-concrete constants (defaults: CoFi's).
+    """
+
+    def __init__(
+        self,
+        config,
+        units: Iterable[str] = UNIT_NAMES,
+        init_log_alpha: Mapping[str, float | None] | None = None,
+        droprate_init: float = 0.5,
+        constants: GateConstants | None = None,
+    ):
+        super().__init__()
+        units = tuple(units)
+        unknown = sorted(set(units) - set(UNIT_NAMES))
+        if unknown:
+            raise ValueError(f"unknown mask units {unknown}; choose from {list(UNIT_NAMES)}")
+        if not 0.0 < droprate_init < 1.0:
+            raise ValueError(f"droprate_init must be in (0, 1), got {droprate_init}")
+        self.units = tuple(u for u in UNIT_NAMES if u in units)
+        self.constants = constants or GateConstants()
+        self.num_layers = config.num_hidden_layers
+        self.num_heads = _uniform(config, "num_heads", "num_attention_heads")
+        self.intermediate_size = _uniform(config, "intermediate_sizes", "intermediate_size")
+        self.hidden_size = config.hidden_size
+        self.head_size = getattr(config, "attention_head_size", None) or (
+            config.hidden_size // config.num_attention_heads
+        )
+        self.param_terms = param_terms(config)  # a family's extra terms of the formula
+        L = self.num_layers
+        self._shapes = shapes = {
+            "hidden": (1, self.hidden_size),  # one group: decided globally
+            "head": (L, self.num_heads),  # decided per layer
+            "head_layer": (L, 1),  # groups of one
+            "intermediate": (L, self.intermediate_size),
+            "mlp": (L, 1),
+        }
+        init = {**COFI_INIT_LOG_ALPHA, **(init_log_alpha or {})}
+        self.gates = nn.ModuleDict()
+        for unit in self.units:
+            mean = init[unit]
+            if mean is None:
+                mean = math.log(1.0 - droprate_init) - math.log(droprate_init)
+            self.gates[unit] = HardConcreteGate(shapes[unit], mean, self.constants)
+        self.full_params = int(self._params(self._ones()).round().item())
+
+    # --- masks ------------------------------------------------------------------------------------
+
+    def _as_masks(self, values: dict[str, torch.Tensor]) -> Masks:
+        """Gate-shaped tensors -> :class:`Masks` field shapes (drop the group-of-one dims)."""
+        out = {}
+        for unit, t in values.items():
+            out[unit] = t.reshape(-1) if unit in ("hidden", "head_layer", "mlp") else t
+        return Masks(**out)
+
+    def sample(self, noise: Mapping[str, torch.Tensor] | None = None) -> Masks:
+        """Masks for one training step (one sample shared by the whole batch, as in CoFi).
+
+        Args:
+            noise: optional per-unit uniform noise of the gates' shapes (see :meth:`noise`), so that
+                every DDP rank can use the same sample.
+        """
+        noise = noise or {}
+        return self._as_masks({u: g.sample(noise.get(u)) for u, g in self.gates.items()})
+
+    def noise(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Uniform noise for :meth:`sample`, one tensor per unit, on the gates' device."""
+        return {
+            u: torch.rand(g.log_alpha.shape, generator=generator).to(g.log_alpha.device)
+            for u, g in self.gates.items()
+        }
+
+    def deterministic(self) -> Masks:
+        """Evaluation masks with CoFi's rule (see :meth:`HardConcreteGate.deterministic`)."""
+        return self._as_masks({u: g.deterministic() for u, g in self.gates.items()})
+
+    def scores(self) -> Masks:
+        """Every gate's soft score ``sigmoid(log_alpha / β · 0.8)``, the order deterministic masks
+        keep units in (``cofi_lightning.core.rounding`` adds or drops units by it)."""
+        return self._as_masks({u: g.soft_score() for u, g in self.gates.items()})
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Clamp every log-alpha to CoFi's range; call after each optimizer step."""
+        for gate in self.gates.values():
+            gate.clamp_()
+
+    # --- parameter counts -------------------------------------------------------------------------
+
+    def _ones(self) -> dict[str, torch.Tensor]:
+        return {u: torch.ones_like(g.log_alpha, dtype=torch.float64) for u, g in self.gates.items()}
+
+    def _params(self, keep: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Encoder parameters given per-gate keep values (probabilities or 0/1), gate-shaped.
+
+        A unit that is not masked counts as always kept. Heads and FFN dimensions count only while
+        their layer mask keeps them; a sublayer is alive when its layer gate and at least one of its
+        units are (1 - prod(1 - p) is the exact probability of "at least one").
+        """
+        ref = next(iter(keep.values()), torch.ones((), dtype=torch.float64))
+
+        def get(unit: str, shape: tuple[int, ...]) -> torch.Tensor:
+            if unit in keep:
+                return keep[unit]
+            return torch.ones(shape, dtype=ref.dtype, device=ref.device)
+
+        L = self.num_layers
+        hidden = get("hidden", (1, self.hidden_size)).sum()
+        head = get("head", (L, self.num_heads)) * get("head_layer", (L, 1))  # [L, N]
+        inter = get("intermediate", (L, self.intermediate_size)) * get("mlp", (L, 1))  # [L, I]
+        attn_alive = get("head_layer", (L, 1)).squeeze(1) * (1 - (1 - get("head", (L, 1))).prod(1))
+        ffn_alive = get("mlp", (L, 1)).squeeze(1) * (1 - (1 - get("intermediate", (L, 1))).prod(1))
+        return encoder_params(
+            hidden,
+            head.sum(1),
+            inter.sum(1),
+            attn_alive,
+            ffn_alive,
+            self.head_size,
+            **self.param_terms,
+        )
+
+    def expected_params(self) -> torch.Tensor:
+        """Differentiable expected number of encoder parameters under the gates' distribution.
+
+        The hidden mask enters as the expected number of kept hidden dimensions; without it the
+        hidden size is constant, which gives the paper's formula without hidden pruning.
+        """
+        return self._params({u: g.prob_nonzero() for u, g in self.gates.items()})
+
+    def expected_sparsity(self) -> torch.Tensor:
+        """Differentiable expected sparsity s_hat = 1 - E[params] / params of the full encoder."""
+        return 1.0 - self.expected_params() / self.full_params
+
+    def remaining_params(self, masks: Masks) -> int:
+        """Exact encoder parameters of the model pruned with ``masks`` (zeros removed)."""
+        gate_shaped = {
+            unit: (t != 0).to(torch.float64).reshape(self._shapes[unit])
+            for unit, t in masks.items()
+        }
+        return int(self._params(gate_shaped).round().item())
+
+    def sparsity(self, masks: Masks) -> float:
+        """Exact sparsity ``1 - remaining / full`` of the encoder pruned with ``masks``: for
+        deterministic masks, the sparsity of the model that will be exported."""
+        return 1.0 - self.remaining_params(masks) / self.full_params
+
+    def mask_parameters(self) -> list[nn.Parameter]:
+        """The log-alphas (the module's only trainable parameters)."""
+        return [g.log_alpha for g in self.gates.values()]

@@ -1,0 +1,171 @@
+"""The timing protocol: forward passes only, same inputs for every model, interleaved rounds.
+
+This file owns how a latency is measured (CoFi's protocol: fixed batch and padded sequence
+length, no gradients, eval mode, warm-up rounds discarded, the median of repeated rounds) on CPU
+(wall clock, thread count reported) or CUDA (CUDA events, synchronised). It knows nothing about
+pruning; what is compared and reported lives in ``compare.py``.
+"""
+
+from __future__ import annotations
+
+import gc
+import platform
+import resource
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class BenchError(ValueError):
+    """A benchmark input is missing or unusable; the message says which and what was expected."""
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu`` or ``cuda[:i]``, checked now so a GPU-only request fails before any loading.
+
+    Raises:
+        BenchError: unknown device, or CUDA asked for where torch sees no GPU.
+    """
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            built = torch.version.cuda or "no CUDA (a CPU-only build)"
+            raise BenchError(
+                f"device={name} but torch.cuda.is_available() is False (torch {torch.__version__} "
+                f"built with {built}); run with device=cpu or on a machine with a GPU"
+            )
+        return torch.device(name)
+    raise BenchError(f"device must be 'cpu' or 'cuda', got {name!r}")
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """``fp32`` or ``bf16``.
+
+    Raises:
+        BenchError: any other name.
+    """
+    if name not in DTYPES:
+        raise BenchError(f"dtype must be one of {sorted(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's or the CPU's model name, for the report."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def make_inputs(
+    batch: int, seq: int, vocab_size: int, device: torch.device, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """Random token ids padded to ``seq``, with the attention mask and token types a tokenizer
+    would give (all ones / all zeros), so every model takes its masked attention path.
+
+    Returns:
+        ``input_ids``, ``attention_mask``, ``token_type_ids``, each ``[batch, seq]`` int64.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    low = 1000 if vocab_size > 2000 else 1  # above BERT's special and unused tokens
+    ids = torch.randint(low, vocab_size, (batch, seq), generator=gen)
+    inputs = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "token_type_ids": torch.zeros_like(ids),
+    }
+    return {k: v.to(device) for k, v in inputs.items()}
+
+
+@dataclass
+class Timing:
+    """Latencies of one model.
+
+    Attributes:
+        rounds_ms: Forward latency of each timed round, ms.
+        page_faults: Minor page faults of the process during each timed forward (CPU only, else
+            empty): fresh memory the allocator had to map, a cost that shows up as slow
+            element-wise ops on large activations.
+    """
+
+    rounds_ms: list[float] = field(default_factory=list)
+    page_faults: list[int] = field(default_factory=list)
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.rounds_ms)
+
+    @property
+    def page_faults_per_forward(self) -> float | None:
+        return statistics.median(self.page_faults) if self.page_faults else None
+
+
+def _forward_ms(model: nn.Module, inputs: dict, cuda: bool) -> tuple[float, int | None]:
+    if cuda:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()  # nothing of the previous model still running
+        start.record()
+        model(**inputs)
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end), None
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    tic = time.perf_counter()
+    model(**inputs)
+    elapsed = (time.perf_counter() - tic) * 1e3
+    return elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+
+
+def time_models(
+    models: dict[str, nn.Module], inputs: dict[str, torch.Tensor], warmup: int, rounds: int
+) -> dict[str, Timing]:
+    """Time one forward of every model per round, rounds interleaved.
+
+    Interleaving spreads drift (clock boost, other load, thermal state) over all models alike, and
+    the order alternates each round so no model always runs with the other's data in cache.
+
+    Args:
+        models: Name -> model, in eval mode, on the inputs' device.
+        inputs: Keyword arguments of every forward (``make_inputs``).
+        warmup: Rounds run first and discarded (allocator, kernel selection, compilation).
+        rounds: Rounds timed (>= 1).
+
+    Raises:
+        ValueError: a model is in training mode, or ``rounds < 1``.
+    """
+    if rounds < 1 or warmup < 0:
+        raise ValueError(f"need rounds >= 1 and warmup >= 0, got {rounds=}, {warmup=}")
+    training = [name for name, m in models.items() if m.training]
+    if training:
+        raise ValueError(f"models must be in eval mode (dropout off); in training mode: {training}")
+    cuda = next(iter(inputs.values())).device.type == "cuda"
+    timings = {name: Timing() for name in models}
+    names = list(models)
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()  # as timeit does: a collection inside one model's forward is noise
+    try:
+        with torch.inference_mode():
+            for r in range(warmup + rounds):
+                for name in names if r % 2 == 0 else reversed(names):
+                    ms, faults = _forward_ms(models[name], inputs, cuda)
+                    if r >= warmup:
+                        timings[name].rounds_ms.append(ms)
+                        if faults is not None:
+                            timings[name].page_faults.append(faults)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return timings

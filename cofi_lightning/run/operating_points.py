@@ -1,0 +1,103 @@
+"""The operating points of a run: one per pruning target, each with its own directories.
+
+This file owns the layout of a run's per-target outputs, for the stages, the results, the report
+and the bench alike:
+
+* one target (``pruning.target_sparsity``, or ``pruning.targets`` of one entry): the single-target
+  layout, ``prune/best``, ``finetune/``, ``pruned_model/``, ``structure.png``, ``speed_*.json``;
+* a sparsity path (``pruning.targets`` with several): every target t has ``prune/best_<t>``,
+  ``finetune_<t>/``, ``pruned_model_<t>/``, ``structure_<t>.png`` and ``speed_*_<t>.json``, where
+  ``<t>`` is the target written with ``:g`` (``0.6``, ``0.75``).
+
+The finetune and export stages run once per point (``<stage><suffix>/DONE.json`` each, so each
+resumes on its own); ``results.json`` lists the points in ``operating_points``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: The stages that run once per operating point (the others once per run).
+PER_POINT_STAGES: tuple[str, ...] = ("finetune", "export")
+
+#: The ``results.json`` keys that belong to one operating point.
+POINT_KEYS: tuple[str, ...] = (
+    "target_sparsity",
+    "sparsity",
+    "params",
+    "pruned",
+    "structure",
+    "export_dir",
+    "latency",
+)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """One target of a run and where its outputs live.
+
+    Attributes:
+        target: The target sparsity (or latency reduction) of this point.
+        suffix: ``""`` in the single-target layout, ``"_<t>"`` on a sparsity path.
+    """
+
+    target: float
+    suffix: str = ""
+
+    @property
+    def label(self) -> str:
+        """The target as written in paths and logs (``0.75``)."""
+        return f"{self.target:g}"
+
+    def stage(self, name: str) -> str:
+        """The directory (and record) name of a per-point stage: ``finetune_0.6``."""
+        return f"{name}{self.suffix}" if name in PER_POINT_STAGES else name
+
+    def best_dir(self, run_dir: str | Path) -> Path:
+        """The point's best structure (``prune/best`` or ``prune/best_<t>``)."""
+        return Path(run_dir) / "prune" / f"best{self.suffix}"
+
+    def export_dir(self, run_dir: str | Path) -> Path:
+        return Path(run_dir) / f"pruned_model{self.suffix}"
+
+    def structure_plot(self, run_dir: str | Path) -> Path:
+        return Path(run_dir) / f"structure{self.suffix}.png"
+
+    def speed_name(self, device: str, dtype: str) -> str:
+        return f"speed_{device}_{dtype}{self.suffix}.json"
+
+    def speed_files(self, run_dir: str | Path) -> list[Path]:
+        """The bench reports of this point's export (``python -m cofi_lightning.tools.bench``)."""
+        return sorted(Path(run_dir).glob(f"speed_*{self.suffix}.json"))
+
+
+def operating_points(targets: list[float]) -> list[OperatingPoint]:
+    """The points of a run with these targets (``PruningConfig.target_list``)."""
+    if len(targets) == 1:
+        return [OperatingPoint(float(targets[0]))]
+    return [OperatingPoint(float(t), f"_{float(t):g}") for t in targets]
+
+
+def points_of_results(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One flat record per operating point of a ``results.json``: the run's shared keys with the
+    point's keys. Understands both layouts (``operating_points`` and the older single-target file
+    without it)."""
+    points = results.get("operating_points")
+    shared = {k: v for k, v in results.items() if k != "operating_points"}
+    if not points:
+        return [shared]
+    return [{**shared, **point} for point in points]
+
+
+def objective(results: dict[str, Any] | None) -> float | None:
+    """The one number a Hydra sweeper optimises for a run: the exported model's main metric.
+
+    A sparsity path exports one model per target; its objective is the mean of their main
+    metrics (every point counts equally, so a sweep cannot win by sacrificing one target)."""
+    if not results:
+        return None
+    metric = results["main_metric"]
+    scores = [point["pruned"][metric] for point in points_of_results(results)]
+    return sum(scores) / len(scores)

@@ -1,0 +1,324 @@
+"""The CoFi pipeline: stage loop, run-directory ownership, resume bookkeeping and ``results.json``.
+
+This file owns ``train(cfg)`` (what ``train.py`` calls). Before any stage runs, the run directory is
+claimed for this config (``cofi_lightning.run.rundir``: the same identity resumes, another one is
+refused with the differing keys) and locked against a second process. A stage that finishes writes
+``<run_dir>/<stage>/DONE.json`` (its record: metrics, seconds, outputs); a rerun skips it, and an
+unfinished stage resumes from ``<run_dir>/<stage>/checkpoints/last.ckpt``. What each stage does
+lives in ``cofi_lightning.run.stages``; what they share in ``cofi_lightning.run.context``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig, OmegaConf
+
+from cofi_lightning.config import STAGES, TrainConfig, config_identity, load_config
+from cofi_lightning.config.identity import identity_hash
+from cofi_lightning.run import stages
+from cofi_lightning.run.context import RunContext, barrier, is_global_zero
+from cofi_lightning.run.hub import push_export
+from cofi_lightning.run.operating_points import (
+    PER_POINT_STAGES,
+    POINT_KEYS,
+    OperatingPoint,
+    operating_points,
+    points_of_results,
+)
+from cofi_lightning.run.preflight import preflight
+from cofi_lightning.run.rundir import RunLock, claim
+
+#: ``results.json``'s keys. The operating point's keys (:data:`POINT_KEYS`) sit at the top level
+#: only with a single target; ``operating_points`` lists every point (one with a single target).
+RESULT_KEYS = (
+    "task",
+    "target_sparsity",
+    "sparsity",
+    "params",
+    "teacher",
+    "pruned",
+    "main_metric",
+    "structure",
+    "export_dir",
+    "ablation",
+    "method",
+    "constraint",
+    "latency",
+    "fidelity",
+    "seed",
+    "stage_seconds",
+    "operating_points",
+)
+
+
+# --- the stage loop -------------------------------------------------------------------------------
+
+
+def run_stage(
+    ctx: RunContext,
+    name: str,
+    fn: Callable[..., dict[str, Any]],
+    point: OperatingPoint | None = None,
+) -> dict:
+    """Run one stage (of one operating point, for the per-point stages) unless its ``DONE.json``
+    exists; write it (rank 0) when the stage ends."""
+    key = point.stage(name) if point is not None else name  # directory and record name
+    done = ctx.run_dir / key / "DONE.json"
+    label = f"[{STAGES.index(name) + 1}/{len(STAGES)} {key}]"
+    if done.is_file():
+        record = json.loads(done.read_text())
+        rank_zero_info(f"{label} already done ({done}); skipping")
+    else:
+        rank_zero_info(f"{label} starting")
+        start = ctx.started[key] = time.perf_counter()
+        record = fn(ctx) if point is None else fn(ctx, point)
+        attempt = time.perf_counter() - start
+        clock = ctx.clocks.get(key)
+        earlier = clock.before if clock is not None else 0.0  # attempts cut short by a crash
+        record["seconds"] = round(attempt + earlier, 2)
+        record["attempt_seconds"] = round(attempt, 2)
+        if is_global_zero():
+            done.parent.mkdir(parents=True, exist_ok=True)
+            done.write_text(json.dumps(record, indent=2))
+            if ctx.cfg.cleanup.checkpoints:
+                remove_checkpoints(ctx.run_dir / key)
+        barrier()
+        rank_zero_info(f"{label} done in {record['seconds']:.0f} s{_outcome(ctx, record)}")
+    ctx.records[key] = record
+    return record
+
+
+def _outcome(ctx: RunContext, record: dict[str, Any]) -> str:
+    """``": accuracy 76.72, sparsity 0.482"`` of a stage record (what is there of it)."""
+    parts = []
+    metric = ctx.task.main_metric_key
+    if metric in (record.get("metrics") or {}):
+        parts.append(f"{metric} {record['metrics'][metric]:.2f}")
+    best = record.get("best") or {}
+    sparsity = record.get("sparsity", best.get("deterministic_sparsity"))
+    if sparsity is not None:
+        parts.append(f"sparsity {sparsity:.3f}")
+    elif "structure_dirs" in record:  # a path: one best structure per target
+        found = [b.get("deterministic_sparsity") for b in best.values()]
+        parts.append("sparsities " + " / ".join(f"{s:.3f}" for s in found if s is not None))
+    return ": " + ", ".join(parts) if parts else ""
+
+
+def summary_table(results: dict[str, Any], run_dir: Path) -> str:
+    """The end-of-run summary a person reads: teacher vs pruned, sparsity, structure, where (one
+    block per operating point)."""
+    records = points_of_results(results)
+    points = operating_points([float(r["target_sparsity"]) for r in records])
+    return "\n\n".join(
+        _point_summary(record, point.speed_files(run_dir), point.structure_plot(run_dir), run_dir)
+        for point, record in zip(points, records, strict=True)
+    )
+
+
+def _point_summary(results: dict[str, Any], speed: list[Path], plot: Path, run_dir: Path) -> str:
+    metric = results["main_metric"]
+    teacher = results["teacher"].get(metric)
+    params = results["params"]
+    st = results["structure"]
+    rows = [
+        ("task", f"{results['task']} (target sparsity {results['target_sparsity']:g})"),
+        (f"teacher {metric}", "-" if teacher is None else f"{teacher:.2f}"),
+        (f"pruned {metric}", f"{results['pruned'][metric]:.2f}"),
+        (
+            "sparsity",
+            f"{results['sparsity']:.4f} ({params['pruned']:,} of {params['unpruned']:,} "
+            "encoder parameters, counted on the export)",
+        ),
+        (
+            "structure",
+            f"hidden {st['hidden_size']}; heads {st['num_heads']}; FFN {st['intermediate_sizes']}",
+        ),
+        ("export", results["export_dir"]),
+        ("structure plot", str(plot)),
+        (
+            "speedup",
+            f"{json.loads(speed[0].read_text()).get('speedup', '?')}x ({speed[0].name})"
+            if speed
+            else f"not measured: python -m cofi_lightning.tools.bench run={run_dir}",
+        ),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def remove_checkpoints(stage_dir: Path) -> None:
+    """Delete a finished stage's resume checkpoints and best-weights snapshot."""
+    shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
+    (stage_dir / "best_student.pt").unlink(missing_ok=True)
+
+
+def resolve_run_dir(cfg: TrainConfig) -> Path:
+    """``run_dir`` if set, else Hydra's output dir (``outputs/<experiment>/<run_name>``)."""
+    if cfg.run_dir:
+        return Path(cfg.run_dir)
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def train(
+    cfg: DictConfig | TrainConfig, extra_callbacks: dict[str, Sequence[L.Callback]] | None = None
+) -> dict[str, Any]:
+    """Run (or resume) the configured stages and return the ``results.json`` content.
+
+    Args:
+        cfg: The composed ``conf/train.yaml`` (or its typed :class:`TrainConfig`).
+        extra_callbacks: ``{stage: [callbacks]}`` added to that stage's trainer.
+
+    Raises:
+        ConfigError: an invalid value (naming the key), before anything is written.
+        ModelSourceError: a model, tokenizer or teacher that does not exist or does not fit.
+        RunDirError: the run directory belongs to another config or another live process.
+    """
+    cfg = load_config(cfg)
+    run_dir = resolve_run_dir(cfg)
+    cfg.check_stage_inputs(run_dir)
+    preflight(cfg)  # models exist and fit together, before the run directory is touched
+    structured = OmegaConf.structured(cfg)
+    identity = config_identity(structured)
+    lock = contextlib.nullcontext()
+    if is_global_zero():  # DDP ranks > 0 are started by rank 0, which holds the lock
+        lock = RunLock(run_dir)
+        lock.acquire()
+    try:
+        if is_global_zero():
+            resumed = claim(run_dir, identity, cfg.resume)
+            rank_zero_info(f"{'resuming' if resumed else 'starting'} run {run_dir}")
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(structured))
+        # A tracker run id per (identity, directory): a resumed job continues its W&B run, and
+        # the same config run again elsewhere gets a run of its own.
+        config_id = identity_hash(identity)
+        place = f"{config_id}:{run_dir.resolve()}"
+        run_id = f"{config_id}-{hashlib.sha256(place.encode()).hexdigest()[:6]}"
+        bars = cfg.trainer.get("enable_progress_bar", True)
+        with contextlib.nullcontext() if bars else _library_bars_off():
+            return _run_stages(cfg, run_dir, run_id, extra_callbacks)
+    finally:
+        if isinstance(lock, RunLock):
+            lock.release()
+
+
+@contextlib.contextmanager
+def _library_bars_off():
+    """The libraries' own progress bars (``transformers``' per-load "Loading weights",
+    ``datasets``' map) off, as found afterwards: with the trainer's bars off (batch jobs, whose
+    output goes to a log file) each would write a screen of carriage returns into the log."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_on[0]:
+            hf_logging.enable_progress_bar()
+        if was_on[1]:
+            datasets.enable_progress_bars()
+
+
+def _run_stages(
+    cfg: TrainConfig,
+    run_dir: Path,
+    run_id: str,
+    extra_callbacks: dict[str, Sequence[L.Callback]] | None,
+) -> dict[str, Any]:
+    L.seed_everything(cfg.seed, workers=True)
+    ctx = RunContext(cfg, run_dir, extra_callbacks, run_id=run_id)
+    results: dict[str, Any] = {}
+    # The per-run stages, then each operating point's stages (finetune, export) in turn, so the
+    # first point's export exists before the next point starts.
+    order = [(name, None) for name in STAGES if name not in PER_POINT_STAGES]
+    order += [(name, pt) for pt in ctx.points for name in STAGES if name in PER_POINT_STAGES]
+    try:
+        for name, point in order:
+            key = point.stage(name) if point is not None else name
+            done = run_dir / key / "DONE.json"
+            if name in cfg.stages:
+                run_stage(ctx, name, stages.STAGE_FUNCTIONS[name], point)
+            elif done.is_file():
+                ctx.records[key] = json.loads(done.read_text())
+        exports = [pt.stage("export") for pt in ctx.points]
+        if all(key in ctx.records for key in exports):
+            results = results_from_records(ctx)
+            if is_global_zero():
+                (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+            rank_zero_info(f"results: {json.dumps(results)}")
+            rank_zero_info("CoFi run finished\n" + summary_table(results, run_dir))
+            if cfg.export.push_to_hub and is_global_zero():
+                _push(ctx, results)  # after results.json: a failed upload loses nothing
+    except BaseException:
+        ctx.finish_trackers(None, exit_code=1)
+        raise
+    last = ctx.records.get(ctx.points[-1].stage("export"), {})
+    ctx.finish_trackers(results, heatmap=last.get("structure_plot"))
+    return results
+
+
+def _push(ctx: RunContext, results: dict[str, Any]) -> None:
+    """Upload each operating point's export: to ``export.push_to_hub``, or on a sparsity path to
+    ``<repo>-s<t>`` per target."""
+    repo = str(ctx.cfg.export.push_to_hub)
+    for point, record in zip(ctx.points, results["operating_points"], strict=True):
+        target_repo = repo if len(ctx.points) == 1 else f"{repo}-s{point.label}"
+        url = push_export(
+            point.export_dir(ctx.run_dir),
+            target_repo,
+            private=ctx.cfg.export.private,
+            message=f"CoFi {ctx.task.name} at sparsity {record['sparsity']:.3f}",
+        )
+        rank_zero_info(f"uploaded the export to {target_repo}: {url}")
+
+
+def point_result(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
+    """One operating point's ``results.json`` keys (:data:`POINT_KEYS`) from its export record."""
+    export = ctx.records[point.stage("export")]
+    result = {
+        "target_sparsity": point.target,
+        "sparsity": export["sparsity"],
+        "params": export["params"],
+        "pruned": export["metrics"],
+        "structure": export["structure"],
+        "export_dir": export["export_dir"],
+        "latency": export.get("latency"),
+    }
+    assert tuple(result) == POINT_KEYS
+    return result
+
+
+def results_from_records(ctx: RunContext) -> dict[str, Any]:
+    """The ``results.json`` dict (keys: :data:`RESULT_KEYS`) from the stages' DONE records."""
+    points = [point_result(ctx, point) for point in ctx.points]
+    teacher = ctx.records.get("teacher", {})
+    shared = {
+        "task": ctx.task.name,
+        "teacher": teacher.get("metrics", {}),
+        "main_metric": ctx.task.main_metric_key,
+        "ablation": ctx.cfg.ablation_name,
+        "method": ctx.cfg.pruning.method,
+        "constraint": ctx.cfg.pruning.constraint,
+        "fidelity": ctx.cfg.fidelity_name,
+        "seed": int(ctx.cfg.seed),
+        "stage_seconds": {k: r.get("seconds") for k, r in ctx.records.items()},
+        "operating_points": points,
+    }
+    top = {**shared, **points[0]} if len(points) == 1 else shared
+    results = {key: top[key] for key in RESULT_KEYS if key in top}
+    assert set(results) == set(top)
+    return results

@@ -1,0 +1,185 @@
+"""Ownership of a run directory: which config it belongs to, and which process is using it.
+
+This file owns two files in every run directory:
+
+* ``run.json``: the identity of the config that created the run (``cofi_lightning.config.identity``)
+  and its hash. A later invocation may resume the run only with the same identity; otherwise it
+  stops before touching anything, listing the keys that differ. ``resume`` decides what an empty
+  or foreign directory means (``auto`` | ``never`` | ``must``).
+* ``.lock``: created atomically by the process that runs the pipeline (pid, host, start time),
+  refreshed by a heartbeat and removed on exit. A second process on the same directory stops at
+  once. A lock whose owner is dead (same host: no such pid; other host: heartbeat older than
+  :data:`STALE_SECONDS`) is taken over with a warning, so a killed job never blocks its requeue.
+
+It does not decide what the stages write (``cofi_lightning.run.stages``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from cofi_lightning.config.identity import identity_diff, identity_hash
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+LOCK_FILE = ".lock"
+HEARTBEAT_SECONDS = 60.0
+STALE_SECONDS = 10 * HEARTBEAT_SECONDS
+
+
+class RunDirError(RuntimeError):
+    """The run directory belongs to another config or another live process."""
+
+
+def has_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run started by this framework (``run.json`` or a stage dir)."""
+    from cofi_lightning.config.schema import STAGES
+
+    return (run_dir / RUN_FILE).is_file() or any((run_dir / s).is_dir() for s in STAGES)
+
+
+def claim(run_dir: Path, identity: dict[str, Any], resume: str) -> bool:
+    """Check that this config may use ``run_dir`` and record its identity there.
+
+    Args:
+        run_dir: The run directory (created if missing).
+        identity: ``config_identity(cfg)`` of this invocation.
+        resume: ``auto``: resume a run of the same identity, start one in an empty directory,
+            refuse a run of another identity; ``must``: refuse to start from nothing; ``never``:
+            refuse any existing run.
+
+    Returns:
+        True when an existing run is resumed, False when a new one starts.
+
+    Raises:
+        RunDirError: with the differing keys and how to start fresh.
+    """
+    path = run_dir / RUN_FILE
+    fresh = "pass run_dir=<another directory>, or delete this one to start over"
+    existing = has_run(run_dir)
+    if resume == "never" and existing:
+        raise RunDirError(f"resume=never but {run_dir} already holds a run; {fresh}")
+    if resume == "must" and not existing:
+        raise RunDirError(f"resume=must but {run_dir} holds no run to resume")
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        diff = identity_diff(stored["identity"], identity)
+        if diff:
+            listed = "\n  ".join(diff)
+            raise RunDirError(
+                f"{run_dir} belongs to another config (hash {stored['hash']}, this one "
+                f"{identity_hash(identity)}); the keys that differ:\n  {listed}\n"
+                f"Resuming would mix the two runs: {fresh}."
+            )
+        return True
+    if existing:
+        # A run from before run.json existed: its config cannot be compared.
+        raise RunDirError(f"{run_dir} holds a run without {RUN_FILE}; {fresh}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"hash": identity_hash(identity), "identity": identity}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+    tmp.replace(path)
+    return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+class RunLock:
+    """An exclusive, self-expiring lock on a run directory (a context manager).
+
+    Args:
+        run_dir: The run directory (created if missing).
+        heartbeat_seconds: How often the owner refreshes the lock's mtime.
+        stale_seconds: A lock of another host not refreshed for this long is taken over.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        stale_seconds: float = STALE_SECONDS,
+    ) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self.heartbeat_seconds = heartbeat_seconds
+        self.stale_seconds = stale_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _owner(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _stale(self, owner: dict[str, Any]) -> bool:
+        if owner.get("host") == socket.gethostname() and "pid" in owner:
+            return not _pid_alive(int(owner["pid"]))
+        try:
+            age = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return True
+        return age > self.stale_seconds
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`RunDirError` naming the live owner."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if not self._stale(owner):
+                    raise RunDirError(
+                        f"{self.path.parent} is in use by pid {owner.get('pid')} on "
+                        f"{owner.get('host')} (lock {self.path}); two processes on one run "
+                        "directory would overwrite each other. Wait for it, or pass "
+                        "run_dir=<another directory>."
+                    ) from None
+                log.warning("taking over the stale lock of a dead run: %s", owner)
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self._thread = threading.Thread(target=self._beat, daemon=True, name="run-lock")
+            self._thread.start()
+            return
+        raise RunDirError(f"could not take the lock {self.path}")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_seconds):
+            try:
+                os.utime(self.path)
+            except FileNotFoundError:
+                return
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._owner().get("pid") == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

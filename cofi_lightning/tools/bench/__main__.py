@@ -1,0 +1,270 @@
+"""Command line of the latency benchmark; see ``cofi_lightning/tools/bench/__init__.py`` for the
+protocol.
+
+Usage (``python -m cofi_lightning.tools.bench --help`` lists every option)::
+
+    python -m cofi_lightning.tools.bench run=<run_dir> [key=value ...]
+    python -m cofi_lightning.tools.bench pruned=<model dir> [baseline=<dir or hub>] [key=value ...]
+    python -m cofi_lightning.tools.bench synthetic=s95 [key=value ...]
+
+Every option is written ``--key value`` or, as in the other ``python -m cofi_lightning...``
+commands and ``train.py`` overrides, ``key=value``: ``device=cpu|cuda``, ``dtype=fp32|bf16``,
+``batch=128``, ``seq=128`` (384 for SQuAD / QA models), ``warmup`` and ``rounds`` (2 and 7 on CPU,
+10 and 50 on CUDA), ``threads`` (CPU threads; default: torch's), ``optimize=false`` (time both
+through ``tools/bench/fast.py``), ``compile=false`` (time both through ``torch.compile``),
+``out=<json>`` (default ``<run_dir>/speed_<device>_<dtype>.json``, or
+``speed_<device>_<dtype>.json`` in the working directory; a sparsity path run measures each export
+into ``speed_<device>_<dtype>_<t>.json``). Bad arguments exit with status 2
+(argparse), problems with the models with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cofi_lightning.latency.timing import DTYPES, resolve_device, resolve_dtype
+from cofi_lightning.tools.bench.compare import compare, format_table
+from cofi_lightning.tools.bench.sources import (
+    BenchError,
+    Sources,
+    discover,
+    load_pair,
+    synthetic_pair,
+)
+from cofi_lightning.tools.cli import add_flag, boolean, int_at_least, parse_key_values
+
+EXAMPLES = """\
+examples:
+  python -m cofi_lightning.tools.bench run=outputs/demo/<run>              # a finished training run
+  python -m cofi_lightning.tools.bench pruned=<dir> baseline=<dir or hub name> device=cuda
+  dtype=bf16 python -m cofi_lightning.tools.bench synthetic=s95 batch=32 threads=2    # BERT-base at
+  95% sparsity
+
+Every --key value may also be written key=value, as in train.py overrides.
+"""
+
+
+def _synthetic(value: str) -> bool:
+    """``s95`` (or ``true``) -> True, ``false`` -> False: the only synthetic structure so far."""
+    if value == "s95":
+        return True
+    try:
+        return boolean(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be s95, got {value!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's parser: every option with its help (``--help``)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m cofi_lightning.tools.bench",
+        description="Time a pruned model against its unpruned counterpart (forward passes only,\n"
+        "CoFi's speedup protocol), print the table and write the report as JSON.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    models = parser.add_argument_group("models (give run, pruned or synthetic)")
+    models.add_argument(
+        "--run",
+        metavar="RUN_DIR",
+        help="a finished training run: its exported pruned model against the run's "
+        "model.pretrained (task and sequence length from the run)",
+    )
+    models.add_argument(
+        "--pruned",
+        metavar="DIR",
+        help="an exported pruned model dir (or a run dir holding one)",
+    )
+    models.add_argument(
+        "--baseline",
+        metavar="DIR_OR_HUB",
+        help="the unpruned model, a local dir or a hub name (default: the run's model.pretrained)",
+    )
+    models.add_argument(
+        "--synthetic",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_synthetic,
+        metavar="s95",
+        help="build BERT-base and a 95%% sparse structure with random weights (no files)",
+    )
+    timing = parser.add_argument_group("timing")
+    timing.add_argument(
+        "--device", default="cpu", help="cpu, cuda or cuda:<i> (default: %(default)s)"
+    )
+    timing.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=sorted(DTYPES),
+        help="precision of both models (default: %(default)s)",
+    )
+    timing.add_argument(
+        "--batch", type=int_at_least(1), default=128, help="batch size (default: %(default)s)"
+    )
+    timing.add_argument(
+        "--seq",
+        type=int_at_least(1),
+        help="padded sequence length in tokens (default: 384 for SQuAD / QA models, else 128)",
+    )
+    timing.add_argument(
+        "--warmup",
+        type=int_at_least(0),
+        help="discarded rounds per model (default: 2 on CPU, 10 on CUDA)",
+    )
+    timing.add_argument(
+        "--rounds",
+        type=int_at_least(1),
+        help="timed rounds per model; the median is reported (default: 7 on CPU, 50 on CUDA)",
+    )
+    timing.add_argument("--threads", type=int_at_least(1), help="CPU threads (default: torch's)")
+    add_flag(
+        timing,
+        "--optimize",
+        "time both models through the inference rewrite of tools/bench/fast.py (default: false)",
+    )
+    add_flag(timing, "--compile", "time both models through torch.compile (default: false)")
+    parser.add_argument(
+        "--out",
+        metavar="JSON",
+        help="report path (default: <run_dir>/speed_<device>_<dtype>.json, or "
+        "speed_<device>_<dtype>.json in the working directory)",
+    )
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
+    """Command-line arguments -> settings for :func:`run`, with device-dependent defaults filled.
+
+    Raises:
+        SystemExit: status 2 (argparse's message on stderr) for an unknown key, a bad value or an
+            impossible combination of models.
+    """
+    parser = build_parser()
+    args = parse_key_values(parser, argv)
+    if args.synthetic and any((args.run, args.pruned, args.baseline)):
+        parser.error("synthetic=s95 builds both models; drop run=, pruned= and baseline=")
+    if not args.synthetic and not (args.run or args.pruned):
+        parser.error("give the models: run=<run_dir>, pruned=<dir> [baseline=...] or synthetic=s95")
+    cuda = args.device.startswith("cuda")
+    if args.warmup is None:
+        args.warmup = 10 if cuda else 2
+    if args.rounds is None:
+        args.rounds = 50 if cuda else 7
+    return vars(args)
+
+
+def run(settings: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+    """Load (or build), time, write the JSON; returns ``(report, json path)``.
+
+    Raises:
+        BenchError: anything the user can fix (paths, device, values).
+    """
+    resolve_device(settings["device"])  # fail before minutes of loading, not after
+    resolve_dtype(settings["dtype"])
+    if settings["threads"] is not None:
+        torch.set_num_threads(settings["threads"])
+    run_dir = None
+    if settings["synthetic"]:
+        pruned, baseline = synthetic_pair()
+        names = {"pruned": "synthetic s95 (random weights)", "baseline": "synthetic BERT-base"}
+        task = None
+    else:
+        found: Sources = discover(settings["pruned"], settings["baseline"], settings["run"])
+        pruned, baseline = load_pair(found)
+        names = {"pruned": found.pruned, "baseline": found.baseline}
+        task = found.task
+        run_dir = Path(found.run_dir) if found.run_dir else None
+    seq = settings["seq"]
+    if seq is None:  # SQuAD windows are 384 tokens, GLUE inputs 128
+        qa = task == "squad" or "QuestionAnswering" in type(pruned).__name__
+        seq = 384 if qa else 128
+    report = compare(
+        pruned,
+        baseline,
+        device=settings["device"],
+        dtype=settings["dtype"],
+        batch=settings["batch"],
+        seq=seq,
+        warmup=settings["warmup"],
+        rounds=settings["rounds"],
+        optimize=settings["optimize"],
+        compile_model=settings["compile"],
+        sources=names,
+    )
+    report["task"] = task
+    out = settings["out"]
+    if out is None:
+        name = f"speed_{report['device']}_{report['dtype']}{settings.get('suffix', '')}.json"
+        out = run_dir / name if run_dir is not None else Path(name)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    if run_dir is not None:  # the export's card now states the measured speedup
+        from cofi_lightning.run.model_card import refresh_card
+
+        refresh_card(run_dir)
+    return report, out
+
+
+def run_all(settings: dict[str, Any]) -> list[tuple[dict[str, Any], Path]]:
+    """:func:`run`, once per operating point for ``run=<dir>`` of a sparsity path (each export
+    against the baseline, into ``speed_<device>_<dtype>_<t>.json``)."""
+    points = _path_points(settings)
+    if not points:
+        return [run(settings)]
+    run_dir = Path(settings["run"])
+    return [
+        run({**settings, "pruned": str(p.export_dir(run_dir)), "suffix": p.suffix}) for p in points
+    ]
+
+
+def _path_points(settings: dict[str, Any]) -> list:
+    """The operating points of ``run=<dir>`` when it is a sparsity path (else empty)."""
+    from cofi_lightning.run.operating_points import operating_points, points_of_results
+
+    if settings.get("synthetic") or not settings.get("run") or settings.get("pruned"):
+        return []
+    results = Path(settings["run"]) / "results.json"
+    if not results.is_file():
+        return []
+    try:
+        records = points_of_results(json.loads(results.read_text()))
+    except (OSError, json.JSONDecodeError) as err:
+        raise BenchError(f"run={settings['run']}: unreadable results.json ({err})") from None
+    if len(records) < 2:
+        return []
+    if settings.get("out"):
+        raise BenchError("out= names one file but the run has several exports; leave it out")
+    return operating_points([float(r["target_sparsity"]) for r in records])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point; see the module docstring."""
+    from transformers.utils import logging as hf_logging
+
+    settings = parse_args(argv)  # argparse exits (status 2, or 0 for --help) before any loading
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # per-file loading bars would bury the table
+    hf_logging.set_verbosity_error()  # a baseline's fresh task head is expected, not news
+    try:
+        done = run_all(settings)
+    except BenchError as err:
+        raise SystemExit(f"error: {err}") from None
+    finally:  # main() also runs in-process (tests): leave transformers' logging as found
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    for report, out in done:
+        print(format_table(report))
+        print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Pruned vs baseline: latencies, speedup, encoder parameters, sparsity and the FLOP-ideal speedup.
+
+This file owns what one benchmark reports (the JSON written by ``python -m
+cofi_lightning.tools.bench``) and its table. Counting (``num_encoder_params``,
+``config_forward_flops``) always uses the models as loaded, before any inference rewrite
+(``fast.py``) or compilation, so padding never changes a count.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from cofi_lightning.latency.flops import config_forward_flops
+from cofi_lightning.latency.timing import (
+    device_name,
+    make_inputs,
+    resolve_device,
+    resolve_dtype,
+    time_models,
+)
+from cofi_lightning.modeling import CoFiBertPreTrainedModel
+from cofi_lightning.tools.bench.fast import optimize_for_inference
+from cofi_lightning.tools.bench.sources import BenchError
+
+ROLES = ("baseline", "pruned")
+
+
+def _structure(config) -> dict[str, Any]:
+    return {
+        "hidden_size": config.hidden_size,
+        "num_heads": list(config.num_heads),
+        "intermediate_sizes": list(config.intermediate_sizes),
+    }
+
+
+def _prepare(model, device, dtype, optimize: bool, compile_model: bool):
+    model = model.to(device=device, dtype=dtype).eval()
+    if optimize:
+        model = optimize_for_inference(model)
+    if compile_model:
+        model = torch.compile(model)
+    return model
+
+
+def compare(
+    pruned: CoFiBertPreTrainedModel,
+    baseline: CoFiBertPreTrainedModel,
+    *,
+    device: str = "cpu",
+    dtype: str = "fp32",
+    batch: int = 128,
+    seq: int = 128,
+    warmup: int = 2,
+    rounds: int = 7,
+    optimize: bool = False,
+    compile_model: bool = False,
+    sources: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Time both models on the same inputs and report the speedup against the FLOP ideal.
+
+    Args:
+        pruned: The pruned (compact) model.
+        baseline: The unpruned model, of the same task class.
+        device: ``cpu`` or ``cuda[:i]``.
+        dtype: ``fp32`` or ``bf16`` (weights and activations).
+        batch: Batch size.
+        seq: Padded sequence length (every position attended).
+        warmup: Discarded rounds.
+        rounds: Timed rounds; latencies are their median.
+        optimize: Time both models rewritten by
+            :func:`~cofi_lightning.tools.bench.fast.optimize_for_inference`.
+        compile_model: Time both models through ``torch.compile`` (compilation falls in warm-up).
+        sources: Where each model came from, copied into the report.
+
+    The models are moved and cast in place (``nn.Module.to``) and put in eval mode.
+
+    Returns:
+        The report: settings, per-model ``latency_ms``, ``encoder_params``, ``sparsity``,
+        ``encoder_flops`` and structure, ``speedup`` (baseline / pruned latency),
+        ``flop_ideal_speedup`` (baseline / pruned encoder FLOPs) and
+        ``achieved_fraction_of_ideal``.
+
+    Raises:
+        BenchError: bad device or dtype, CUDA unavailable, a sequence longer than a model's
+            position table, or models of different task classes.
+    """
+    dev, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    if type(pruned) is not type(baseline):
+        raise BenchError(
+            f"pruned is a {type(pruned).__name__}, baseline a {type(baseline).__name__}: "
+            "both must be the same task model"
+        )
+    models = {"baseline": baseline, "pruned": pruned}
+    for role, model in models.items():
+        limit = model.config.max_position_embeddings
+        if seq > limit:
+            raise BenchError(f"seq={seq} exceeds the {role} model's {limit} positions")
+    if compile_model and warmup < 1:
+        raise BenchError("compile=true needs warmup >= 1 (the first call compiles)")
+
+    base_params = baseline.num_encoder_params()
+    counts = {}
+    for role, model in models.items():
+        params = model.num_encoder_params()
+        counts[role] = {
+            "encoder_params": params,
+            "sparsity": 1.0 - params / base_params,
+            "encoder_flops": config_forward_flops(model.config, batch, seq),
+            "structure": _structure(model.config),
+        }
+    vocab = min(m.config.vocab_size for m in models.values())
+    inputs = make_inputs(batch, seq, vocab, dev)
+    timed = {r: _prepare(m, dev, torch_dtype, optimize, compile_model) for r, m in models.items()}
+    timings = time_models(timed, inputs, warmup, rounds)
+
+    report: dict[str, Any] = {
+        "device": dev.type,
+        "device_name": device_name(dev),
+        "dtype": dtype,
+        "batch": batch,
+        "seq": seq,
+        "threads": torch.get_num_threads(),
+        "warmup": warmup,
+        "rounds": rounds,
+        "optimize": optimize,
+        "compile": compile_model,
+        "torch": torch.__version__,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),  # TF32 on GPU or not
+        "model_class": type(pruned).__name__,
+    }
+    for role in ROLES:
+        t = timings[role]
+        report[role] = {
+            "source": (sources or {}).get(role),
+            "latency_ms": t.median_ms,
+            "latency_ms_rounds": t.rounds_ms,
+            "page_faults_per_forward": t.page_faults_per_forward,
+            **counts[role],
+        }
+    speedup = report["baseline"]["latency_ms"] / report["pruned"]["latency_ms"]
+    ideal = counts["baseline"]["encoder_flops"] / counts["pruned"]["encoder_flops"]
+    report["speedup"] = speedup
+    report["flop_ideal_speedup"] = ideal
+    report["achieved_fraction_of_ideal"] = speedup / ideal
+    return report
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The report as a small text table (the CLI's output)."""
+    threads = f", threads={report['threads']}" if report["device"] == "cpu" else ""
+    extras = [k for k in ("optimize", "compile") if report.get(k)]
+    lines = [
+        f"{report['device_name']} ({report['device']}{threads})  dtype {report['dtype']}  "
+        f"batch {report['batch']}  seq {report['seq']}  median of {report['rounds']} rounds "
+        f"(+{report['warmup']} warm-up)" + (f"  [{', '.join(extras)}]" if extras else ""),
+        f"{'model':<9} {'encoder params':>15} {'sparsity':>9} {'GFLOPs':>9} {'latency ms':>11}  "
+        "source",
+    ]
+    for role in ROLES:
+        r = report[role]
+        lines.append(
+            f"{role:<9} {r['encoder_params']:>15,} {r['sparsity']:>9.2%} "
+            f"{r['encoder_flops'] / 1e9:>9.3g} {r['latency_ms']:>11.1f}  {r['source'] or ''}"
+        )
+    lines.append(
+        f"speedup {report['speedup']:.2f}x   FLOP-ideal {report['flop_ideal_speedup']:.2f}x   "
+        f"achieved {report['achieved_fraction_of_ideal']:.1%} of ideal"
+    )
+    return "\n".join(lines)

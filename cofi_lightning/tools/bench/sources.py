@@ -1,0 +1,237 @@
+"""Where the two benchmarked models come from: model dirs, run dirs, hub names or a synthetic pair.
+
+This file owns finding and loading the *pruned* and the *baseline* (unpruned) model. Both are
+loaded with the same ``CoFiBert*`` class, so they run the same code and are counted with the one
+encoder parameter formula (a vanilla Hugging Face BERT converts through
+``CoFiBertConfig.from_bert_config``).
+A run dir (``results.json``, ``config.yaml`` or ``.hydra/config.yaml``) names both: its
+``pruned_model/`` export and its ``model.pretrained``. Timing lives in ``timing.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from transformers import AutoConfig
+
+from cofi_lightning.core.masks import Masks
+from cofi_lightning.latency.timing import BenchError
+from cofi_lightning.modeling import (
+    CheckpointMismatchError,
+    CoFiBertConfig,
+    CoFiBertForSequenceClassification,
+    CoFiBertPreTrainedModel,
+    UnsupportedModelError,
+    family_of,
+)
+
+#: BERT-base shape and a CoFi-like structure at ~95% encoder sparsity (upper layers pruned hardest,
+#: four sublayers removed), shaped like the paper's published s95 models.
+BERT_BASE = dict(
+    hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072
+)
+S95_HEADS = [3, 2, 2, 2, 1, 1, 1, 0, 1, 0, 0, 0]
+S95_FFN = [380, 260, 200, 140, 90, 60, 40, 0, 30, 0, 20, 90]
+S95_HIDDEN = 704
+
+
+@dataclass
+class Sources:
+    """The two models to compare, as given or discovered.
+
+    Attributes:
+        pruned: Directory of the pruned (exported) model.
+        baseline: Directory or hub name of the unpruned model.
+        task: Task name when known from a run dir (``squad`` selects sequence length 384).
+        run_dir: The run dir both came from, if any.
+    """
+
+    pruned: str
+    baseline: str
+    task: str | None = None
+    run_dir: str | None = None
+
+
+def _run_config(run_dir: Path):
+    """The run's composed config: ``config.yaml`` (resolved, written by ``train``) or Hydra's."""
+    import cofi_lightning.config  # noqa: F401  (registers the resolvers Hydra's copy uses)
+
+    for path in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"):
+        if path.is_file():
+            return OmegaConf.load(path)
+    return None
+
+
+def _resolve_pretrained(name: str, run_dir: Path) -> str:
+    """A path as written in a run's config, tried from the cwd, the run's launch dir and the run."""
+    path = Path(name).expanduser()
+    candidates = [path]
+    if not path.is_absolute():
+        hydra_file = run_dir / ".hydra" / "hydra.yaml"
+        if hydra_file.is_file():
+            launch = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd")
+            if launch:
+                candidates.append(Path(launch) / path)
+        candidates.append(run_dir / path)
+    for candidate in candidates:
+        if candidate.is_dir():
+            return str(candidate)
+    # "org/name" or "name" that is no local path: a hub name (from_pretrained reports if it isn't)
+    if not name.startswith((".", "/", "~")) and name.count("/") <= 1:
+        return name
+    tried = ", ".join(str(c) for c in candidates)
+    raise BenchError(
+        f"the run's model.pretrained={name!r} was not found (tried {tried}); pass baseline=<dir>"
+    )
+
+
+RUN_FILES = ("results.json", "config.yaml", ".hydra/config.yaml")
+
+
+def _is_run_dir(path: Path) -> bool:
+    return not (path / "config.json").is_file() and (
+        (path / "pruned_model").is_dir() or any((path / f).is_file() for f in RUN_FILES)
+    )
+
+
+def discover(
+    pruned: str | None = None, baseline: str | None = None, run: str | None = None
+) -> Sources:
+    """Fill in what the user left out from a run dir.
+
+    ``run=<run_dir>`` gives both models; ``pruned=<run_dir>/pruned_model`` (or ``pruned=<run_dir>``)
+    without ``baseline`` finds the baseline in the run's config.
+
+    Raises:
+        BenchError: a path does not exist, or the baseline cannot be found.
+    """
+    if run is None and pruned is not None:
+        path = Path(pruned).expanduser()
+        if not path.exists():
+            raise BenchError(f"pruned={pruned}: no such directory")
+        if _is_run_dir(path):  # a run dir given as pruned=
+            run, pruned = pruned, None
+        elif baseline is None:
+            _check_model_dir(path, "pruned")
+            if not _is_run_dir(path.parent):
+                raise BenchError(
+                    f"no baseline: pruned={pruned} is not inside a run dir (no results.json or "
+                    "config.yaml beside it); pass baseline=<dir or hub name>"
+                )
+            run = str(path.parent)
+    if run is None:
+        if pruned is None or baseline is None:
+            raise BenchError("give pruned=<dir> and baseline=<dir or hub name>, or run=<run dir>")
+        return Sources(pruned=str(pruned), baseline=str(baseline))
+
+    run_dir = Path(run)
+    if not run_dir.is_dir():
+        raise BenchError(f"run={run}: no such directory")
+    results_file = run_dir / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    cfg = _run_config(run_dir)
+    task = results.get("task") or (OmegaConf.select(cfg, "task.name") if cfg else None)
+    if pruned is None:
+        export = Path(results.get("export_dir") or run_dir / "pruned_model")
+        if not export.is_dir():  # results.json may hold a path relative to another cwd
+            export = run_dir / "pruned_model"
+        if not export.is_dir():
+            raise BenchError(
+                f"run={run} has no exported model ({export} is missing; the export stage writes "
+                "it): pass pruned=<model dir>"
+            )
+        pruned = str(export)
+    if baseline is None:
+        name = cfg and OmegaConf.select(cfg, "model.pretrained", throw_on_resolution_failure=False)
+        if not name:
+            raise BenchError(
+                f"run={run}: no config.yaml or .hydra/config.yaml with model.pretrained; "
+                "pass baseline=<dir or hub name>"
+            )
+        baseline = _resolve_pretrained(str(name), run_dir)
+    return Sources(pruned=str(pruned), baseline=str(baseline), task=task, run_dir=str(run_dir))
+
+
+def _check_model_dir(path: Path, role: str) -> None:
+    if not (path / "config.json").is_file():
+        raise BenchError(
+            f"{role}={path} is not a Hugging Face model dir (no config.json); expected e.g. "
+            "<run_dir>/pruned_model, or run=<run_dir>"
+        )
+
+
+def _config_of(source: str, role: str):
+    path = Path(source).expanduser()
+    if path.exists():
+        _check_model_dir(path, role)
+    elif source.startswith((".", "/", "~")):
+        raise BenchError(f"{role}={source}: no such directory")
+    try:
+        return AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise BenchError(f"{role}={source} could not be loaded: {err}") from err
+
+
+def model_class(config) -> type[CoFiBertPreTrainedModel]:
+    """The CoFi task class of a config's family matching its ``architectures`` (question
+    answering or not)."""
+    names = " ".join(getattr(config, "architectures", None) or [])
+    return family_of(config.model_type).model_class("QuestionAnswering" in names)
+
+
+def load_pair(sources: Sources) -> tuple[CoFiBertPreTrainedModel, CoFiBertPreTrainedModel]:
+    """Load ``(pruned, baseline)`` in eval mode, fp32 on CPU, both of the pruned model's class.
+
+    Raises:
+        BenchError: a dir is missing, is no model dir, or is no supported encoder.
+    """
+    pruned_cfg = _config_of(sources.pruned, "pruned")
+    base_cfg = _config_of(sources.baseline, "baseline")
+    for role, cfg, src in (
+        ("pruned", pruned_cfg, sources.pruned),
+        ("baseline", base_cfg, sources.baseline),
+    ):
+        try:
+            family_of(cfg.model_type)
+        except UnsupportedModelError as err:
+            raise BenchError(f"{role}={src}: {err}") from None
+    cls = model_class(pruned_cfg)
+    loaded = []
+    # a vanilla checkpoint without this task's head gets a fresh one (its label count does not
+    # matter here: the head is a [B, H] x [H, labels] product)
+    for role, src in (("pruned", sources.pruned), ("baseline", sources.baseline)):
+        try:
+            loaded.append(cls.from_pretrained(src).eval())
+        except (CheckpointMismatchError, OSError, ValueError) as err:
+            raise BenchError(f"{role}={src} does not load as a {cls.__name__}: {err}") from err
+    return loaded[0], loaded[1]
+
+
+def structure_masks(config, heads: list[int], ffn: list[int], hidden: int) -> Masks:
+    """Binary masks of a uniform model keeping the first ``heads[l]`` heads and ``ffn[l]`` FFN
+    dimensions of layer ``l`` and the first ``hidden`` hidden dimensions (weights are random
+    in a synthetic model, so which units are kept does not matter)."""
+    layers = config.num_hidden_layers
+    head = torch.zeros(layers, config.num_attention_heads)
+    intermediate = torch.zeros(layers, config.intermediate_size)
+    for layer, (n, m) in enumerate(zip(heads, ffn, strict=True)):
+        head[layer, :n] = 1
+        intermediate[layer, :m] = 1
+    hidden_mask = torch.zeros(config.hidden_size)
+    hidden_mask[:hidden] = 1
+    return Masks(hidden=hidden_mask, head=head, intermediate=intermediate)
+
+
+def synthetic_pair(seed: int = 0) -> tuple[CoFiBertPreTrainedModel, CoFiBertPreTrainedModel]:
+    """``(s95, dense)``: BERT-base with random weights and its ~95%-sparse pruned copy.
+
+    Latency depends only on shapes, so this checks the speed target without a trained model.
+    """
+    torch.manual_seed(seed)
+    dense = CoFiBertForSequenceClassification(CoFiBertConfig(**BERT_BASE)).eval()
+    masks = structure_masks(dense.config, S95_HEADS, S95_FFN, S95_HIDDEN)
+    return dense.prune(masks).eval(), dense

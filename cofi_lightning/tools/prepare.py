@@ -1,0 +1,135 @@
+"""Write a local Parquet mirror of task data from the Hugging Face hub (for offline compute nodes).
+
+Usage, on a machine with network (``--help`` lists the options)::
+
+    python -m cofi_lightning.tools.prepare task=sst2 data_dir=/path/to/mirror
+    python -m cofi_lightning.tools.prepare task=mnli,squad data_dir=/path/to/mirror overwrite=true
+    python -m cofi_lightning.tools.prepare task=all            # data_dir from $COFI_DATA_DIR
+
+Options are ``key=value`` as above or ``--key value`` (``paths.data_dir=`` is accepted too, so the
+same override as training works). Each split is written to
+``<data_dir>/glue/<task>/<split>.parquet`` or ``<data_dir>/squad/<split>.parquet`` in the hub
+schema, through a temporary file, then read back and validated like any other mirror file.
+Existing files are kept unless ``overwrite=true``. This file owns only the command; loading and
+checks are in ``sources.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from cofi_lightning.data import sources
+from cofi_lightning.data.tasks import TASKS, get_task
+from cofi_lightning.tools.cli import add_flag, parse_key_values
+
+log = logging.getLogger(__name__)
+
+
+def prepare(tasks: list[str], data_dir: str | os.PathLike, overwrite: bool = False) -> list[Path]:
+    """Download every split of ``tasks`` from the hub into the mirror ``data_dir``.
+
+    Args:
+        tasks: Task names (``all`` expands to the nine tasks).
+        data_dir: Mirror directory to write.
+        overwrite: Replace files that already exist.
+
+    Returns:
+        Paths of the files written (existing ones skipped are not listed).
+
+    Raises:
+        DataError: A split cannot be downloaded, or fails validation (then nothing is left at its
+            final path).
+    """
+    names = list(TASKS) if "all" in tasks else [get_task(t).name for t in tasks]
+    written: list[Path] = []
+    for name in names:
+        task = get_task(name)
+        for split in task.splits:
+            path = sources.local_path(data_dir, task, split)
+            if path.is_file() and not overwrite:
+                log.info("%s exists; skipped (overwrite=true to replace)", path)
+                continue
+            log.info("downloading %s %s from %s", name, split, task.hub_path)
+            try:
+                ds = sources.load_from_hub(task.hub_path, task.hub_config, split)
+            except Exception as err:  # noqa: BLE001 - reworded with what was being fetched
+                raise sources.DataError(
+                    f"could not download {name} {split!r} from the hub ({task.hub_path}): "
+                    f"{type(err).__name__}: {err}. This command needs network access to the hub "
+                    "(and HF_HUB_OFFLINE unset)."
+                ) from err
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".parquet.tmp")
+            ds.to_parquet(str(tmp))
+            try:
+                sources.check_table(sources.read_parquet(tmp), task, split, str(path))
+            except sources.DataError:
+                tmp.unlink()
+                raise
+            os.replace(tmp, path)
+            log.info("wrote %s (%d rows)", path, len(ds))
+            written.append(path)
+    return written
+
+
+def _task_list(value: str) -> list[str]:
+    """``"mnli,squad"`` -> ``["mnli", "squad"]``, every name checked (``all``: every task)."""
+    names = [t.strip() for t in value.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("no task given")
+    for name in names:
+        if name != "all":
+            try:
+                get_task(name)
+            except KeyError as err:
+                raise argparse.ArgumentTypeError(err.args[0]) from None
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's parser: every option with its help (``--help``)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m cofi_lightning.tools.prepare",
+        description="Download every split of the given tasks from the Hugging Face hub into a "
+        "local Parquet mirror (for compute nodes without network).",
+        epilog="Every --key value may also be written key=value, e.g. "
+        "`python -m cofi_lightning.tools.prepare task=sst2 data_dir=/path/to/mirror`.",
+        allow_abbrev=False,
+    )
+    parser.add_argument(
+        "--task",
+        type=_task_list,
+        metavar="NAMES",
+        help=f"comma-separated task names or 'all' (known: {', '.join(TASKS)})",
+    )
+    parser.add_argument(
+        "--data_dir",
+        "--data-dir",
+        "--paths.data_dir",
+        dest="data_dir",
+        metavar="DIR",
+        help="mirror directory to write (default: $COFI_DATA_DIR); paths.data_dir= as in training",
+    )
+    add_flag(parser, "--overwrite", "replace files that already exist (default: false, keep them)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command-line entry point; see the module docstring."""
+    parser = build_parser()
+    args = parse_key_values(parser, argv)
+    data_dir = args.data_dir or os.environ.get("COFI_DATA_DIR")
+    if not args.task:
+        parser.error("give the tasks: task=<name|all|a,b>")
+    if not data_dir:
+        parser.error("give the mirror directory: data_dir=<dir> (or set $COFI_DATA_DIR)")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    prepare(args.task, data_dir, overwrite=args.overwrite)
+
+
+if __name__ == "__main__":
+    main()

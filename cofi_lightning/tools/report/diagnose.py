@@ -1,0 +1,152 @@
+"""Say why a job has no usable results: finished stages, the error in its logs, or the parse error.
+
+This file owns :class:`Problem` and the evidence behind it: ``<stage>/DONE.json`` records, the
+job's Hydra overrides, the end of its submitit ``*_log.err`` (found through ``hydra.job.id``) and
+of Hydra's ``<job name>.log``. Finding jobs is ``collect.py``'s.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+# Mirrors cofi_lightning.run.stages.STAGE_ORDER, copied so that reading a sweep never imports the
+# training stack; stages not listed here still show up, after these.
+STAGE_ORDER = ("teacher", "prune", "finetune", "export")
+# A Python exception line ("ValueError: ...", "torch.OutOfMemoryError: ..."), preferred over
+# launcher noise such as "srun: error: ... Exited with exit code 1" printed after it.
+_EXCEPTION_LINE = re.compile(r"^\s*[\w.]*(Error|Exception|Interrupt|Exit)\b(:.*)?$")
+_ERROR_LINE = re.compile(r"Traceback|Error\b|error:|\bERROR\b|CANCELLED|Killed|[Oo]ut of memory")
+_LOG_TAIL_BYTES = 64 * 1024  # only the end of a log matters; logs of long runs are large
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A job that yields no :class:`Run`; listed in the report, never dropped.
+
+    Args:
+        job_dir: The job's directory (Hydra's, or the submitit folder for a job without one).
+        status: ``"failed"`` (an error was found), ``"malformed"`` (unreadable ``results.json``),
+            ``"missing"`` (no results and no error: still running, killed, or no export stage) or
+            ``"duplicate"`` (a second run of the same task, ablation, target and seed).
+        reason: What went wrong, or the last log line.
+        stages_done: Stages with a ``DONE.json``, in pipeline order.
+        overrides: The job's Hydra overrides, to tell jobs of a sweep apart.
+    """
+
+    job_dir: Path
+    status: str
+    reason: str
+    stages_done: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+
+
+def diagnose(job_dir: Path, out_dir: Path, hydra: dict) -> Problem:
+    """The :class:`Problem` of a Hydra job without ``results.json``.
+
+    Args:
+        job_dir: The Hydra job dir (holds ``.hydra/``).
+        out_dir: Where the job writes its stages and results (``run_dir``, usually ``job_dir``).
+        hydra: The ``hydra`` node of ``.hydra/hydra.yaml`` (``job.id`` names the submitit job).
+    """
+    done = stages_done(out_dir)
+    logs = _submitit_errors(job_dir, str((hydra.get("job") or {}).get("id")))
+    logs += sorted(job_dir.glob("*.log"))  # Hydra's <job name>.log
+    error, last = _scan_logs(logs)
+    where = "" if out_dir == job_dir else f" in {out_dir}"
+    if error:
+        return Problem(job_dir, "failed", error, done, overrides_of(job_dir))
+    requested = read_yaml(job_dir / ".hydra" / "config.yaml").get("stages")
+    if isinstance(requested, list) and "export" not in requested and set(requested) <= set(done):
+        reason = f"no results.json{where}: stages {', '.join(map(str, requested))} requested"
+    else:
+        reason = f"no results.json{where} (still running, killed or lost)"
+        if last:
+            reason += f"; last log line: {last}"
+    return Problem(job_dir, "missing", reason, done, overrides_of(job_dir))
+
+
+def orphan_submitit_jobs(folder: Path, known_ids: set[str]) -> list[Problem]:
+    """Submitit jobs that started (they have logs) but never wrote a Hydra job dir."""
+    problems = []
+    for job in sorted(p for p in folder.iterdir() if p.is_dir() and p.name not in known_ids):
+        logs = sorted(job.glob("*_log.err")) + sorted(job.glob("*_log.out"))
+        if not logs:
+            continue  # submitted, not started: nothing to say yet
+        error, last = _scan_logs(logs)
+        status = "failed" if error else "missing"
+        reason = error or f"no Hydra job dir; last log line: {last or '(empty)'}"
+        problems.append(Problem(job, status, reason))
+    return problems
+
+
+def _submitit_errors(job_dir: Path, job_id: str) -> list[Path]:
+    """``.submitit/<job id>/*_log.err`` in the sweep dir (an ancestor of the job dir)."""
+    if not job_id or job_id in ("???", "None"):
+        return []
+    for parent in list(job_dir.parents)[:4]:
+        folder = parent / ".submitit" / job_id
+        if folder.is_dir():
+            return sorted(folder.glob("*_log.err"))
+    return []
+
+
+def _scan_logs(paths: list[Path]) -> tuple[str | None, str | None]:
+    """The most telling error line of the first log that has one, and the last non-empty line."""
+    last = None
+    for path in paths:
+        lines = [ln.strip() for ln in _tail(path).splitlines() if ln.strip()]
+        if not lines:
+            continue
+        last = last or _clip(lines[-1])
+        for pattern in (_EXCEPTION_LINE, _ERROR_LINE):
+            hits = [ln for ln in lines if pattern.search(ln)]
+            if hits:
+                return f"{_clip(hits[-1])} ({path.name})", last
+    return None, last
+
+
+def _tail(path: Path) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - _LOG_TAIL_BYTES))
+            return f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _clip(line: str, limit: int = 200) -> str:
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def stages_done(run_dir: Path) -> tuple[str, ...]:
+    """The stages of ``run_dir`` with a ``DONE.json``, in pipeline order."""
+    names = {p.parent.name for p in run_dir.glob("*/DONE.json")}
+    rank = {name: i for i, name in enumerate(STAGE_ORDER)}
+    return tuple(sorted(names, key=lambda n: (rank.get(n, len(rank)), n)))
+
+
+def overrides_of(job_dir: Path) -> tuple[str, ...]:
+    """The job's command-line overrides (``.hydra/overrides.yaml``); empty if there are none."""
+    path = job_dir / ".hydra" / "overrides.yaml"
+    data = read_yaml(path, default=[]) if path.is_file() else []
+    return tuple(map(str, data)) if isinstance(data, list) else ()
+
+
+def read_yaml(path: Path, default: Any = None) -> Any:
+    """Parse YAML without resolving interpolations; ``default`` ({}) if absent or unreadable."""
+    default = {} if default is None else default
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        if path.exists():
+            log.warning("cannot read %s: %s", path, err)
+        return default
+    return default if data is None or type(data) is not type(default) else data

@@ -1,0 +1,94 @@
+"""A sweep's report as one W&B run (``python -m cofi_lightning.tools.report <dir> --wandb``).
+
+This file owns what that run holds: the rows of ``results.csv`` as the table ``results``, per task
+a scatter of the pruned main metric against sparsity (``<task>/metric_vs_sparsity``) and, where
+some run has a measured speedup, against speedup (``<task>/metric_vs_speedup``), the report's PNG
+plots as images (``plots/<name>``) and the run / problem counts in the summary. One scatter per
+task because tasks have different main metrics. It computes nothing (``tables.py``, ``collect.py``)
+and draws nothing (``plots.py``); ``wandb`` is imported only when a report is logged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cofi_lightning.tools.report.collect import ROW_FIELDS, Problem, Run
+
+AXES = {"sparsity": ("sparsity (%)", 100.0), "speedup": ("speedup (×)", 1.0)}  # x: column, scale
+POINT_COLUMNS = ("ablation", "target (%)", "seed")  # carried with each scatter point
+
+
+def log_report(
+    runs: Sequence[Run],
+    problems: Sequence[Problem],
+    report_dir: str | Path,
+    *,
+    group: str,
+    project: str = "cofi-lightning",
+    entity: str | None = None,
+    mode: str | None = None,
+) -> Path:
+    """Log the report of ``runs`` into one new W&B run (job type ``report``) and finish it.
+
+    Args:
+        runs: The valid runs (:func:`~cofi_lightning.tools.report.collect_runs`).
+        problems: The missing or failed jobs (only counted).
+        report_dir: The report directory: its PNG plots are logged and W&B writes under
+            ``<report_dir>/wandb``.
+        group: W&B group, the sweep's experiment name, so the report sits with the sweep's jobs.
+        project: W&B project.
+        entity: W&B entity; ``None`` for the default one.
+        mode: ``"offline"``, ``"online"`` or ``"disabled"``; default ``$WANDB_MODE``, else
+            ``"offline"``.
+
+    Returns:
+        The run's local directory (``<report_dir>/wandb/offline-run-*`` offline; sync it with
+        ``wandb sync``).
+    """
+    import wandb
+
+    out = Path(report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(
+        dir=str(out),
+        project=project,
+        entity=entity,
+        group=group,
+        job_type="report",
+        name=f"report/{group}",
+        mode=mode or os.environ.get("WANDB_MODE", "offline"),
+        config={"report_dir": str(out), "runs": len(runs)},
+    )
+    rows = [run_.row() for run_ in runs]
+    media: dict[str, Any] = {
+        "results": wandb.Table(
+            columns=list(ROW_FIELDS), data=[[r[k] for k in ROW_FIELDS] for r in rows]
+        )
+    }
+    for task in dict.fromkeys(r["task"] for r in rows):
+        mine = [r for r in rows if r["task"] == task]
+        y = f"{mine[0]['main_metric']} (%)"
+        for name, (x, scale) in AXES.items():
+            points = [_point(r, name, scale) for r in mine if r[name] is not None]
+            if not points:  # no run of this task was benchmarked
+                continue
+            table = wandb.Table(columns=[x, y, *POINT_COLUMNS], data=points)
+            title = f"{task}: pruned {y} vs {x}"
+            media[f"{task}/metric_vs_{name}"] = wandb.plot.scatter(table, x, y, title=title)
+    for png in sorted(out.glob("*.png")):
+        media[f"plots/{png.stem}"] = wandb.Image(str(png))
+    run.log(media)
+    run.summary.update({"runs": len(runs), "problems": len(problems)})
+    local = Path(run.dir).parent
+    run.finish()
+    return local
+
+
+def _point(row: dict[str, Any], x: str, scale: float) -> list[Any]:
+    """One scatter point of a ``results.csv`` row: ``scale * row[x]``, the pruned main metric,
+    then :data:`POINT_COLUMNS`."""
+    target = round(100 * row["target_sparsity"], 6)
+    return [scale * row[x], row["pruned"], row["ablation"], target, row["seed"]]

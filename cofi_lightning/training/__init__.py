@@ -1,0 +1,2 @@
+"""Lightning: the CoFi system (LightningModule), its optimizers, metrics, callbacks and
+experiment tracking."""

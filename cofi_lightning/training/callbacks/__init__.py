@@ -1,0 +1,19 @@
+"""Callbacks of the CoFi pipeline: best-mask selection during pruning, best weights while
+fine-tuning, and structure dashboards."""
+
+from cofi_lightning.training.callbacks.best_masks import BestMasksCheckpoint, load_masks
+from cofi_lightning.training.callbacks.best_weights import BestWeights
+from cofi_lightning.training.callbacks.mask_digest import MaskDigest
+from cofi_lightning.training.callbacks.structure import StructureLogger, heatmap, structure_rows
+from cofi_lightning.training.callbacks.window_eval import EvaluateOnWindowEntry
+
+__all__ = [
+    "EvaluateOnWindowEntry",
+    "BestMasksCheckpoint",
+    "BestWeights",
+    "MaskDigest",
+    "StructureLogger",
+    "heatmap",
+    "load_masks",
+    "structure_rows",
+]

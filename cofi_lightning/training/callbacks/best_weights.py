@@ -1,0 +1,58 @@
+"""Keep the student weights of the best validation in the teacher and finetune stages.
+
+CoFi's trainer (like the Hugging Face ``Trainer`` with ``load_best_model_at_end``) evaluates on the
+dev set during fine-tuning and keeps the best model; this callback does the same: whenever the main
+metric improves, the student's ``state_dict`` is written to ``path``, and :meth:`restore` loads it
+back after training so that the stage saves (and the pipeline exports) the best weights rather than
+the last ones. The best score survives resume through the callback's own state in Lightning
+checkpoints. Pruning-stage selection (which also needs the target sparsity) is
+:class:`~cofi_lightning.training.callbacks.BestMasksCheckpoint`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+
+class BestWeights(L.Callback):
+    """Save the student's weights at each new best main metric; restore them after training.
+
+    Args:
+        path: File for the best ``state_dict`` (e.g. ``<run_dir>/finetune/best_student.pt``).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.best: float | None = None
+        self.best_step: int | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_step": self.best_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_step = state["best"], state["best_step"]
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        score = module.last_val_metrics.get(module.main_metric_key())
+        if score is None or (self.best is not None and score <= self.best):
+            return
+        self.best, self.best_step = float(score), trainer.global_step
+        if trainer.is_global_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            torch.save(module.student.state_dict(), tmp)
+            tmp.replace(self.path)  # never leave a half-written file behind a kill
+
+    def restore(self, module: L.LightningModule) -> bool:
+        """Load the best weights into ``module.student``; False when no validation was seen."""
+        if self.best is None or not self.path.is_file():
+            return False
+        state = torch.load(self.path, map_location=module.device, weights_only=True)
+        module.student.load_state_dict(state)
+        return True

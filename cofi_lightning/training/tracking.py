@@ -1,0 +1,230 @@
+"""The job's one Weights & Biases run, shared by the Lightning trainers of all its stages.
+
+This file owns how a training job (one run directory: teacher, prune, finetune, export) appears in
+W&B: a single run per job, whose keys are ``<stage>/<key>`` (``prune/sparsity/expected``,
+``teacher/train/loss``) plotted against a per-stage step metric ``<stage>/step`` (the stage's
+optimizer step: every stage's trainer restarts its ``global_step`` at 0), and the job's
+``results.json`` in the run summary with the exported structure as a table.
+
+:class:`WandbRun` holds the run; :meth:`WandbRun.stage_logger` gives each stage's trainer a
+Lightning logger into it. It does not decide which stages run or when the job ends (the pipeline
+does) and never logs from a non-zero rank. ``wandb`` is imported on first use only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_only
+
+if TYPE_CHECKING:
+    import wandb
+
+#: Columns of the exported structure table (``export/structure``).
+STRUCTURE_COLUMNS = ("layer", "heads", "ffn_dims", "hidden")
+
+
+@runtime_checkable
+class MediaLogger(Protocol):
+    """A logger that also takes tables and images (:class:`StageLogger`, Lightning's
+    ``WandbLogger``); what :class:`~cofi_lightning.training.callbacks.StructureLogger` logs through.
+
+    ``step=None`` means "with the metrics logged last" for a :class:`StageLogger`.
+    """
+
+    def log_table(
+        self, key: str, columns: list[str], data: list[list[Any]], step: int | None = None
+    ) -> None: ...
+
+    def log_image(self, key: str, paths: list[str], step: int | None = None) -> None: ...
+
+
+class WandbRun:
+    """One W&B run for a whole job; ``wandb.init`` runs on first use, on global rank 0 only.
+
+    The first arguments are the ``conf/logger/wandb.yaml`` node; the pipeline adds the rest.
+
+    Args:
+        project: W&B project.
+        entity: W&B entity (user or team); ``None`` for the default one.
+        mode: ``"offline"`` (no network; ``wandb sync <run_dir>/wandb`` later), ``"online"`` or
+            ``"disabled"``.
+        group: Run group, e.g. the experiment name, so a sweep's jobs show together.
+        tags: Run tags (task, target sparsity, ...).
+        job_type: W&B job type.
+        run_dir: The job's run directory; W&B writes under ``<run_dir>/wandb``.
+        name: Display name of the run.
+        run_id: W&B run id; a restarted job with the same id resumes the run.
+        config: The job's resolved config (a plain nested dict).
+    """
+
+    def __init__(
+        self,
+        *,
+        project: str = "cofi-lightning",
+        entity: str | None = None,
+        mode: str = "offline",
+        group: str | None = None,
+        tags: Sequence[str] = (),
+        job_type: str = "cofi",
+        run_dir: str | Path,
+        name: str,
+        run_id: str,
+        config: Mapping[str, Any],
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.name, self.run_id = name, run_id
+        self._init = dict(
+            project=project,
+            entity=entity,
+            mode=mode,
+            group=group,
+            tags=list(tags),
+            job_type=job_type,
+            name=name,
+            id=run_id,
+            resume="allow",
+            config=dict(config),
+        )
+        self._run: wandb.Run | None = None
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> wandb.Run:
+        """The live ``wandb.Run``, started on first access (a no-op stand-in off rank 0)."""
+        if self._run is None:
+            import wandb
+
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._run = wandb.init(dir=str(self.run_dir), **self._init)
+        return self._run
+
+    def stage_logger(self, stage: str) -> StageLogger:
+        """A Lightning logger for ``stage``'s trainer, logging ``<stage>/...`` into this run."""
+        return StageLogger(self, stage)
+
+    @rank_zero_only
+    def log_results(self, results: Mapping[str, Any], heatmap: str | Path | None = None) -> None:
+        """Put ``results.json`` into the run summary and log the exported structure.
+
+        Args:
+            results: The job's results (``pipeline.RESULT_KEYS``); nested dicts stay nested in
+                the summary. ``results["structure"]`` (``hidden_size``, per-layer ``num_heads``
+                and ``intermediate_sizes``) becomes the table ``export/structure``.
+            heatmap: Optional PNG of the final structure, logged as ``export/structure_heatmap``.
+        """
+        import wandb
+
+        run = self.experiment
+        run.summary.update(dict(results))
+        media: dict[str, Any] = {}
+        structure = results.get("structure")
+        if structure:
+            hidden = structure["hidden_size"]
+            rows = zip(structure["num_heads"], structure["intermediate_sizes"], strict=True)
+            data = [[i, heads, ffn, hidden] for i, (heads, ffn) in enumerate(rows)]
+            media["export/structure"] = wandb.Table(columns=list(STRUCTURE_COLUMNS), data=data)
+        if heatmap is not None:
+            media["export/structure_heatmap"] = wandb.Image(str(heatmap))
+        if media:
+            run.log(media)
+
+    @rank_zero_only
+    def finish(self, exit_code: int = 0) -> None:
+        """End the run (once the job's last stage is done); a no-op if it never started."""
+        if self._run is not None:
+            self._run.finish(exit_code=exit_code)
+            self._run = None
+
+
+class StageLogger(Logger):
+    """One stage's Lightning logger into the job's :class:`WandbRun`.
+
+    Keys are prefixed ``<stage>/`` (unless they already are) and logged with ``<stage>/step`` set
+    to the step the trainer passes, which W&B uses as their x-axis. Lightning passes its count of
+    optimizer steps *before* the current one while fitting (``global_step - 1`` for the training
+    metrics of a step and for a validation right after it), so tables and images logged without a
+    step take the step of the latest :meth:`log_metrics` call: a callback's media after a
+    validation line up with that validation's metrics. :meth:`finalize` leaves the run open: the
+    next stage logs into it.
+
+    Args:
+        run: The job's run.
+        stage: Stage name (``teacher``, ``prune``, ``finetune``, ``export``).
+    """
+
+    def __init__(self, run: WandbRun, stage: str) -> None:
+        super().__init__()
+        self.run, self.stage = run, stage
+        self.last_step: int | None = None  # of the latest log_metrics call
+        self._defined = False
+
+    @property
+    def name(self) -> str:
+        return self.run.name
+
+    @property
+    def version(self) -> str:
+        """The stage, so Lightning's default per-logger directories differ between stages."""
+        return self.stage
+
+    @property
+    def save_dir(self) -> str:
+        return str(self.run.run_dir)
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> wandb.Run:
+        return self.run.experiment
+
+    def key(self, name: str) -> str:
+        """``name`` as logged: ``<stage>/<name>``."""
+        prefix = f"{self.stage}/"
+        return name if name.startswith(prefix) else prefix + name
+
+    def _log(self, row: dict[str, Any], step: int | None) -> None:
+        run = self.experiment
+        step_key = f"{self.stage}/step"
+        if not self._defined:
+            run.define_metric(step_key)
+            run.define_metric(f"{self.stage}/*", step_metric=step_key)
+            self._defined = True
+        if step is not None:
+            row[step_key] = int(step)
+        run.log(row)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self._log({self.key(k): v for k, v in metrics.items()}, step)
+        self.last_step = self.last_step if step is None else int(step)
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """Nothing to do: the job's config is the run's config from the start."""
+
+    @rank_zero_only
+    def log_table(
+        self, key: str, columns: list[str], data: list[list[Any]], step: int | None = None
+    ) -> None:
+        """Log ``wandb.Table(columns, data)`` as ``<stage>/<key>`` at ``step`` (default: the
+        step of the latest :meth:`log_metrics` call)."""
+        import wandb
+
+        table = wandb.Table(columns=list(columns), data=data)
+        self._log({self.key(key): table}, self.last_step if step is None else step)
+
+    @rank_zero_only
+    def log_image(self, key: str, paths: list[str | Path], step: int | None = None) -> None:
+        """Log the image files ``paths`` as ``<stage>/<key>`` at ``step`` (default: the step of
+        the latest :meth:`log_metrics` call)."""
+        import wandb
+
+        images = [wandb.Image(str(p)) for p in paths]
+        self._log({self.key(key): images}, self.last_step if step is None else step)
+
+    def finalize(self, status: str) -> None:
+        """Leave the run open: later stages share it (:meth:`WandbRun.finish` ends it)."""
