@@ -204,3 +204,127 @@ def test_a_job_waits_for_the_one_building_the_cache_and_reuses_it(tmp_path, monk
     waiter.join(timeout=30)
     assert not waiter.is_alive() and builds == []  # it read the finished entry
     assert got["cache"].path == tmp_path / key
+
+
+def _killed_pid() -> int:
+    """The pid of a process that has exited (as a build killed with SIGKILL would have)."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_killed_builds_folder_is_removed_but_no_live_or_foreign_one(tmp_path):
+    """A build killed outright leaves ``<key>.tmp-<host>-<pid>/``: the next job removes it, but
+    never the folder of a live process or of another host (whose processes it cannot see)."""
+    import os
+    import socket
+
+    host, dead = socket.gethostname(), _killed_pid()
+    killed = tmp_path / f"0123456789abcdef0123.tmp-{host}-{dead}"
+    legacy = tmp_path / f"0123456789abcdef0124.tmp-{dead}"  # the name before hosts were recorded
+    live = tmp_path / f"0123456789abcdef0125.tmp-{host}-{os.getpid()}"
+    foreign = tmp_path / f"0123456789abcdef0126.tmp-another-host-{dead}"
+    for folder in (killed, legacy, live, foreign):
+        folder.mkdir()
+        (folder / "hidden.npy").write_bytes(b"\0" * 64)
+    cache = _build(_model(1), _dataset(), tmp_path)
+    assert not killed.exists() and not legacy.exists()
+    assert live.exists() and foreign.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == sorted(
+        [cache.path.name, live.name, foreign.name]
+    )
+
+
+def test_a_killed_builds_folder_is_kept_while_its_key_is_being_built(tmp_path):
+    """A dead pid is not enough: a job holding the key's lock may be building under a reused
+    pid, so the folder waits for a later sweep."""
+    import fcntl
+    import socket
+
+    from cofi_lightning.run.teacher_cache import remove_stale_builds
+
+    key = "0123456789abcdef0123"
+    stale = tmp_path / f"{key}.tmp-{socket.gethostname()}-{_killed_pid()}"
+    stale.mkdir()
+    with open(tmp_path / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert remove_stale_builds(tmp_path) == [] and stale.exists()
+    assert remove_stale_builds(tmp_path) == [stale] and not stale.exists()
+
+
+def test_an_interrupted_build_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    teacher, ds = _model(1), _dataset()
+    monkeypatch.setattr(teacher, "forward", lambda *a, **k: (_ for _ in ()).throw(MemoryError))
+    with pytest.raises(MemoryError):
+        _build(teacher, ds, tmp_path)
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]
+
+
+def _damage(kind: str, entry) -> None:
+    """Truncate, corrupt in place (same size) or strip the checksums of an entry."""
+    import json
+
+    hidden = entry / "hidden.npy"
+    if kind == "truncated":
+        with open(hidden, "r+b") as f:
+            f.truncate(hidden.stat().st_size // 2)
+    elif kind == "corrupted":
+        with open(hidden, "r+b") as f:  # a run of fp16 values past the header set to 1.0
+            f.seek(hidden.stat().st_size // 2)
+            f.write(b"\x00\x3c" * 64)
+    else:
+        meta = json.loads((entry / "meta.json").read_text())
+        meta.pop("files", None)
+        (entry / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("kind", ["truncated", "corrupted", "unchecked"])
+def test_a_damaged_entry_is_named_and_rebuilt_never_served(tmp_path, kind, caplog):
+    """A truncated file used to fail with numpy's bare ``mmap length is greater than file size``;
+    values damaged in place were served silently. Opening names the entry; ``open_or_build``
+    rebuilds it with one warning and serves what the teacher computes."""
+    teacher, ds = _model(1), _dataset()
+    first = _build(teacher, ds, tmp_path)
+    batch = _batch(ds, list(range(len(ds))))
+    seq = batch["input_ids"].shape[1]
+    want = first.batch(batch["example_index"], seq, torch.device("cpu")).hidden.clone()
+    del first
+    entry = tmp_path / next(p.name for p in tmp_path.iterdir() if p.is_dir())
+    _damage(kind, entry)
+    with pytest.raises(ConfigError) as err:  # a user error: one line in train.py, no traceback
+        TeacherCache(entry)
+    message = str(err.value)
+    assert "\n" not in message and str(entry) in message
+    assert message.startswith("distill.teacher_cache entry")
+    if kind != "unchecked":
+        assert "hidden.npy" in message
+    with caplog.at_level("WARNING", logger="cofi_lightning.run.teacher_cache"):
+        again = _build(teacher, ds, tmp_path)
+    assert again.path == entry
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and str(entry) in warned[0] and "rebuilding" in warned[0]
+    got = again.batch(batch["example_index"], seq, torch.device("cpu")).hidden
+    assert torch.equal(got, want)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [entry.name]
+
+
+def test_a_damaged_entry_that_cannot_be_removed_stops_with_one_line(tmp_path, monkeypatch):
+    """E.g. a read-only shared cache: no silent use, no deep traceback, the entry is named."""
+    from cofi_lightning.run import teacher_cache
+
+    teacher, ds = _model(1), _dataset()
+    entry = _build(teacher, ds, tmp_path).path
+    _damage("truncated", entry)
+
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(teacher_cache.os, "replace", refuse)
+    with pytest.raises(ConfigError) as err:  # a user error: one line in train.py
+        _build(teacher, ds, tmp_path)
+    message = str(err.value)
+    assert "\n" not in message and str(entry) in message and "hidden.npy" in message
+    assert "Permission denied" in message and "distill.teacher_cache=false" in message

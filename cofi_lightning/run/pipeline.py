@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import shlex
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -149,7 +150,8 @@ def _point_summary(results: dict[str, Any], speed: list[Path], plot: Path, run_d
             "speedup",
             f"{json.loads(speed[0].read_text()).get('speedup', '?')}x ({speed[0].name})"
             if speed
-            else f"not measured: python -m cofi_lightning.tools.bench run={run_dir}",
+            else "not measured: python -m cofi_lightning.tools.bench "
+            + shlex.quote(f"run={run_dir}"),
         ),
     ]
     width = max(len(k) for k, _ in rows)

@@ -5,7 +5,10 @@ Run with ``python -m cofi_lightning.tools.demo [model]`` (``make demo``). The mo
 BERT. The demo sets random mask log-alphas (as if training had moved them), takes CoFi's
 deterministic evaluation masks, physically prunes, and reports: the predicted and the real encoder
 parameter counts, the max difference between the masked and the compact model's logits, that the
-exported directory reloads through ``AutoModelForSequenceClassification``, and the speedup.
+exported directory reloads through ``AutoModelForSequenceClassification``, and the speedup: the
+median and interquartile range of ``--rounds`` interleaved rounds (the timing loop of
+``python -m cofi_lightning.tools.bench``) on one small CPU batch, a smoke check rather than a
+benchmark (the command says so and points to ``cofi_lightning.tools.bench`` for the protocol).
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -22,7 +25,9 @@ import transformers
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from cofi_lightning.core.masks import CoFiMasks
+from cofi_lightning.latency.timing import time_models
 from cofi_lightning.modeling import CoFiBertForSequenceClassification
+from cofi_lightning.tools.cli import int_at_least
 
 log = logging.getLogger("cofi_lightning.tools.demo")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -37,20 +42,55 @@ def default_model() -> str:
     return str(shared) if shared.is_dir() else HUB_FALLBACK
 
 
-def _latency_ms(model, batch: dict, rounds: int = 5) -> float:
-    times = []
-    with torch.inference_mode():
-        for _ in range(rounds + 1):
-            start = time.perf_counter()
-            model(**batch)
-            times.append((time.perf_counter() - start) * 1e3)
-    return sorted(times[1:])[rounds // 2]
+def _spread(values: list[float]) -> tuple[float, float, float]:
+    """``(median, 25th percentile, 75th percentile)`` of ``values``."""
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q2, q1, q3
+
+
+def _latency(full, compact, batch: dict, warmup: int, rounds: int) -> dict:
+    """Latencies (ms) and speedup of the full and the compact model, as median and quartiles.
+
+    The rounds are interleaved (``time_models``), so round ``i`` of both models ran under the same
+    load, and the speedup's spread is that of the per-round ratios.
+    """
+    t = time_models({"full": full, "compact": compact}, batch, warmup=warmup, rounds=rounds)
+    ratios = [f / c for f, c in zip(t["full"].rounds_ms, t["compact"].rounds_ms, strict=True)]
+    out = {"latency_rounds": rounds}
+    for name, values in (
+        ("latency_ms_full", t["full"].rounds_ms),
+        ("latency_ms_compact", t["compact"].rounds_ms),
+        ("speedup", ratios),
+    ):
+        median, q1, q3 = _spread(values)
+        out[name], out[f"{name}_iqr"] = median, (q1, q3)
+    return out
+
+
+def _show(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, tuple):
+        return " - ".join(_show(v) for v in value)
+    return str(value)
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", nargs="?", default=default_model())
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--rounds",
+        type=int_at_least(1),
+        default=7,
+        help="timed rounds per model; median and quartiles reported (default: %(default)s, as "
+        "python -m cofi_lightning.tools.bench on CPU)",
+    )
+    parser.add_argument(
+        "--warmup", type=int_at_least(0), default=2, help="discarded rounds (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     transformers.logging.set_verbosity_error()  # the new task head's load report is expected noise
@@ -98,8 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
         "sparsity": 1 - kept / full,
         "max_abs_diff_masked_vs_compact": max_diff,
         "max_abs_diff_after_reload": reload_diff,
-        "latency_ms_full": _latency_ms(model, batch),
-        "latency_ms_compact": _latency_ms(compact, batch),
+        **_latency(model, compact, batch, args.warmup, args.rounds),
         "structure": {
             "hidden_size": compact.config.hidden_size,
             "num_heads": compact.config.num_heads,
@@ -107,7 +146,16 @@ def main(argv: list[str] | None = None) -> dict:
         },
     }
     for key, value in report.items():
-        log.info("%-32s %s", key, f"{value:.6g}" if isinstance(value, float) else value)
+        log.info("%-32s %s", key, _show(value))
+    log.info(
+        "latency: median (and interquartile range) of %d interleaved rounds after %d warm-up, one "
+        "batch of %d short sentences on %d CPU threads: a smoke check, not a benchmark (python -m "
+        "cofi_lightning.tools.bench for the protocol)",
+        args.rounds,
+        args.warmup,
+        len(texts),
+        torch.get_num_threads(),
+    )
     ok = report["encoder_params_predicted"] == kept and max_diff <= 1e-4 and reload_diff == 0
     log.info("exact: %s", "yes" if ok else "NO")
     if not ok:

@@ -344,3 +344,33 @@ def test_synthetic_structure_is_95_percent_sparse():
     s95 = architecture_params(S95_HIDDEN, S95_HEADS, S95_FFN, d)
     assert 0.945 < 1 - s95 / dense < 0.955
     assert parse_args(["synthetic=s95"])["synthetic"] is True
+
+
+def test_a_report_that_cannot_be_written_is_printed_first(run_dir, capsys):
+    """Read-only storage: the measurement is on the screen, then one line names the file and
+    where else it could be written (it used to end in a PermissionError traceback, table lost)."""
+    from read_only import read_only
+
+    with read_only(run_dir), pytest.raises(SystemExit) as exit_:
+        main([f"run={run_dir}", *FAST])
+    message = str(exit_.value.code)
+    assert "\n" not in message and message.startswith("error: cannot write")
+    assert str(run_dir / "speed_cpu_fp32.json") in message
+    assert "out=outputs/bench/speed_cpu_fp32.json" in message
+    printed = capsys.readouterr().out
+    assert "speedup" in printed and "FLOP-ideal" in printed
+    assert "wrote" not in printed
+
+
+def test_without_a_run_the_report_goes_under_outputs_bench(tmp_path, monkeypatch, capsys):
+    """``synthetic=s95`` (no run directory) used to drop ``speed_cpu_fp32.json`` into the working
+    directory; it goes to ``outputs/bench/`` there and the path is printed."""
+    import cofi_lightning.tools.bench.__main__ as cli
+
+    monkeypatch.setattr(cli, "synthetic_pair", tiny_pair)  # BERT-base takes seconds to build
+    monkeypatch.chdir(tmp_path)
+    main(["synthetic=s95", *FAST])
+    assert not (tmp_path / "speed_cpu_fp32.json").exists()
+    written = tmp_path / "outputs" / "bench" / "speed_cpu_fp32.json"
+    assert json.loads(written.read_text())["pruned"]["source"] == "synthetic s95 (random weights)"
+    assert "wrote outputs/bench/speed_cpu_fp32.json" in capsys.readouterr().out

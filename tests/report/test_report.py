@@ -336,3 +336,36 @@ def test_a_latency_run_is_a_row_of_its_own_at_its_speed_target(tmp_path):
         ("full", 0.6),
         ("full latency", 0.5),
     ]
+
+
+@pytest.mark.parametrize("kind", ["empty", "foreign"])
+def test_cli_on_a_folder_without_runs_says_so_and_writes_nothing(tmp_path, capsys, kind):
+    """It used to write ``report/`` (an empty report) into whatever folder it was given."""
+    folder = tmp_path / kind
+    folder.mkdir()
+    if kind == "foreign":  # e.g. a source tree or a data folder
+        (folder / "README.md").write_text("# notes\n")
+        (folder / "data").mkdir()
+        (folder / "data" / "stats.json").write_text('{"n": 3}')
+    before = sorted(folder.rglob("*"))
+    assert main([str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"no runs found under {folder}" in err
+    assert sorted(folder.rglob("*")) == before
+
+
+def test_cli_on_a_read_only_sweep_suggests_out(tmp_path, capsys):
+    """The default report folder lies inside the sweep: on read-only storage, one line that names
+    it and suggests ``out=<dir>`` instead of a PermissionError traceback."""
+    from read_only import read_only
+
+    sweep = tmp_path / "sweep"
+    (sweep / "run").mkdir(parents=True)
+    (sweep / "run" / "results.json").write_text(json.dumps(fake_results()))
+    with read_only(sweep):
+        assert main([str(sweep)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(sweep / "report") in err and "out=<dir>" in err
+    assert not (sweep / "report").exists()
+    out = tmp_path / "elsewhere"
+    assert main([str(sweep), f"out={out}"]) == 0 and (out / "report.md").is_file()

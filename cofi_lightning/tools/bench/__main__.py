@@ -13,15 +13,19 @@ commands and ``train.py`` overrides, ``key=value``: ``device=cpu|cuda``, ``dtype
 10 and 50 on CUDA), ``threads`` (CPU threads; default: torch's), ``optimize=false`` (time both
 through ``tools/bench/fast.py``), ``compile=false`` (time both through ``torch.compile``),
 ``out=<json>`` (default ``<run_dir>/speed_<device>_<dtype>.json``, or
-``speed_<device>_<dtype>.json`` in the working directory; a sparsity path run measures each export
-into ``speed_<device>_<dtype>_<t>.json``). Bad arguments exit with status 2
-(argparse), problems with the models with status 1.
+``outputs/bench/speed_<device>_<dtype>.json`` below the working directory when there is no run;
+a sparsity path run measures each export into ``speed_<device>_<dtype>_<t>.json``). The table is
+printed before the JSON is written, so a report that cannot be written (read-only storage) is not
+lost. Bad arguments exit with status 2 (argparse), problems with the models or the report's path
+with status 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +51,9 @@ examples:
 
 Every --key value may also be written key=value, as in train.py overrides.
 """
+#: Where reports go without ``out=`` when there is no run directory (relative to the working
+#: directory, beside train.py's ``outputs/<experiment>/``).
+DEFAULT_OUT_DIR = Path("outputs") / "bench"
 
 
 def _synthetic(value: str) -> bool:
@@ -134,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         metavar="JSON",
         help="report path (default: <run_dir>/speed_<device>_<dtype>.json, or "
-        "speed_<device>_<dtype>.json in the working directory)",
+        f"{DEFAULT_OUT_DIR}/speed_<device>_<dtype>.json without a run)",
     )
     return parser
 
@@ -160,8 +167,25 @@ def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
     return vars(args)
 
 
-def run(settings: dict[str, Any]) -> tuple[dict[str, Any], Path]:
-    """Load (or build), time, write the JSON; returns ``(report, json path)``.
+@dataclass
+class Measured:
+    """One measurement and where it goes.
+
+    Attributes:
+        report: What :func:`~cofi_lightning.tools.bench.compare` returned, plus ``task``.
+        out: The JSON path.
+        run_dir: The training run measured (its model card is refreshed), or None.
+        several: One of a sparsity path's exports (``out=`` cannot name them all).
+    """
+
+    report: dict[str, Any]
+    out: Path
+    run_dir: Path | None
+    several: bool = False
+
+
+def measure(settings: dict[str, Any]) -> Measured:
+    """Load (or build) and time both models; nothing is written.
 
     Raises:
         BenchError: anything the user can fix (paths, device, values).
@@ -202,27 +226,45 @@ def run(settings: dict[str, Any]) -> tuple[dict[str, Any], Path]:
     out = settings["out"]
     if out is None:
         name = f"speed_{report['device']}_{report['dtype']}{settings.get('suffix', '')}.json"
-        out = run_dir / name if run_dir is not None else Path(name)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    if run_dir is not None:  # the export's card now states the measured speedup
-        from cofi_lightning.run.model_card import refresh_card
-
-        refresh_card(run_dir)
-    return report, out
+        out = (run_dir if run_dir is not None else DEFAULT_OUT_DIR) / name
+    return Measured(report, Path(out), run_dir, several=bool(settings.get("suffix")))
 
 
-def run_all(settings: dict[str, Any]) -> list[tuple[dict[str, Any], Path]]:
-    """:func:`run`, once per operating point for ``run=<dir>`` of a sparsity path (each export
-    against the baseline, into ``speed_<device>_<dtype>_<t>.json``)."""
+def save(measured: Measured) -> None:
+    """Write the JSON report and refresh the run's model card with the measured speedup.
+
+    Raises:
+        BenchError: the report cannot be written (e.g. read-only storage), naming the path and
+            where else it could go.
+    """
+    out = measured.out
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(measured.report, indent=2))
+        if measured.run_dir is not None:  # the export's card now states the measured speedup
+            from cofi_lightning.run.model_card import refresh_card
+
+            refresh_card(measured.run_dir)
+    except OSError as err:
+        where = (
+            "copy the run to writable storage and measure the copy"
+            if measured.several
+            else f"write it elsewhere with out={DEFAULT_OUT_DIR / out.name}"
+        )
+        raise BenchError(
+            f"cannot write {err.filename or out} ({err.strerror or err}); the measurement is "
+            f"printed above: {where}"
+        ) from None
+
+
+def run_all(settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """The settings of each measurement: one, or one per operating point for ``run=<dir>`` of a
+    sparsity path (each export against the baseline, into ``speed_<device>_<dtype>_<t>.json``)."""
     points = _path_points(settings)
     if not points:
-        return [run(settings)]
+        return [settings]
     run_dir = Path(settings["run"])
-    return [
-        run({**settings, "pruned": str(p.export_dir(run_dir)), "suffix": p.suffix}) for p in points
-    ]
+    return [{**settings, "pruned": str(p.export_dir(run_dir)), "suffix": p.suffix} for p in points]
 
 
 def _path_points(settings: dict[str, Any]) -> list:
@@ -254,16 +296,18 @@ def main(argv: list[str] | None = None) -> None:
     hf_logging.disable_progress_bar()  # per-file loading bars would bury the table
     hf_logging.set_verbosity_error()  # a baseline's fresh task head is expected, not news
     try:
-        done = run_all(settings)
+        for each in run_all(settings):
+            measured = measure(each)
+            print(format_table(measured.report))  # first: nothing measured is lost
+            sys.stdout.flush()
+            save(measured)
+            print(f"wrote {measured.out}")
     except BenchError as err:
         raise SystemExit(f"error: {err}") from None
     finally:  # main() also runs in-process (tests): leave transformers' logging as found
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-    for report, out in done:
-        print(format_table(report))
-        print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Collects the runs below the given directories, writes the report (default
 ``<first dir>/report/``) and prints the path of ``report.md``, the results table and the
 number of missing or failed jobs. With ``--wandb`` it also logs the report into one W&B run
 (``wandb_report.py``; offline unless ``$WANDB_MODE`` says otherwise) and prints its directory.
-Exit status: 0 with at least one run, 1 with none, 2 on bad arguments.
+Exit status: 0 with at least one run; 1 with none (when nothing at all is found, neither a run nor
+a failed job, one line says so and nothing is written) or when the report cannot be written (one
+line naming the folder and suggesting ``out=<dir>``); 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -55,7 +57,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    path = write_report(runs, problems, args.out, sources=args.paths)
+    if not runs and not problems:  # not a sweep: say so rather than write an empty report there
+        where = ", ".join(args.paths)
+        print(
+            f"error: no runs found under {where} (no results.json, no Hydra job): give a sweep "
+            "or run directory",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        path = write_report(runs, problems, args.out, sources=args.paths)
+    except OSError as err:
+        print(
+            f"error: cannot write the report into {args.out} ({err.strerror or err}): give a "
+            "writable folder with out=<dir>",
+            file=sys.stderr,
+        )
+        return 1
     print(path)
     if runs:
         print(summary_table(aggregate(runs)))
