@@ -15,6 +15,7 @@ import lightning as L
 import pytest
 import torch
 
+from cofi_lightning.checkpoints import previous_of, resume_checkpoint, save_atomically
 from cofi_lightning.config import StageConfig, load_config
 from cofi_lightning.context import RunContext
 from cofi_lightning.lit_module import CoFiSystem
@@ -142,3 +143,26 @@ def test_a_checkpoint_write_that_fails_halfway_leaves_the_previous_one_whole(
     assert last.read_bytes() == good  # the previous checkpoint, whole
     assert zipfile.ZipFile(last).testzip() is None
     assert not [p.name for p in last.parent.iterdir() if ".tmp" in p.name]  # nothing left over
+
+
+def test_resume_checkpoint_checks_every_byte_and_clears_killed_writers(tmp_path):
+    last = tmp_path / "prune" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    save_atomically({"global_step": 3, "w": torch.zeros(10_000)}, previous_of(last))
+    save_atomically({"global_step": 4, "w": torch.zeros(10_000)}, last)
+    data = bytearray(last.read_bytes())
+    data[data.index(bytes(1000)) + 500] ^= 0xFF  # one flipped bit in the tensor's bytes
+    last.write_bytes(data)
+    stale = [last.with_name("last.ckpt.tmp-123"), tmp_path / "prune" / "best_student.pt.tmp-9"]
+    for path in stale:
+        path.write_bytes(b"half")
+
+    assert resume_checkpoint(last, fix=False) == previous_of(last)  # other ranks: read only
+    assert last.is_file() and all(path.is_file() for path in stale)
+    with pytest.warns(UserWarning, match="damaged entry") as said:
+        assert resume_checkpoint(last) == previous_of(last)
+    assert f"set aside as {last}.corrupt-1; resuming from {previous_of(last)}" in str(
+        said[0].message
+    )
+    assert not last.exists() and not any(path.exists() for path in stale)
+    assert torch.load(previous_of(last))["global_step"] == 3

@@ -21,34 +21,41 @@ from runs import tiny_run_overrides
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _start(*args: str) -> subprocess.Popen:
-    """``python train.py <args>`` offline in a subprocess (as the ``train_cli`` fixture runs it)."""
+def _start(log: Path, *args: str) -> subprocess.Popen:
+    """``python train.py <args>`` offline in a subprocess (as the ``train_cli`` fixture runs it),
+    its output into ``log`` (a pipe nobody reads could fill up and stall it)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, str(REPO / "train.py"), *args],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def _terminate_once(
-    proc: subprocess.Popen, appears: str, root: Path, timeout: float = 300
+    proc: subprocess.Popen, log: Path, appears: str, root: Path, timeout: float = 300
 ) -> tuple[int, str]:
     """Send SIGTERM as soon as a file matching ``root.glob(appears)`` exists (a checkpoint: the
     stage is running and has something to resume from); return the exit status and output."""
     deadline = time.monotonic() + timeout
-    while not any(root.glob(appears)):
-        assert proc.poll() is None, (
-            f"exited {proc.returncode} before {appears}:\n" + (proc.stdout.read()[-4000:])
-        )
-        assert time.monotonic() < deadline, f"no {appears} after {timeout} s"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=timeout)
-    return proc.returncode, out
+    try:
+        while not any(root.glob(appears)):
+            if proc.poll() is not None:
+                pytest.fail(
+                    f"exited {proc.returncode} before {appears}:\n{log.read_text()[-4000:]}"
+                )
+            assert time.monotonic() < deadline, f"no {appears} after {timeout} s"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:  # a failed wait: leave no process behind
+            proc.kill()
+            proc.wait()
+    return proc.returncode, log.read_text()
 
 
 def _interrupted_lines(out: str) -> list[str]:
@@ -60,7 +67,8 @@ def test_sigterm_mid_stage_exits_143_and_the_same_command_resumes(
 ):
     run_dir = tmp_path / "run"
     args = tiny_run_overrides(tiny_bert_dir, run_dir, feature_cache)
-    rc, out = _terminate_once(_start(*args), "prune/checkpoints/last.ckpt", run_dir)
+    log = tmp_path / "train.out"
+    rc, out = _terminate_once(_start(log, *args), log, "prune/checkpoints/last.ckpt", run_dir)
     assert rc == EXIT_INTERRUPTED == 143, out[-4000:]
     (line,) = _interrupted_lines(out)
     assert "in stage prune" in line and "rerun the same command to resume" in line, line
@@ -78,8 +86,9 @@ def test_sigterm_mid_stage_exits_143_and_the_same_command_resumes(
 
 def test_sigterm_ends_a_multirun_without_counting_the_job(sweep_overrides, tmp_path):
     sweep = tmp_path / "sweep"
-    proc = _start("-m", *sweep_overrides, f"hydra.sweep.dir={sweep}", "seed=1,2")
-    rc, out = _terminate_once(proc, "*/teacher/checkpoints/last.ckpt", sweep)
+    log = tmp_path / "train.out"
+    proc = _start(log, "-m", *sweep_overrides, f"hydra.sweep.dir={sweep}", "seed=1,2")
+    rc, out = _terminate_once(proc, log, "*/teacher/checkpoints/last.ckpt", sweep)
     assert rc == EXIT_INTERRUPTED, out[-4000:]
     (line,) = _interrupted_lines(out)
     assert "in stage teacher" in line, line
