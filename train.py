@@ -21,6 +21,7 @@ import cofi_lightning.config  # noqa: F401  (registers the config schema and the
 from cofi_lightning.config import ConfigError
 from cofi_lightning.data import DataError
 from cofi_lightning.run.hub import HubPushError
+from cofi_lightning.run.interrupts import EXIT_INTERRUPTED, RunInterrupted
 from cofi_lightning.run.operating_points import objective
 from cofi_lightning.run.pipeline import train
 from cofi_lightning.run.preflight import ModelSourceError
@@ -48,6 +49,10 @@ def main(cfg: DictConfig) -> float | None:
     for a sparsity path, the mean over its targets: see ``operating_points.objective``)."""
     try:
         results = train(cfg)
+    except RunInterrupted as err:
+        # Not done, in a single run or a sweep: one line and exit status 143, as a SIGTERM's.
+        log.error("%s", err)
+        sys.exit(EXIT_INTERRUPTED)
     except USER_ERRORS as err:
         # Once, short, naming the setting; the traceback goes to train.log for whoever needs it.
         log.error("%s: %s", type(err).__name__, err)

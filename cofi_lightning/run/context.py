@@ -32,6 +32,7 @@ from transformers import AutoTokenizer
 from cofi_lightning.config import StageConfig, TrainConfig
 from cofi_lightning.data import get_task
 from cofi_lightning.modeling import Family, family_of
+from cofi_lightning.run.checkpoints import AtomicCheckpointIO, resume_checkpoint
 from cofi_lightning.run.operating_points import operating_points
 from cofi_lightning.training.lit_module import CoFiSystem
 
@@ -298,6 +299,7 @@ class RunContext:
             default_root_dir=str(self.run_dir / stage),
             logger=loggers or False,
             callbacks=cbs,
+            plugins=[AtomicCheckpointIO()],  # a kill or a full disk never truncates last.ckpt
         )
         if eval_every_steps:
             accumulate = self.cfg.trainer.get("accumulate_grad_batches", 1) or 1
@@ -313,10 +315,13 @@ class RunContext:
             lg.finalize("success")
 
     def resume_path(self, stage: str) -> str | None:
+        """The checkpoint ``stage`` resumes from (``cofi_lightning.run.checkpoints``: the newest
+        that loads; one that does not is set aside with a warning), or None to start it afresh."""
         last = self.run_dir / stage / "checkpoints" / "last.ckpt"
-        if last.is_file():
-            rank_zero_info(f"[{stage}] resuming from {last}")
-            return str(last)
+        found = resume_checkpoint(last, fix=is_global_zero())
+        if found is not None:
+            rank_zero_info(f"[{stage}] resuming from {found}")
+            return str(found)
         return None
 
     def evaluate(

@@ -4,8 +4,10 @@ This file owns ``train(cfg)`` (what ``train.py`` calls). Before any stage runs, 
 claimed for this config (``cofi_lightning.run.rundir``: the same identity resumes, another one is
 refused with the differing keys) and locked against a second process. A stage that finishes writes
 ``<run_dir>/<stage>/DONE.json`` (its record: metrics, seconds, outputs); a rerun skips it, and an
-unfinished stage resumes from ``<run_dir>/<stage>/checkpoints/last.ckpt``. What each stage does
-lives in ``cofi_lightning.run.stages``; what they share in ``cofi_lightning.run.context``.
+unfinished stage resumes from ``<run_dir>/<stage>/checkpoints/last.ckpt``. A SIGTERM ends the run
+as interrupted (``cofi_lightning.run.interrupts``): the running stage writes no ``DONE.json``. What
+each stage does lives in ``cofi_lightning.run.stages``; what they share in
+``cofi_lightning.run.context``.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from omegaconf import DictConfig, OmegaConf
 from cofi_lightning.config import STAGES, TrainConfig, config_identity, load_config
 from cofi_lightning.config.identity import identity_hash
 from cofi_lightning.run import stages
+from cofi_lightning.run.checkpoints import write_text_atomically
 from cofi_lightning.run.context import RunContext, barrier, is_global_zero
 from cofi_lightning.run.hub import push_export
+from cofi_lightning.run.interrupts import SigtermGuard
 from cofi_lightning.run.operating_points import (
     PER_POINT_STAGES,
     POINT_KEYS,
@@ -70,9 +74,14 @@ def run_stage(
     name: str,
     fn: Callable[..., dict[str, Any]],
     point: OperatingPoint | None = None,
+    guard: SigtermGuard | None = None,
 ) -> dict:
     """Run one stage (of one operating point, for the per-point stages) unless its ``DONE.json``
-    exists; write it (rank 0) when the stage ends."""
+    exists; write it (rank 0) when the stage ends.
+
+    Raises:
+        RunInterrupted: ``guard`` saw a SIGTERM during the stage (no ``DONE.json`` is written).
+    """
     key = point.stage(name) if point is not None else name  # directory and record name
     done = ctx.run_dir / key / "DONE.json"
     label = f"[{STAGES.index(name) + 1}/{len(STAGES)} {key}]"
@@ -82,15 +91,15 @@ def run_stage(
     else:
         rank_zero_info(f"{label} starting")
         start = ctx.started[key] = time.perf_counter()
-        record = fn(ctx) if point is None else fn(ctx, point)
+        with guard.stage(key) if guard is not None else contextlib.nullcontext():
+            record = fn(ctx) if point is None else fn(ctx, point)
         attempt = time.perf_counter() - start
         clock = ctx.clocks.get(key)
         earlier = clock.before if clock is not None else 0.0  # attempts cut short by a crash
         record["seconds"] = round(attempt + earlier, 2)
         record["attempt_seconds"] = round(attempt, 2)
         if is_global_zero():
-            done.parent.mkdir(parents=True, exist_ok=True)
-            done.write_text(json.dumps(record, indent=2))
+            write_text_atomically(done, json.dumps(record, indent=2))
             if ctx.cfg.cleanup.checkpoints:
                 remove_checkpoints(ctx.run_dir / key)
         barrier()
@@ -186,6 +195,8 @@ def train(
         ConfigError: an invalid value (naming the key), before anything is written.
         ModelSourceError: a model, tokenizer or teacher that does not exist or does not fit.
         RunDirError: the run directory belongs to another config or another live process.
+        RunInterrupted: a SIGTERM arrived before the run finished (the running stage is not
+            recorded as done; calling again resumes).
     """
     cfg = load_config(cfg)
     run_dir = resolve_run_dir(cfg)
@@ -198,6 +209,7 @@ def train(
         lock = RunLock(run_dir)
         lock.acquire()
     try:
+        guard = SigtermGuard()
         if is_global_zero():
             resumed = claim(run_dir, identity, cfg.resume)
             rank_zero_info(f"{'resuming' if resumed else 'starting'} run {run_dir}")
@@ -208,8 +220,8 @@ def train(
         place = f"{config_id}:{run_dir.resolve()}"
         run_id = f"{config_id}-{hashlib.sha256(place.encode()).hexdigest()[:6]}"
         bars = cfg.trainer.get("enable_progress_bar", True)
-        with contextlib.nullcontext() if bars else _library_bars_off():
-            return _run_stages(cfg, run_dir, run_id, extra_callbacks)
+        with guard, contextlib.nullcontext() if bars else _library_bars_off():
+            return _run_stages(cfg, run_dir, run_id, extra_callbacks, guard)
     finally:
         if isinstance(lock, RunLock):
             lock.release()
@@ -240,6 +252,7 @@ def _run_stages(
     run_dir: Path,
     run_id: str,
     extra_callbacks: dict[str, Sequence[L.Callback]] | None,
+    guard: SigtermGuard | None = None,
 ) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     ctx = RunContext(cfg, run_dir, extra_callbacks, run_id=run_id)
@@ -253,14 +266,14 @@ def _run_stages(
             key = point.stage(name) if point is not None else name
             done = run_dir / key / "DONE.json"
             if name in cfg.stages:
-                run_stage(ctx, name, stages.STAGE_FUNCTIONS[name], point)
+                run_stage(ctx, name, stages.STAGE_FUNCTIONS[name], point, guard)
             elif done.is_file():
                 ctx.records[key] = json.loads(done.read_text())
         exports = [pt.stage("export") for pt in ctx.points]
         if all(key in ctx.records for key in exports):
             results = results_from_records(ctx)
             if is_global_zero():
-                (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+                write_text_atomically(run_dir / "results.json", json.dumps(results, indent=2))
             rank_zero_info(f"results: {json.dumps(results)}")
             rank_zero_info("CoFi run finished\n" + summary_table(results, run_dir))
             if cfg.export.push_to_hub and is_global_zero():

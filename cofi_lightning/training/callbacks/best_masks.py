@@ -34,6 +34,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from cofi_lightning.core.masks import Masks
+from cofi_lightning.run.checkpoints import save_atomically, write_text_atomically
 
 
 def save_structure(
@@ -46,16 +47,16 @@ def save_structure(
 ) -> None:
     """Write a structure directory (the files listed in the module docstring) that the
     finetune stage reads: ``masks.pt``, ``student.pt``, ``meta.json`` and, when given,
-    ``scores.pt`` and ``layer_distiller.pt``."""
+    ``scores.pt`` and ``layer_distiller.pt``. Each file is written atomically (a kill or a full
+    disk leaves the previous one whole), ``meta.json`` last."""
     dirpath = Path(dirpath)
-    dirpath.mkdir(parents=True, exist_ok=True)
-    torch.save(dict(masks.detach().to("cpu").items()), dirpath / "masks.pt")
+    save_atomically(dict(masks.detach().to("cpu").items()), dirpath / "masks.pt")
     if scores is not None:
-        torch.save(dict(scores.detach().to("cpu").items()), dirpath / "scores.pt")
-    torch.save(student.state_dict(), dirpath / "student.pt")
+        save_atomically(dict(scores.detach().to("cpu").items()), dirpath / "scores.pt")
+    save_atomically(student.state_dict(), dirpath / "student.pt")
     if layer_distiller is not None:
-        torch.save(layer_distiller.state_dict(), dirpath / "layer_distiller.pt")
-    (dirpath / "meta.json").write_text(json.dumps(meta, indent=2))
+        save_atomically(layer_distiller.state_dict(), dirpath / "layer_distiller.pt")
+    write_text_atomically(dirpath / "meta.json", json.dumps(meta, indent=2))
 
 
 def load_masks(dirpath: str | Path) -> Masks:

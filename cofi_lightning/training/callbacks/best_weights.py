@@ -17,6 +17,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from cofi_lightning.run.checkpoints import save_atomically
+
 
 class BestWeights(L.Callback):
     """Save the student's weights at each new best main metric; restore them after training.
@@ -44,10 +46,7 @@ class BestWeights(L.Callback):
             return
         self.best, self.best_step = float(score), trainer.global_step
         if trainer.is_global_zero:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            torch.save(module.student.state_dict(), tmp)
-            tmp.replace(self.path)  # never leave a half-written file behind a kill
+            save_atomically(module.student.state_dict(), self.path)  # never half-written
 
     def restore(self, module: L.LightningModule) -> bool:
         """Load the best weights into ``module.student``; False when no validation was seen."""

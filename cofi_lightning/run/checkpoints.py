@@ -1,0 +1,146 @@
+"""Files a stage writes and reads back on resume, made to survive a kill or a full disk.
+
+This file owns how they are written and which resume checkpoint a stage starts from:
+
+* :func:`write_atomically` (and :func:`save_atomically`, :func:`write_text_atomically`): the bytes
+  go to ``<name>.tmp-<pid>`` beside the target, which is renamed over it only once complete. A
+  kill, a full disk or any error while writing leaves the previous file as it was (a rename in one
+  directory is atomic; Lightning's own writer builds the file in the system temporary directory
+  and *copies* it into the run directory when that is another file system, as on most clusters,
+  so a kill or a full disk there truncated ``last.ckpt``).
+* :class:`AtomicCheckpointIO`: Lightning's checkpoint IO plugin through that writer, which also
+  keeps the checkpoint it replaces as ``<name>.prev``, the fallback of a checkpoint that does not
+  load.
+* :func:`resume_checkpoint`: the newest of ``last.ckpt`` and ``last.ckpt.prev`` that loads; one
+  that does not is renamed ``<name>.corrupt-<n>`` with a warning naming it (None: the stage
+  starts from its beginning).
+
+What a checkpoint holds and when one is written is ``cofi_lightning.run.context``'s.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_warn
+
+#: ``<name><TMP_INFIX><pid>``: a file being written (see :func:`write_atomically`).
+TMP_INFIX = ".tmp-"
+
+
+def previous_of(path: Path) -> Path:
+    """Where :class:`AtomicCheckpointIO` keeps the checkpoint that ``path`` replaced."""
+    return path.with_name(path.name + ".prev")
+
+
+def write_atomically(
+    path: str | Path, write: Callable[[Path], Any], keep_previous: bool = False
+) -> None:
+    """Write ``path`` through a temporary file beside it, renamed over it once complete.
+
+    Args:
+        path: The file to (re)write; its directory is created if missing.
+        write: Writes the whole content to the path it is given (the temporary file).
+        keep_previous: Rename the file being replaced to :func:`previous_of` first. At every
+            instant one of the two then holds a complete file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}{TMP_INFIX}{os.getpid()}")
+    try:
+        write(tmp)
+        if keep_previous and path.is_file():
+            os.replace(path, previous_of(path))
+        os.replace(tmp, path)
+    except BaseException:  # an interrupt too: no half-written file left behind
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_atomically(obj: Any, path: str | Path) -> None:
+    """``torch.save(obj, path)`` through :func:`write_atomically`."""
+    write_atomically(path, lambda tmp: torch.save(obj, tmp))
+
+
+def write_text_atomically(path: str | Path, text: str) -> None:
+    """``Path(path).write_text(text)`` through :func:`write_atomically`."""
+    write_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def remove_temporaries(directory: Path) -> None:
+    """Delete the temporary files that a killed writer left under ``directory`` (only while no
+    other process writes there: the run directory's lock guarantees it)."""
+    if directory.is_dir():
+        for stale in directory.rglob(f"*{TMP_INFIX}*"):
+            if stale.is_file() and stale.name.rsplit(TMP_INFIX, 1)[1].isdigit():
+                stale.unlink(missing_ok=True)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``torch.save`` checkpoint IO, written with :func:`write_atomically` and keeping
+    the replaced checkpoint as ``<name>.prev`` (local paths: the run directory is one)."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        write_atomically(path, lambda tmp: torch.save(checkpoint, tmp), keep_previous=True)
+
+
+def unreadable(path: Path) -> str | None:
+    """Why the checkpoint at ``path`` cannot be loaded, or None when it can.
+
+    ``torch.save`` writes a zip archive with a CRC-32 per entry: a truncated file has no central
+    directory and a damaged one fails its CRC, both found without unpickling anything."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        return f"truncated or not a checkpoint: {err}"
+    return None if damaged is None else f"damaged entry {damaged}"
+
+
+def set_aside(path: Path) -> Path:
+    """Rename ``path`` to the first free ``<name>.corrupt-<n>`` (kept for inspection)."""
+    n = 1
+    while (aside := path.with_name(f"{path.name}.corrupt-{n}")).exists():
+        n += 1
+    os.replace(path, aside)
+    return aside
+
+
+def resume_checkpoint(last: Path, fix: bool = True) -> Path | None:
+    """The newest resume checkpoint of a stage that loads: ``last``, else :func:`previous_of`
+    ``last``; None when neither does (the stage then starts from its beginning).
+
+    Args:
+        last: The stage's ``last.ckpt``.
+        fix: Set aside (:func:`set_aside`) each checkpoint that does not load, with a warning
+            naming it, and delete temporaries of killed writers in the stage directory (rank 0;
+            the other ranks only read, and choose the same file).
+    """
+    if fix:
+        remove_temporaries(last.parent.parent)
+    found, bad = None, []
+    for candidate in (last, previous_of(last)):
+        if candidate.is_file():
+            problem = unreadable(candidate)
+            if problem is None:
+                found = candidate
+                break
+            bad.append((candidate, problem))
+    if fix:
+        then = f"resuming from {found}" if found else "the stage starts from its beginning"
+        for candidate, problem in bad:
+            aside = set_aside(candidate)
+            rank_zero_warn(
+                f"checkpoint {candidate} does not load ({problem}); set aside as {aside}; {then}"
+            )
+    return found
