@@ -65,9 +65,6 @@ class OperatingPoint:
     def structure_plot(self, run_dir: str | Path) -> Path:
         return Path(run_dir) / f"structure{self.suffix}.png"
 
-    def speed_name(self, device: str, dtype: str) -> str:
-        return f"speed_{device}_{dtype}{self.suffix}.json"
-
     def speed_files(self, run_dir: str | Path) -> list[Path]:
         """The bench reports of this point's export (``python -m cofi_lightning.tools.bench``)."""
         return sorted(Path(run_dir).glob(f"speed_*{self.suffix}.json"))
