@@ -12,7 +12,7 @@ interleaved rounds; the protocol and the s95 pair come from ``cofi_lightning.too
 
 Weights are random: latency depends only on shapes. Usage::
 
-    python scripts/pruned_speed.py [--batch 32] [--seq 128] [--rounds 7] [--optimize] [--out F.json]
+    python scripts/pruned_speed.py [--batch 32] [--seq 128] [--rounds 7] [--out F.json]
     python scripts/pruned_speed.py --device cuda --dtype bf16 --batch 128   # on a GPU
 """
 
@@ -42,7 +42,6 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--optimize", action="store_true", help="time s95 via tools/bench/fast.py")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<i>")
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--out", type=Path, default=Path("scripts/results/pruned_speed.json"))
@@ -89,7 +88,6 @@ def main() -> None:
         seq=s,
         warmup=args.warmup,
         rounds=args.rounds,
-        optimize=args.optimize,
         sources={"pruned": "synthetic s95", "baseline": "synthetic BERT-base"},
     )
     print(format_table(report["s95"]))

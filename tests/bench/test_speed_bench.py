@@ -22,7 +22,6 @@ from cofi_lightning.tools.bench import (
     compare,
     discover,
     make_inputs,
-    optimize_for_inference,
     time_models,
 )
 from cofi_lightning.tools.bench.__main__ import main, parse_args
@@ -202,11 +201,10 @@ def test_qa_models_default_to_seq_384(tmp_path):
             "batch=1",
             "warmup=0",
             "rounds=1",
-            "optimize=true",
         ]
     )
     report = json.loads(out.read_text())
-    assert report["seq"] == 384 and report["optimize"] is True
+    assert report["seq"] == 384 and report["compile"] is False
     assert report["model_class"] == "CoFiBertForQuestionAnswering"
 
 
@@ -249,7 +247,7 @@ def test_bad_inputs_name_the_problem(tmp_path, args, message):
         (["run=x", "colour=red"], "unknown key(s): colour"),
         (["run=x", "--colour", "red"], "unknown key(s): colour"),
         (["synthetic=s95", "pruned=x"], "drop run="),
-        (["synthetic=s95", "optimize=maybe"], "argument --optimize: expected true or false"),
+        (["synthetic=s95", "compile=maybe"], "argument --compile: expected true or false"),
         (["synthetic=s95", "dtype=fp16"], "argument --dtype: invalid choice: 'fp16'"),
         (["synthetic=s95", "batch=0"], "argument --batch: must be an integer >= 1, got '0'"),
         (["synthetic=s96"], "argument --synthetic: must be s95"),
@@ -282,7 +280,6 @@ def test_help_explains_every_option(capsys):
         ("warmup", "2 on CPU, 10 on CUDA"),
         ("rounds", "7 on CPU, 50 on CUDA"),
         ("threads", "CPU threads"),
-        ("optimize", "tools/bench/fast.py"),
         ("compile", "torch.compile"),
         ("out", "speed_<device>_<dtype>.json"),
     ]:
@@ -291,10 +288,10 @@ def test_help_explains_every_option(capsys):
 
 
 def test_key_value_and_option_spellings_agree():
-    dotlist = parse_args(["run=r", "batch=32", "threads=2", "rounds=5", "optimize=true"])
+    dotlist = parse_args(["run=r", "batch=32", "threads=2", "rounds=5", "compile=true"])
     options = parse_args(["--run", "r", "--batch", "32", "--threads=2", "--rounds", "5"])
-    assert dotlist == {**options, "optimize": True}
-    assert options["optimize"] is False and parse_args(["run=r", "--optimize"])["optimize"] is True
+    assert dotlist == {**options, "compile": True}
+    assert options["compile"] is False and parse_args(["run=r", "--compile"])["compile"] is True
     assert (dotlist["warmup"], dotlist["seq"], dotlist["device"]) == (2, None, "cpu")
     cuda = parse_args(["synthetic=s95", "device=cuda"])
     assert (cuda["warmup"], cuda["rounds"], cuda["batch"]) == (10, 50, 128)
@@ -317,25 +314,6 @@ def test_compare_rejects_unfair_pairs():
     inputs = make_inputs(1, 8, 99, torch.device("cpu"))
     with pytest.raises(ValueError, match="eval mode"):
         time_models({"pruned": pruned.train()}, inputs, warmup=0, rounds=1)
-
-
-@pytest.mark.parametrize("cls", [CoFiBertForSequenceClassification, CoFiBertForQuestionAnswering])
-def test_inference_rewrite_is_exact(cls):
-    pruned, base = tiny_pair(cls, num_hidden_layers=3)
-    gen = torch.Generator().manual_seed(1)
-    ids = torch.randint(1, 99, (3, 11), generator=gen)
-    mask = torch.ones_like(ids)
-    mask[1, 6:] = 0
-    for model in (pruned, base):
-        fast = optimize_for_inference(model)
-        for token_types in (None, torch.randint(0, 2, ids.shape, generator=gen)):
-            with torch.inference_mode():
-                want = model(ids, mask, token_types, output_hidden_states=True)
-                got = fast(ids, mask, token_types, output_hidden_states=True)
-            for a, b in zip(want.hidden_states, got.hidden_states, strict=True):
-                torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
-    with pytest.raises(RuntimeError, match="eval mode"):
-        fast.train()(ids, mask)
 
 
 def test_synthetic_structure_is_95_percent_sparse():

@@ -243,17 +243,6 @@ print("remote-code OK", type(model).__name__)
 
 
 @torch.no_grad()
-def test_the_benchmark_inference_rewrite_is_exact(vanilla_dir):
-    from cofi_lightning.tools.bench.fast import optimize_for_inference
-
-    for ours, _, _ in _pairs(vanilla_dir):
-        small = ours.prune(random_masks(ours.config, 6)).eval()
-        for model in (ours, small):
-            fast = optimize_for_inference(model)
-            torch.testing.assert_close(logits(fast), logits(model), atol=1e-5, rtol=1e-5)
-
-
-@torch.no_grad()
 def test_the_uniform_baseline_scores_every_family(vanilla_dir):
     from cofi_lightning.core.uniform import uniform_masks
 

@@ -10,14 +10,13 @@ each model's encoder parameters and sparsity (one formula: ``num_encoder_params`
 FLOP-ideal speedup (``cofi_lightning.latency.flops.config_forward_flops``, encoder matmuls only)
 with the fraction of it the measured speedup reaches.
 
-Files: ``sources.py`` (run dirs, model dirs, the synthetic s95 pair), ``timing.py`` (the protocol),
-``compare.py`` (the report and its table), ``fast.py`` (an opt-in inference rewrite: fused Q/K/V,
-padded GEMM widths, in-place residuals), ``__main__.py`` (the command).
+Files: ``sources.py`` (run dirs, model dirs, the synthetic s95 pair),
+``cofi_lightning.latency.timing`` (the protocol), ``compare.py`` (the report and its table),
+``__main__.py`` (the command).
 """
 
 from cofi_lightning.latency.timing import make_inputs, time_models
 from cofi_lightning.tools.bench.compare import compare, format_table
-from cofi_lightning.tools.bench.fast import optimize_for_inference
 from cofi_lightning.tools.bench.sources import (
     BenchError,
     Sources,
@@ -34,7 +33,6 @@ __all__ = [
     "format_table",
     "load_pair",
     "make_inputs",
-    "optimize_for_inference",
     "synthetic_pair",
     "time_models",
 ]

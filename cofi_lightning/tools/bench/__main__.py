@@ -10,9 +10,8 @@ Usage (``python -m cofi_lightning.tools.bench --help`` lists every option)::
 Every option is written ``--key value`` or, as in the other ``python -m cofi_lightning...``
 commands and ``train.py`` overrides, ``key=value``: ``device=cpu|cuda``, ``dtype=fp32|bf16``,
 ``batch=128``, ``seq=128`` (384 for SQuAD / QA models), ``warmup`` and ``rounds`` (2 and 7 on CPU,
-10 and 50 on CUDA), ``threads`` (CPU threads; default: torch's), ``optimize=false`` (time both
-through ``tools/bench/fast.py``), ``compile=false`` (time both through ``torch.compile``),
-``out=<json>`` (default ``<run_dir>/speed_<device>_<dtype>.json``, or
+10 and 50 on CUDA), ``threads`` (CPU threads; default: torch's), ``compile=false`` (time both
+through ``torch.compile``), ``out=<json>`` (default ``<run_dir>/speed_<device>_<dtype>.json``, or
 ``outputs/bench/speed_<device>_<dtype>.json`` below the working directory when there is no run;
 a sparsity path run measures each export into ``speed_<device>_<dtype>_<t>.json``). The table is
 printed before the JSON is written, so a report that cannot be written (read-only storage) is not
@@ -131,11 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="timed rounds per model; the median is reported (default: 7 on CPU, 50 on CUDA)",
     )
     timing.add_argument("--threads", type=int_at_least(1), help="CPU threads (default: torch's)")
-    add_flag(
-        timing,
-        "--optimize",
-        "time both models through the inference rewrite of tools/bench/fast.py (default: false)",
-    )
     add_flag(timing, "--compile", "time both models through torch.compile (default: false)")
     parser.add_argument(
         "--out",
@@ -218,7 +212,6 @@ def measure(settings: dict[str, Any]) -> Measured:
         seq=seq,
         warmup=settings["warmup"],
         rounds=settings["rounds"],
-        optimize=settings["optimize"],
         compile_model=settings["compile"],
         sources=names,
     )

@@ -2,8 +2,7 @@
 
 This file owns what one benchmark reports (the JSON written by ``python -m
 cofi_lightning.tools.bench``) and its table. Counting (``num_encoder_params``,
-``config_forward_flops``) always uses the models as loaded, before any inference rewrite
-(``fast.py``) or compilation, so padding never changes a count.
+``config_forward_flops``) always uses the models as loaded, before any compilation.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from cofi_lightning.latency.timing import (
     time_models,
 )
 from cofi_lightning.modeling import CoFiBertPreTrainedModel
-from cofi_lightning.tools.bench.fast import optimize_for_inference
 from cofi_lightning.tools.bench.sources import BenchError
 
 ROLES = ("baseline", "pruned")
@@ -35,10 +33,8 @@ def _structure(config) -> dict[str, Any]:
     }
 
 
-def _prepare(model, device, dtype, optimize: bool, compile_model: bool):
+def _prepare(model, device, dtype, compile_model: bool):
     model = model.to(device=device, dtype=dtype).eval()
-    if optimize:
-        model = optimize_for_inference(model)
     if compile_model:
         model = torch.compile(model)
     return model
@@ -54,7 +50,6 @@ def compare(
     seq: int = 128,
     warmup: int = 2,
     rounds: int = 7,
-    optimize: bool = False,
     compile_model: bool = False,
     sources: dict[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -69,8 +64,6 @@ def compare(
         seq: Padded sequence length (every position attended).
         warmup: Discarded rounds.
         rounds: Timed rounds; latencies are their median.
-        optimize: Time both models rewritten by
-            :func:`~cofi_lightning.tools.bench.fast.optimize_for_inference`.
         compile_model: Time both models through ``torch.compile`` (compilation falls in warm-up).
         sources: Where each model came from, copied into the report.
 
@@ -112,7 +105,7 @@ def compare(
         }
     vocab = min(m.config.vocab_size for m in models.values())
     inputs = make_inputs(batch, seq, vocab, dev)
-    timed = {r: _prepare(m, dev, torch_dtype, optimize, compile_model) for r, m in models.items()}
+    timed = {r: _prepare(m, dev, torch_dtype, compile_model) for r, m in models.items()}
     timings = time_models(timed, inputs, warmup, rounds)
 
     report: dict[str, Any] = {
@@ -124,7 +117,6 @@ def compare(
         "threads": torch.get_num_threads(),
         "warmup": warmup,
         "rounds": rounds,
-        "optimize": optimize,
         "compile": compile_model,
         "torch": torch.__version__,
         "float32_matmul_precision": torch.get_float32_matmul_precision(),  # TF32 on GPU or not
@@ -150,7 +142,7 @@ def compare(
 def format_table(report: dict[str, Any]) -> str:
     """The report as a small text table (the CLI's output)."""
     threads = f", threads={report['threads']}" if report["device"] == "cpu" else ""
-    extras = [k for k in ("optimize", "compile") if report.get(k)]
+    extras = [k for k in ("compile",) if report.get(k)]
     lines = [
         f"{report['device_name']} ({report['device']}{threads})  dtype {report['dtype']}  "
         f"batch {report['batch']}  seq {report['seq']}  median of {report['rounds']} rounds "
