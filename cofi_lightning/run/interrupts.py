@@ -88,12 +88,12 @@ class SigtermGuard:
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        """Run the body as stage ``name``: Lightning's ``SIGTERMException`` becomes
-        :class:`RunInterrupted`, and a body that returns after a SIGTERM raises it too."""
+        """Run the body as stage ``name`` (what :class:`RunInterrupted` names): Lightning's
+        ``SIGTERMException`` becomes :class:`RunInterrupted`. The body calls :meth:`check` before
+        it records the stage as done."""
         self.current = name
         try:
             yield
-            self.check()
         except SIGTERMException as err:
             raise RunInterrupted(name) from err
         finally:

@@ -91,17 +91,19 @@ def run_stage(
     else:
         rank_zero_info(f"{label} starting")
         start = ctx.started[key] = time.perf_counter()
-        with guard.stage(key) if guard is not None else contextlib.nullcontext():
+        guard = guard or SigtermGuard()  # one not installed: Lightning's SIGTERMException only
+        with guard.stage(key):  # until DONE.json exists, an interrupt names this stage
             record = fn(ctx) if point is None else fn(ctx, point)
-        attempt = time.perf_counter() - start
-        clock = ctx.clocks.get(key)
-        earlier = clock.before if clock is not None else 0.0  # attempts cut short by a crash
-        record["seconds"] = round(attempt + earlier, 2)
-        record["attempt_seconds"] = round(attempt, 2)
-        if is_global_zero():
-            write_text_atomically(done, json.dumps(record, indent=2))
-            if ctx.cfg.cleanup.checkpoints:
-                remove_checkpoints(ctx.run_dir / key)
+            attempt = time.perf_counter() - start
+            clock = ctx.clocks.get(key)
+            earlier = clock.before if clock is not None else 0.0  # attempts cut short by a crash
+            record["seconds"] = round(attempt + earlier, 2)
+            record["attempt_seconds"] = round(attempt, 2)
+            guard.check()  # a trainer call that took a SIGTERM may still have returned
+            if is_global_zero():
+                write_text_atomically(done, json.dumps(record, indent=2))
+        if is_global_zero() and ctx.cfg.cleanup.checkpoints:
+            remove_checkpoints(ctx.run_dir / key)
         barrier()
         rank_zero_info(f"{label} done in {record['seconds']:.0f} s{_outcome(ctx, record)}")
     ctx.records[key] = record
