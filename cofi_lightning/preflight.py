@@ -60,23 +60,29 @@ def _hub_config(name: str) -> Path | None:
     return Path(hit) if isinstance(hit, str) else None
 
 
-@functools.cache
 def hub_unreachable() -> str | None:
     """Why the Hugging Face hub cannot be used, or None when it answers.
 
     ``HF_HUB_OFFLINE`` set, or a HEAD request to the endpoint that fails within
     :data:`HUB_PROBE_TIMEOUT_S` (no retries: the libraries' own retry loops take half a minute
-    to say the same). Probed once per process.
+    to say the same).
     """
     if _offline():
         return "HF_HUB_OFFLINE is set"
     from huggingface_hub import constants
+
+    return _probe(constants.ENDPOINT)
+
+
+@functools.cache
+def _probe(endpoint: str) -> str | None:
+    """One HEAD request to ``endpoint`` per process: None if it answers, else why not."""
     from huggingface_hub.utils import get_session
 
     try:
-        get_session().head(constants.ENDPOINT, timeout=HUB_PROBE_TIMEOUT_S)
+        get_session().head(endpoint, timeout=HUB_PROBE_TIMEOUT_S)
     except Exception as err:  # noqa: BLE001  (any failure means: no hub for this run)
-        return f"the hub {constants.ENDPOINT} is unreachable ({type(err).__name__}: {err})"
+        return f"the hub {endpoint} is unreachable ({type(err).__name__}: {err})"
     return None
 
 

@@ -158,7 +158,8 @@ class PathsConfig:
     Attributes:
         data_dir: A local Parquet mirror (``glue/<task>/<split>.parquet``,
             ``squad/<split>.parquet``; write one with ``python -m cofi_lightning.data.prepare``):
-            ``$COFI_DATA_DIR``, else ``<repo>/../shared/data`` if it exists, else None (the hub).
+            ``$COFI_DATA_DIR``, else ``data/`` of the shared directory (``$COFI_SHARED_DIR``,
+            else ``<repo>/../shared``) if it exists, else None (the hub).
         cache_dir: Tokenized features (``$COFI_CACHE_DIR``, else ``~/.cache/cofi_lightning``).
     """
 
