@@ -100,6 +100,33 @@ def test_a_corrupt_or_foreign_file_is_a_clear_error(tmp_path):
         LatencyTable.load(tmp_path / "missing.json")
 
 
+@pytest.mark.parametrize("model", ["missing", "no config"])
+def test_profile_of_a_missing_model_directory_says_so(tmp_path, model):
+    """Not "Repo id must use alphanumeric chars" about a path that is not there."""
+    path = tmp_path / "missing"
+    if model == "no config":
+        path = tmp_path
+    with pytest.raises(SystemExit) as err:
+        main(["profile", "--model", str(path), "--out", str(tmp_path / "t.json")])
+    message = str(err.value.code)
+    assert "\n" not in message and "Repo id" not in message
+    expected = f"no directory {path}" if model == "missing" else "a directory without config.json"
+    assert message.startswith(f"error: --model={path} ") and expected in message
+
+
+def test_max_speedup_is_bounded_by_the_fixed_cost():
+    """Every layer removed leaves the fixed cost: 0.5 ms at full hidden (32), 0.125 ms at 8."""
+    from cofi_lightning.latency import max_speedup
+
+    table = _linear_table(_config())  # 3 layers of 4 heads (4 ms) + 64 FFN dims (6.4 ms)
+    full = 0.5 + 3 * (4.0 + 6.4)
+    assert table.full_ms() == pytest.approx(full)
+    assert max_speedup(table) == pytest.approx(full / 0.125)
+    assert max_speedup(table, prune_hidden=False) == pytest.approx(full / 0.5)
+    table.calibration = 1.1  # scales both sides
+    assert max_speedup(table, prune_hidden=False) == pytest.approx(full / 0.5)
+
+
 def test_interpolation_is_exact_on_the_grid_linear_between_and_differentiable():
     table = _linear_table(_config())
     heads = torch.tensor([0.0, 1.0, 2.5, 4.0], dtype=torch.float64, requires_grad=True)

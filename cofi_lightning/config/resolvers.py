@@ -13,25 +13,29 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-import cofi_lightning.data.sources  # noqa: F401  (registers cofi.data_dir / cofi.cache_dir)
 from cofi_lightning.config.identity import config_hash
+from cofi_lightning.data.sources import shared_dir  # also registers cofi.data_dir / cache_dir
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def shared_dir() -> str:
-    """``$COFI_SHARED_DIR``, else ``<repo>/../shared`` (the read-only models and data)."""
-    return os.environ.get("COFI_SHARED_DIR") or str(REPO_ROOT.parent / "shared")
+#: ``{hub name: the local directory tried first}`` of every ``local_or_hub`` that fell back to
+#: the hub, so an error about the hub name can say where the local copy was looked for.
+_LOOKED_FOR: dict[str, str] = {}
 
 
 def local_or_hub(local: str, hub_name: str) -> str:
     """``local`` if that directory exists, else the hub name (for users without ``../shared``)."""
-    return local if Path(local).is_dir() else hub_name
+    if Path(local).is_dir():
+        return local
+    _LOOKED_FOR[hub_name] = local
+    return hub_name
+
+
+def looked_for(hub_name: str) -> str | None:
+    """The local directory a ``local_or_hub`` tried before resolving to ``hub_name``, if any."""
+    return _LOOKED_FOR.get(hub_name)
 
 
 OmegaConf.register_new_resolver("cofi.shared_dir", shared_dir, replace=True)

@@ -35,6 +35,7 @@ from cofi_lightning.config.stage_configs import (
     StageConfig,
     TeacherTrainingConfig,
 )
+from cofi_lightning.data.base import SIZE_ARGUMENTS, check_sizes
 from cofi_lightning.data.tasks import TASKS
 
 __all__ = [
@@ -111,6 +112,11 @@ class TaskConfig:
             self.num_labels,
         )
         check_target_kwargs(self.datamodule, "task.datamodule", ("tokenizer", "seed"))
+        sizes = {k: v for k, v in self.datamodule.items() if k in SIZE_ARGUMENTS}
+        try:
+            check_sizes(**sizes)
+        except ValueError as err:
+            raise ConfigError(f"task.datamodule.{err}") from None
 
 
 @dataclass
@@ -159,7 +165,8 @@ class PathsConfig:
     Attributes:
         data_dir: A local Parquet mirror (``glue/<task>/<split>.parquet``,
             ``squad/<split>.parquet``; write one with ``python -m cofi_lightning.tools.prepare``):
-            ``$COFI_DATA_DIR``, else ``<repo>/../shared/data`` if it exists, else None (the hub).
+            ``$COFI_DATA_DIR``, else ``data/`` of the shared directory (``$COFI_SHARED_DIR``,
+            else ``<repo>/../shared``) if it exists, else None (the hub).
         cache_dir: Tokenized features (``$COFI_CACHE_DIR``, else ``~/.cache/cofi_lightning``).
     """
 
@@ -276,12 +283,39 @@ class TrainConfig:
         require(
             stages == [s for s in STAGES if s in stages], "stages", f"must follow {STAGES}", stages
         )
+        self._check_stage_lengths(stages)
         check_target_kwargs(self.trainer, "trainer", TRAINER_PIPELINE_KWARGS)
         for group in ("logger", "callbacks"):
             for name, node in getattr(self, group).items():
                 if isinstance(node, dict) and "_target_" in node:
                     check_target_kwargs(node, f"{group}.{name}", PIPELINE_KWARGS.get(group, ()))
         self._check_teacher()
+
+    def _check_stage_lengths(self, stages: list[str]) -> None:
+        """Every training stage the run includes trains at least one step (a teacher given by
+        ``distill.teacher`` and the ``uniform`` prune stage train nothing, whatever their
+        length)."""
+        trained = {
+            "teacher": self.distill.teacher_training
+            if self.distill.enabled and self.distill.teacher is None
+            else None,
+            "prune": self.pruning if self.pruning.method == "cofi" else None,
+            "finetune": self.pruning.finetune,
+        }
+        for stage in stages:
+            settings = trained.get(stage)
+            if settings is not None:
+                settings.check_trains(stage)
+        p = self.pruning
+        if "prune" in stages and trained["prune"] is not None and p.max_steps > 0:
+            # lengths all in steps: known now; in epochs: at the door (``preflight``)
+            p.check_fits(None, p.max_steps, f"pruning.max_steps={p.max_steps}")
+        if any(trained.get(s) is not None for s in stages):
+            require(
+                self.trainer.get("limit_train_batches") != 0,
+                "trainer.limit_train_batches",
+                "is 0, so no stage would train; set null (all batches) or a count >= 1",
+            )
 
     def _check_teacher(self) -> None:
         d = self.distill

@@ -6,10 +6,11 @@ Part of the one config schema (``cofi_lightning.config.schema`` assembles it).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from cofi_lightning.config.checks import at_least, require
+from cofi_lightning.config.checks import ConfigError, at_least, require
 from cofi_lightning.core.masks import UNIT_NAMES
 
 SCHEDULES: tuple[str, ...] = ("linear", "constant")
@@ -43,6 +44,12 @@ class StageConfig:
     def __post_init__(self) -> None:
         at_least(self, self.KEY, ("epochs", "lr"), 0, strict=False)
         require(
+            self.max_steps == -1 or self.max_steps >= 0,
+            f"{self.KEY}.max_steps",
+            "must be -1 (epochs decide) or >= 0",
+            self.max_steps,
+        )
+        require(
             self.schedule in SCHEDULES,
             f"{self.KEY}.schedule",
             f"must be in {SCHEDULES}",
@@ -54,6 +61,23 @@ class StageConfig:
             "must be null or >= 1",
             self.eval_every_steps,
         )
+
+    def check_trains(self, stage: str) -> None:
+        """A stage that runs must train at least one step: Lightning stops at once when
+        ``max_epochs`` or ``max_steps`` is 0, and the stage would save its untrained model as if
+        trained (checked only for the stages a run includes, as a skipped stage's length is
+        unused).
+
+        Raises:
+            ConfigError: naming the key and the stage.
+        """
+        for name in ("epochs", "max_steps"):
+            require(
+                getattr(self, name) != 0,
+                f"{self.KEY}.{name}",
+                f"is 0, so the {stage} stage would train nothing; give it a length or remove "
+                f"'{stage}' from stages",
+            )
 
 
 @dataclass
@@ -277,27 +301,48 @@ class PruningConfig(StageConfig):
             "supported yet)",
             targets,
         )
-        self._check_path_fits()
 
-    def _check_path_fits(self) -> None:
-        """With every length in steps, a path longer than ``max_steps`` is refused here, before
-        the teacher stage (lengths in epochs are checked when the prune stage starts)."""
-        p = self.path
-        in_steps = (self.pre_pruning_steps, self.lagrangian_warmup_steps, p.dwell_steps)
-        if (
-            self.max_steps <= 0
-            or None in in_steps
-            or (p.ramp_steps is None and p.ramp_epochs is not None)
-        ):
+    def check_fits(self, steps_per_epoch: int | None, total: int | None, stage: str = "") -> None:
+        """The target is reached before the prune stage ends: pre-pruning + the ramps (+ the
+        dwells of a path) are shorter than the stage, so it spends at least one step at its
+        (last) target. One rule for every place that can know the lengths: the config (every
+        length in steps, ``max_steps`` set), the door (epochs converted with the training set's
+        size) and the stage itself (its real steps per epoch).
+
+        Args:
+            steps_per_epoch: Optimizer steps per epoch; None when unknown (then only lengths all
+                given in steps are checked).
+            total: Optimizer steps of the stage (None: unknown, nothing is checked).
+            stage: How ``total`` was counted, for the message (``"pruning.max_steps=10"``).
+
+        Raises:
+            ConfigError: naming the keys to change.
+        """
+        p, path = self.path, len(self.target_list) > 1
+        in_epochs = [self.pre_pruning_steps, self.lagrangian_warmup_steps]
+        if path:
+            in_epochs.append(p.dwell_steps)
+            in_epochs.append(p.ramp_steps if p.ramp_epochs is not None else 0)
+        if total is None or (steps_per_epoch is None and None in in_epochs):
             return
-        ramps, dwells = self.path_steps(steps_per_epoch=1)  # every length is given in steps
-        needed = int(self.pre_pruning_steps) + sum(ramps) + sum(dwells)
-        require(
-            needed < self.max_steps,
-            "pruning.targets",
-            f"is too long: the path needs {needed} steps to reach {self.target_list[-1]} "
-            f"(pre-pruning {self.pre_pruning_steps}, ramps {ramps}, dwells {dwells}) but "
-            f"pruning.max_steps is {self.max_steps}",
+        pre = self.steps(steps_per_epoch or 1)[0]
+        ramps, dwells = self.path_steps(steps_per_epoch or 1)
+        needed = pre + sum(ramps) + sum(dwells)
+        if needed < total:
+            return
+        has = f"the prune stage has {total}" + (f" ({stage})" if stage else "")
+        if path:
+            raise ConfigError(
+                f"pruning.targets: the path needs {needed} steps to reach "
+                f"{self.target_list[-1]} (pre-pruning {pre}, ramps {ramps}, dwells {dwells}) but "
+                f"{has}; lengthen pruning.max_steps / pruning.epochs or shorten "
+                "pruning.path.dwell_* / pruning.path.ramp_* / pruning.lagrangian_warmup_*"
+            )
+        raise ConfigError(
+            f"pruning.lagrangian_warmup: pre-pruning ({pre} steps) and the warm-up to the target "
+            f"({ramps[0]} steps) need {needed} steps but {has}, so the target would never be "
+            "held; lengthen pruning.max_steps / pruning.epochs or shorten "
+            "pruning.pre_pruning_* / pruning.lagrangian_warmup_*"
         )
 
     @property
@@ -328,6 +373,33 @@ class PruningConfig(StageConfig):
                 ramps.append(round(first / (targets[0] - self.start_sparsity) * (b - a)))
         dwell = _resolve(p.dwell_steps, p.dwell_epochs, steps_per_epoch)
         return ramps, [dwell] * (len(targets) - 1)
+
+
+def steps_per_epoch(
+    examples: int,
+    batch_size: int,
+    world_size: int = 1,
+    limit_batches: int | float | None = None,
+    accumulate: int = 1,
+) -> int:
+    """Optimizer steps in one epoch of ``examples`` training rows: each rank's shard (the
+    sampler pads shards to equal size) in batches, cut by Lightning's ``limit_train_batches`` (a
+    count, or a fraction), over gradient accumulation; at least 1."""
+    batches = math.ceil(math.ceil(examples / world_size) / batch_size)
+    if isinstance(limit_batches, int):
+        batches = min(batches, limit_batches)
+    elif limit_batches is not None:
+        batches = int(batches * limit_batches)
+    return max(1, math.ceil(batches / accumulate))
+
+
+def stage_total(per_epoch: int, max_epochs: int | None, max_steps: int | None) -> int:
+    """Optimizer steps of a stage: ``max_epochs`` epochs, capped by ``max_steps`` when > 0 (a
+    trainer with ``max_epochs=-1`` runs ``max_steps`` alone)."""
+    total = per_epoch * max(1, max_epochs or 1)
+    if max_steps is not None and max_steps > 0:
+        total = max_steps if max_epochs == -1 else min(total, max_steps)
+    return total
 
 
 def _resolve(steps: int | None, epochs: float, steps_per_epoch: int) -> int:

@@ -9,17 +9,96 @@ and the best-structure window work unchanged on either:
   table (``cofi_lightning.latency``); a target speedup x is the reduction ``1 − 1/x``.
 
 Each gives the expected value under the gates (differentiable in the log-alphas) and the real value
-of the structure deterministic masks keep (what is exported).
+of the structure deterministic masks keep (what is exported). The checks of a latency constraint's
+inputs (:func:`check_latency_family`, :func:`load_latency_table`) live here too: the run's door
+check and the stages call the same functions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 
+from cofi_lightning.config.checks import ConfigError
 from cofi_lightning.core.masks import CoFiMasks, Masks
-from cofi_lightning.latency import LatencyTable, expected_latency, structure_latency
+from cofi_lightning.latency import (
+    LatencyTable,
+    LatencyTableError,
+    expected_latency,
+    max_speedup,
+    structure_latency,
+)
+
+#: Families whose layers are BERT's, so the latency profiler's BERT-shaped tables describe them.
+LATENCY_FAMILIES = ("bert", "roberta", "xlm-roberta")
+
+#: A latency table's shape keys and the model config's attribute of each.
+_TABLE_SHAPE = {
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "intermediate_size": "intermediate_size",
+    "hidden_size": "hidden_size",
+}
+
+
+def check_latency_family(family: Any) -> None:
+    """``pruning.constraint=latency`` is supported for this encoder family.
+
+    Args:
+        family: A :class:`~cofi_lightning.modeling.Family`.
+
+    Raises:
+        ConfigError: naming ``pruning.constraint`` and the family.
+    """
+    if family.vanilla_type not in LATENCY_FAMILIES:
+        raise ConfigError(
+            f"pruning.constraint=latency profiles BERT-layer encoders {LATENCY_FAMILIES}; "
+            f"{family.name} is not supported yet (use pruning.constraint=params)"
+        )
+
+
+def load_latency_table(
+    path: Path, config: Any, target_speedup: float, prune_hidden: bool = True
+) -> LatencyTable:
+    """Read the latency table of ``pruning.constraint=latency`` and check it can serve the run:
+    a table file, of the model's shape, whose fixed cost leaves room for the target speedup
+    (:func:`~cofi_lightning.latency.max_speedup`).
+
+    Args:
+        path: The table file (it exists).
+        config: The unpruned model's config, as an object or a ``config.json`` dict (None: the
+            shape is not checked).
+        target_speedup: ``pruning.target_speedup``.
+        prune_hidden: Whether the hidden dimension is pruned.
+
+    Raises:
+        ConfigError: naming ``pruning.latency_table`` or ``pruning.target_speedup``.
+    """
+    try:
+        table = LatencyTable.load(path)
+    except LatencyTableError as err:
+        raise ConfigError(f"pruning.latency_table {err}") from None
+    if config is not None:
+        get = config.get if isinstance(config, Mapping) else lambda k: getattr(config, k, None)
+        shape = {key: get(attr) for key, attr in _TABLE_SHAPE.items()}
+        theirs = {k: table.meta.get(k) for k in shape}
+        if theirs != shape:
+            raise ConfigError(
+                f"pruning.latency_table {path} was profiled for {theirs}, the model is {shape}; "
+                "profile this model (python -m cofi_lightning.latency profile) or unset the key"
+            )
+    best = max_speedup(table, prune_hidden)
+    if target_speedup >= best:
+        raise ConfigError(
+            f"pruning.target_speedup={target_speedup:g} cannot be reached on {path}: with every "
+            f"layer removed the model still takes {table.full_ms() / best:.3g} of "
+            f"{table.full_ms():.3g} ms (the fixed cost outside the layers), a speedup of at most "
+            f"{best:.3g}x; choose a lower target"
+        )
+    return table
 
 
 class ParamsConstraint:

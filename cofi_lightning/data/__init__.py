@@ -9,7 +9,13 @@ mirror from the hub).
 
 from cofi_lightning.data.base import PadCollator, TaskDataModule, tokenizer_fingerprint
 from cofi_lightning.data.glue import GlueDataModule
-from cofi_lightning.data.sources import DataError, default_cache_dir, default_data_dir, load_split
+from cofi_lightning.data.sources import (
+    DataError,
+    default_cache_dir,
+    default_data_dir,
+    load_split,
+    shared_dir,
+)
 from cofi_lightning.data.squad import SquadDataModule
 from cofi_lightning.data.tasks import GLUE_TASKS, TASKS, TaskSpec, get_task
 
@@ -26,5 +32,6 @@ __all__ = [
     "default_data_dir",
     "get_task",
     "load_split",
+    "shared_dir",
     "tokenizer_fingerprint",
 ]

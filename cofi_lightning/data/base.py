@@ -122,6 +122,33 @@ class PadCollator:
         return batch
 
 
+#: The size arguments of :class:`TaskDataModule` and whether each may be None.
+SIZE_ARGUMENTS: dict[str, bool] = {
+    "batch_size": False,
+    "eval_batch_size": True,
+    "limit_train_samples": True,
+    "limit_eval_samples": True,
+}
+
+
+def check_sizes(**sizes: Any) -> None:
+    """The DataModule's batch sizes and sample limits are counts >= 1 (None where allowed).
+
+    Called by :class:`TaskDataModule` and by the config schema on ``task.datamodule``, so a bad
+    value is refused before any stage starts.
+
+    Raises:
+        ValueError: ``"<name> must be ..., got <value>"`` (the message starts with the name).
+    """
+    for name, value in sizes.items():
+        optional = SIZE_ARGUMENTS[name]
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            allowed = "null or an integer >= 1" if optional else "an integer >= 1"
+            raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
 class TaskDataModule(L.LightningDataModule):
     """Base class: argument checks, cached tokenization and loaders. See the subclasses.
 
@@ -167,15 +194,12 @@ class TaskDataModule(L.LightningDataModule):
         self.task: TaskSpec = get_task(task)
         if self.task.family != self.family:
             raise ValueError(f"task {task!r} is a {self.task.family} task; use the matching module")
-        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        for name, value in (
-            ("limit_train_samples", limit_train_samples),
-            ("limit_eval_samples", limit_eval_samples),
-        ):
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be None or >= 1, got {value}")
+        check_sizes(
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            limit_train_samples=limit_train_samples,
+            limit_eval_samples=limit_eval_samples,
+        )
         self.tokenizer = tokenizer
         self.tokenizer_id = tokenizer_fingerprint(tokenizer)
         self.data_dir = None if data_dir is None else str(data_dir)

@@ -36,17 +36,22 @@ class DataError(RuntimeError):
     """A split is missing everywhere, or a file is malformed; the message says what and where."""
 
 
+def shared_dir() -> str:
+    """``$COFI_SHARED_DIR``, else ``<repo>/../shared`` (the read-only models and data)."""
+    return os.environ.get("COFI_SHARED_DIR") or str(REPO_ROOT.parent / "shared")
+
+
 def default_data_dir() -> str | None:
     """The local mirror to use when none is configured.
 
     Returns:
-        ``$COFI_DATA_DIR`` if set, else ``<repo>/../shared/data`` if it exists, else ``None``
-        (the hub).
+        ``$COFI_DATA_DIR`` if set, else ``<shared dir>/data`` (:func:`shared_dir`) if it exists,
+        else ``None`` (the hub).
     """
     env = os.environ.get("COFI_DATA_DIR")
     if env:
         return env
-    shared = REPO_ROOT.parent / "shared" / "data"
+    shared = Path(shared_dir()) / "data"
     return str(shared) if shared.is_dir() else None
 
 
@@ -64,6 +69,31 @@ def local_path(data_dir: str | os.PathLike, task: TaskSpec, split: str) -> Path:
     if task.family == "squad":
         return Path(data_dir) / "squad" / f"{split}.parquet"
     return Path(data_dir) / "glue" / task.name / f"{split}.parquet"
+
+
+def train_rows(task: TaskSpec, data_dir: str | os.PathLike | None, limit: int | None) -> int | None:
+    """How many training examples the DataModule will train on, known without loading or
+    tokenizing: the mirror file's row count (Parquet metadata), else the official size of the
+    hub's split, cut to ``limit``. None for SQuAD, whose long contexts give several features
+    per question (their number is known only after tokenizing), or an unreadable file.
+
+    The door check of the prune stage's length uses it (``cofi_lightning.run.preflight``).
+    """
+    if task.family == "squad":
+        return None
+    rows = None
+    if data_dir is not None:
+        path = local_path(data_dir, task, task.train_split)
+        if path.is_file():
+            try:
+                rows = pq.read_metadata(path).num_rows
+            except (pa.ArrowException, OSError):
+                return None  # loading it names the problem
+    if rows is None:
+        rows = task.expected_rows(task.train_split)
+    if rows is None:
+        return None
+    return rows if limit is None else min(rows, int(limit))
 
 
 def load_from_hub(path: str, config: str | None, split: str) -> Dataset:

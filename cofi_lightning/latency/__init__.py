@@ -3,12 +3,18 @@
 * ``table.py``: :class:`LatencyTable`, measured sublayer latencies on a grid and their
   (differentiable) interpolation;
 * ``profile.py``: how the table is measured (the benchmark's timing protocol);
-* ``expected.py``: the latency of a structure and the expected latency under the gates.
+* ``expected.py``: the latency of a structure, the expected latency under the gates and the
+  largest speedup a table allows.
 
 CLI: ``python -m cofi_lightning.latency profile --help``.
 """
 
-from cofi_lightning.latency.expected import config_latency, expected_latency, structure_latency
+from cofi_lightning.latency.expected import (
+    config_latency,
+    expected_latency,
+    max_speedup,
+    structure_latency,
+)
 from cofi_lightning.latency.table import LatencyTable, LatencyTableError
 
 __all__ = [
@@ -16,5 +22,6 @@ __all__ = [
     "LatencyTableError",
     "config_latency",
     "expected_latency",
+    "max_speedup",
     "structure_latency",
 ]

@@ -19,6 +19,7 @@ from transformers import AutoConfig
 
 from cofi_lightning.latency.profile import profile
 from cofi_lightning.latency.timing import BenchError
+from cofi_lightning.run.preflight import check_source
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, name) < 1:
             raise SystemExit(f"error: --{name} must be >= 1, got {getattr(args, name)}")
     try:
+        check_source("--model", args.model)  # a missing directory is named as such
         config = AutoConfig.from_pretrained(args.model)
         table = profile(
             config,

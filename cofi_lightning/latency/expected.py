@@ -58,3 +58,31 @@ def config_latency(table: LatencyTable, config) -> float:
     hidden = torch.tensor(float(config.hidden_size), dtype=torch.float64)
     layers = table.attention_ms(heads, hidden) + table.ffn_ms(widths, hidden)
     return float(table.calibration * (table.fixed_ms(hidden) + layers.sum()))
+
+
+def max_speedup(table: LatencyTable, prune_hidden: bool = True) -> float:
+    """The largest speedup over the unpruned model that any structure reaches on this table.
+
+    The least latency is that of every layer removed (0 heads, FFN width 0) at the smallest
+    profiled hidden size (at the full one when hidden dims are not pruned): what remains is the
+    fixed cost (embeddings, pooler, classifier), so a target speedup at or beyond this bound can
+    never be met however long the prune stage runs.
+
+    Args:
+        table: The device's latency table.
+        prune_hidden: Whether the hidden dimension is pruned (``hidden`` in ``pruning.units``).
+    """
+    layers = table.meta["num_layers"]
+    zero = torch.zeros((), dtype=torch.float64)
+    sizes = table.hidden_sizes if prune_hidden else table.hidden_sizes[-1:]
+    least = min(
+        float(
+            table.calibration
+            * (
+                table.fixed_ms(hidden)
+                + layers * (table.attention_ms(zero, hidden) + table.ffn_ms(zero, hidden))
+            )
+        )
+        for hidden in (torch.tensor(float(h), dtype=torch.float64) for h in sizes)
+    )
+    return table.full_ms() / least

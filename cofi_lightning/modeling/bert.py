@@ -73,6 +73,12 @@ class CoFiBertPreTrainedModel(PreTrainedModel):
     #: Parameters a vanilla checkpoint may lack: the freshly initialised task head.
     _new_head_prefixes: tuple[str, ...] = ()
 
+    @classmethod
+    def task_head_prefixes(cls) -> tuple[str, ...]:
+        """Name prefixes of the task head's parameters: what a checkpoint that was never
+        fine-tuned for a task lacks (loading it initialises them anew)."""
+        return cls._new_head_prefixes
+
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):

@@ -8,13 +8,21 @@ the folder that is safe and how to retry. Re-running the same command retries th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import HfApi
 
 
 class HubPushError(RuntimeError):
     """The export is written locally but could not be uploaded."""
+
+
+def repo_ids(repo: str, points: Sequence[Any]) -> list[str]:
+    """The repository of each operating point: ``repo`` for a single target, ``<repo>-s<t>``
+    per target on a sparsity path (what the door checks and the upload uses)."""
+    return [repo] if len(points) == 1 else [f"{repo}-s{point.label}" for point in points]
 
 
 def push_export(export_dir: Path, repo_id: str, *, private: bool, message: str) -> str:

@@ -31,7 +31,7 @@ from cofi_lightning.config.identity import identity_hash
 from cofi_lightning.run import stages
 from cofi_lightning.run.checkpoints import write_text_atomically
 from cofi_lightning.run.context import RunContext, barrier, is_global_zero
-from cofi_lightning.run.hub import push_export
+from cofi_lightning.run.hub import push_export, repo_ids
 from cofi_lightning.run.interrupts import SigtermGuard
 from cofi_lightning.run.operating_points import (
     PER_POINT_STAGES,
@@ -203,7 +203,7 @@ def train(
     cfg = load_config(cfg)
     run_dir = resolve_run_dir(cfg)
     cfg.check_stage_inputs(run_dir)
-    preflight(cfg)  # models exist and fit together, before the run directory is touched
+    preflight(cfg, run_dir)  # what the run needs exists and fits, before run_dir is touched
     structured = OmegaConf.structured(cfg)
     identity = config_identity(structured)
     lock = contextlib.nullcontext()
@@ -291,9 +291,10 @@ def _run_stages(
 def _push(ctx: RunContext, results: dict[str, Any]) -> None:
     """Upload each operating point's export: to ``export.push_to_hub``, or on a sparsity path to
     ``<repo>-s<t>`` per target."""
-    repo = str(ctx.cfg.export.push_to_hub)
-    for point, record in zip(ctx.points, results["operating_points"], strict=True):
-        target_repo = repo if len(ctx.points) == 1 else f"{repo}-s{point.label}"
+    repos = repo_ids(str(ctx.cfg.export.push_to_hub), ctx.points)
+    for point, record, target_repo in zip(
+        ctx.points, results["operating_points"], repos, strict=True
+    ):
         url = push_export(
             point.export_dir(ctx.run_dir),
             target_repo,

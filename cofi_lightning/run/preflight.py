@@ -1,27 +1,47 @@
-"""Checks at the door: the models a run names exist and fit together, before any stage starts.
+"""Checks at the door: everything a run will need exists and fits, before any stage starts.
 
-This file owns the checks that need the file system or the Hugging Face cache rather than the
-config alone (those live in ``cofi_lightning.config``):
+This file owns the checks that need the file system, the Hugging Face cache or the data's size
+rather than the config alone (those live in ``cofi_lightning.config``):
 
 * ``model.pretrained``, ``model.tokenizer`` and ``distill.teacher`` are each an existing model
-  directory or a well-formed hub name; offline (``HF_HUB_OFFLINE=1``) a hub name must be in the
-  local cache, otherwise the error says where the local copy was looked for instead of a long retry
-  loop ending in "couldn't connect";
+  directory or a well-formed hub name; a hub name that is not in the local cache while the hub
+  cannot be reached (``HF_HUB_OFFLINE=1``, or a short probe fails) is refused with the places
+  looked in (the shared directory, the cache, the hub) instead of a long retry loop;
+* the data splits are in the local mirror, or the hub can serve them (same rule);
 * the student is of a supported encoder family (``cofi_lightning.modeling.families``);
-* a teacher can be distilled into the student: the same family, the same hidden size (one
-  ``[H, H]`` projection), unpruned, and deep enough for the fixed layer mapping.
+* a teacher can be distilled into the student: fine-tuned for the task (its task head is in the
+  checkpoint), the same family, the same hidden size (one ``[H, H]`` projection), unpruned, and
+  deep enough for the fixed layer mapping;
+* the prune stage reaches its target before it ends, lengths in epochs converted with the
+  training set's size (``PruningConfig.check_fits``, the rule the stage applies too);
+* ``pruning.constraint=latency``: the family is supported and an existing latency table fits the
+  model and allows the target speedup (``cofi_lightning.core.constraint``, the stages' functions);
+* ``export.push_to_hub`` names valid repositories.
 
-Every failure is a :class:`ModelSourceError` naming the key and the value.
+Every failure is a one-line :class:`ModelSourceError`, ``ConfigError`` or ``DataError`` naming the
+key and the value.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from cofi_lightning.config import TrainConfig
+from cofi_lightning.config.checks import ConfigError
+from cofi_lightning.config.resolvers import looked_for
+from cofi_lightning.config.stage_configs import stage_total, steps_per_epoch
+from cofi_lightning.data import DataError, get_task, shared_dir
+from cofi_lightning.data.sources import local_path, prepare_hint, train_rows
+
+log = logging.getLogger(__name__)
+
+#: Seconds the hub probe waits for an answer.
+HUB_PROBE_TIMEOUT_S = 3.0
 
 
 class ModelSourceError(ValueError):
@@ -40,6 +60,38 @@ def _hub_config(name: str) -> Path | None:
     return Path(hit) if isinstance(hit, str) else None
 
 
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be used, or None when it answers.
+
+    ``HF_HUB_OFFLINE`` set, or a HEAD request to the endpoint that fails within
+    :data:`HUB_PROBE_TIMEOUT_S` (no retries: the libraries' own retry loops take half a minute
+    to say the same).
+    """
+    if _offline():
+        return "HF_HUB_OFFLINE is set"
+    from huggingface_hub import constants
+
+    return _probe(constants.ENDPOINT)
+
+
+@functools.cache
+def _probe(endpoint: str) -> str | None:
+    """One HEAD request to ``endpoint`` per process: None if it answers, else why not."""
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(endpoint, timeout=HUB_PROBE_TIMEOUT_S)
+    except Exception as err:  # noqa: BLE001  (any failure means: no hub for this run)
+        return f"the hub {endpoint} is unreachable ({type(err).__name__}: {err})"
+    return None
+
+
+def _shared_note() -> str:
+    """Which shared directory the configs' defaults use and why, for messages."""
+    env = os.environ.get("COFI_SHARED_DIR")
+    return f"COFI_SHARED_DIR={env}" if env else "COFI_SHARED_DIR unset, so <repo>/../shared"
+
+
 def check_source(key: str, value: str, need: str | None = "config.json") -> dict[str, Any] | None:
     """Check one model setting; return its ``config.json`` content when it can be read locally.
 
@@ -50,7 +102,8 @@ def check_source(key: str, value: str, need: str | None = "config.json") -> dict
             vary).
 
     Raises:
-        ModelSourceError: naming the key and the value.
+        ModelSourceError: naming the key and the value (for a hub name that cannot be fetched,
+            every place looked in and the environment variables that point elsewhere).
     """
     path = Path(value).expanduser()
     if path.is_dir():
@@ -71,19 +124,23 @@ def check_source(key: str, value: str, need: str | None = "config.json") -> dict
             f"(no directory {path.resolve()}; hub names look like 'bert-base-uncased' or "
             "'org/name')"
         ) from None
-    if _offline():
-        cached = _hub_config(value)
-        if cached is None:
-            from huggingface_hub.constants import HF_HUB_CACHE
-
-            raise ModelSourceError(
-                f"{key}={value}: HF_HUB_OFFLINE is set and no local copy was found (no directory "
-                f"{path.resolve()}, not in the Hugging Face cache {HF_HUB_CACHE}). Point {key} at "
-                "a local model directory, or download it where there is network "
-                "(huggingface-cli download) and copy the cache here."
-            )
+    cached = _hub_config(value)
+    if cached is not None:
         return json.loads(cached.read_text())
-    return None  # online: the hub answers when the stage loads it
+    reason = hub_unreachable()
+    if reason is None:
+        return None  # the hub answers when the stage loads it
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    local = looked_for(value)
+    places = [f"the directory {local} ({_shared_note()})"] if local else []
+    places += [f"the Hugging Face cache {HF_HUB_CACHE}"]
+    raise ModelSourceError(
+        f"{key}={value}: {reason} and no local copy was found (looked in {'; '.join(places)}). "
+        f"Set COFI_SHARED_DIR to the folder holding models/ and data/, point {key} at a local "
+        "model directory, or run where the hub is reachable (huggingface-cli download fills "
+        "the cache)."
+    )
 
 
 def _depth(config: dict[str, Any]) -> int | None:
@@ -146,8 +203,203 @@ def check_teacher_fits(student: dict[str, Any], teacher: dict[str, Any], mapping
         )
 
 
-def preflight(cfg: TrainConfig) -> None:
-    """Run every check of this file on a config (once, at the start of a run)."""
+def _weight_names(directory: Path) -> set[str] | None:
+    """Tensor names of a checkpoint directory, read from the safetensors header or index (no
+    weights are loaded); None when it holds no safetensors file."""
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        return set(json.loads(index.read_text()).get("weight_map", {}))
+    file = directory / "model.safetensors"
+    if not file.is_file():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as f:
+        return set(f.keys())
+
+
+def _local_dir(value: str) -> Path | None:
+    """The directory of a model setting: itself, or its snapshot in the HF cache (None if
+    neither is on this machine)."""
+    path = Path(value).expanduser()
+    if path.is_dir():
+        return path
+    cached = _hub_config(value) if not value.startswith((".", "/", "~")) else None
+    return cached.parent if cached is not None else None
+
+
+def check_teacher_head(value: str, teacher: dict[str, Any], task_name: str) -> None:
+    """``distill.teacher`` is fine-tuned for the task: its checkpoint holds the task head.
+
+    A checkpoint without it (a pretrained encoder, or one fine-tuned for span extraction given
+    to a classification task) loads with a freshly initialised head: the teacher scores at
+    chance and the whole run distils noise.
+
+    Raises:
+        ModelSourceError: naming the missing head's parameters.
+    """
+    directory = _local_dir(value)
+    names = _weight_names(directory) if directory is not None else None
+    if names is None:
+        return  # not stored as safetensors here: loading reports what it initialises
+    task = get_task(task_name)
+    family = check_family("distill.teacher", value, teacher)
+    prefixes = family.model_class(task.family == "squad").task_head_prefixes()
+    missing = [p for p in prefixes if not any(n.startswith(p) for n in names)]
+    if missing:
+        raise ModelSourceError(
+            f"distill.teacher={value} is not fine-tuned for {task.name}: its weights have no "
+            f"task head ({', '.join(p + '*' for p in missing)}), so it would be initialised at "
+            "random, score at chance and the run would distil noise. Use a teacher fine-tuned "
+            f"on {task.name} (e.g. <run>/teacher/model), or distill.teacher=null to train one."
+        )
+
+
+def _world_size(trainer: dict[str, Any]) -> int | None:
+    """Processes the trainer config starts (None when only Lightning can tell, e.g. all GPUs)."""
+    devices, nodes = trainer.get("devices", "auto"), trainer.get("num_nodes", 1)
+    if isinstance(devices, list | tuple):
+        count = len(devices)
+    elif isinstance(devices, int) and devices > 0:
+        count = devices
+    elif isinstance(devices, str) and devices.isdigit() and int(devices) > 0:
+        count = int(devices)
+    elif devices == "auto" and trainer.get("accelerator") == "cpu":
+        count = 1  # Lightning's CPU accelerator: one process
+    else:
+        return None
+    return count * nodes if isinstance(nodes, int) and nodes > 0 else None
+
+
+def check_prune_length(cfg: TrainConfig) -> None:
+    """The prune stage reaches its (last) target before it ends, lengths in epochs converted
+    with the steps per epoch the stage will have (the training set's size, known without
+    tokenizing; SQuAD's windows are not: its stage checks for itself).
+
+    Raises:
+        ConfigError: from ``PruningConfig.check_fits``, naming the keys.
+    """
+    p, dm = cfg.pruning, cfg.task.datamodule
+    if "prune" not in cfg.stages or p.method != "cofi":
+        return
+    rows = train_rows(get_task(cfg.task.name), dm.get("data_dir"), dm.get("limit_train_samples"))
+    world, batch = _world_size(cfg.trainer), dm.get("batch_size")
+    if rows is None or world is None or batch is None:
+        return
+    limit = cfg.trainer.get("limit_train_batches")
+    per_epoch = steps_per_epoch(
+        rows, batch, world, limit, cfg.trainer.get("accumulate_grad_batches") or 1
+    )
+    total = stage_total(per_epoch, p.epochs, p.max_steps)
+    shards = f" / {world} processes" if world > 1 else ""
+    how = f"pruning.epochs={p.epochs} x {per_epoch} steps: {rows} training examples{shards}"
+    how += f" / batch {batch}" + (f"; pruning.max_steps={p.max_steps}" if p.max_steps > 0 else "")
+    p.check_fits(per_epoch, total, how)
+
+
+def check_latency(cfg: TrainConfig, student: dict[str, Any] | None, run_dir: Path | None) -> None:
+    """``pruning.constraint=latency`` can run: the family is supported and the latency table,
+    when it exists already, fits the model and allows ``pruning.target_speedup`` (a missing
+    table is profiled by the prune stage, which then checks it with the same function).
+
+    Raises:
+        ConfigError: naming ``pruning.constraint``, ``pruning.latency_table`` or
+            ``pruning.target_speedup``.
+    """
+    from cofi_lightning.core.constraint import check_latency_family, load_latency_table
+
+    p = cfg.pruning
+    if p.constraint != "latency" or not {"prune", "export"} & set(cfg.stages):
+        return
+    if student is not None:
+        check_latency_family(check_family("model.pretrained", cfg.model.pretrained, student))
+    default = None if run_dir is None else Path(run_dir) / "prune" / "latency_table.json"
+    path = Path(p.latency_table) if p.latency_table else default
+    if path is not None and path.is_file():
+        load_latency_table(path, student, float(p.target_speedup), "hidden" in p.units)
+
+
+def check_push(cfg: TrainConfig) -> None:
+    """``export.push_to_hub`` names a valid repository for every operating point (the upload
+    itself comes after ``results.json``; a missing token is only warned about, since the
+    upload can be retried from another machine by re-running the command).
+
+    Raises:
+        ConfigError: naming ``export.push_to_hub``.
+    """
+    from huggingface_hub import get_token
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    from cofi_lightning.run.hub import repo_ids
+    from cofi_lightning.run.operating_points import operating_points
+
+    repo = cfg.export.push_to_hub
+    if not repo:
+        return
+    for name in repo_ids(str(repo), operating_points(cfg.pruning.target_list)):
+        try:
+            validate_repo_id(name)
+        except HFValidationError as err:
+            raise ConfigError(
+                f"export.push_to_hub={repo}: {name!r} is not a hub repository id ({err}); use "
+                "'<user or org>/<name>'"
+            ) from None
+    if get_token() is None:
+        log.warning(
+            "export.push_to_hub=%s: no Hugging Face token here (hf auth login or HF_TOKEN); "
+            "the upload at the end will fail, the export stays local",
+            repo,
+        )
+
+
+def _datasets_cache(task) -> Path:
+    """Where ``datasets`` keeps the hub dataset's prepared copy."""
+    import datasets
+
+    folder = task.hub_path.replace("/", "___")
+    return Path(datasets.config.HF_DATASETS_CACHE) / folder / (task.hub_config or "default")
+
+
+def check_data(cfg: TrainConfig) -> None:
+    """Every split the run reads is in the local mirror, or the hub can serve it (reachable, or
+    its dataset is in the ``datasets`` cache).
+
+    Raises:
+        DataError: one line naming the split, each place looked in and what to set.
+    """
+    dm = cfg.task.datamodule
+    task = get_task(cfg.task.name)
+    trains = {"teacher", "prune", "finetune"} & set(cfg.stages)
+    data_dir, use_hub = dm.get("data_dir"), dm.get("use_hub", True)
+    for split in task.splits if trains else task.eval_splits:
+        if data_dir is not None and local_path(data_dir, task, split).is_file():
+            continue
+        reason = hub_unreachable() if use_hub else "task.datamodule.use_hub is false"
+        cache = _datasets_cache(task)
+        if reason is None or (use_hub and cache.is_dir()):
+            continue  # the hub, or the datasets library's copy of it, serves the split
+        mirror = (
+            f"the local mirror {local_path(data_dir, task, split)}"
+            if data_dir is not None
+            else f"no local mirror (COFI_DATA_DIR unset; {Path(shared_dir()) / 'data'} does not "
+            f"exist: {_shared_note()})"
+        )
+        raise DataError(
+            f"task.datamodule.data_dir: split {split!r} of task {task.name!r} was not found. "
+            f"Looked in {mirror}; the Hugging Face hub {task.hub_path} ({reason}) and the "
+            f"datasets cache {cache}. Set COFI_DATA_DIR or COFI_SHARED_DIR to a mirror; "
+            + prepare_hint(task).removeprefix("To fix: ")
+        )
+
+
+def preflight(cfg: TrainConfig, run_dir: str | Path | None = None) -> None:
+    """Run every check of this file on a config (once, at the start of a run, before the run
+    directory is touched).
+
+    Args:
+        cfg: The typed, validated config.
+        run_dir: The run directory (where a latency table profiled by an earlier attempt is).
+    """
     student = check_source("model.pretrained", cfg.model.pretrained)
     if student is not None:
         check_family("model.pretrained", cfg.model.pretrained, student)
@@ -155,5 +407,11 @@ def preflight(cfg: TrainConfig) -> None:
         check_source("model.tokenizer", cfg.model.tokenizer, need=None)
     if cfg.distill.enabled and cfg.distill.teacher is not None:
         teacher = check_source("distill.teacher", cfg.distill.teacher)
+        if teacher is not None:
+            check_teacher_head(cfg.distill.teacher, teacher, cfg.task.name)
         if student is not None and teacher is not None:
             check_teacher_fits(student, teacher, cfg.distill.layer_mapping)
+    check_data(cfg)
+    check_prune_length(cfg)
+    check_latency(cfg, student, None if run_dir is None else Path(run_dir))
+    check_push(cfg)

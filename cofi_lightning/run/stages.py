@@ -31,10 +31,15 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
 from cofi_lightning.config import ConfigError
-from cofi_lightning.core.constraint import LatencyConstraint, ParamsConstraint
+from cofi_lightning.core.constraint import (
+    LatencyConstraint,
+    ParamsConstraint,
+    check_latency_family,
+    load_latency_table,
+)
 from cofi_lightning.core.distillation import LayerDistiller
 from cofi_lightning.core.masks import CoFiMasks, Masks
-from cofi_lightning.latency import LatencyTable, LatencyTableError, config_latency
+from cofi_lightning.latency import LatencyTable, config_latency
 from cofi_lightning.run.context import RunContext, barrier, is_global_zero
 from cofi_lightning.run.model_card import write_card
 from cofi_lightning.run.operating_points import OperatingPoint
@@ -214,7 +219,8 @@ def latency_table(ctx: RunContext, config) -> LatencyTable:
     """The latency table of ``pruning.constraint=latency``: read, or profiled here when missing.
 
     Raises:
-        ConfigError: the table is of another model shape than ``config`` (naming the key).
+        ConfigError: the table cannot serve the run (:func:`load_latency_table`; checked at the
+            door already when the file existed then).
     """
     from cofi_lightning.latency.profile import profile
     from cofi_lightning.latency.timing import device_name
@@ -229,21 +235,7 @@ def latency_table(ctx: RunContext, config) -> LatencyTable:
         if is_global_zero():
             profile(config).save(path)
         barrier()
-    try:
-        table = LatencyTable.load(path)
-    except LatencyTableError as err:
-        raise ConfigError(f"pruning.latency_table {err}") from None
-    shape = {
-        "num_layers": config.num_hidden_layers,
-        "num_heads": config.num_attention_heads,
-        "intermediate_size": config.intermediate_size,
-        "hidden_size": config.hidden_size,
-    }
-    theirs = {k: table.meta.get(k) for k in shape}
-    if theirs != shape:
-        raise ConfigError(
-            f"pruning.latency_table {path} was profiled for {theirs}, the model is {shape}"
-        )
+    table = load_latency_table(path, config, p.target_speedup, "hidden" in p.units)
     here = device_name(torch.device("cpu"))
     if table.meta.get("device") == "cpu" and table.meta.get("device_name") != here:
         rank_zero_warn(
@@ -253,18 +245,10 @@ def latency_table(ctx: RunContext, config) -> LatencyTable:
     return table
 
 
-#: Families whose layers are BERT's, so the latency profiler's BERT-shaped tables describe them.
-LATENCY_FAMILIES = ("bert", "roberta", "xlm-roberta")
-
-
 def _constraint(ctx: RunContext, config):
     p = ctx.cfg.pruning
     if p.constraint == "latency":
-        if ctx.family.vanilla_type not in LATENCY_FAMILIES:
-            raise ConfigError(
-                f"pruning.constraint=latency profiles BERT-layer encoders {LATENCY_FAMILIES}; "
-                f"{ctx.family.name} is not supported yet (use pruning.constraint=params)"
-            )
+        check_latency_family(ctx.family)
         return LatencyConstraint(latency_table(ctx, config), p.target_speedup)
     return ParamsConstraint(p.target_list)
 

@@ -18,7 +18,6 @@ in DDP), and Lightning's ``.train()`` calls never take it out of eval mode.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import lightning as L
@@ -26,12 +25,12 @@ import torch
 from torch import nn
 
 from cofi_lightning.config import (
-    ConfigError,
     DistillConfig,
     OptimConfig,
     PruningConfig,
     StageConfig,
 )
+from cofi_lightning.config.stage_configs import stage_total, steps_per_epoch
 from cofi_lightning.core.constraint import LatencyConstraint, ParamsConstraint
 from cofi_lightning.core.distillation import (
     LayerDistiller,
@@ -193,18 +192,14 @@ class CoFiSystem(L.LightningModule):
                 "CoFiSystem needs a DataModule with `train_dataset` and `batch_size` "
                 "(fit(system, datamodule=...)) to size its schedules"
             )
-        per_rank = math.ceil(len(dm.train_dataset) / trainer.world_size)  # sampler pads shards
-        batches = math.ceil(per_rank / dm.batch_size)
-        limit = trainer.limit_train_batches
-        if isinstance(limit, int):
-            batches = min(batches, limit)
-        elif limit is not None:
-            batches = int(batches * limit)
-        per_epoch = max(1, math.ceil(batches / trainer.accumulate_grad_batches))
-        total = per_epoch * max(1, trainer.max_epochs or 1)
-        if trainer.max_steps is not None and trainer.max_steps > 0:
-            total = trainer.max_steps if trainer.max_epochs == -1 else min(total, trainer.max_steps)
-        return per_epoch, total
+        per_epoch = steps_per_epoch(
+            len(dm.train_dataset),
+            dm.batch_size,
+            trainer.world_size,
+            trainer.limit_train_batches,
+            trainer.accumulate_grad_batches,
+        )
+        return per_epoch, stage_total(per_epoch, trainer.max_epochs, trainer.max_steps)
 
     def configure_optimizers(self) -> dict[str, Any]:
         per_epoch, total = self.stage_steps()
@@ -232,21 +227,13 @@ class CoFiSystem(L.LightningModule):
         """t(step) of this stage: the ramp to the constraint's target, or the sparsity path.
 
         Raises:
-            ConfigError: a path longer than the stage (naming the keys to change).
+            ConfigError: a path (or warm-up) as long as the stage (naming the keys to change).
         """
         assert self.pruning is not None and self.constraint is not None
-        targets = self.constraint.targets
+        self.pruning.check_fits(per_epoch, total)  # also checked at the door where it can be
         ramps, dwells = self.pruning.path_steps(per_epoch)  # one target: ([warm-up], [])
-        path = TargetPath(tuple(targets), tuple(ramps), tuple(dwells), self.pruning.start_sparsity)
-        needed = self.pre_pruning_steps + path.length
-        if len(targets) > 1 and needed >= total:
-            raise ConfigError(
-                f"pruning.targets: the path needs {needed} steps to reach {targets[-1]} "
-                f"(pre-pruning {self.pre_pruning_steps}, ramps {ramps}, dwells {dwells}) but the "
-                f"prune stage has {total}; lengthen pruning.max_steps / pruning.epochs or shorten "
-                "pruning.path.dwell_* / pruning.path.ramp_* / pruning.lagrangian_warmup_*"
-            )
-        return path
+        targets = tuple(self.constraint.targets)
+        return TargetPath(targets, tuple(ramps), tuple(dwells), self.pruning.start_sparsity)
 
     def _restart_step(self) -> int:
         """The step at which the weights' optimizer restarts (0: never; ``restart_optimizer``)."""

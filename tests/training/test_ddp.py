@@ -20,7 +20,8 @@ def test_ddp_ranks_share_masks(tiny_overrides, train_cli, tmp_path):
         *_ddp_overrides(tiny_overrides, tmp_path),
         "ablation=no_distill",
         "stages=[teacher,prune]",
-        "pruning.epochs=1",
+        "pruning.epochs=1",  # 3 steps per process: pre-pruning 1 + warm-up 1 reach the target
+        "pruning.lagrangian_warmup_steps=1",
         "+callbacks.mask_digest._target_=cofi_lightning.training.callbacks.MaskDigest",
     )
     rank0 = json.loads((run_dir / "prune" / "mask_digests_rank0.json").read_text())
