@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from cofi_lightning import stages
 from cofi_lightning.config import STAGES, TrainConfig, config_identity, load_config
 from cofi_lightning.config.identity import identity_hash
-from cofi_lightning.context import RunContext, barrier, is_global_zero
+from cofi_lightning.context import RunContext, barrier, is_global_zero, seed_stage
 from cofi_lightning.hub import push_export
 from cofi_lightning.operating_points import (
     PER_POINT_STAGES,
@@ -80,6 +80,7 @@ def run_stage(
         rank_zero_info(f"{label} already done ({done}); skipping")
     else:
         rank_zero_info(f"{label} starting")
+        seed_stage(ctx.cfg.seed, key)
         start = ctx.started[key] = time.perf_counter()
         record = fn(ctx) if point is None else fn(ctx, point)
         attempt = time.perf_counter() - start
@@ -239,7 +240,6 @@ def _run_stages(
     run_id: str,
     extra_callbacks: dict[str, Sequence[L.Callback]] | None,
 ) -> dict[str, Any]:
-    L.seed_everything(cfg.seed, workers=True)
     ctx = RunContext(cfg, run_dir, extra_callbacks, run_id=run_id)
     results: dict[str, Any] = {}
     # The per-run stages, then each operating point's stages (finetune, export) in turn, so the
