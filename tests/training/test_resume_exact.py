@@ -4,6 +4,7 @@ invocations (``stages=[teacher]``, then the whole command)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightning as L
@@ -69,7 +70,8 @@ def uninterrupted(compose_train, tiny_overrides, tmp_path_factory, _uninterrupte
     def get(every: int, *extra: str) -> dict:
         if (every, *extra) not in done:
             run = tmp_path_factory.mktemp("uninterrupted")
-            cfg = compose_train([*_overrides(tiny_overrides, run, every), *extra])
+            own_teacher = "distill.reuse_teacher=false"  # trained here, whatever ran before
+            cfg = compose_train([*_overrides(tiny_overrides, run, every), own_teacher, *extra])
             done[(every, *extra)] = train(cfg)
         return done[(every, *extra)]
 
@@ -114,6 +116,29 @@ def test_kill_during_teacher_validation_resumes_bit_exact(
     expected = uninterrupted(2, teacher_evals)
     _assert_same_weights(_teacher_dir(expected), _teacher_dir(resumed))
     _assert_same_export(expected, resumed)
+
+
+class _FailIfFits(L.Callback):
+    def on_fit_start(self, trainer, module) -> None:
+        raise AssertionError("the teacher stage trained a teacher")
+
+
+def test_later_stage_change_reuses_the_teacher_bit_exact(
+    compose_train, tiny_overrides, uninterrupted, tmp_path
+):
+    """Run A trains the teacher; run B beside it differs in a prune-stage key only: B copies A's
+    teacher instead of training one, and exports what B gives with a teacher trained itself."""
+    runs = tmp_path / "experiment"
+    other_lr = "pruning.lr=3e-5"
+    train(compose_train([*_overrides(tiny_overrides, runs / "a", 2), other_lr, "stages=[teacher]"]))
+    b = train(
+        compose_train(_overrides(tiny_overrides, runs / "b", 2)),
+        extra_callbacks={"teacher": [_FailIfFits()]},
+    )
+    record = json.loads((runs / "b" / "teacher" / "DONE.json").read_text())
+    assert record["reused_from"] == str((runs / "a" / "teacher" / "model").resolve())
+    _assert_same_weights(runs / "a" / "teacher" / "model", _teacher_dir(b))
+    _assert_same_export(uninterrupted(2), b)  # B's config, its own teacher trained
 
 
 @pytest.mark.slow

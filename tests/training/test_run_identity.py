@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from cofi_lightning.config import config_identity
-from cofi_lightning.config.identity import LATER_KEYS
+from cofi_lightning.config.identity import LATER_KEYS, teacher_identity
 from cofi_lightning.pipeline import train
 from cofi_lightning.rundir import LOCK_FILE, RunDirError, RunLock
 
@@ -100,6 +100,31 @@ def test_identity_keys_are_the_recorded_ones(compose_train):
     )
     assert not removed, f"identity keys {removed} are gone: remove them from {IDENTITY_KEYS.name}"
     assert not set(LATER_KEYS) & keys  # at their defaults, the later keys stay out
+
+
+def test_teacher_identity_is_what_the_teacher_stage_reads(compose_train):
+    """Prune, finetune and export keys (and the ablation's label) leave the teacher's identity;
+    the teacher's own settings, the data, the optimizer and the seed change it."""
+    base = teacher_identity(config_identity(compose_train()))
+    later = [
+        "pruning.lr=1e-3",
+        "pruning.finetune.lr=1e-3",
+        "export.round_to=8",
+        "distill.alpha_layer=0.5",
+        "ablation=no_hidden_mask",
+        "model.freeze_embeddings=false",
+    ]
+    for override in later:
+        assert teacher_identity(config_identity(compose_train([override]))) == base, override
+    own = [
+        "distill.teacher_training.lr=1e-3",
+        "seed=1",
+        "optim.weight_decay=0.1",
+        "task.datamodule.batch_size=8",
+        "model.pretrained=other",
+    ]
+    for override in own:
+        assert teacher_identity(config_identity(compose_train([override]))) != base, override
 
 
 def test_a_run_from_before_a_later_key_resumes(
