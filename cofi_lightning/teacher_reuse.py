@@ -63,9 +63,11 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 def copy_teacher(src: Path, dst: Path) -> None:
     """Copy a teacher's model directory to ``dst`` (replaced whole: a temporary directory is
-    renamed into place, so a kill leaves no partial teacher)."""
+    renamed into place, so a kill leaves no partial teacher; the run's lock makes any other
+    temporary one beside it a killed attempt's, removed here)."""
+    for stale in dst.parent.glob(f"{dst.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = dst.with_name(f"{dst.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp, copy_function=_link_or_copy)
     shutil.rmtree(dst, ignore_errors=True)
     tmp.replace(dst)
