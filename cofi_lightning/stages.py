@@ -49,7 +49,7 @@ from cofi_lightning.lit_module import CoFiSystem
 from cofi_lightning.masks import CoFiMasks, Masks
 from cofi_lightning.model_card import write_card
 from cofi_lightning.operating_points import OperatingPoint
-from cofi_lightning.teacher_reuse import TEACHER_MODEL, copy_teacher, find_teacher
+from cofi_lightning.teacher_reuse import TEACHER_MODEL, as_recorded, copy_teacher, find_teacher
 
 
 def _teacher(ctx: RunContext) -> torch.nn.Module | None:
@@ -157,7 +157,7 @@ def teacher_stage(ctx: RunContext) -> dict[str, Any]:
     if cfg.distill.teacher is not None:
         model = ctx.load_model(cfg.distill.teacher)
         return {"teacher_dir": str(cfg.distill.teacher), "metrics": ctx.evaluate(model)}
-    identity = teacher_identity(config_identity(OmegaConf.structured(cfg)))
+    identity = as_recorded(teacher_identity(config_identity(OmegaConf.structured(cfg))))
     if cfg.distill.reuse_teacher:
         reused = _reuse_teacher(ctx, identity)
         if reused is not None:

@@ -23,8 +23,8 @@ TEACHER_DONE = Path("teacher") / "DONE.json"
 TEACHER_MODEL = Path("teacher") / "model"
 
 
-def _plain(identity: dict[str, Any]) -> dict[str, Any]:
-    """``identity`` as it reads back from a JSON record."""
+def as_recorded(identity: dict[str, Any]) -> dict[str, Any]:
+    """``identity`` as ``teacher/DONE.json`` records it (and reads it back): plain JSON values."""
     return json.loads(json.dumps(identity, sort_keys=True, default=str))
 
 
@@ -40,7 +40,7 @@ def find_teacher(run_dir: Path, identity: dict[str, Any]) -> tuple[Path, dict[st
         or None.
     """
     here = Path(run_dir).resolve()
-    wanted = _plain(identity)
+    wanted = as_recorded(identity)
     for done in sorted(here.parent.glob(f"*/{TEACHER_DONE}")):
         if done.parents[1] == here:
             continue
