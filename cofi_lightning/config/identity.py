@@ -6,10 +6,14 @@ directory per value, and ``cofi_lightning.run.rundir`` refuses to resume a direc
 identity differs, naming the keys.
 
 Keys that do not change results are left out (:data:`NON_IDENTITY_KEYS`): where logs go, progress
-bars, which stages this invocation runs, how often checkpoints are written. So are keys added later
-while they hold the value that reproduces earlier runs (:data:`LATER_KEYS`), so a new option never
-orphans a run directory. A changed ``model.pretrained`` or ``distill.teacher`` path is a different
-identity.
+bars, which stages this invocation runs, how often checkpoints are written, whether a finished
+teacher is reused. So are keys added later while they hold the value that reproduces earlier runs
+(:data:`LATER_KEYS`), so a new option never orphans a run directory. A changed
+``model.pretrained`` or ``distill.teacher`` path is a different identity.
+
+The teacher's identity (:func:`teacher_identity`) is the part of it the teacher stage computes
+from: two runs that share it train the same teacher, so one may reuse the other's
+(``distill.reuse_teacher``).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ NON_IDENTITY_KEYS: frozenset[str] = frozenset(
         "trainer.enable_model_summary",
         "trainer.log_every_n_steps",
         "pruning.checkpoint_every_steps",
+        "distill.reuse_teacher",
         "task.datamodule.num_workers",
         "task.datamodule.data_dir",
         "task.datamodule.cache_dir",
@@ -54,6 +59,25 @@ NON_IDENTITY_KEYS: frozenset[str] = frozenset(
 #: (``tests/training/identity_keys.txt`` records the identity's keys, ``test_run_identity.py``
 #: checks them).
 LATER_KEYS: dict[str, Any] = {}
+
+#: Identity keys (and subtrees) that only the stages after the teacher read, except
+#: :data:`TEACHER_STAGE_KEYS`; every other key is in the teacher's identity, a new one too, so an
+#: unclassified key can only prevent a reuse, never allow a wrong one. The labels
+#: ``ablation_name`` and ``fidelity_name`` are out: the values they set are in the identity.
+AFTER_TEACHER_KEYS: tuple[str, ...] = (
+    "pruning",
+    "export",
+    "distill",
+    "model.freeze_embeddings",
+    "ablation_name",
+    "fidelity_name",
+)
+#: The keys under :data:`AFTER_TEACHER_KEYS` that the teacher stage reads.
+TEACHER_STAGE_KEYS: tuple[str, ...] = (
+    "distill.enabled",
+    "distill.teacher",
+    "distill.teacher_training",
+)
 
 HASH_LENGTH = 8
 
@@ -87,6 +111,21 @@ def config_identity(cfg: DictConfig) -> dict[str, Any]:
             continue  # the behaviour from before the key existed: the old identity
         out[path] = value
     return out
+
+
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or key.startswith(f"{p}.") for p in prefixes)
+
+
+def teacher_identity(identity: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a :func:`config_identity` that can change what the teacher stage computes
+    (model, task and data, optimizer, trainer, seed, ``distill.teacher_training``...): runs that
+    share them train the same teacher, whatever their prune, finetune and export settings."""
+    return {
+        key: value
+        for key, value in identity.items()
+        if _under(key, TEACHER_STAGE_KEYS) or not _under(key, AFTER_TEACHER_KEYS)
+    }
 
 
 def identity_hash(identity: dict[str, Any]) -> str:

@@ -425,6 +425,14 @@ class DistillConfig:
             every job that needs it, instead of running the teacher at every step
             (``cofi_lightning.run.teacher_cache``). Needs ``layer_loss_tokens=real``: the states at
             padding positions depend on the batch.
+        reuse_teacher: Before the teacher stage trains, look for a finished teacher of the same
+            teacher identity (``cofi_lightning.config.identity.teacher_identity``: every identity
+            key but the prune, finetune and export ones) in the run directories beside this one
+            (the parent of the run directory: ``outputs/<experiment>/`` by default,
+            ``multirun/<experiment>/`` in a sweep) and copy it into ``teacher/model`` instead of
+            training one (``cofi_lightning.run.teacher_reuse``); ``teacher/DONE.json`` records where
+            it came from. On the same kind of machine the export is then the one a teacher
+            trained here gives, so this is not part of the run's identity. False always trains.
         teacher_training: The teacher stage.
     """
 
@@ -438,6 +446,7 @@ class DistillConfig:
     layer_mapping: str = "dynamic"
     layer_loss_tokens: str = "real"
     teacher_cache: bool = True
+    reuse_teacher: bool = True
     teacher_training: TeacherTrainingConfig = field(default_factory=TeacherTrainingConfig)
 
     def __post_init__(self) -> None:

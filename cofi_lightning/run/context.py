@@ -1,8 +1,9 @@
 """What the stages of one run share: the typed config, the run directory, data, builders, ranks.
 
 This file owns :class:`RunContext` (tokenizer and DataModule built once; how a stage's trainer,
-loggers and callbacks are instantiated from the config), :class:`StageClock` and the rank helpers
-(:func:`is_global_zero`, :func:`barrier`). It sits below ``cofi_lightning.run.stages`` and
+loggers and callbacks are instantiated from the config), :class:`StageClock`, the seeding of the
+global RNGs (:func:`seed_stage`, :class:`StepSeed`) and the rank helpers (:func:`is_global_zero`,
+:func:`barrier`). It sits below ``cofi_lightning.run.stages`` and
 ``cofi_lightning.run.pipeline``, which both import it; it imports neither.
 """
 
@@ -97,6 +98,41 @@ class StageClock(L.Callback):
         self.before = float(state["seconds"])
 
 
+# --- random numbers -------------------------------------------------------------------------------
+# Every random number of a run is drawn after the global RNGs were seeded from where the run is,
+# never from what ran before in the process (a resumed run, or one whose stages ran in several
+# invocations, has another history): a stage's start is seeded from (seed, stage) by
+# :func:`seed_stage`, each training batch from (seed, step, micro-batch, rank) by
+# :class:`StepSeed`; data order and mask noise use generators of their own, seeded from
+# (seed, epoch) and (seed, step).
+
+
+def derived_seed(*key: object, bits: int = 64) -> int:
+    """A seed that is a function of ``key`` only: the first ``bits`` bits of the sha256 of its
+    parts joined by ``:``.
+
+    Args:
+        key: What the seed stands for, e.g. ``(seed, step, micro-batch, rank)``.
+        bits: 64 for ``torch.manual_seed``; 32 for numpy (``seed_everything``).
+    """
+    text = ":".join(str(part) for part in key)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> (64 - bits)
+
+
+def seed_stage(seed: int, stage: str) -> None:
+    """Seed the global RNGs (torch, numpy, ``random``, dataloader workers) as ``stage`` starts.
+
+    What a stage builds from them (the classifier head, the masks' log-alphas, the layer
+    distillation's projection) is then the same whether the earlier stages ran in this process,
+    in an earlier invocation (``stages=[teacher]``, a killed run), or were reused.
+
+    Args:
+        seed: The run's seed.
+        stage: The stage's key (``prune``, ``finetune_0.5``, ...).
+    """
+    L.seed_everything(derived_seed(seed, "stage", stage, bits=32), workers=True, verbose=False)
+
+
 class StepSeed(L.Callback):
     """Seed the global RNGs (dropout) from ``(seed, optimizer step, micro-batch, rank)`` before
     every training batch.
@@ -115,18 +151,53 @@ class StepSeed(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, module, batch, batch_idx: int) -> None:
         micro = batch_idx % trainer.accumulate_grad_batches  # micro-batches of one step differ
-        key = f"{self.seed}:{trainer.global_step}:{micro}:{trainer.global_rank}"
-        torch.manual_seed(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little"))
+        torch.manual_seed(derived_seed(self.seed, trainer.global_step, micro, trainer.global_rank))
+
+
+def validates_after_batch(trainer: L.Trainer, batch_idx: int) -> bool:
+    """Whether the fit may validate once this training batch ends: Lightning's rule (every
+    ``check_val_every_n_epoch`` epochs, after every ``val_check_batch`` batches counted in the
+    epoch, or across epochs when that is None; at an epoch's last batch) from the trainer's public
+    state. When unsure it says True: a step checkpoint left out costs a few replayed steps."""
+    if not trainer.enable_validation:
+        return False
+    every_epochs = trainer.check_val_every_n_epoch
+    if every_epochs is not None and (trainer.current_epoch + 1) % every_epochs:
+        return False
+    if batch_idx + 1 >= trainer.num_training_batches or trainer.should_stop:
+        return True
+    interval = trainer.val_check_batch
+    if interval is None or interval == float("inf"):
+        return False  # at the epoch's end only
+    index = trainer.fit_loop.total_batch_idx if every_epochs is None else batch_idx
+    return (index + 1) % interval == 0
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """Lightning's every-n-steps resume checkpoint, left out at a step that validates.
+
+    Lightning writes a step's checkpoint when the step ends, before that step's validation, and a
+    run resumed from it skips the validation (the loop counts it as done). A kill during that
+    validation would lose its result (a best-weights or best-structure candidate), and the resumed
+    run could keep another network. At those steps :class:`SaveAfterValidation` writes the
+    checkpoint once the validation is over; a kill during it resumes from the checkpoint before
+    and replays the steps and the validation.
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, module, outputs, batch, batch_idx) -> None:
+        if not validates_after_batch(trainer, batch_idx):
+            super().on_train_batch_end(trainer, module, outputs, batch, batch_idx)
 
 
 class SaveAfterValidation(Checkpoint):
-    """Write the resume checkpoint again after every validation during fit.
+    """Write the resume checkpoint after every validation during fit.
 
     Lightning checkpoints a step at its end, *before* that step's validation, and a run resumed
     from that checkpoint skips the validation; its result (a best-weights or best-structure
     candidate) would be lost and the resumed run could export another network. Saved after the
-    validation, the checkpoint holds the callbacks' state with that evaluation in it. (A
-    ``Checkpoint``, so Lightning runs it after the other callbacks' validation hooks.)
+    validation, the checkpoint holds the callbacks' state with that evaluation in it (and
+    :class:`StepCheckpoint` writes none before it). (A ``Checkpoint``, so Lightning runs it after
+    the other callbacks' validation hooks.)
 
     Args:
         path: The resume checkpoint (``<stage>/checkpoints/last.ckpt``).
@@ -273,7 +344,7 @@ class RunContext:
         cbs: list[L.Callback] = [
             clock,
             StepSeed(self.cfg.seed),
-            ModelCheckpoint(
+            StepCheckpoint(
                 dirpath=self.run_dir / stage / "checkpoints",
                 save_last=True,
                 save_top_k=0,

@@ -30,7 +30,7 @@ from cofi_lightning.config import STAGES, TrainConfig, config_identity, load_con
 from cofi_lightning.config.identity import identity_hash
 from cofi_lightning.run import stages
 from cofi_lightning.run.checkpoints import write_text_atomically
-from cofi_lightning.run.context import RunContext, barrier, is_global_zero
+from cofi_lightning.run.context import RunContext, barrier, is_global_zero, seed_stage
 from cofi_lightning.run.hub import push_export, repo_ids
 from cofi_lightning.run.interrupts import SigtermGuard
 from cofi_lightning.run.operating_points import (
@@ -90,6 +90,7 @@ def run_stage(
         rank_zero_info(f"{label} already done ({done}); skipping")
     else:
         rank_zero_info(f"{label} starting")
+        seed_stage(ctx.cfg.seed, key)
         start = ctx.started[key] = time.perf_counter()
         guard = guard or SigtermGuard()  # one not installed: Lightning's SIGTERMException only
         with guard.stage(key):  # until DONE.json exists, an interrupt names this stage
@@ -256,7 +257,6 @@ def _run_stages(
     extra_callbacks: dict[str, Sequence[L.Callback]] | None,
     guard: SigtermGuard | None = None,
 ) -> dict[str, Any]:
-    L.seed_everything(cfg.seed, workers=True)
     ctx = RunContext(cfg, run_dir, extra_callbacks, run_id=run_id)
     results: dict[str, Any] = {}
     # The per-run stages, then each operating point's stages (finetune, export) in turn, so the

@@ -3,7 +3,8 @@
 This file owns what each stage builds and trains and which files it leaves in the run directory:
 
 * ``teacher/model``: the fine-tuned teacher (HF format + tokenizer), unless ``distill.teacher`` is
-  given (then only evaluated) or distillation is off (skipped);
+  given (then only evaluated) or distillation is off (skipped); a finished teacher of the same
+  teacher identity beside the run is copied instead of trained (``distill.reuse_teacher``);
 * ``prune/best``: the best deterministic masks and full-size student weights
   (:class:`~cofi_lightning.training.callbacks.BestMasksCheckpoint`); ``prune/structure``:
   tables/heatmaps;
@@ -28,9 +29,11 @@ from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from omegaconf import OmegaConf
 from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
-from cofi_lightning.config import ConfigError
+from cofi_lightning.config import ConfigError, config_identity
+from cofi_lightning.config.identity import teacher_identity
 from cofi_lightning.core.constraint import (
     LatencyConstraint,
     ParamsConstraint,
@@ -43,6 +46,7 @@ from cofi_lightning.latency import LatencyTable, config_latency
 from cofi_lightning.run.context import RunContext, barrier, is_global_zero
 from cofi_lightning.run.model_card import write_card
 from cofi_lightning.run.operating_points import OperatingPoint
+from cofi_lightning.run.teacher_reuse import TEACHER_MODEL, as_recorded, copy_teacher, find_teacher
 from cofi_lightning.training.callbacks import (
     BestMasksCheckpoint,
     BestWeights,
@@ -159,6 +163,11 @@ def teacher_stage(ctx: RunContext) -> dict[str, Any]:
     if cfg.distill.teacher is not None:
         model = ctx.load_model(cfg.distill.teacher)
         return {"teacher_dir": str(cfg.distill.teacher), "metrics": ctx.evaluate(model)}
+    identity = as_recorded(teacher_identity(config_identity(OmegaConf.structured(cfg))))
+    if cfg.distill.reuse_teacher:
+        reused = _reuse_teacher(ctx, identity)
+        if reused is not None:
+            return reused
     system = CoFiSystem(
         ctx.load_model(cfg.model.pretrained),
         task=ctx.task.name,
@@ -167,7 +176,30 @@ def teacher_stage(ctx: RunContext) -> dict[str, Any]:
         seed=cfg.seed,
     )
     out, metrics = _train_and_save(ctx, "teacher", system)
-    return {"teacher_dir": str(out), "metrics": metrics}
+    return {"teacher_dir": str(out), "metrics": metrics, "teacher_identity": identity}
+
+
+def _reuse_teacher(ctx: RunContext, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The teacher record of a finished teacher of the same teacher identity beside this run,
+    copied into ``teacher/model`` (None when there is none: the stage trains one)."""
+    found = find_teacher(ctx.run_dir, identity)
+    if found is None:
+        return None
+    src, record = found
+    out = ctx.run_dir / TEACHER_MODEL
+    if is_global_zero():
+        copy_teacher(src, out)
+    barrier()
+    rank_zero_info(
+        f"[teacher] reusing the finished teacher of {src.parents[1]} (same teacher identity; "
+        "distill.reuse_teacher=false trains one here)"
+    )
+    return {
+        "teacher_dir": str(out),
+        "metrics": record["metrics"],
+        "teacher_identity": identity,
+        "reused_from": str(src),
+    }
 
 
 def _uniform_structure(ctx: RunContext, student: torch.nn.Module) -> dict[str, Any]:

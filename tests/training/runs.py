@@ -17,6 +17,14 @@ class Crash(L.Callback):
             raise RuntimeError("simulated crash")
 
 
+class CrashInValidation(L.Callback):
+    """Raise in the first validation batch of a fit (a kill while a stage is evaluating)."""
+
+    def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, *args) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            raise RuntimeError("simulated crash")
+
+
 def tiny_run_overrides(model_dir, run_dir, cache_dir) -> list[str]:
     """Overrides that shrink ``experiment=demo`` to seconds on the tiny model."""
     return [

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from cofi_lightning.config import config_identity
-from cofi_lightning.config.identity import LATER_KEYS
+from cofi_lightning.config.identity import LATER_KEYS, teacher_identity
 from cofi_lightning.run.pipeline import train
 from cofi_lightning.run.rundir import LOCK_FILE, RunDirError, RunLock
 
@@ -100,6 +100,65 @@ def test_identity_keys_are_the_recorded_ones(compose_train):
     )
     assert not removed, f"identity keys {removed} are gone: remove them from {IDENTITY_KEYS.name}"
     assert not set(LATER_KEYS) & keys  # at their defaults, the later keys stay out
+
+
+def test_teacher_identity_is_what_the_teacher_stage_reads(compose_train):
+    """Prune, finetune and export keys (and the ablation's label) leave the teacher's identity;
+    the teacher's own settings, the data, the optimizer and the seed change it."""
+    base = teacher_identity(config_identity(compose_train()))
+    later = [
+        "pruning.lr=1e-3",
+        "pruning.finetune.lr=1e-3",
+        "export.round_to=8",
+        "distill.alpha_layer=0.5",
+        "ablation=no_hidden_mask",
+        "model.freeze_embeddings=false",
+    ]
+    for override in later:
+        assert teacher_identity(config_identity(compose_train([override]))) == base, override
+    own = [
+        "distill.teacher_training.lr=1e-3",
+        "seed=1",
+        "optim.weight_decay=0.1",
+        "task.datamodule.batch_size=8",
+        "model.pretrained=other",
+    ]
+    for override in own:
+        assert teacher_identity(config_identity(compose_train([override]))) != base, override
+
+
+def test_a_teacher_is_found_beside_the_run_only_with_its_identity(tmp_path):
+    """Not in this run's own directory, not of another identity, not without its model, not from
+    a record that does not parse; the copy replaces what a killed copy left."""
+    from cofi_lightning.run.teacher_reuse import (
+        TEACHER_DONE,
+        TEACHER_MODEL,
+        copy_teacher,
+        find_teacher,
+    )
+
+    def finished(run: str, identity: dict, model: bool = True, text: str | None = None) -> Path:
+        done = tmp_path / run / TEACHER_DONE
+        done.parent.mkdir(parents=True)
+        if model:
+            (tmp_path / run / TEACHER_MODEL).mkdir()
+            (tmp_path / run / TEACHER_MODEL / "config.json").write_text("{}")
+        done.write_text(text or json.dumps({"metrics": {}, "teacher_identity": identity}))
+        return tmp_path / run / TEACHER_MODEL
+
+    mine, other = {"seed": 57, "task.name": "sst2"}, {"seed": 58, "task.name": "sst2"}
+    finished("here", mine)
+    finished("a_other", other)
+    finished("b_no_model", mine, model=False)
+    finished("c_torn", mine, text='{"metrics": {')
+    assert find_teacher(tmp_path / "here", mine) is None
+    src = finished("d_match", mine)
+    record = json.loads((tmp_path / "d_match" / TEACHER_DONE).read_text())
+    assert find_teacher(tmp_path / "here", mine) == (src.resolve(), record)
+    dst = tmp_path / "new" / TEACHER_MODEL
+    (dst.parent / "model.tmp-1").mkdir(parents=True)  # a killed copy's leftovers
+    copy_teacher(src, dst)
+    assert (dst / "config.json").read_text() == "{}" and list(dst.parent.iterdir()) == [dst]
 
 
 def test_a_run_from_before_a_later_key_resumes(
