@@ -36,7 +36,7 @@ from cofi_lightning.operating_points import (
     points_of_results,
 )
 from cofi_lightning.preflight import preflight
-from cofi_lightning.rundir import RunLock, claim
+from cofi_lightning.rundir import RunLock, check_run_dir, claim
 
 #: ``results.json``'s keys. The operating point's keys (:data:`POINT_KEYS`) sit at the top level
 #: only with a single target; ``operating_points`` lists every point (one with a single target).
@@ -188,9 +188,11 @@ def train(
     cfg = load_config(cfg)
     run_dir = resolve_run_dir(cfg)
     cfg.check_stage_inputs(run_dir)
-    preflight(cfg)  # models exist and fit together, before the run directory is touched
     structured = OmegaConf.structured(cfg)
     identity = config_identity(structured)
+    if is_global_zero():  # a refused run dir: before anything is logged (DDP: rank 0 owns it)
+        check_run_dir(run_dir, identity, cfg.resume)
+    preflight(cfg)  # models exist and fit together, before the run directory is touched
     lock = contextlib.nullcontext()
     if is_global_zero():  # DDP ranks > 0 are started by rank 0, which holds the lock
         lock = RunLock(run_dir)
