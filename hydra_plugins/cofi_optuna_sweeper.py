@@ -2,12 +2,12 @@
 study.
 
 The plugin it wraps (``hydra_plugins.hydra_optuna_sweeper``, the ``[optuna]`` extra) already tells
-Optuna that a trial whose job raised has failed, then ends the whole study unless
-``max_failure_rate`` allows the failures of each batch of ``n_jobs`` trials; the preset allows them
-all (``max_failure_rate: 1.0``). This sweeper adds what a long search needs on top: every failed
-trial's job, overrides and error in ``<hydra.sweep.dir>/failed_trials.yaml`` (next to the plugin's
-``optimization_results.yaml``), and exit status 1 with one line when no trial succeeded. Sampling
-and launching are the plugin's.
+Optuna that a trial whose job raised (or returned no number) has failed, then ends the whole study
+unless ``max_failure_rate`` allows the failures of each batch of ``n_jobs`` trials; the preset
+allows them all (``max_failure_rate: 1.0``). This sweeper adds what a long search needs on top:
+every failed trial's job, overrides and error in ``<hydra.sweep.dir>/failed_trials.yaml`` (next to
+the plugin's ``optimization_results.yaml``), and exit status 1 with one line when no trial
+succeeded. Sampling and launching are the plugin's.
 
 It lives here, beside ``train.py``, because Hydra instantiates sweepers only from the
 ``hydra_plugins`` namespace package; ``python train.py`` puts this directory on the path. Hydra
@@ -19,6 +19,7 @@ only when this sweeper is used.
 import contextlib
 import io
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -53,6 +54,18 @@ class FailedTrial:
     error: str
 
 
+def _not_a_value(value: Any) -> str | None:
+    """Why Optuna fails a completed job's return value (None: a stage list without export; NaN:
+    a diverged run), or None when it is a number for every objective."""
+    values = value if isinstance(value, list | tuple) else [value]
+    try:
+        if not any(math.isnan(float(v)) for v in values):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return f"the job returned {value!r}, not a number"
+
+
 def _error(ret: JobReturn) -> str:
     """``<type>: <message>`` of a failed job's exception. ``JobReturn.return_value`` re-raises it
     and notes the job on stderr, which the plugin already does once for every failed trial."""
@@ -76,13 +89,13 @@ class _RecordingLauncher:
     ) -> Sequence[JobReturn]:
         returns = self.launcher.launch(job_overrides, initial_job_idx=initial_job_idx)
         for idx, (overrides, ret) in enumerate(zip(job_overrides, returns, strict=True)):
-            if ret.status == JobStatus.COMPLETED:
-                self.outcomes.append(None)
-                continue
-            job_dir = None if ret.hydra_cfg is None else ret.hydra_cfg.hydra.runtime.output_dir
-            self.outcomes.append(
-                FailedTrial(initial_job_idx + idx, job_dir, list(overrides), _error(ret))
-            )
+            completed = ret.status == JobStatus.COMPLETED
+            error = _not_a_value(ret.return_value) if completed else _error(ret)
+            failed = None
+            if error is not None:
+                job_dir = None if ret.hydra_cfg is None else ret.hydra_cfg.hydra.runtime.output_dir
+                failed = FailedTrial(initial_job_idx + idx, job_dir, list(overrides), error)
+            self.outcomes.append(failed)
         return returns
 
 

@@ -30,6 +30,39 @@ def test_preset_composes(compose_train):
     assert set(sweeper.params) == {"pruning.reg_lr", "distill.alpha_layer", "pruning.finetune.lr"}
 
 
+def test_a_job_without_a_number_is_a_failed_trial_too():
+    """Optuna fails a trial whose job returned None (no export) or NaN (a diverged run), as one
+    that raised; each is written down with why."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from hydra_plugins.cofi_optuna_sweeper import _RecordingLauncher
+
+    def job(status, value):
+        ret = JobReturn(status=status)
+        ret.return_value = value
+        return ret
+
+    returns = [
+        job(JobStatus.COMPLETED, 81.5),
+        job(JobStatus.COMPLETED, None),
+        job(JobStatus.COMPLETED, float("nan")),
+        job(JobStatus.FAILED, RuntimeError("CUDA out of memory")),
+    ]
+
+    class Launcher:
+        def launch(self, job_overrides, initial_job_idx):
+            return returns
+
+    recorder = _RecordingLauncher(Launcher())
+    recorder.launch([[f"seed={i}"] for i in range(4)], initial_job_idx=10)
+    assert recorder.outcomes[0] is None
+    assert [(o.job, o.overrides, o.error) for o in recorder.outcomes[1:]] == [
+        (11, ["seed=1"], "the job returned None, not a number"),
+        (12, ["seed=2"], "the job returned nan, not a number"),
+        (13, ["seed=3"], "RuntimeError: CUDA out of memory"),
+    ]
+
+
 def _trials(sweep):
     """``{job dir: sampled pruning.finetune.lr}`` of the sweep's jobs."""
     out = {}
