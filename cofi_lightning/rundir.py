@@ -12,8 +12,9 @@ This file owns two files in every run directory:
   :data:`STALE_SECONDS`) is taken over with a warning, so a killed job never blocks its requeue.
 
 A refused invocation writes nothing into the run directory, not even Hydra's files: the
-``${cofi.unless_refused:<value>,<refused>}`` resolver (registered here) gives
-``conf/hydra/default.yaml`` where Hydra saves ``.hydra/`` and the job log, before Hydra writes them.
+``${cofi.unless_refused:<value>,<refused>}`` resolver (registered here) tells Hydra where to save
+``.hydra/`` (``conf/hydra/default.yaml``) and the job log (``conf/hydra/job_logging/cofi.yaml``),
+before Hydra writes them.
 
 It does not decide what the stages write (``cofi_lightning.stages``).
 """
@@ -239,9 +240,9 @@ def unless_refused(value: Any, refused: Any, *, _root_: DictConfig) -> Any:
     """``value``, or ``refused`` when this invocation will be refused Hydra's output dir.
 
     Hydra saves ``.hydra/*.yaml`` and opens ``<job name>.log`` in the output dir before it calls
-    the task function, so ``train()``'s refusal would come after both. ``conf/hydra/default.yaml``
-    reads ``hydra.output_subdir`` and the log file's name through this resolver, which Hydra
-    evaluates inside its ``run_job`` right before writing: a refused invocation gets no
+    the task function, so ``train()``'s refusal would come after both. ``conf/hydra`` reads
+    ``hydra.output_subdir`` and the log file's name through this resolver, which Hydra evaluates
+    inside its ``run_job`` right before writing: a refused invocation gets no
     ``.hydra/`` (``refused`` = null) and logs to ``/dev/null``; the console still shows the error.
     DDP ranks > 0 (started by rank 0, which holds the lock) keep their own logs.
 
@@ -250,7 +251,8 @@ def unless_refused(value: Any, refused: Any, *, _root_: DictConfig) -> Any:
         refused: What it uses when :func:`check_run_dir` refuses the output dir.
         _root_: The whole config (OmegaConf passes it).
     """
-    from cofi_lightning.context import is_global_zero  # (loaded by then: train.py imports it)
+    # Imported here: the run context (Lightning, the models) sits above this file.
+    from cofi_lightning.context import is_global_zero
 
     output_dir = OmegaConf.select(_root_, "hydra.runtime.output_dir", default=None)
     if not output_dir or not is_global_zero():  # outside a job (--cfg); a DDP rank > 0 of a run

@@ -104,6 +104,7 @@ class CofiOptunaSweeper(Sweeper):
     whose every trial failed exits with status 1."""
 
     def __init__(self, **settings: Any) -> None:
+        # The [optuna] extra, imported when this sweeper is chosen (not at Hydra's plugin scan).
         from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 
         self.optuna = OptunaSweeper(**settings)
@@ -113,8 +114,8 @@ class CofiOptunaSweeper(Sweeper):
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         self.optuna.setup(hydra_context=hydra_context, task_function=task_function, config=config)
-        study = self.optuna.sweeper  # the plugin's implementation, which owns the launcher
-        self.recorder = study.launcher = _RecordingLauncher(study.launcher)
+        impl = self.optuna.sweeper  # the plugin's implementation, which owns the launcher
+        self.recorder = impl.launcher = _RecordingLauncher(impl.launcher)
         self.sweep_dir = Path(config.hydra.sweep.dir)
 
     def sweep(self, arguments: list[str]) -> None:
