@@ -304,7 +304,8 @@ def prune_stage(ctx: RunContext) -> dict[str, Any]:
     ]
     window = EvaluateOnWindowEntry(list(constraint.targets), eps, p.select_on)
     every = (cfg.callbacks.get("structure") or {}).get("heatmap_every_n_evals", 1)
-    structure = StructureLogger(ctx.run_dir / "prune" / "structure", every, p.target_list[-1])
+    heatmap_target = None if p.constraint == "latency" else p.target_list[-1]  # not a sparsity
+    structure = StructureLogger(ctx.run_dir / "prune" / "structure", every, heatmap_target)
     trainer = ctx.trainer(
         "prune",
         max_epochs=p.epochs,
