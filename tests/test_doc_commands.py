@@ -42,7 +42,8 @@ def _load_doc_commands():
 doc = _load_doc_commands()
 
 _STUBS = r"""
-__record() { printf '\036' >> "$DOC_RECORD"; printf '%s\037' "$@" >> "$DOC_RECORD"; }
+# one write per invocation: background jobs (`cmd &`) may record at the same time
+__record() { printf '\036%s' "$(printf '%s\037' "$@")" >> "$DOC_RECORD"; }
 python() { __record python "$@"; }
 bash() { __record bash "$@"; }
 make() { __record make "$@"; }

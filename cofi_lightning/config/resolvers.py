@@ -3,8 +3,10 @@
 * ``${cofi.shared_dir:}``: ``$COFI_SHARED_DIR``, else ``<repo>/../shared`` (read-only models, data);
 * ``${cofi.local_or_hub:<dir>,<hub name>}``: the directory if it exists, else the hub name;
 * ``${cofi.default:<value>,<default>}``: ``value`` unless it is null;
-* ``${cofi.targets_label:<target_sparsity>,<targets>}``: ``0.6`` for one target, ``0.6-0.75-0.9``
-  for a sparsity path (``pruning.targets``), used in the default ``run_name``;
+* ``${cofi.target_label:<target_sparsity>,<targets>,<constraint>,<target_speedup>}``: what the run
+  prunes to, ``s0.6`` for one sparsity target, ``s0.6-0.75-0.9`` for a sparsity path
+  (``pruning.targets``), ``x2.0`` for a speed target (``pruning.constraint=latency``), used in the
+  default ``run_name`` and the W&B tags;
 * ``${cofi.config_hash:}``: the short hash of the config's identity
   (``cofi_lightning.config.identity``), used in the default ``run_name``.
 
@@ -45,16 +47,21 @@ OmegaConf.register_new_resolver(
 )
 
 
-def targets_label(target_sparsity: float, targets) -> str:
-    """The run name's sparsity: the single target, or the path's targets joined by ``-``."""
+def target_label(
+    target_sparsity: float, targets, constraint: str = "params", target_speedup: float | None = None
+) -> str:
+    """The run name's target: ``x<speedup>`` under the latency constraint (its sparsity target
+    is unused), else ``s`` and the single sparsity target, or the path's targets joined by ``-``."""
+    if constraint == "latency":
+        return f"x{target_speedup}"
     if targets is None or len(targets) == 0:
-        return str(target_sparsity)
+        return f"s{target_sparsity}"
     if len(targets) == 1:
-        return str(targets[0])
-    return "-".join(f"{float(t):g}" for t in targets)
+        return f"s{targets[0]}"
+    return "s" + "-".join(f"{float(t):g}" for t in targets)
 
 
-OmegaConf.register_new_resolver("cofi.targets_label", targets_label, replace=True)
+OmegaConf.register_new_resolver("cofi.target_label", target_label, replace=True)
 OmegaConf.register_new_resolver(
     "cofi.config_hash", lambda *, _root_: config_hash(_root_), replace=True
 )

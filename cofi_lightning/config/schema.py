@@ -242,7 +242,8 @@ class TrainConfig:
     ablation_name: str | None = None
     fidelity_name: str = "ours"
     run_name: str = (
-        "${task.name}_s${cofi.targets_label:${pruning.target_sparsity},${pruning.targets}}_"
+        "${task.name}_${cofi.target_label:${pruning.target_sparsity},${pruning.targets},"
+        "${pruning.constraint},${pruning.target_speedup}}_"
         "${cofi.default:${ablation_name},full}"
         "_seed${seed}_${cofi.config_hash:}"
     )

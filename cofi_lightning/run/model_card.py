@@ -18,8 +18,9 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from cofi_lightning.config.resolvers import target_label
 from cofi_lightning.data.tasks import TaskSpec
-from cofi_lightning.run.operating_points import OperatingPoint, operating_points, points_of_results
+from cofi_lightning.run.operating_points import OperatingPoint, result_points
 
 PAPER = "https://arxiv.org/abs/2204.00408"
 
@@ -36,6 +37,13 @@ def _base_model(source: str) -> tuple[str | None, str | None]:
         license_ = ModelCard.load(card).data.license if card.is_file() else None
         return None, license_
     return source, None
+
+
+def _target_label(results: dict[str, Any]) -> str:
+    """The card's target (``s0.6``, or ``x2.0`` for a speed target), as in the run's name."""
+    speedup = (results.get("latency") or {}).get("target_speedup")
+    constraint = "latency" if speedup else "params"
+    return target_label(results["target_sparsity"], None, constraint, speedup)
 
 
 def _metric_rows(task: TaskSpec, metrics: dict[str, float]) -> list[EvalResult]:
@@ -117,7 +125,7 @@ def build_card(
         library_name="transformers",
         license=license_,
         tags=["cofi", "pruning", "structured-pruning", "distillation", task.name],
-        model_name=f"cofi-{task.name}-s{results['target_sparsity']:g}",
+        model_name=f"cofi-{task.name}-{_target_label(results)}",
         eval_results=_metric_rows(task, pruned) or None,
     )
     params = results["params"]
@@ -199,7 +207,7 @@ def write_card(
         point: Which operating point of the run this export is (None: the single target).
     """
     export_dir, run_dir = Path(export_dir), Path(run_dir)
-    point = point or OperatingPoint(float(results["target_sparsity"]))
+    point = point or OperatingPoint(results["target_sparsity"])
     config = run_dir / "config.yaml"
     speeds = [json.loads(p.read_text()) for p in point.speed_files(run_dir)]
     card = build_card(
@@ -229,10 +237,8 @@ def refresh_card(run_dir: Path) -> list[ModelCard]:
         return []
     cfg = OmegaConf.load(config)
     data = json.loads(results.read_text())
-    records = points_of_results(data)
-    points = operating_points([float(r["target_sparsity"]) for r in records])
     cards = []
-    for point, record in zip(points, records, strict=True):
+    for point, record in result_points(data):
         export = point.export_dir(run_dir)
         if export.is_dir():
             task = get_task(record["task"])

@@ -10,7 +10,9 @@ and the bench alike:
   ``<t>`` is the target written with ``:g`` (``0.6``, ``0.75``).
 
 The finetune and export stages run once per point (``<stage><suffix>/DONE.json`` each, so each
-resumes on its own); ``results.json`` lists the points in ``operating_points``.
+resumes on its own); ``results.json`` lists the points in ``operating_points``. A run under
+``pruning.constraint=latency`` has one point whose target is a speedup, not a sparsity: its records
+say ``target_sparsity: null`` (:func:`recorded_target`) and carry the speed target in ``latency``.
 """
 
 from __future__ import annotations
@@ -39,11 +41,12 @@ class OperatingPoint:
     """One target of a run and where its outputs live.
 
     Attributes:
-        target: The target sparsity (or latency reduction) of this point.
+        target: The target sparsity of this point (a latency-constrained run: the unused
+            ``pruning.target_sparsity`` in the stages, None when read back from its results).
         suffix: ``""`` in the single-target layout, ``"_<t>"`` on a sparsity path.
     """
 
-    target: float
+    target: float | None
     suffix: str = ""
 
     @property
@@ -75,6 +78,24 @@ def operating_points(targets: list[float]) -> list[OperatingPoint]:
     if len(targets) == 1:
         return [OperatingPoint(float(targets[0]))]
     return [OperatingPoint(float(t), f"_{float(t):g}") for t in targets]
+
+
+def recorded_target(point: OperatingPoint, constraint: str) -> float | None:
+    """The point's ``target_sparsity`` in what a run writes (``results.json``, the stages'
+    records, the model card): its target, or None under ``constraint=latency``, whose target is
+    ``pruning.target_speedup`` (recorded as ``latency.target_speedup``)."""
+    return None if constraint == "latency" else point.target
+
+
+def result_points(results: dict[str, Any]) -> list[tuple[OperatingPoint, dict[str, Any]]]:
+    """Each operating point of a ``results.json`` with its flat record (:func:`points_of_results`);
+    a single point's target may be null (a latency-constrained run)."""
+    records = points_of_results(results)
+    if len(records) == 1:
+        target = records[0].get("target_sparsity")
+        return [(OperatingPoint(None if target is None else float(target)), records[0])]
+    points = operating_points([float(r["target_sparsity"]) for r in records])
+    return list(zip(points, records, strict=True))
 
 
 def points_of_results(results: dict[str, Any]) -> list[dict[str, Any]]:

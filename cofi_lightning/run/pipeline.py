@@ -37,11 +37,11 @@ from cofi_lightning.run.operating_points import (
     PER_POINT_STAGES,
     POINT_KEYS,
     OperatingPoint,
-    operating_points,
-    points_of_results,
+    recorded_target,
+    result_points,
 )
 from cofi_lightning.run.preflight import preflight
-from cofi_lightning.run.rundir import RunLock, claim
+from cofi_lightning.run.rundir import RunLock, check_run_dir, claim
 
 #: ``results.json``'s keys. The operating point's keys (:data:`POINT_KEYS`) sit at the top level
 #: only with a single target; ``operating_points`` lists every point (one with a single target).
@@ -130,11 +130,9 @@ def _outcome(ctx: RunContext, record: dict[str, Any]) -> str:
 def summary_table(results: dict[str, Any], run_dir: Path) -> str:
     """The end-of-run summary a person reads: teacher vs pruned, sparsity, structure, where (one
     block per operating point)."""
-    records = points_of_results(results)
-    points = operating_points([float(r["target_sparsity"]) for r in records])
     return "\n\n".join(
         _point_summary(record, point.speed_files(run_dir), point.structure_plot(run_dir), run_dir)
-        for point, record in zip(points, records, strict=True)
+        for point, record in result_points(results)
     )
 
 
@@ -143,8 +141,23 @@ def _point_summary(results: dict[str, Any], speed: list[Path], plot: Path, run_d
     teacher = results["teacher"].get(metric)
     params = results["params"]
     st = results["structure"]
+    latency = results.get("latency") or {}
+    target = (  # a latency-constrained run's target is a speedup
+        f"target speedup {latency['target_speedup']:g}x"
+        if latency.get("target_speedup")
+        else f"target sparsity {results['target_sparsity']:g}"
+    )
+    achieved = []
+    if latency:  # what the latency table says the export gained (the bench measures it)
+        achieved.append(
+            (
+                "table speedup",
+                f"{latency['table_speedup']:.2f}x ({latency['unpruned_table_ms']:.2f} -> "
+                f"{latency['table_ms']:.2f} ms, latency table of {latency['table_device']})",
+            )
+        )
     rows = [
-        ("task", f"{results['task']} (target sparsity {results['target_sparsity']:g})"),
+        ("task", f"{results['task']} ({target})"),
         (f"teacher {metric}", "-" if teacher is None else f"{teacher:.2f}"),
         (f"pruned {metric}", f"{results['pruned'][metric]:.2f}"),
         (
@@ -156,6 +169,7 @@ def _point_summary(results: dict[str, Any], speed: list[Path], plot: Path, run_d
             "structure",
             f"hidden {st['hidden_size']}; heads {st['num_heads']}; FFN {st['intermediate_sizes']}",
         ),
+        *achieved,
         ("export", results["export_dir"]),
         ("structure plot", str(plot)),
         (
@@ -204,9 +218,11 @@ def train(
     cfg = load_config(cfg)
     run_dir = resolve_run_dir(cfg)
     cfg.check_stage_inputs(run_dir)
-    preflight(cfg, run_dir)  # what the run needs exists and fits, before run_dir is touched
     structured = OmegaConf.structured(cfg)
     identity = config_identity(structured)
+    if is_global_zero():  # a refused run dir: before anything is logged (DDP: rank 0 owns it)
+        check_run_dir(run_dir, identity, cfg.resume)
+    preflight(cfg, run_dir)  # what the run needs exists and fits, before run_dir is touched
     lock = contextlib.nullcontext()
     if is_global_zero():  # DDP ranks > 0 are started by rank 0, which holds the lock
         lock = RunLock(run_dir)
@@ -308,7 +324,7 @@ def point_result(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
     """One operating point's ``results.json`` keys (:data:`POINT_KEYS`) from its export record."""
     export = ctx.records[point.stage("export")]
     result = {
-        "target_sparsity": point.target,
+        "target_sparsity": recorded_target(point, ctx.cfg.pruning.constraint),
         "sparsity": export["sparsity"],
         "params": export["params"],
         "pruned": export["metrics"],

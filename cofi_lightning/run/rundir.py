@@ -11,6 +11,11 @@ This file owns two files in every run directory:
   once. A lock whose owner is dead (same host: no such pid; other host: heartbeat older than
   :data:`STALE_SECONDS`) is taken over with a warning, so a killed job never blocks its requeue.
 
+A refused invocation writes nothing into the run directory, not even Hydra's files: the
+``${cofi.unless_refused:<value>,<refused>}`` resolver (registered here) tells Hydra where to save
+``.hydra/`` (``conf/hydra/default.yaml``) and the job log (``conf/hydra/job_logging/cofi.yaml``),
+before Hydra writes them.
+
 It does not decide what the stages write (``cofi_lightning.run.stages``).
 """
 
@@ -25,7 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cofi_lightning.config.identity import identity_diff, identity_hash
+from omegaconf import DictConfig, OmegaConf
+
+from cofi_lightning.config.identity import config_identity, identity_diff, identity_hash
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +53,18 @@ def has_run(run_dir: Path) -> bool:
     return (run_dir / RUN_FILE).is_file() or any((run_dir / s).is_dir() for s in STAGES)
 
 
-def claim(run_dir: Path, identity: dict[str, Any], resume: str) -> bool:
-    """Check that this config may use ``run_dir`` and record its identity there.
+def check_identity(run_dir: Path, identity: dict[str, Any], resume: str) -> bool:
+    """Check, without writing anything, that this config may use ``run_dir``.
 
     Args:
-        run_dir: The run directory (created if missing).
+        run_dir: The run directory (may not exist).
         identity: ``config_identity(cfg)`` of this invocation.
         resume: ``auto``: resume a run of the same identity, start one in an empty directory,
             refuse a run of another identity; ``must``: refuse to start from nothing; ``never``:
             refuse any existing run.
 
     Returns:
-        True when an existing run is resumed, False when a new one starts.
+        True when ``run_dir`` holds a run of this identity (to resume), False when it holds none.
 
     Raises:
         RunDirError: with the differing keys and how to start fresh.
@@ -83,6 +90,40 @@ def claim(run_dir: Path, identity: dict[str, Any], resume: str) -> bool:
     if existing:
         # A run from before run.json existed: its config cannot be compared.
         raise RunDirError(f"{run_dir} holds a run without {RUN_FILE}; {fresh}")
+    return False
+
+
+def check_run_dir(run_dir: Path, identity: dict[str, Any], resume: str) -> None:
+    """Raise :class:`RunDirError` if this invocation would be refused ``run_dir`` (another
+    config's run, or a live process's lock), without writing anything.
+
+    A refused invocation must leave the run as it was, so this runs before anything would write
+    there: before Hydra saves ``.hydra/`` and opens the job log (the ``cofi.unless_refused``
+    resolver) and before the pipeline logs a line. :func:`claim` and :class:`RunLock`, taken
+    afterwards, stay the authority (two processes starting at once are still told apart there).
+    """
+    check_identity(run_dir, identity, resume)
+    RunLock(run_dir).check_free()
+
+
+def claim(run_dir: Path, identity: dict[str, Any], resume: str) -> bool:
+    """Check that this config may use ``run_dir`` (:func:`check_identity`) and record its
+    identity there.
+
+    Args:
+        run_dir: The run directory (created if missing).
+        identity: ``config_identity(cfg)`` of this invocation.
+        resume: See :func:`check_identity`.
+
+    Returns:
+        True when an existing run is resumed, False when a new one starts.
+
+    Raises:
+        RunDirError: with the differing keys and how to start fresh.
+    """
+    if check_identity(run_dir, identity, resume):
+        return True
+    path = run_dir / RUN_FILE
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {"hash": identity_hash(identity), "identity": identity}
     tmp = path.with_suffix(".tmp")
@@ -137,6 +178,21 @@ class RunLock:
             return True
         return age > self.stale_seconds
 
+    def _in_use(self, owner: dict[str, Any]) -> RunDirError:
+        return RunDirError(
+            f"{self.path.parent} is in use by pid {owner.get('pid')} on "
+            f"{owner.get('host')} (lock {self.path}); two processes on one run "
+            "directory would overwrite each other. Wait for it, or pass "
+            "run_dir=<another directory>."
+        )
+
+    def check_free(self) -> None:
+        """Raise :class:`RunDirError` naming the live owner if the lock is held (reads only)."""
+        if self.path.is_file():
+            owner = self._owner()
+            if not self._stale(owner):
+                raise self._in_use(owner)
+
     def acquire(self) -> None:
         """Take the lock, or raise :class:`RunDirError` naming the live owner."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,12 +203,7 @@ class RunLock:
             except FileExistsError:
                 owner = self._owner()
                 if not self._stale(owner):
-                    raise RunDirError(
-                        f"{self.path.parent} is in use by pid {owner.get('pid')} on "
-                        f"{owner.get('host')} (lock {self.path}); two processes on one run "
-                        "directory would overwrite each other. Wait for it, or pass "
-                        "run_dir=<another directory>."
-                    ) from None
+                    raise self._in_use(owner) from None
                 log.warning("taking over the stale lock of a dead run: %s", owner)
                 self.path.unlink(missing_ok=True)
                 continue
@@ -183,3 +234,36 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def unless_refused(value: Any, refused: Any, *, _root_: DictConfig) -> Any:
+    """``value``, or ``refused`` when this invocation will be refused Hydra's output dir.
+
+    Hydra saves ``.hydra/*.yaml`` and opens ``<job name>.log`` in the output dir before it calls
+    the task function, so ``train()``'s refusal would come after both. ``conf/hydra`` reads
+    ``hydra.output_subdir`` and the log file's name through this resolver, which Hydra evaluates
+    inside its ``run_job`` right before writing: a refused invocation gets no
+    ``.hydra/`` (``refused`` = null) and logs to ``/dev/null``; the console still shows the error.
+    DDP ranks > 0 (started by rank 0, which holds the lock) keep their own logs.
+
+    Args:
+        value: What Hydra uses normally.
+        refused: What it uses when :func:`check_run_dir` refuses the output dir.
+        _root_: The whole config (OmegaConf passes it).
+    """
+    # Imported here: the run context (Lightning, the models) sits above this file.
+    from cofi_lightning.run.context import is_global_zero
+
+    output_dir = OmegaConf.select(_root_, "hydra.runtime.output_dir", default=None)
+    if not output_dir or not is_global_zero():  # outside a job (--cfg); a DDP rank > 0 of a run
+        return value
+    try:
+        check_run_dir(Path(output_dir), config_identity(_root_), str(_root_.get("resume")))
+    except RunDirError:
+        return refused
+    except Exception:  # a config that does not resolve here: train() names its key
+        pass
+    return value
+
+
+OmegaConf.register_new_resolver("cofi.unless_refused", unless_refused, replace=True)

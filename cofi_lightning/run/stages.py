@@ -45,7 +45,7 @@ from cofi_lightning.core.masks import CoFiMasks, Masks
 from cofi_lightning.latency import LatencyTable, config_latency
 from cofi_lightning.run.context import RunContext, barrier, is_global_zero
 from cofi_lightning.run.model_card import write_card
-from cofi_lightning.run.operating_points import OperatingPoint
+from cofi_lightning.run.operating_points import OperatingPoint, recorded_target
 from cofi_lightning.run.teacher_reuse import TEACHER_MODEL, as_recorded, copy_teacher, find_teacher
 from cofi_lightning.training.callbacks import (
     BestMasksCheckpoint,
@@ -321,7 +321,8 @@ def prune_stage(ctx: RunContext) -> dict[str, Any]:
     ]
     window = EvaluateOnWindowEntry(list(constraint.targets), eps, p.select_on)
     every = (cfg.callbacks.get("structure") or {}).get("heatmap_every_n_evals", 1)
-    structure = StructureLogger(ctx.run_dir / "prune" / "structure", every, p.target_list[-1])
+    heatmap_target = None if p.constraint == "latency" else p.target_list[-1]  # not a sparsity
+    structure = StructureLogger(ctx.run_dir / "prune" / "structure", every, heatmap_target)
     trainer = ctx.trainer(
         "prune",
         max_epochs=p.epochs,
@@ -388,7 +389,8 @@ def finetune_stage(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
     )
     _attach_teacher_cache(ctx, system)
     out, metrics = _train_and_save(ctx, point.stage("finetune"), system)
-    return {"model_dir": str(out), "metrics": metrics, "target_sparsity": point.target}
+    target = recorded_target(point, cfg.pruning.constraint)
+    return {"model_dir": str(out), "metrics": metrics, "target_sparsity": target}
 
 
 def export_stage(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
@@ -426,20 +428,22 @@ def export_stage(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
             "table_device": table.meta.get("device_name"),
         }
     plot = point.structure_plot(ctx.run_dir)
+    target = recorded_target(point, ctx.cfg.pruning.constraint)
     record = {
-        "target_sparsity": point.target,
+        "target_sparsity": target,
         "sparsity": sparsity,
         "params": {"unpruned": unpruned, "pruned": pruned},
         "structure": structure,
         "pruned": metrics,
         "teacher": ctx.records.get("teacher", {}).get("metrics", {}),
         "main_metric": ctx.task.main_metric_key,
+        "latency": latency,
     }
     if is_global_zero():
-        _plot_structure(structure, full, sparsity, point.target, plot)
+        _plot_structure(structure, full, sparsity, target, plot)
         write_card(out, ctx.run_dir, ctx.task, str(ctx.cfg.model.pretrained), record, point)
     return {
-        "target_sparsity": point.target,
+        "target_sparsity": target,
         "export_dir": str(out),
         "metrics": metrics,
         "params": {"unpruned": unpruned, "pruned": pruned},
@@ -461,7 +465,9 @@ def unpruned_config(ctx: RunContext):
     )
 
 
-def _plot_structure(structure: dict, full, sparsity: float, target: float, path: Path) -> None:
+def _plot_structure(
+    structure: dict, full, sparsity: float, target: float | None, path: Path
+) -> None:
     """The exported structure as a heatmap PNG (heads, FFN dims, hidden dims kept per layer)."""
     from cofi_lightning.training.callbacks.structure import save_heatmap
 

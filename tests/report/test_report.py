@@ -323,17 +323,23 @@ def test_duplicate_runs_are_flagged_not_averaged_as_seeds(tmp_path):
 
 def test_a_latency_run_is_a_row_of_its_own_at_its_speed_target(tmp_path):
     """A latency-constrained run is labelled ``full latency`` at the target latency reduction
-    (1 - 1/speedup), not at the config's unused parameter target."""
+    (1 - 1/speedup), not at a parameter target: its results say ``target_sparsity: null`` (older
+    ones recorded the config's unused value)."""
     params = fake_results(target=0.6)
-    latency = {**fake_results(target=0.6, seed=2), "constraint": "latency"}
-    latency["latency"] = {"target_speedup": 2.0, "table_speedup": 2.02, "table_device": "cpu"}
-    for name, data in (("params", params), ("latency", latency)):
+    runs = {"params": params}
+    for seed, target in ((2, 0.6), (3, None)):
+        latency = {**fake_results(target=0.6, seed=seed), "constraint": "latency"}
+        latency["latency"] = {"target_speedup": 2.0, "table_speedup": 2.02, "table_device": "cpu"}
+        latency["target_sparsity"] = target
+        runs[f"latency{seed}"] = latency
+    for name, data in runs.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text(json.dumps(data))
     runs, problems = collect_runs(tmp_path)
     assert not problems
     assert sorted((r.ablation, r.target_sparsity) for r in runs) == [
         ("full", 0.6),
+        ("full latency", 0.5),
         ("full latency", 0.5),
     ]
 

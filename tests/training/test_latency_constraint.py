@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -18,7 +19,8 @@ from cofi_lightning.core.lagrangian import (
 from cofi_lightning.core.masks import CoFiMasks
 from cofi_lightning.latency import LatencyTable
 from cofi_lightning.modeling import CoFiBertConfig
-from cofi_lightning.run.pipeline import train
+from cofi_lightning.run.model_card import refresh_card
+from cofi_lightning.run.pipeline import summary_table, train
 
 from tiny_bert import tiny_bert_kwargs
 
@@ -133,14 +135,24 @@ def test_pipeline_prunes_to_a_speedup_and_reports_it(
         f"pruning.latency_table={table_path}",
         "pruning.epochs=1",
     ]
+    cfg = compose_train(overrides)
+    assert cfg.run_name.startswith("sst2_x1.5_full_seed57_")  # the speed target, no sparsity
     with pytest.warns(UserWarning, match="was profiled on synthetic, this machine is"):
-        results = train(compose_train(overrides))
+        results = train(cfg)
     assert results["constraint"] == "latency"
+    assert results["target_sparsity"] is None  # the config's sparsity target is not the target
+    assert results["operating_points"][0]["target_sparsity"] is None
     latency = results["latency"]
     assert latency["target_speedup"] == 1.5 and latency["table_device"] == "synthetic"
     assert latency["table_speedup"] == pytest.approx(
         latency["unpruned_table_ms"] / latency["table_ms"]
     )
+    summary = summary_table(results, run_dir)
+    assert "(target speedup 1.5x)" in summary and "target sparsity" not in summary
+    assert re.search(rf"\n  table speedup +{latency['table_speedup']:.2f}x \(", summary)
+    card = (run_dir / "pruned_model" / "README.md").read_text()
+    assert "cofi-sst2-x1.5" in card and "| target speedup (latency table of synthetic) |" in card
+    assert refresh_card(run_dir)  # the card is rebuilt from results.json
     meta = json.loads((run_dir / "prune" / "best" / "meta.json").read_text())
     assert meta["constraint"] == "latency"
     assert 0 <= results["sparsity"] < 1  # the parameter sparsity is still reported

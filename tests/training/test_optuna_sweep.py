@@ -1,6 +1,7 @@
-"""The Optuna sweeper preset (``conf/hydra/sweeper/optuna_cofi.yaml``): it composes, and a two-trial
-study on the tiny demo (slow) optimises what ``train.py``'s ``main`` returns, the exported model's
-main metric."""
+"""The Optuna sweeper preset (``conf/hydra/sweeper/optuna_cofi.yaml``): it composes; a study goes on
+after a failed trial, which it records with its error, and fails when every trial failed; a
+two-trial study on the tiny demo (slow) optimises what ``train.py``'s ``main`` returns, the exported
+model's main metric."""
 
 from __future__ import annotations
 
@@ -27,6 +28,95 @@ def test_preset_composes(compose_train):
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler"
     assert sweeper.sampler.seed is not None
     assert set(sweeper.params) == {"pruning.reg_lr", "distill.alpha_layer", "pruning.finetune.lr"}
+
+
+def test_a_job_without_a_number_is_a_failed_trial_too():
+    """Optuna fails a trial whose job returned None (no export) or NaN (a diverged run), as one
+    that raised; each is written down with why."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from hydra_plugins.cofi_optuna_sweeper import _RecordingLauncher
+
+    def job(status, value):
+        ret = JobReturn(status=status)
+        ret.return_value = value
+        return ret
+
+    returns = [
+        job(JobStatus.COMPLETED, 81.5),
+        job(JobStatus.COMPLETED, None),
+        job(JobStatus.COMPLETED, float("nan")),
+        job(JobStatus.FAILED, RuntimeError("CUDA out of memory")),
+    ]
+
+    class Launcher:
+        def launch(self, job_overrides, initial_job_idx):
+            return returns
+
+    recorder = _RecordingLauncher(Launcher())
+    recorder.launch([[f"seed={i}"] for i in range(4)], initial_job_idx=10)
+    assert recorder.outcomes[0] is None
+    assert [(o.job, o.overrides, o.error) for o in recorder.outcomes[1:]] == [
+        (11, ["seed=1"], "the job returned None, not a number"),
+        (12, ["seed=2"], "the job returned nan, not a number"),
+        (13, ["seed=3"], "RuntimeError: CUDA out of memory"),
+    ]
+
+
+def _trials(sweep):
+    """``{job dir: sampled pruning.finetune.lr}`` of the sweep's jobs."""
+    out = {}
+    for job in sweep.glob("*/.hydra/overrides.yaml"):
+        overrides = dict(o.split("=", 1) for o in yaml.safe_load(job.read_text()))
+        out[str(job.parent.parent)] = float(overrides["pruning.finetune.lr"])
+    return out
+
+
+def test_a_failed_trial_is_recorded_and_the_study_goes_on(sweep_overrides, train_cli, tmp_path):
+    """Seed 57 samples lr 2e-5, -1.0, -1.0: the second trial fails (the config check refuses a
+    negative lr), and the third still runs."""
+    sweep = tmp_path / "sweep"
+    train_cli(
+        "-m",
+        "hydra/sweeper=optuna_cofi",
+        *sweep_overrides,
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweeper.n_trials=3",
+        "distill.alpha_layer=0.9",  # fixed: the finetune lr is the only sampled key
+        "pruning.finetune.lr=choice(-1.0,2e-5)",
+    )
+    failed = yaml.safe_load((sweep / "failed_trials.yaml").read_text())
+    assert [f["job"] for f in failed] == [1, 2]  # all three trials ran
+    for trial in failed:
+        assert "pruning.finetune.lr=-1.0" in trial["overrides"]
+        assert trial["error"].startswith("ConfigError: pruning.finetune.lr")
+        assert _trials(sweep)[trial["job_dir"]] == -1.0
+    (good,) = [job for job, lr in _trials(sweep).items() if lr == 2e-5]
+    results = json.loads((tmp_path / "sweep" / good / "results.json").read_text())
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_params"] == {"pruning.finetune.lr": 2e-5}
+    assert best["best_value"] == pytest.approx(results["pruned"][results["main_metric"]])
+
+
+def test_a_study_whose_trials_all_fail_exits_non_zero(sweep_overrides, train_cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = train_cli(
+        "-m",
+        "hydra/sweeper=optuna_cofi",
+        *sweep_overrides,
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweeper.n_trials=2",
+        "distill.alpha_layer=0.9",
+        "pruning.finetune.lr=choice(-1.0,-2.0)",  # refused by the config checks at start
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-4000:]
+    assert "all 2 trials failed" in out and "Traceback" not in out, out[-4000:]
+    failed = yaml.safe_load((sweep / "failed_trials.yaml").read_text())
+    assert [f["job"] for f in failed] == [0, 1]
+    assert all(f["error"].startswith("ConfigError: pruning.finetune.lr") for f in failed)
+    assert not (sweep / "optimization_results.yaml").exists()
 
 
 @pytest.mark.slow

@@ -238,13 +238,14 @@ def _parse_point(path: Path, data: dict[str, Any], label: str | None) -> Run:
     teacher = data.get("teacher") if isinstance(data.get("teacher"), dict) else {}
     speed = _read_speed(path.parent, "" if label is None else f"_{label}")
     variant = _variant(data)
-    target = _number(data, "target_sparsity")
     latency = data.get("latency") if isinstance(data.get("latency"), dict) else {}
     if data.get("constraint") == "latency" and latency.get("target_speedup"):
-        # a speed target: the row's target is the latency reduction 1 - 1/x, not the (unused)
-        # parameter target of the config
+        # a speed target: the row's target is the latency reduction 1 - 1/x, not the parameter
+        # target (null; older runs recorded the config's unused value)
         target = 1.0 - 1.0 / float(latency["target_speedup"])
         variant = f"{variant} latency"
+    else:
+        target = _number(data, "target_sparsity")
     return Run(
         run_dir=path.parent,
         task=str(data["task"]),
