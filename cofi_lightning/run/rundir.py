@@ -33,6 +33,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cofi_lightning.config.identity import config_identity, identity_diff, identity_hash
+from cofi_lightning.run.checkpoints import write_text_atomically
 
 log = logging.getLogger(__name__)
 
@@ -126,13 +127,12 @@ def claim(run_dir: Path, identity: dict[str, Any], resume: str) -> bool:
     path = run_dir / RUN_FILE
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {"hash": identity_hash(identity), "identity": identity}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
+    write_text_atomically(path, json.dumps(record, indent=2, sort_keys=True, default=str))
     return False
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (one of another user counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -171,7 +171,7 @@ class RunLock:
 
     def _stale(self, owner: dict[str, Any]) -> bool:
         if owner.get("host") == socket.gethostname() and "pid" in owner:
-            return not _pid_alive(int(owner["pid"]))
+            return not pid_alive(int(owner["pid"]))
         try:
             age = time.time() - self.path.stat().st_mtime
         except FileNotFoundError:

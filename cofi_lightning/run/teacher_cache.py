@@ -54,6 +54,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cofi_lightning.config import ConfigError
+from cofi_lightning.run.rundir import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -212,17 +213,6 @@ def entry_problem(path: Path) -> str | None:
     return None
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host (one of another user counts as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _tmp_dir(path: Path) -> Path:
     """This process's temporary build folder for the entry ``path``."""
     return path.parent / f"{path.name}.tmp-{socket.gethostname()}-{os.getpid()}"
@@ -239,7 +229,7 @@ def remove_stale_builds(root: Path) -> list[Path]:
     host = socket.gethostname()
     for tmp in sorted(Path(root).glob("*.tmp-*")):
         m = _TMP_NAME.match(tmp.name)
-        if m is None or m["host"] not in (None, host) or _pid_alive(int(m["pid"])):
+        if m is None or m["host"] not in (None, host) or pid_alive(int(m["pid"])):
             continue
         with open(tmp.parent / f"{m['key']}.lock", "w") as lock:
             try:

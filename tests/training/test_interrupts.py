@@ -84,6 +84,7 @@ def test_sigterm_mid_stage_exits_143_and_the_same_command_resumes(
     assert (run_dir / "prune" / "DONE.json").is_file() and (run_dir / "results.json").is_file()
 
 
+@pytest.mark.slow  # the single-run test covers the same path; this one adds Hydra's multirun
 def test_sigterm_ends_a_multirun_without_counting_the_job(sweep_overrides, tmp_path):
     sweep = tmp_path / "sweep"
     log = tmp_path / "train.out"
