@@ -16,7 +16,7 @@ check and the stages call the same functions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +31,10 @@ from cofi_lightning.latency import (
     max_speedup,
     structure_latency,
 )
+from cofi_lightning.latency.table import model_shape
 
 #: Families whose layers are BERT's, so the latency profiler's BERT-shaped tables describe them.
 LATENCY_FAMILIES = ("bert", "roberta", "xlm-roberta")
-
-#: A latency table's shape keys and the model config's attribute of each.
-_TABLE_SHAPE = {
-    "num_layers": "num_hidden_layers",
-    "num_heads": "num_attention_heads",
-    "intermediate_size": "intermediate_size",
-    "hidden_size": "hidden_size",
-}
 
 
 def check_latency_family(family: Any) -> None:
@@ -82,8 +75,7 @@ def load_latency_table(
     except LatencyTableError as err:
         raise ConfigError(f"pruning.latency_table {err}") from None
     if config is not None:
-        get = config.get if isinstance(config, Mapping) else lambda k: getattr(config, k, None)
-        shape = {key: get(attr) for key, attr in _TABLE_SHAPE.items()}
+        shape = model_shape(config)
         theirs = {k: table.meta.get(k) for k in shape}
         if theirs != shape:
             raise ConfigError(

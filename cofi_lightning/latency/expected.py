@@ -22,6 +22,20 @@ from cofi_lightning.core.masks import CoFiMasks, Masks
 from cofi_lightning.latency.table import LatencyTable
 
 
+def _structure_ms(
+    table: LatencyTable, heads: torch.Tensor, widths: torch.Tensor, hidden: torch.Tensor
+) -> torch.Tensor:
+    """The module docstring's formula: ``c · (fixed(h) + Σ_l [attention(n_l, h) + ffn(m_l, h)])``.
+
+    Args:
+        heads, widths: ``[L]`` float64 kept heads and FFN dimensions per layer (fractional for
+            expected counts).
+        hidden: The kept hidden size (float64 scalar).
+    """
+    layers = table.attention_ms(heads, hidden) + table.ffn_ms(widths, hidden)
+    return table.calibration * (table.fixed_ms(hidden) + layers.sum())
+
+
 def _latency(masks: CoFiMasks, table: LatencyTable, keep: dict[str, torch.Tensor]) -> torch.Tensor:
     """ms of the structure given gate-shaped keep values (probabilities or 0/1)."""
     ref = next(iter(keep.values()))
@@ -36,8 +50,7 @@ def _latency(masks: CoFiMasks, table: LatencyTable, keep: dict[str, torch.Tensor
     hidden = get("hidden", (masks.hidden_size,)).sum()
     heads = (get("head", (L, masks.num_heads)) * get("head_layer", (L, 1))).sum(1)  # [L]
     widths = (get("intermediate", (L, masks.intermediate_size)) * get("mlp", (L, 1))).sum(1)
-    layers = table.attention_ms(heads, hidden) + table.ffn_ms(widths, hidden)
-    return table.calibration * (table.fixed_ms(hidden) + layers.sum())
+    return _structure_ms(table, heads, widths, hidden)
 
 
 def expected_latency(masks: CoFiMasks, table: LatencyTable) -> torch.Tensor:
@@ -56,8 +69,7 @@ def config_latency(table: LatencyTable, config) -> float:
     heads = torch.tensor(config.num_heads, dtype=torch.float64)
     widths = torch.tensor(config.intermediate_sizes, dtype=torch.float64)
     hidden = torch.tensor(float(config.hidden_size), dtype=torch.float64)
-    layers = table.attention_ms(heads, hidden) + table.ffn_ms(widths, hidden)
-    return float(table.calibration * (table.fixed_ms(hidden) + layers.sum()))
+    return float(_structure_ms(table, heads, widths, hidden))
 
 
 def max_speedup(table: LatencyTable, prune_hidden: bool = True) -> float:
@@ -72,17 +84,10 @@ def max_speedup(table: LatencyTable, prune_hidden: bool = True) -> float:
         table: The device's latency table.
         prune_hidden: Whether the hidden dimension is pruned (``hidden`` in ``pruning.units``).
     """
-    layers = table.meta["num_layers"]
-    zero = torch.zeros((), dtype=torch.float64)
+    removed = torch.zeros(table.meta["num_layers"], dtype=torch.float64)  # 0 heads, width 0
     sizes = table.hidden_sizes if prune_hidden else table.hidden_sizes[-1:]
     least = min(
-        float(
-            table.calibration
-            * (
-                table.fixed_ms(hidden)
-                + layers * (table.attention_ms(zero, hidden) + table.ffn_ms(zero, hidden))
-            )
-        )
-        for hidden in (torch.tensor(float(h), dtype=torch.float64) for h in sizes)
+        float(_structure_ms(table, removed, removed, torch.tensor(float(h), dtype=torch.float64)))
+        for h in sizes
     )
     return table.full_ms() / least

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cofi_lightning.latency.table import LatencyTable
+from cofi_lightning.latency.table import LatencyTable, model_shape
 from cofi_lightning.latency.timing import (
     device_name,
     make_inputs,
@@ -143,10 +143,7 @@ def profile(
         "threads": torch.get_num_threads() if dev.type == "cpu" else None,
         "rounds": rounds,
         "warmup": warmup,
-        "num_layers": config.num_hidden_layers,
-        "num_heads": config.num_attention_heads,
-        "intermediate_size": config.intermediate_size,
-        "hidden_size": config.hidden_size,
+        **model_shape(config),
         "head_size": config.attention_head_size,
     }
     table = LatencyTable(meta, hidden_sizes, heads, widths, attention, ffn, fixed, removed)

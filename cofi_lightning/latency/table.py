@@ -21,6 +21,7 @@ Between grid points latencies are interpolated linearly in the kept count and in
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,22 @@ from typing import Any
 import torch
 
 TABLE_VERSION = 1
+
+
+#: A table's model-shape keys (in its ``meta``) and the model config attribute each comes from.
+SHAPE_KEYS = {
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "intermediate_size": "intermediate_size",
+    "hidden_size": "hidden_size",
+}
+
+
+def model_shape(config: Any) -> dict[str, Any]:
+    """The shape a table records for a model (:data:`SHAPE_KEYS`), of a config object or its
+    ``config.json`` dict: what a table must match to serve that model."""
+    get = config.get if isinstance(config, Mapping) else lambda attr: getattr(config, attr, None)
+    return {key: get(attr) for key, attr in SHAPE_KEYS.items()}
 
 
 class LatencyTableError(ValueError):
