@@ -28,6 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cofi_lightning.modeling.pruning import linear_part
+from cofi_lightning.modeling.structure import sublayer_alive
+
 LayerMapping = Literal["dynamic", "fixed"]
 
 
@@ -131,17 +134,12 @@ def student_layer_alive(
     """
     given = [m for m in (head_layer, head, mlp, intermediate) if m is not None]
     device = given[0].device if given else None
-    attention = torch.ones(num_layers, dtype=torch.bool, device=device)
-    ffn = torch.ones(num_layers, dtype=torch.bool, device=device)
-    if head_layer is not None:
-        attention = attention & (head_layer != 0)
-    if head is not None:
-        attention = attention & (head != 0).any(dim=-1)
-    if mlp is not None:
-        ffn = ffn & (mlp != 0)
-    if intermediate is not None:
-        ffn = ffn & (intermediate != 0).any(dim=-1)
-    return attention | ffn
+
+    def alive(layer: Tensor | None, units: Tensor | None) -> Tensor:
+        out = sublayer_alive(*(None if m is None else m != 0 for m in (layer, units)))
+        return torch.ones(num_layers, dtype=torch.bool, device=device) if out is None else out
+
+    return alive(head_layer, head) | alive(mlp, intermediate)
 
 
 def dynamic_layer_mapping(cost: Tensor, student_alive: Tensor | None = None) -> Tensor:
@@ -315,20 +313,9 @@ class LayerDistiller(nn.Module):
         Args:
             keep_index: LongTensor ``[H_kept]`` of kept student hidden dims.
         """
-        old = self.projection
-        keep = keep_index.to(device=old.weight.device, dtype=torch.long)
-        new = nn.Linear(
-            keep.numel(),
-            old.out_features,
-            bias=old.bias is not None,
-            device=old.weight.device,
-            dtype=old.weight.dtype,
-        )
-        new.weight.copy_(old.weight.index_select(1, keep))
-        if old.bias is not None:
-            new.bias.copy_(old.bias)
-        self.projection = new
-        return new
+        keep = keep_index.to(self.projection.weight.device, torch.long)
+        self.projection = linear_part(self.projection, cols=keep)
+        return self.projection
 
 
 def distillation_loss(
