@@ -20,7 +20,7 @@ import torch
 
 from cofi_lightning.core.masks import CoFiMasks
 from cofi_lightning.latency.table import LatencyTable
-from cofi_lightning.modeling.structure import Structure, kept_units
+from cofi_lightning.modeling.structure import Structure, unit_counts
 
 
 def _structure_ms(
@@ -39,7 +39,7 @@ def _structure_ms(
 
 def expected_latency(masks: CoFiMasks, table: LatencyTable) -> torch.Tensor:
     """ℓ̂ in ms (float64 scalar), differentiable in the masks' log-alphas."""
-    kept = kept_units(masks.keep_probabilities().map(torch.Tensor.double), masks.full)
+    kept = unit_counts(masks.keep_probabilities().map(torch.Tensor.double), masks.full)
     return _structure_ms(table, kept.heads, kept.widths, kept.hidden)
 
 

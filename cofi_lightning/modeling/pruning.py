@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import nn
 
-from .structure import Structure, sublayer_alive
+from .structure import Structure, sublayer_alive, sublayer_masks
 
 if TYPE_CHECKING:
     try:
@@ -115,7 +115,6 @@ def embedding_part(emb: nn.Embedding, hidden: Kept) -> nn.Embedding:
 
 def _checked(masks: Masks, config) -> Masks:
     """``masks`` as float32 CPU tensors, after checking that their shapes fit ``config``."""
-    L, H = config.num_hidden_layers, config.hidden_size
     uniform = len(set(config.num_heads)) == 1 and len(set(config.intermediate_sizes)) == 1
     if not uniform and (masks.head is not None or masks.intermediate is not None):
         raise ValueError(
@@ -123,19 +122,11 @@ def _checked(masks: Masks, config) -> Masks:
             f"this model has num_heads={config.num_heads}, "
             f"intermediate_sizes={config.intermediate_sizes}"
         )
-    n, m = config.num_heads[0], config.intermediate_sizes[0]
-    shapes = {
-        "hidden": (H,),
-        "head": (L, n),
-        "head_layer": (L,),
-        "intermediate": (L, m),
-        "mlp": (L,),
-    }
+    shapes = Structure.from_config(config).mask_shapes()
     for name, t in masks.items():
         if tuple(t.shape) != shapes[name]:
-            raise ValueError(
-                f"masks.{name} has shape {tuple(t.shape)}, the model needs {shapes[name]}"
-            )
+            need = shapes[name]
+            raise ValueError(f"masks.{name} has shape {tuple(t.shape)}, the model needs {need}")
     return masks.map(lambda t: t.detach().float().cpu())
 
 
@@ -157,11 +148,12 @@ def _sublayer_keep(
 
 def _layer_keeps(z: Masks, config) -> list[LayerKeep]:
     """Per layer: the heads / FFN dims of the sublayers that stay alive."""
+    (head_layer, head), (mlp, intermediate) = sublayer_masks(z)
     out = []
     for i in range(config.num_hidden_layers):
-        heads, head_layer = _sublayer_keep(z.head, z.head_layer, i, config.num_heads[i])
-        dims, mlp = _sublayer_keep(z.intermediate, z.mlp, i, config.intermediate_sizes[i])
-        out.append(LayerKeep(heads, head_layer, dims, mlp))
+        heads, attention_gate = _sublayer_keep(head, head_layer, i, config.num_heads[i])
+        dims, ffn_gate = _sublayer_keep(intermediate, mlp, i, config.intermediate_sizes[i])
+        out.append(LayerKeep(heads, attention_gate, dims, ffn_gate))
     return out
 
 

@@ -3,8 +3,9 @@
 This file owns three statements that every reader of a structure shares:
 
 * :func:`sublayer_alive`, the rule "a sublayer is alive": an attention (FFN) sublayer exists while
-  its layer gate ``z_MHA`` (``z_FFN``) is open and at least one of its heads (FFN dimensions) is;
-* :func:`kept_units`, the per-layer kept heads, FFN dimensions, hidden dimensions and alive
+  its layer gate ``z_MHA`` (``z_FFN``) is open and at least one of its heads (FFN dimensions) is,
+  and :func:`sublayer_masks`, which masks those are;
+* :func:`unit_counts`, the per-layer kept heads, FFN dimensions, hidden dimensions and alive
   sublayers of mask values, exact for 0/1 values and expected for gate probabilities (the
   parameter count and the latency of both read it);
 * :class:`Structure`, the kept sizes of an encoder as one value, built from deterministic masks or
@@ -45,7 +46,14 @@ def sublayer_alive(layer: torch.Tensor | None, units: torch.Tensor | None) -> to
     return layer & units if layer.dtype == torch.bool else layer * units
 
 
-class KeptUnits(NamedTuple):
+def sublayer_masks(masks: Any) -> tuple[tuple[torch.Tensor | None, torch.Tensor | None], ...]:
+    """The masks each sublayer type answers to, ``(layer gate [L], units [L, k])``: attention
+    (``head_layer``, ``head``), then FFN (``mlp``, ``intermediate``); None is all open. The one
+    map of mask units onto sublayers: the counts, the layer mapping and pruning read it."""
+    return (masks.head_layer, masks.head), (masks.mlp, masks.intermediate)
+
+
+class UnitCounts(NamedTuple):
     """What mask values keep, per layer (counts, or expected counts for probabilities).
 
     Attributes:
@@ -76,7 +84,7 @@ def _sublayer(
     return count, exists if alive is None else alive * exists
 
 
-def kept_units(keep: Any, full: Structure) -> KeptUnits:
+def unit_counts(keep: Any, full: Structure) -> UnitCounts:
     """Per-layer kept units of mask values: the one translation of gates into counts.
 
     Args:
@@ -87,14 +95,15 @@ def kept_units(keep: Any, full: Structure) -> KeptUnits:
         full: The unmasked structure (sizes for the fields that are None).
 
     Returns:
-        :class:`KeptUnits` in ``keep``'s dtype (float64 when no field is set).
+        :class:`UnitCounts` in ``keep``'s dtype (float64 when no field is set).
     """
     given = [t for _, t in keep.items()]
     ref = given[0] if given else torch.ones((), dtype=torch.float64)
     hidden = keep.hidden.sum() if keep.hidden is not None else ref.new_tensor(full.hidden_size)
-    heads, attention = _sublayer(keep.head_layer, keep.head, full.num_heads, ref)
-    widths, ffn = _sublayer(keep.mlp, keep.intermediate, full.intermediate_sizes, ref)
-    return KeptUnits(hidden, heads, widths, attention, ffn)
+    attention_masks, ffn_masks = sublayer_masks(keep)
+    heads, attention = _sublayer(*attention_masks, full.num_heads, ref)
+    widths, ffn = _sublayer(*ffn_masks, full.intermediate_sizes, ref)
+    return UnitCounts(hidden, heads, widths, attention, ffn)
 
 
 @dataclass(frozen=True)
@@ -128,7 +137,7 @@ class Structure:
     def from_masks(cls, masks: Any, full: Structure) -> Structure:
         """The structure deterministic ``masks`` keep (their non-zeros) of the ``full`` one: what
         physical pruning exports."""
-        kept = kept_units(masks.map(lambda t: (t != 0).to(torch.float64)), full)
+        kept = unit_counts(masks.map(lambda t: (t != 0).to(torch.float64)), full)
         return cls(
             int(kept.hidden.round()),
             tuple(int(n) for n in kept.heads.round()),
@@ -150,6 +159,18 @@ class Structure:
             "hidden_size": self.hidden_size,
             "num_heads": list(self.num_heads),
             "intermediate_sizes": list(self.intermediate_sizes),
+        }
+
+    def mask_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of each ``Masks`` field on this structure (its first layer's widths: masks
+        over heads or FFN dims need the same width in every layer)."""
+        layers = len(self.num_heads)
+        return {
+            "hidden": (self.hidden_size,),
+            "head": (layers, self.num_heads[0]),
+            "head_layer": (layers,),
+            "intermediate": (layers, self.intermediate_sizes[0]),
+            "mlp": (layers,),
         }
 
     def rows(self) -> list[dict[str, Any]]:

@@ -324,13 +324,7 @@ class CoFiSystem(L.LightningModule):
             if use_layer:
                 alive = None
                 if masks is not None:
-                    alive = student_layer_alive(
-                        len(out.hidden_states) - 1,
-                        head_layer=masks.head_layer,
-                        head=masks.head,
-                        mlp=masks.mlp,
-                        intermediate=masks.intermediate,
-                    )
+                    alive = student_layer_alive(len(out.hidden_states) - 1, masks)
                 layer, chosen = self.layer_distiller(
                     out.hidden_states[1:],
                     t_hidden,

@@ -17,7 +17,7 @@ from torch import nn
 from cofi_lightning.core.masks.hard_concrete import GateConstants, HardConcreteGate
 from cofi_lightning.core.masks.types import UNIT_NAMES, Masks
 from cofi_lightning.modeling.param_count import encoder_params, param_terms
-from cofi_lightning.modeling.structure import Structure, kept_units
+from cofi_lightning.modeling.structure import Structure, unit_counts
 
 #: CoFi's initial log-alpha means: 10 (gates start open) except ``intermediate``, which started at
 #: log(1 - 0.5) - log(0.5) = 0 (droprate_init 0.5); the original authors call the asymmetry a typo
@@ -75,20 +75,19 @@ class CoFiMasks(nn.Module):
             raise ValueError(f"droprate_init must be in (0, 1), got {droprate_init}")
         self.units = tuple(u for u in UNIT_NAMES if u in units)
         self.constants = constants or GateConstants()
-        n = _uniform(config, "num_heads", "num_attention_heads")
-        m = _uniform(config, "intermediate_sizes", "intermediate_size")
+        _uniform(config, "num_heads", "num_attention_heads")
+        _uniform(config, "intermediate_sizes", "intermediate_size")
         self.full = Structure.from_config(config)  # the unpruned sizes
         self.head_size = getattr(config, "attention_head_size", None) or (
             config.hidden_size // config.num_attention_heads
         )
         self.param_terms = param_terms(config)  # a family's extra terms of the formula
-        L = config.num_hidden_layers
+        self.mask_shapes = self.full.mask_shapes()
+        # Gates are [groups, units]: deterministic() keeps the expected count of each group. The
+        # hidden dims are one group (decided globally); a per-layer gate is L groups of one.
         shapes = {
-            "hidden": (1, config.hidden_size),  # one group: decided globally
-            "head": (L, n),  # decided per layer
-            "head_layer": (L, 1),  # groups of one
-            "intermediate": (L, m),
-            "mlp": (L, 1),
+            u: (1, *s) if u == "hidden" else s if len(s) == 2 else (*s, 1)
+            for u, s in self.mask_shapes.items()
         }
         init = {**COFI_INIT_LOG_ALPHA, **(init_log_alpha or {})}
         self.gates = nn.ModuleDict()
@@ -103,10 +102,7 @@ class CoFiMasks(nn.Module):
 
     def _as_masks(self, values: dict[str, torch.Tensor]) -> Masks:
         """Gate-shaped tensors -> :class:`Masks` field shapes (drop the group-of-one dims)."""
-        out = {}
-        for unit, t in values.items():
-            out[unit] = t.reshape(-1) if unit in ("hidden", "head_layer", "mlp") else t
-        return Masks(**out)
+        return Masks(**{u: t.reshape(self.mask_shapes[u]) for u, t in values.items()})
 
     def sample(self, noise: Mapping[str, torch.Tensor] | None = None) -> Masks:
         """Masks for one training step (one sample shared by the whole batch, as in CoFi).
@@ -153,7 +149,7 @@ class CoFiMasks(nn.Module):
         hidden size is constant, which gives the paper's formula without hidden pruning. A unit
         that is not masked counts as always kept.
         """
-        kept = kept_units(self.keep_probabilities(), self.full)
+        kept = unit_counts(self.keep_probabilities(), self.full)
         return encoder_params(*kept, self.head_size, **self.param_terms)
 
     def expected_sparsity(self) -> torch.Tensor:

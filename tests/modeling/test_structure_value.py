@@ -9,7 +9,7 @@ from transformers import BertConfig
 
 from cofi_lightning.core.masks import CoFiMasks, Masks
 from cofi_lightning.modeling import CoFiBertConfig, CoFiBertForSequenceClassification
-from cofi_lightning.modeling.structure import Structure, kept_units, sublayer_alive
+from cofi_lightning.modeling.structure import Structure, sublayer_alive, unit_counts
 
 from tiny_bert import tiny_bert_kwargs
 
@@ -95,7 +95,7 @@ def test_kept_units_expected_counts_and_alive_probability(cfg):
     """Probabilities give expected counts; 0/1 values the exact counts of Structure.from_masks."""
     full = Structure.from_config(cfg)
     p = Masks(head=torch.full((2, 4), 0.5), head_layer=torch.tensor([1.0, 0.5]))
-    kept = kept_units(p, Structure(full.hidden_size, (4, 4), (8, 8)))
+    kept = unit_counts(p, Structure(full.hidden_size, (4, 4), (8, 8)))
     torch.testing.assert_close(kept.heads, torch.tensor([2.0, 1.0]))
     torch.testing.assert_close(kept.attention, torch.tensor([1 - 0.5**4, 0.5 * (1 - 0.5**4)]))
     torch.testing.assert_close(kept.widths, torch.tensor([8.0, 8.0]))
