@@ -138,11 +138,10 @@ class Structure:
         """The structure deterministic ``masks`` keep (their non-zeros) of the ``full`` one: what
         physical pruning exports."""
         kept = unit_counts(masks.map(lambda t: (t != 0).to(torch.float64)), full)
-        return cls(
-            int(kept.hidden.round()),
-            tuple(int(n) for n in kept.heads.round()),
-            tuple(int(n) for n in kept.widths.round()),
-        )
+        sizes = torch.cat([kept.hidden.reshape(1), kept.heads, kept.widths]).round().long()
+        hidden, *per_layer = sizes.tolist()  # one host sync (masks may live on a GPU)
+        layers = len(full.num_heads)
+        return cls(hidden, tuple(per_layer[:layers]), tuple(per_layer[layers:]))
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> Structure:
