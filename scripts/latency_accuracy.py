@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig
 
-from cofi_lightning.core.masks import CoFiMasks, Masks
+from cofi_lightning.core.masks import CoFiMasks
 from cofi_lightning.latency import LatencyTable, expected_latency, structure_latency
 from cofi_lightning.latency.timing import make_inputs, time_models
 from cofi_lightning.modeling import CoFiBertConfig, CoFiBertForSequenceClassification
+from cofi_lightning.modeling.structure import Structure
 
 
 def _random_structure(config: CoFiBertConfig, rng: random.Random) -> dict[str, list[int] | int]:
@@ -35,22 +36,6 @@ def _random_structure(config: CoFiBertConfig, rng: random.Random) -> dict[str, l
     ]
     hidden = rng.randint(config.hidden_size // 4, config.hidden_size)
     return {"num_heads": heads, "intermediate_sizes": widths, "hidden_size": hidden}
-
-
-def _as_masks(masks: CoFiMasks, structure: dict) -> Masks:
-    """0/1 masks keeping the first units of each layer (latency depends on counts only)."""
-    L, N, M, H = masks.num_layers, masks.num_heads, masks.intermediate_size, masks.hidden_size
-    head = torch.zeros(L, N)
-    inter = torch.zeros(L, M)
-    for i, (n, m) in enumerate(
-        zip(structure["num_heads"], structure["intermediate_sizes"], strict=True)
-    ):
-        head[i, :n], inter[i, :m] = 1, 1
-    hidden = torch.zeros(H)
-    hidden[: structure["hidden_size"]] = 1
-    return Masks(
-        hidden=hidden, head=head, head_layer=torch.ones(L), intermediate=inter, mlp=torch.ones(L)
-    )
 
 
 def main() -> None:
@@ -76,7 +61,8 @@ def main() -> None:
                 gate.log_alpha.uniform_(-3, 4, generator=g)
             estimate = float(expected_latency(masks, table))
             samples = [
-                structure_latency(masks, table, masks.sample(masks.noise(g))) for _ in range(500)
+                structure_latency(table, masks.structure(masks.sample(masks.noise(g))))
+                for _ in range(500)
             ]
         mean = statistics.mean(samples)
         mc_errors.append(abs(estimate - mean) / mean)
@@ -89,7 +75,7 @@ def main() -> None:
         model = CoFiBertForSequenceClassification(pruned).to(device).eval()
         inputs = make_inputs(meta["batch"], meta["seq"], config.vocab_size, device)
         measured = time_models({"m": model}, inputs, 2, args.rounds)["m"].median_ms
-        predicted = structure_latency(masks, table, _as_masks(masks, structure))
+        predicted = structure_latency(table, Structure.from_dict(structure))
         rows.append(
             {
                 **structure,

@@ -28,8 +28,8 @@ from transformers import AutoConfig
 
 from cofi_lightning.core.lagrangian import (
     LagrangeMultipliers,
+    TargetPath,
     multiplier_param_group,
-    target_sparsity,
 )
 from cofi_lightning.core.masks import CoFiMasks
 from cofi_lightning.modeling import CoFiBertConfig
@@ -49,9 +49,9 @@ def simulate(config, *, target, pre, ramp, steps, reg_lr, reset, pressure, seed=
     importance = {
         u: torch.rand(gate.log_alpha.shape, generator=g) ** 3 for u, gate in masks.gates.items()
     }
-    trace = []
+    trace, path = [], TargetPath((target,), (ramp,))
     for step in range(pre, steps):
-        t = target_sparsity(step - pre, target=target, warmup_steps=ramp)
+        t = path(step - pre)
         z = masks.sample(masks.noise(g))
         task = sum((importance[u] * (1 - v)).sum() for u, v in z.items()) * pressure
         s_hat = masks.expected_sparsity()

@@ -13,6 +13,7 @@ from cofi_lightning.core.distillation import (
     student_layer_alive,
     teacher_layer_indices,
 )
+from cofi_lightning.core.masks import Masks
 
 B, S, H = 2, 5, 8
 
@@ -112,13 +113,14 @@ def test_layer_alive_if_attention_or_ffn_kept() -> None:
     mlp = torch.tensor([0.0, 0.7, 0.0, 1.0, 0.0])
     head = torch.ones(5, 2)
     head[4] = 0.0  # layer 4: MHA gate open but every head pruned, and FFN gate closed.
-    alive = student_layer_alive(5, head_layer=head_layer, head=head, mlp=mlp)
+    alive = student_layer_alive(5, Masks(head_layer=head_layer, head=head, mlp=mlp))
     # Layer 1 has a dead attention but a live FFN: the original (MHA-only) check dropped it (#53).
     assert alive.tolist() == [True, True, False, True, False]
     intermediate = torch.ones(5, 3)
     intermediate[1] = 0.0
-    assert not student_layer_alive(5, head_layer=head_layer, mlp=mlp, intermediate=intermediate)[1]
-    assert student_layer_alive(3).all()
+    masks = Masks(head_layer=head_layer, mlp=mlp, intermediate=intermediate)
+    assert not student_layer_alive(5, masks)[1]
+    assert student_layer_alive(3, Masks()).all()
 
 
 # --- dynamic mapping on cost matrices ------------------------------------------------------------
@@ -161,7 +163,7 @@ def test_dynamic_mapping_skips_dead_layers() -> None:
     cost = torch.tensor([[0.0, 1.0, 2.0, 3.0], [3.0, 2.0, 1.0, 0.0]])
     head_layer = torch.tensor([1.0, 1.0, 0.0, 0.0])
     mlp = torch.tensor([1.0, 1.0, 1.0, 0.0])  # layer 3 fully dead; layer 2 only lost attention
-    alive = student_layer_alive(4, head_layer=head_layer, mlp=mlp)
+    alive = student_layer_alive(4, Masks(head_layer=head_layer, mlp=mlp))
     assert dynamic_layer_mapping(cost, alive).tolist() == [0, 2]
     # Even the cheapest dead layer is never picked while an alive one qualifies.
     assert dynamic_layer_mapping(cost, torch.tensor([True, True, False, False])).tolist() == [0, 1]

@@ -7,8 +7,8 @@ import torch
 
 from cofi_lightning.core.lagrangian import (
     LagrangeMultipliers,
+    TargetPath,
     multiplier_param_group,
-    target_sparsity,
 )
 
 
@@ -16,27 +16,29 @@ from cofi_lightning.core.lagrangian import (
     ("step", "expected"),
     [(-5, 0.0), (0, 0.0), (50, 0.35), (100, 0.7), (1000, 0.7)],
 )
-def test_target_sparsity_linear_ramp(step: int, expected: float) -> None:
-    assert target_sparsity(step, target=0.7, warmup_steps=100) == pytest.approx(expected)
+def test_target_linear_ramp(step: int, expected: float) -> None:
+    assert TargetPath((0.7,), (100,))(step) == pytest.approx(expected)
 
 
-def test_target_sparsity_start_and_no_warmup() -> None:
-    assert target_sparsity(5, target=0.6, warmup_steps=10, start=0.2) == pytest.approx(0.4)
-    assert target_sparsity(-1, target=0.6, warmup_steps=10, start=0.2) == pytest.approx(0.2)
-    assert target_sparsity(0, target=0.6, warmup_steps=0) == pytest.approx(0.6)
+def test_target_start_and_no_warmup() -> None:
+    assert TargetPath((0.6,), (10,), start=0.2)(5) == pytest.approx(0.4)
+    assert TargetPath((0.6,), (10,), start=0.2)(-1) == pytest.approx(0.2)
+    assert TargetPath((0.6,), (0,))(0) == pytest.approx(0.6)
     # Before pruning starts (negative step) the target is `start` even without a ramp.
-    assert target_sparsity(-3, target=0.6, warmup_steps=0) == pytest.approx(0.0)
+    assert TargetPath((0.6,), (0,))(-3) == pytest.approx(0.0)
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5])
-def test_target_sparsity_rejects_invalid_target(bad: float) -> None:
+def test_target_rejects_invalid_target(bad: float) -> None:
     with pytest.raises(ValueError, match="target_sparsity"):
-        target_sparsity(0, target=bad, warmup_steps=10)
+        TargetPath((bad,), (10,))
+    with pytest.raises(ValueError, match="start_sparsity"):
+        TargetPath((0.5,), (10,), start=bad)
 
 
-def test_target_sparsity_rejects_negative_warmup() -> None:
-    with pytest.raises(ValueError, match="warmup_steps"):
-        target_sparsity(0, target=0.5, warmup_steps=-1)
+def test_target_rejects_negative_warmup() -> None:
+    with pytest.raises(ValueError, match=">= 0 steps"):
+        TargetPath((0.5,), (-1,))
 
 
 def test_penalty_formula_and_zero_init() -> None:
@@ -179,9 +181,9 @@ def _simulate(reset: bool, steps: int = 240, ramp: int = 120, target: float = 0.
     importance = {
         u: torch.rand(gate.log_alpha.shape, generator=g) ** 3 for u, gate in masks.gates.items()
     }
-    out = []
+    out, path = [], TargetPath((target,), (ramp,))
     for step in range(steps):
-        t = target_sparsity(step, target=target, warmup_steps=ramp)
+        t = path(step)
         z = masks.sample(masks.noise(g))
         task = sum((importance[u] * (1 - v)).sum() for u, v in z.items()) * 0.02
         s_hat = masks.expected_sparsity()

@@ -146,11 +146,11 @@ def test_structure_latency_sums_the_table_over_layers():
         for gate in masks.gates.values():
             gate.log_alpha.fill_(10.0)  # every unit kept
     z = masks.deterministic()
-    full = structure_latency(masks, table, z)
+    full = structure_latency(table, masks.structure(z))
     assert full == pytest.approx(0.5 + 3 * (4 * 1.0 + 64 * 0.1))
     z.head[1] = 0  # layer 1's attention removed
     z.intermediate[2, :32] = 0
-    assert structure_latency(masks, table, z) == pytest.approx(full - 4.0 - 3.2)
+    assert structure_latency(table, masks.structure(z)) == pytest.approx(full - 4.0 - 3.2)
 
 
 def test_expected_latency_is_close_to_the_monte_carlo_mean_and_steers_the_gates():
@@ -164,7 +164,9 @@ def test_expected_latency_is_close_to_the_monte_carlo_mean_and_steers_the_gates(
             gate.log_alpha.copy_(torch.empty_like(gate.log_alpha).uniform_(-3, 4, generator=g))
     table = _linear_table(config)
     estimate = expected_latency(masks, table)
-    samples = [structure_latency(masks, table, masks.sample(masks.noise(g))) for _ in range(2000)]
+    samples = [
+        structure_latency(table, masks.structure(masks.sample(masks.noise(g)))) for _ in range(2000)
+    ]
     mc = sum(samples) / len(samples)
     assert abs(float(estimate.detach()) - mc) / mc < 0.05
     estimate.backward()

@@ -210,9 +210,7 @@ class PruningConfig(StageConfig):
     target_speedup: float | None = None
     latency_table: str | None = None
     start_sparsity: float = 0.0
-    units: list[str] = field(
-        default_factory=lambda: ["hidden", "head", "head_layer", "intermediate", "mlp"]
-    )
+    units: list[str] = field(default_factory=lambda: list(UNIT_NAMES))
     reg_lr: float = 0.01
     pre_pruning_epochs: float = 1.0
     pre_pruning_steps: int | None = None

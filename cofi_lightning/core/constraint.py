@@ -143,11 +143,11 @@ class LatencyConstraint:
         return 1.0 - expected_latency(masks, self.table) / self.full_ms
 
     def real(self, masks: CoFiMasks, z: Masks) -> float:
-        return 1.0 - structure_latency(masks, self.table, z) / self.full_ms
+        return 1.0 - structure_latency(self.table, masks.structure(z)) / self.full_ms
 
     def describe(self, masks: CoFiMasks, z: Masks) -> dict[str, float]:
         """``latency/*`` numbers of a structure: table ms, unpruned ms, table speedup."""
-        ms = structure_latency(masks, self.table, z)
+        ms = structure_latency(self.table, masks.structure(z))
         return {
             "latency/table_ms": ms,
             "latency/unpruned_ms": self.full_ms,

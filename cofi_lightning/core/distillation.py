@@ -28,6 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cofi_lightning.core.masks.types import Masks
+from cofi_lightning.modeling.pruning import linear_part
+from cofi_lightning.modeling.structure import sublayer_alive, sublayer_masks
+
 LayerMapping = Literal["dynamic", "fixed"]
 
 
@@ -106,42 +110,27 @@ def teacher_layer_indices(num_teacher_layers: int, every: int = 3) -> list[int]:
     return list(range(num_teacher_layers - 1, -1, -every))[::-1]
 
 
-def student_layer_alive(
-    num_layers: int,
-    *,
-    head_layer: Tensor | None = None,
-    head: Tensor | None = None,
-    mlp: Tensor | None = None,
-    intermediate: Tensor | None = None,
-) -> Tensor:
-    """Which student layers still exist: those whose attention OR FFN sublayer is kept.
+def student_layer_alive(num_layers: int, masks: Masks) -> Tensor:
+    """Which student layers still exist: those whose attention OR FFN sublayer is alive.
 
     The original code tested only the attention mask although the matched hidden states are FFN
-    outputs (CoFiPruning issue #53); here a layer is dead only when both sublayers are gone. A
-    sublayer is gone when its layer gate is 0 or all of its heads / FFN dimensions are 0. A mask
+    outputs (CoFiPruning issue #53); here a layer is dead only when both sublayers are gone
+    (:func:`~cofi_lightning.modeling.structure.sublayer_alive` of the non-zero masks). A mask
     that is None counts as all ones.
 
     Args:
         num_layers: L, the number of student layers.
-        head_layer: ``[L]`` z_MHA. head: ``[L, N]`` z_head.
-        mlp: ``[L]`` z_FFN. intermediate: ``[L, I]`` z_int.
+        masks: The step's masks (``head_layer [L]``, ``head [L, N]``, ``mlp [L]``, ...).
 
     Returns:
         Bool tensor ``[L]``.
     """
-    given = [m for m in (head_layer, head, mlp, intermediate) if m is not None]
-    device = given[0].device if given else None
-    attention = torch.ones(num_layers, dtype=torch.bool, device=device)
-    ffn = torch.ones(num_layers, dtype=torch.bool, device=device)
-    if head_layer is not None:
-        attention = attention & (head_layer != 0)
-    if head is not None:
-        attention = attention & (head != 0).any(dim=-1)
-    if mlp is not None:
-        ffn = ffn & (mlp != 0)
-    if intermediate is not None:
-        ffn = ffn & (intermediate != 0).any(dim=-1)
-    return attention | ffn
+    device = next((t.device for _, t in masks.items()), None)
+    alive = torch.zeros(num_layers, dtype=torch.bool, device=device)
+    for layer, units in sublayer_masks(masks):
+        sublayer = sublayer_alive(*(None if m is None else m != 0 for m in (layer, units)))
+        alive = alive | (True if sublayer is None else sublayer)
+    return alive
 
 
 def dynamic_layer_mapping(cost: Tensor, student_alive: Tensor | None = None) -> Tensor:
@@ -315,20 +304,9 @@ class LayerDistiller(nn.Module):
         Args:
             keep_index: LongTensor ``[H_kept]`` of kept student hidden dims.
         """
-        old = self.projection
-        keep = keep_index.to(device=old.weight.device, dtype=torch.long)
-        new = nn.Linear(
-            keep.numel(),
-            old.out_features,
-            bias=old.bias is not None,
-            device=old.weight.device,
-            dtype=old.weight.dtype,
-        )
-        new.weight.copy_(old.weight.index_select(1, keep))
-        if old.bias is not None:
-            new.bias.copy_(old.bias)
-        self.projection = new
-        return new
+        keep = keep_index.to(self.projection.weight.device, torch.long)
+        self.projection = linear_part(self.projection, cols=keep)
+        return self.projection
 
 
 def distillation_loss(

@@ -1,9 +1,9 @@
 """Target-sparsity schedule and the Lagrangian sparsity penalty L_c of CoFi (Xia et al. 2022).
 
-This file owns four small things:
+This file owns three small things:
 
-* :func:`target_sparsity`, the linear ramp of the target sparsity t over the Lagrangian warm-up;
-* :class:`TargetPath`, t along a sparsity path (ramp, dwell, ramp, ...; one ramp for one target);
+* :class:`TargetPath`, the target sparsity t at each step: a linear ramp over the Lagrangian
+  warm-up, or a sparsity path (ramp, dwell, ramp, ...);
 * :class:`LagrangeMultipliers`, the two learned multipliers and the penalty
   ``L_c = λ1 (ŝ − t) + λ2 (ŝ − t)²`` (the paper's Lagrangian term, Sec. 3, after Wang et al.
   2020, "Structured Pruning of Large Language Models");
@@ -37,50 +37,25 @@ def _check_sparsity(name: str, value: float) -> None:
         raise ValueError(f"`{name}` must be in [0, 1), got {value!r}")
 
 
-def target_sparsity(step: int, *, target: float, warmup_steps: int, start: float = 0.0) -> float:
-    """The target sparsity t at a pruning step: a linear ramp from ``start`` to ``target``.
-
-    ``t(step) = start + (target − start) · min(1, step / warmup_steps)``. Ramping t instead of
-    asking for the final sparsity at once lets the masks shrink gradually while distillation keeps
-    up.
-
-    Args:
-        step: Optimizer steps since pruning started, i.e. *after* any distillation-only warm-up.
-            Negative values (still in that warm-up) give ``start``.
-        target: Final target sparsity, in [0, 1).
-        warmup_steps: Length of the ramp in optimizer steps (>= 0); 0 means ``target`` at once.
-        start: Sparsity at step 0, in [0, 1); CoFi uses 0.
-
-    Returns:
-        The target sparsity as a Python float.
-
-    Raises:
-        ValueError: if ``target`` or ``start`` lies outside [0, 1) or ``warmup_steps`` < 0.
-    """
-    _check_sparsity("target_sparsity", target)
-    _check_sparsity("start_sparsity", start)
-    if warmup_steps < 0:
-        raise ValueError(f"`warmup_steps` must be >= 0, got {warmup_steps!r}")
-    if step < 0:
-        return start
-    if warmup_steps == 0:
-        return target
-    return start + (target - start) * min(1.0, step / warmup_steps)
-
-
 @dataclass(frozen=True)
 class TargetPath:
     """The target t(step) of a prune stage with one or several targets (a sparsity path).
 
     ``t`` ramps linearly from ``start`` to ``targets[0]`` over ``ramps[0]`` steps, holds it for
     ``dwells[0]`` steps, ramps to ``targets[1]`` over ``ramps[1]``, and so on; the last target is
-    held to the end. With one target this is :func:`target_sparsity` exactly.
+    held to the end. One target is CoFi's schedule: ``t(step) = start + (target − start) ·
+    min(1, step / warm-up)``. Ramping t instead of asking for the final sparsity at once lets the
+    masks shrink gradually while distillation keeps up.
 
     Attributes:
         targets: Ascending targets in [0, 1).
-        ramps: Steps of the ramp that reaches each target (same length as ``targets``).
+        ramps: Steps (>= 0) of the ramp that reaches each target (same length as ``targets``);
+            0 reaches it at once.
         dwells: Steps held at each target before the next ramp (one fewer than ``targets``).
-        start: t at step 0.
+        start: t at step 0, in [0, 1); CoFi uses 0.
+
+    Raises:
+        ValueError: a sparsity outside [0, 1), a negative length or mismatched lengths.
     """
 
     targets: tuple[float, ...]
@@ -93,19 +68,26 @@ class TargetPath:
             raise ValueError(f"one ramp per target: {self.targets} / {self.ramps}")
         if len(self.dwells) != len(self.targets) - 1:
             raise ValueError(f"one dwell between targets: {self.targets} / {self.dwells}")
+        for target in self.targets:
+            _check_sparsity("target_sparsity", target)
+        _check_sparsity("start_sparsity", self.start)
+        if min(self.ramps + self.dwells) < 0:
+            raise ValueError(
+                f"ramps and dwells must be >= 0 steps, got {self.ramps} / {self.dwells}"
+            )
 
     def __call__(self, step: int) -> float:
-        """t at ``step`` optimizer steps after pruning started (negative: ``start``)."""
+        """t at ``step`` optimizer steps after pruning started, i.e. *after* any
+        distillation-only warm-up (negative: still in it, ``start``)."""
         begin, low = 0, self.start
         for k, target in enumerate(self.targets):
-            ramp_end = begin + self.ramps[k]
-            if k == len(self.targets) - 1 or step < ramp_end:
-                return target_sparsity(
-                    step - begin, target=target, warmup_steps=self.ramps[k], start=low
-                )
-            if step < ramp_end + self.dwells[k]:
+            if step < begin:
+                return low
+            if step < begin + self.ramps[k]:
+                return low + (target - low) * ((step - begin) / self.ramps[k])
+            if k == len(self.targets) - 1 or step < begin + self.ramps[k] + self.dwells[k]:
                 return target
-            begin, low = ramp_end + self.dwells[k], target
+            begin, low = begin + self.ramps[k] + self.dwells[k], target
         raise AssertionError("unreachable")
 
     def reached_at(self, k: int) -> int:

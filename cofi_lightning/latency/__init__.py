@@ -10,7 +10,6 @@ CLI: ``python -m cofi_lightning.latency profile --help``.
 """
 
 from cofi_lightning.latency.expected import (
-    config_latency,
     expected_latency,
     max_speedup,
     structure_latency,
@@ -20,7 +19,6 @@ from cofi_lightning.latency.table import LatencyTable, LatencyTableError
 __all__ = [
     "LatencyTable",
     "LatencyTableError",
-    "config_latency",
     "expected_latency",
     "max_speedup",
     "structure_latency",

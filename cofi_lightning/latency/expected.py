@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import torch
 
-from cofi_lightning.core.masks import CoFiMasks, Masks
+from cofi_lightning.core.masks import CoFiMasks
 from cofi_lightning.latency.table import LatencyTable
+from cofi_lightning.modeling.structure import Structure, unit_counts
 
 
 def _structure_ms(
@@ -36,39 +37,17 @@ def _structure_ms(
     return table.calibration * (table.fixed_ms(hidden) + layers.sum())
 
 
-def _latency(masks: CoFiMasks, table: LatencyTable, keep: dict[str, torch.Tensor]) -> torch.Tensor:
-    """ms of the structure given gate-shaped keep values (probabilities or 0/1)."""
-    ref = next(iter(keep.values()))
-    L = masks.num_layers
-
-    def get(unit: str, shape: tuple[int, ...]) -> torch.Tensor:
-        value = keep.get(unit)
-        if value is None:
-            return torch.ones(shape, dtype=torch.float64, device=ref.device)
-        return value.to(torch.float64).reshape(shape)
-
-    hidden = get("hidden", (masks.hidden_size,)).sum()
-    heads = (get("head", (L, masks.num_heads)) * get("head_layer", (L, 1))).sum(1)  # [L]
-    widths = (get("intermediate", (L, masks.intermediate_size)) * get("mlp", (L, 1))).sum(1)
-    return _structure_ms(table, heads, widths, hidden)
-
-
 def expected_latency(masks: CoFiMasks, table: LatencyTable) -> torch.Tensor:
     """ℓ̂ in ms (float64 scalar), differentiable in the masks' log-alphas."""
-    return _latency(masks, table, {u: g.prob_nonzero() for u, g in masks.gates.items()})
+    kept = unit_counts(masks.keep_probabilities().map(torch.Tensor.double), masks.full)
+    return _structure_ms(table, kept.heads, kept.widths, kept.hidden)
 
 
-def structure_latency(masks: CoFiMasks, table: LatencyTable, z: Masks) -> float:
-    """The table's latency (ms) of the structure that ``z`` keeps (its non-zeros)."""
-    keep = {u: (t != 0).to(torch.float64) for u, t in z.items()}
-    return float(_latency(masks, table, keep))
-
-
-def config_latency(table: LatencyTable, config) -> float:
-    """The table's latency (ms) of a (pruned) model config: its per-layer heads and widths."""
-    heads = torch.tensor(config.num_heads, dtype=torch.float64)
-    widths = torch.tensor(config.intermediate_sizes, dtype=torch.float64)
-    hidden = torch.tensor(float(config.hidden_size), dtype=torch.float64)
+def structure_latency(table: LatencyTable, structure: Structure) -> float:
+    """The table's latency (ms) of a structure (of deterministic masks, or of a pruned config)."""
+    heads = torch.tensor(structure.num_heads, dtype=torch.float64)
+    widths = torch.tensor(structure.intermediate_sizes, dtype=torch.float64)
+    hidden = torch.tensor(float(structure.hidden_size), dtype=torch.float64)
     return float(_structure_ms(table, heads, widths, hidden))
 
 

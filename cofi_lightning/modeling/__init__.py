@@ -40,7 +40,7 @@ from cofi_lightning.modeling.modernbert import (
     CoFiModernBertForSequenceClassification,
     CoFiModernBertModel,
 )
-from cofi_lightning.modeling.param_count import architecture_params, encoder_params
+from cofi_lightning.modeling.param_count import encoder_params
 from cofi_lightning.modeling.roberta import (
     CoFiRobertaConfig,
     CoFiRobertaForQuestionAnswering,
@@ -101,6 +101,5 @@ __all__ = [
     "Family",
     "UnsupportedModelError",
     "family_of",
-    "architecture_params",
     "encoder_params",
 ]

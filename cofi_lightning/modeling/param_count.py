@@ -25,8 +25,6 @@ count (products of expectations of independent gates are expectations of product
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 
@@ -77,20 +75,3 @@ def param_terms(config) -> dict[str, int]:
     """A config's extra terms of :func:`encoder_params` (none for BERT and RoBERTa)."""
     terms = getattr(config, "encoder_param_terms", None)
     return terms() if callable(terms) else {}
-
-
-def architecture_params(
-    hidden: int,
-    num_heads: Sequence[int],
-    intermediate_sizes: Sequence[int],
-    head_size: int,
-    **terms: int,
-) -> int:
-    """Exact encoder parameter count of an architecture given as per-layer sizes (0 = removed);
-    ``terms``: a family's extra terms (:func:`param_terms`)."""
-    heads = torch.tensor(num_heads, dtype=torch.float64)
-    inter = torch.tensor(intermediate_sizes, dtype=torch.float64)
-    total = encoder_params(
-        hidden, heads, inter, (heads > 0).double(), (inter > 0).double(), head_size, **terms
-    )
-    return int(round(total.item()))

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import nn
 
+from .structure import Structure, sublayer_alive, sublayer_masks
+
 if TYPE_CHECKING:
     try:
         from cofi_lightning.core.masks.types import Masks
@@ -111,14 +113,8 @@ def embedding_part(emb: nn.Embedding, hidden: Kept) -> nn.Embedding:
     return out
 
 
-def _check_shape(name: str, t: torch.Tensor | None, shape: tuple[int, ...]) -> None:
-    if t is not None and tuple(t.shape) != shape:
-        raise ValueError(f"masks.{name} has shape {tuple(t.shape)}, the model needs {shape}")
-
-
-def _full_masks(masks: Masks, config) -> dict[str, torch.Tensor]:
-    """Every mask as a float32 CPU tensor, all-ones where a unit is not masked."""
-    L, H = config.num_hidden_layers, config.hidden_size
+def _checked(masks: Masks, config) -> Masks:
+    """``masks`` as float32 CPU tensors, after checking that their shapes fit ``config``."""
     uniform = len(set(config.num_heads)) == 1 and len(set(config.intermediate_sizes)) == 1
     if not uniform and (masks.head is not None or masks.intermediate is not None):
         raise ValueError(
@@ -126,44 +122,38 @@ def _full_masks(masks: Masks, config) -> dict[str, torch.Tensor]:
             f"this model has num_heads={config.num_heads}, "
             f"intermediate_sizes={config.intermediate_sizes}"
         )
-    n, m = config.num_heads[0], config.intermediate_sizes[0]
-    shapes = {
-        "hidden": (H,),
-        "head": (L, n),
-        "head_layer": (L,),
-        "intermediate": (L, m),
-        "mlp": (L,),
-    }
-    out = {}
-    for name, shape in shapes.items():
-        t = getattr(masks, name)
-        _check_shape(name, t, shape)
-        out[name] = torch.ones(shape) if t is None else t.detach().float().cpu()
-    return out
+    shapes = Structure.from_config(config).mask_shapes()
+    for name, t in masks.items():
+        if tuple(t.shape) != shapes[name]:
+            need = shapes[name]
+            raise ValueError(f"masks.{name} has shape {tuple(t.shape)}, the model needs {need}")
+    return masks.map(lambda t: t.detach().float().cpu())
 
 
 def _kept(t: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(t != 0).flatten()
 
 
-def _layer_keeps(z: dict[str, torch.Tensor], config) -> list[LayerKeep]:
-    """Per layer: the heads / FFN dims whose own and whose layer's mask are non-zero."""
+def _sublayer_keep(
+    units: torch.Tensor | None, layer: torch.Tensor | None, i: int, full: int
+) -> tuple[Kept, torch.Tensor]:
+    """Layer ``i``'s kept units of one sublayer (none once it is not alive) and its gate value;
+    a None mask keeps all ``full`` units."""
+    gate = torch.ones(()) if layer is None else layer[i]
+    scale = torch.ones(full) if units is None else units[i]
+    alive = sublayer_alive(gate != 0, scale != 0)
+    index = _kept(scale) if alive else torch.zeros(0, dtype=torch.long)
+    return Kept(index, scale[index]), gate
+
+
+def _layer_keeps(z: Masks, config) -> list[LayerKeep]:
+    """Per layer: the heads / FFN dims of the sublayers that stay alive."""
+    (head_layer, head), (mlp, intermediate) = sublayer_masks(z)
     out = []
     for i in range(config.num_hidden_layers):
-        head_scale = z["head"][i] * z["head_layer"][i]
-        heads = _kept(head_scale) if config.num_heads[i] > 0 else head_scale.new_zeros(0).long()
-        int_scale = z["intermediate"][i] * z["mlp"][i]
-        dims = (
-            _kept(int_scale) if config.intermediate_sizes[i] > 0 else int_scale.new_zeros(0).long()
-        )
-        out.append(
-            LayerKeep(
-                heads=Kept(heads, z["head"][i][heads]),
-                head_layer=z["head_layer"][i],
-                dims=Kept(dims, z["intermediate"][i][dims]),
-                mlp=z["mlp"][i],
-            )
-        )
+        heads, attention_gate = _sublayer_keep(head, head_layer, i, config.num_heads[i])
+        dims, ffn_gate = _sublayer_keep(intermediate, mlp, i, config.intermediate_sizes[i])
+        out.append(LayerKeep(heads, attention_gate, dims, ffn_gate))
     return out
 
 
@@ -184,11 +174,12 @@ def prune_model(model, masks: Masks):
         ValueError: mask shapes do not fit the model, or every hidden dimension is pruned.
     """
     cfg = model.config
-    z = _full_masks(masks, cfg)
-    kh = _kept(z["hidden"])
-    if len(kh) == 0:
+    z = _checked(masks, cfg)
+    structure = Structure.from_masks(z, Structure.from_config(cfg))
+    if structure.hidden_size == 0:
         raise ValueError("the hidden mask removes every hidden dimension; nothing would remain")
-    hidden = Kept(kh, z["hidden"][kh])
+    hz = torch.ones(cfg.hidden_size) if z.hidden is None else z.hidden
+    hidden = Kept(_kept(hz), hz[_kept(hz)])
     keeps = _layer_keeps(z, cfg)
     dtype = next(model.parameters()).dtype
     device = next(model.parameters()).device
@@ -197,12 +188,7 @@ def prune_model(model, masks: Masks):
     base.embeddings.prune_hidden_(hidden)
     base.prune_encoder_(keeps, hidden)
     compact.prune_head_(hidden)
-    new_cfg = type(cfg).from_pretrained_config(
-        cfg,
-        hidden_size=len(kh),
-        num_heads=[len(k.heads.index) for k in keeps],
-        intermediate_sizes=[len(k.dims.index) for k in keeps],
-    )
+    new_cfg = type(cfg).from_pretrained_config(cfg, **structure.as_dict())
     copied = compact.config  # the copy's config object, shared by its PreTrainedModel parts
     for module in compact.modules():
         if getattr(module, "config", None) is copied:

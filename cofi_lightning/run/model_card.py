@@ -20,6 +20,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from cofi_lightning.config.resolvers import target_label
 from cofi_lightning.data.tasks import TaskSpec
+from cofi_lightning.modeling.structure import Structure
 from cofi_lightning.run.operating_points import OperatingPoint, result_points
 
 PAPER = "https://arxiv.org/abs/2204.00408"
@@ -70,10 +71,8 @@ def _metric_rows(task: TaskSpec, metrics: dict[str, float]) -> list[EvalResult]:
 
 def _structure_table(structure: dict[str, Any]) -> str:
     lines = ["| layer | heads | FFN width | hidden size |", "|---|---|---|---|"]
-    for i, (heads, ffn) in enumerate(
-        zip(structure["num_heads"], structure["intermediate_sizes"], strict=True)
-    ):
-        lines.append(f"| {i} | {heads} | {ffn} | {structure['hidden_size']} |")
+    for r in Structure.from_dict(structure).rows():
+        lines.append(f"| {r['layer']} | {r['heads']} | {r['ffn_dims']} | {r['hidden']} |")
     return "\n".join(lines)
 
 

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cofi_lightning.config import STAGES, TrainConfig, config_identity, load_config
 from cofi_lightning.config.identity import identity_hash
+from cofi_lightning.modeling.structure import Structure
 from cofi_lightning.run import stages
 from cofi_lightning.run.checkpoints import write_text_atomically
 from cofi_lightning.run.context import RunContext, barrier, is_global_zero, seed_stage
@@ -140,7 +141,6 @@ def _point_summary(results: dict[str, Any], speed: list[Path], plot: Path, run_d
     metric = results["main_metric"]
     teacher = results["teacher"].get(metric)
     params = results["params"]
-    st = results["structure"]
     latency = results.get("latency") or {}
     target = (  # a latency-constrained run's target is a speedup
         f"target speedup {latency['target_speedup']:g}x"
@@ -165,10 +165,7 @@ def _point_summary(results: dict[str, Any], speed: list[Path], plot: Path, run_d
             f"{results['sparsity']:.4f} ({params['pruned']:,} of {params['unpruned']:,} "
             "encoder parameters, counted on the export)",
         ),
-        (
-            "structure",
-            f"hidden {st['hidden_size']}; heads {st['num_heads']}; FFN {st['intermediate_sizes']}",
-        ),
+        ("structure", str(Structure.from_dict(results["structure"]))),
         *achieved,
         ("export", results["export_dir"]),
         ("structure plot", str(plot)),

@@ -42,7 +42,8 @@ from cofi_lightning.core.constraint import (
 )
 from cofi_lightning.core.distillation import LayerDistiller
 from cofi_lightning.core.masks import CoFiMasks, Masks
-from cofi_lightning.latency import LatencyTable, config_latency
+from cofi_lightning.latency import LatencyTable, structure_latency
+from cofi_lightning.modeling.structure import Structure
 from cofi_lightning.run.context import RunContext, barrier, is_global_zero
 from cofi_lightning.run.model_card import write_card
 from cofi_lightning.run.operating_points import OperatingPoint, recorded_target
@@ -55,6 +56,7 @@ from cofi_lightning.training.callbacks import (
     load_masks,
 )
 from cofi_lightning.training.callbacks.best_masks import save_structure
+from cofi_lightning.training.callbacks.structure import save_heatmap
 from cofi_lightning.training.lit_module import CoFiSystem
 
 
@@ -409,17 +411,12 @@ def export_stage(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
         unpruned = ctx.model_class(full).num_encoder_params()
     pruned = model.num_encoder_params()
     metrics = ctx.evaluate(model)
-    c = model.config
-    structure = {
-        "hidden_size": c.hidden_size,
-        "num_heads": list(c.num_heads),
-        "intermediate_sizes": list(c.intermediate_sizes),
-    }
+    structure = Structure.from_config(model.config)
     sparsity = 1.0 - pruned / unpruned
     latency = None
     if ctx.cfg.pruning.constraint == "latency":
         table = latency_table(ctx, full)
-        ms = config_latency(table, model.config)
+        ms = structure_latency(table, structure)
         latency = {
             "target_speedup": ctx.cfg.pruning.target_speedup,
             "table_ms": ms,
@@ -433,14 +430,15 @@ def export_stage(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
         "target_sparsity": target,
         "sparsity": sparsity,
         "params": {"unpruned": unpruned, "pruned": pruned},
-        "structure": structure,
+        "structure": structure.as_dict(),
         "pruned": metrics,
         "teacher": ctx.records.get("teacher", {}).get("metrics", {}),
         "main_metric": ctx.task.main_metric_key,
         "latency": latency,
     }
     if is_global_zero():
-        _plot_structure(structure, full, sparsity, target, plot)
+        title = f"exported: sparsity {sparsity:.3f}"
+        save_heatmap(plot, structure, Structure.from_config(full), title, target)
         write_card(out, ctx.run_dir, ctx.task, str(ctx.cfg.model.pretrained), record, point)
     return {
         "target_sparsity": target,
@@ -448,7 +446,7 @@ def export_stage(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
         "metrics": metrics,
         "params": {"unpruned": unpruned, "pruned": pruned},
         "sparsity": sparsity,
-        "structure": structure,
+        "structure": structure.as_dict(),
         "structure_plot": str(plot),
         "latency": latency,
     }
@@ -462,30 +460,6 @@ def unpruned_config(ctx: RunContext):
     config_class = ctx.family.config_class
     return (
         source if isinstance(source, config_class) else config_class.from_pretrained_config(source)
-    )
-
-
-def _plot_structure(
-    structure: dict, full, sparsity: float, target: float | None, path: Path
-) -> None:
-    """The exported structure as a heatmap PNG (heads, FFN dims, hidden dims kept per layer)."""
-    from cofi_lightning.training.callbacks.structure import save_heatmap
-
-    rows = [
-        {"layer": i, "heads": h, "ffn_dims": f, "hidden": structure["hidden_size"]}
-        for i, (h, f) in enumerate(
-            zip(structure["num_heads"], structure["intermediate_sizes"], strict=True)
-        )
-    ]
-    title = f"exported: sparsity {sparsity:.3f}"
-    save_heatmap(
-        path,
-        rows,
-        max(full.num_heads),
-        max(full.intermediate_sizes),
-        title,
-        full.hidden_size,
-        target,
     )
 
 

@@ -282,11 +282,7 @@ class CoFiSystem(L.LightningModule):
 
     def target_now(self) -> float:
         """The current target sparsity t (0 / ``start_sparsity`` during the warm-up)."""
-        assert self.pruning is not None and self.constraint is not None
-        path = self.target_path
-        if path is None:  # stepped without configure_optimizers (tests): the one-target ramp
-            start = self.pruning.start_sparsity
-            path = TargetPath((self.constraint.target,), (self.lagrangian_warmup_steps,), (), start)
+        path = self.target_path or self._target_path(1, None)  # stepped outside a Trainer
         return path(self.global_step - self.pre_pruning_steps)
 
     def _train_masks(self) -> Masks:
@@ -328,13 +324,7 @@ class CoFiSystem(L.LightningModule):
             if use_layer:
                 alive = None
                 if masks is not None:
-                    alive = student_layer_alive(
-                        len(out.hidden_states) - 1,
-                        head_layer=masks.head_layer,
-                        head=masks.head,
-                        mlp=masks.mlp,
-                        intermediate=masks.intermediate,
-                    )
+                    alive = student_layer_alive(len(out.hidden_states) - 1, masks)
                 layer, chosen = self.layer_distiller(
                     out.hidden_states[1:],
                     t_hidden,

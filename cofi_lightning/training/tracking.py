@@ -21,6 +21,8 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
+from cofi_lightning.modeling.structure import Structure
+
 if TYPE_CHECKING:
     import wandb
 
@@ -122,11 +124,9 @@ class WandbRun:
         run = self.experiment
         run.summary.update(dict(results))
         media: dict[str, Any] = {}
-        structure = results.get("structure")
-        if structure:
-            hidden = structure["hidden_size"]
-            rows = zip(structure["num_heads"], structure["intermediate_sizes"], strict=True)
-            data = [[i, heads, ffn, hidden] for i, (heads, ffn) in enumerate(rows)]
+        if results.get("structure"):
+            rows = Structure.from_dict(results["structure"]).rows()
+            data = [[row[c] for c in STRUCTURE_COLUMNS] for row in rows]
             media["export/structure"] = wandb.Table(columns=list(STRUCTURE_COLUMNS), data=data)
         if heatmap is not None:
             media["export/structure_heatmap"] = wandb.Image(str(heatmap))

@@ -15,8 +15,8 @@ from cofi_lightning.modeling import (
     CoFiBertConfig,
     CoFiBertForQuestionAnswering,
     CoFiBertForSequenceClassification,
-    architecture_params,
 )
+from cofi_lightning.modeling.structure import Structure
 from cofi_lightning.tools.bench import (
     BenchError,
     compare,
@@ -108,9 +108,7 @@ def test_report_is_consistent():
         pruned.num_encoder_params(),
     )
     c = pruned.config
-    assert p["encoder_params"] == architecture_params(
-        c.hidden_size, c.num_heads, c.intermediate_sizes, c.attention_head_size
-    )
+    assert p["encoder_params"] == Structure.from_config(c).params(c.attention_head_size)
     assert b["sparsity"] == 0.0
     assert p["sparsity"] == pytest.approx(1 - p["encoder_params"] / b["encoder_params"])
     ideal = config_forward_flops(base.config, 2, 8) / config_forward_flops(pruned.config, 2, 8)
@@ -318,8 +316,8 @@ def test_compare_rejects_unfair_pairs():
 
 def test_synthetic_structure_is_95_percent_sparse():
     d = BERT_BASE["hidden_size"] // BERT_BASE["num_attention_heads"]
-    dense = architecture_params(768, [12] * 12, [3072] * 12, d)
-    s95 = architecture_params(S95_HIDDEN, S95_HEADS, S95_FFN, d)
+    dense = Structure(768, (12,) * 12, (3072,) * 12).params(d)
+    s95 = Structure(S95_HIDDEN, tuple(S95_HEADS), tuple(S95_FFN)).params(d)
     assert 0.945 < 1 - s95 / dense < 0.955
     assert parse_args(["synthetic=s95"])["synthetic"] is True
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
+from cofi_lightning.modeling.structure import Structure
 from cofi_lightning.training.callbacks import heatmap
 
-ROWS = [
-    {"layer": 0, "heads": 3, "attention": True, "ffn_dims": 40, "ffn": True, "hidden": 24},
-    {"layer": 1, "heads": 0, "attention": False, "ffn_dims": 7, "ffn": True, "hidden": 24},
-]
+KEPT = Structure(hidden_size=24, num_heads=(3, 0), intermediate_sizes=(40, 7))
+FULL = Structure(hidden_size=32, num_heads=(4, 4), intermediate_sizes=(48, 48))
 
 
 def test_heatmap_shows_counts_hidden_row_and_target():
-    fig = heatmap(ROWS, 4, 48, "step 2: sparsity 0.412", hidden_size=32, target=0.6)
+    fig = heatmap(KEPT, FULL, "step 2: sparsity 0.412", target=0.6)
     (ax, _colorbar) = fig.axes
     assert ax.get_title() == "step 2: sparsity 0.412 (target 0.60)"
     assert [t.get_text() for t in ax.get_yticklabels()] == [
@@ -27,9 +26,9 @@ def test_heatmap_shows_counts_hidden_row_and_target():
     plt.close(fig)
 
 
-def test_heatmap_without_hidden_size_or_target_keeps_the_old_call():
-    fig = heatmap(ROWS, 4, 48, "step 2")
+def test_heatmap_without_target_keeps_the_title():
+    fig = heatmap(KEPT, FULL, "step 2")
     (ax, _colorbar) = fig.axes
     assert ax.get_title() == "step 2"
-    assert len(ax.get_yticklabels()) == 2 and len(ax.texts) == 4
+    assert len(ax.get_yticklabels()) == 3 and len(ax.texts) == 5
     plt.close(fig)

@@ -105,8 +105,9 @@ def test_expected_params_is_the_mean_of_sampled_counts(config):
     attention = 4 * d * hidden * heads + 3 * d * heads + 3 * hidden * (heads > 0)
     ffn = 2 * hidden * inter + inter + 3 * hidden * (inter > 0)
     counts = (attention + ffn).sum(-1)  # [n] exact encoder parameters of each pruned model
+    fields = masks.deterministic()  # the Masks field shapes, e.g. head_layer [L] not [L, 1]
     for i in range(50):
-        sample = Masks(**{u: t[i].float() for u, t in z.items()})
+        sample = Masks(**{u: t[i].float().reshape(getattr(fields, u).shape) for u, t in z.items()})
         assert masks.remaining_params(sample) == counts[i].item()
 
     expected = masks.expected_params().item()

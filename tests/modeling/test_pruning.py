@@ -16,8 +16,8 @@ from cofi_lightning.modeling import (
     CoFiBertConfig,
     CoFiBertForQuestionAnswering,
     CoFiBertForSequenceClassification,
-    architecture_params,
 )
+from cofi_lightning.modeling.structure import Structure
 
 from tiny_bert import tiny_bert_kwargs
 
@@ -109,7 +109,8 @@ def test_predicted_params_equal_real_params(cfg, model_cls):
         assert masks.remaining_params(z) == real
         assert masks.sparsity(z) == 1.0 - real / model.num_encoder_params()  # the export's
         c = small.config
-        assert architecture_params(c.hidden_size, c.num_heads, c.intermediate_sizes, 8) == real
+        assert Structure.from_config(c).params(8) == real
+        assert masks.structure(z) == Structure.from_config(c)
 
 
 def test_deterministic_masks_on_minilm(minilm_dir):

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from cofi_lightning.core.masks import CoFiMasks
 from cofi_lightning.modeling import CoFiBertConfig
+from cofi_lightning.modeling.structure import Structure
 from cofi_lightning.training.callbacks import StructureLogger, heatmap
 from cofi_lightning.training.tracking import STRUCTURE_COLUMNS, WandbRun
 
@@ -113,12 +114,9 @@ def test_log_results_summary_and_structure_table(tmp_path):
         "ablation": None,
         "structure": {"hidden_size": 24, "num_heads": [3, 0], "intermediate_sizes": [40, 7]},
     }
-    rows = [
-        {"layer": i, "heads": h, "attention": h > 0, "ffn_dims": f, "ffn": f > 0, "hidden": 24}
-        for i, (h, f) in enumerate([(3, 40), (0, 7)])
-    ]
     png = tmp_path / "final.png"
-    fig = heatmap(rows, 4, 48, "exported", hidden_size=32)
+    full = Structure(hidden_size=32, num_heads=(4, 4), intermediate_sizes=(48, 48))
+    fig = heatmap(Structure.from_dict(results["structure"]), full, "exported")
     fig.savefig(png)
     plt.close(fig)
     run = job_run(tmp_path / "run")

@@ -13,8 +13,8 @@ from cofi_lightning.config import ConfigError, PruningConfig, load_config
 from cofi_lightning.core.constraint import LatencyConstraint, ParamsConstraint
 from cofi_lightning.core.lagrangian import (
     LagrangeMultipliers,
+    TargetPath,
     multiplier_param_group,
-    target_sparsity,
 )
 from cofi_lightning.core.masks import CoFiMasks
 from cofi_lightning.latency import LatencyTable
@@ -71,8 +71,9 @@ def _prune(constraint, config, steps: int = 300) -> CoFiMasks:
         "head": 4 * config.hidden_size * config.attention_head_size,
         "ffn": 2 * config.hidden_size,
     }
+    path = TargetPath((constraint.target,), (steps // 2,))
     for step in range(steps):
-        t = target_sparsity(step, target=constraint.target, warmup_steps=steps // 2)
+        t = path(step)
         z = masks.sample(masks.noise(g))
         task = 1e-5 * (
             weight["head"] * (1 - z.head).sum() + weight["ffn"] * (1 - z.intermediate).sum()

@@ -17,6 +17,7 @@ from torch import nn
 from cofi_lightning.core.masks.hard_concrete import GateConstants, HardConcreteGate
 from cofi_lightning.core.masks.types import UNIT_NAMES, Masks
 from cofi_lightning.modeling.param_count import encoder_params, param_terms
+from cofi_lightning.modeling.structure import Structure, unit_counts
 
 #: CoFi's initial log-alpha means: 10 (gates start open) except ``intermediate``, which started at
 #: log(1 - 0.5) - log(0.5) = 0 (droprate_init 0.5); the original authors call the asymmetry a typo
@@ -74,21 +75,19 @@ class CoFiMasks(nn.Module):
             raise ValueError(f"droprate_init must be in (0, 1), got {droprate_init}")
         self.units = tuple(u for u in UNIT_NAMES if u in units)
         self.constants = constants or GateConstants()
-        self.num_layers = config.num_hidden_layers
-        self.num_heads = _uniform(config, "num_heads", "num_attention_heads")
-        self.intermediate_size = _uniform(config, "intermediate_sizes", "intermediate_size")
-        self.hidden_size = config.hidden_size
+        _uniform(config, "num_heads", "num_attention_heads")
+        _uniform(config, "intermediate_sizes", "intermediate_size")
+        self.full = Structure.from_config(config)  # the unpruned sizes
         self.head_size = getattr(config, "attention_head_size", None) or (
             config.hidden_size // config.num_attention_heads
         )
         self.param_terms = param_terms(config)  # a family's extra terms of the formula
-        L = self.num_layers
-        self._shapes = shapes = {
-            "hidden": (1, self.hidden_size),  # one group: decided globally
-            "head": (L, self.num_heads),  # decided per layer
-            "head_layer": (L, 1),  # groups of one
-            "intermediate": (L, self.intermediate_size),
-            "mlp": (L, 1),
+        self.mask_shapes = self.full.mask_shapes()
+        # Gates are [groups, units]: deterministic() keeps the expected count of each group. The
+        # hidden dims are one group (decided globally); a per-layer gate is L groups of one.
+        shapes = {
+            u: (1, *s) if u == "hidden" else s if len(s) == 2 else (*s, 1)
+            for u, s in self.mask_shapes.items()
         }
         init = {**COFI_INIT_LOG_ALPHA, **(init_log_alpha or {})}
         self.gates = nn.ModuleDict()
@@ -97,16 +96,13 @@ class CoFiMasks(nn.Module):
             if mean is None:
                 mean = math.log(1.0 - droprate_init) - math.log(droprate_init)
             self.gates[unit] = HardConcreteGate(shapes[unit], mean, self.constants)
-        self.full_params = int(self._params(self._ones()).round().item())
+        self.full_params = self.full.params(self.head_size, **self.param_terms)
 
     # --- masks ------------------------------------------------------------------------------------
 
     def _as_masks(self, values: dict[str, torch.Tensor]) -> Masks:
         """Gate-shaped tensors -> :class:`Masks` field shapes (drop the group-of-one dims)."""
-        out = {}
-        for unit, t in values.items():
-            out[unit] = t.reshape(-1) if unit in ("hidden", "head_layer", "mlp") else t
-        return Masks(**out)
+        return Masks(**{u: t.reshape(self.mask_shapes[u]) for u, t in values.items()})
 
     def sample(self, noise: Mapping[str, torch.Tensor] | None = None) -> Masks:
         """Masks for one training step (one sample shared by the whole batch, as in CoFi).
@@ -142,58 +138,31 @@ class CoFiMasks(nn.Module):
 
     # --- parameter counts -------------------------------------------------------------------------
 
-    def _ones(self) -> dict[str, torch.Tensor]:
-        return {u: torch.ones_like(g.log_alpha, dtype=torch.float64) for u, g in self.gates.items()}
-
-    def _params(self, keep: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Encoder parameters given per-gate keep values (probabilities or 0/1), gate-shaped.
-
-        A unit that is not masked counts as always kept. Heads and FFN dimensions count only while
-        their layer mask keeps them; a sublayer is alive when its layer gate and at least one of its
-        units are (1 - prod(1 - p) is the exact probability of "at least one").
-        """
-        ref = next(iter(keep.values()), torch.ones((), dtype=torch.float64))
-
-        def get(unit: str, shape: tuple[int, ...]) -> torch.Tensor:
-            if unit in keep:
-                return keep[unit]
-            return torch.ones(shape, dtype=ref.dtype, device=ref.device)
-
-        L = self.num_layers
-        hidden = get("hidden", (1, self.hidden_size)).sum()
-        head = get("head", (L, self.num_heads)) * get("head_layer", (L, 1))  # [L, N]
-        inter = get("intermediate", (L, self.intermediate_size)) * get("mlp", (L, 1))  # [L, I]
-        attn_alive = get("head_layer", (L, 1)).squeeze(1) * (1 - (1 - get("head", (L, 1))).prod(1))
-        ffn_alive = get("mlp", (L, 1)).squeeze(1) * (1 - (1 - get("intermediate", (L, 1))).prod(1))
-        return encoder_params(
-            hidden,
-            head.sum(1),
-            inter.sum(1),
-            attn_alive,
-            ffn_alive,
-            self.head_size,
-            **self.param_terms,
-        )
+    def keep_probabilities(self) -> Masks:
+        """Every gate's ``P(z ≠ 0)``: what the expected parameter count and latency plug in."""
+        return self._as_masks({u: g.prob_nonzero() for u, g in self.gates.items()})
 
     def expected_params(self) -> torch.Tensor:
         """Differentiable expected number of encoder parameters under the gates' distribution.
 
         The hidden mask enters as the expected number of kept hidden dimensions; without it the
-        hidden size is constant, which gives the paper's formula without hidden pruning.
+        hidden size is constant, which gives the paper's formula without hidden pruning. A unit
+        that is not masked counts as always kept.
         """
-        return self._params({u: g.prob_nonzero() for u, g in self.gates.items()})
+        kept = unit_counts(self.keep_probabilities(), self.full)
+        return encoder_params(*kept, self.head_size, **self.param_terms)
 
     def expected_sparsity(self) -> torch.Tensor:
         """Differentiable expected sparsity s_hat = 1 - E[params] / params of the full encoder."""
         return 1.0 - self.expected_params() / self.full_params
 
+    def structure(self, masks: Masks) -> Structure:
+        """The structure the model pruned with deterministic ``masks`` has (zeros removed)."""
+        return Structure.from_masks(masks, self.full)
+
     def remaining_params(self, masks: Masks) -> int:
         """Exact encoder parameters of the model pruned with ``masks`` (zeros removed)."""
-        gate_shaped = {
-            unit: (t != 0).to(torch.float64).reshape(self._shapes[unit])
-            for unit, t in masks.items()
-        }
-        return int(self._params(gate_shaped).round().item())
+        return self.structure(masks).params(self.head_size, **self.param_terms)
 
     def sparsity(self, masks: Masks) -> float:
         """Exact sparsity ``1 - remaining / full`` of the encoder pruned with ``masks``: for

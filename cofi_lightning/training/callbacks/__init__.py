@@ -4,7 +4,7 @@ fine-tuning, and structure dashboards."""
 from cofi_lightning.training.callbacks.best_masks import BestMasksCheckpoint, load_masks
 from cofi_lightning.training.callbacks.best_weights import BestWeights
 from cofi_lightning.training.callbacks.mask_digest import MaskDigest
-from cofi_lightning.training.callbacks.structure import StructureLogger, heatmap, structure_rows
+from cofi_lightning.training.callbacks.structure import StructureLogger, heatmap
 from cofi_lightning.training.callbacks.window_eval import EvaluateOnWindowEntry
 
 __all__ = [
@@ -15,5 +15,4 @@ __all__ = [
     "StructureLogger",
     "heatmap",
     "load_masks",
-    "structure_rows",
 ]

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import lightning as L
 import matplotlib
-import torch
 
-from cofi_lightning.core.masks import Masks
+from cofi_lightning.modeling.structure import Structure
 from cofi_lightning.training.tracking import MediaLogger
 
 matplotlib.use("Agg")  # no display on clusters
@@ -31,68 +30,31 @@ import matplotlib.pyplot as plt  # noqa: E402
 COLUMNS = ("step", "layer", "heads", "attention", "ffn_dims", "ffn", "hidden")
 
 
-def structure_rows(masks: Masks, num_heads: int, ffn_size: int, hidden: int) -> list[dict]:
-    """Per-layer kept units of deterministic masks (a sublayer is kept if its gate and a unit are).
-
-    Args:
-        masks: Deterministic masks (``head [L, N]``, ``intermediate [L, I]``, ...).
-        num_heads, ffn_size, hidden: Unpruned sizes, used for units that are not masked.
-    """
-    L_ = next(t.shape[0] for u, t in masks.items() if u != "hidden") if masks.items() else 0
-    ones = torch.ones(L_)
-    head_layer = masks.head_layer if masks.head_layer is not None else ones
-    mlp = masks.mlp if masks.mlp is not None else ones
-    heads = (masks.head != 0).sum(1) if masks.head is not None else torch.full((L_,), num_heads)
-    dims = (
-        (masks.intermediate != 0).sum(1)
-        if masks.intermediate is not None
-        else torch.full((L_,), ffn_size)
-    )
-    kept_hidden = int((masks.hidden != 0).sum()) if masks.hidden is not None else hidden
-    rows = []
-    for i in range(L_):
-        h = int(heads[i]) if head_layer[i] != 0 else 0
-        f = int(dims[i]) if mlp[i] != 0 else 0
-        rows.append(
-            {
-                "layer": i,
-                "heads": h,
-                "attention": h > 0,
-                "ffn_dims": f,
-                "ffn": f > 0,
-                "hidden": kept_hidden,
-            }
-        )
-    return rows
-
-
-def heatmap(
-    rows: list[dict],
-    num_heads: int,
-    ffn_size: int,
-    title: str,
-    hidden_size: int | None = None,
-    target: float | None = None,
-):
+def heatmap(structure: Structure, full: Structure, title: str, target: float | None = None):
     """A matplotlib figure of the kept structure per layer, with the kept counts in the cells.
 
-    Rows are heads and FFN dims (colour: kept fraction, text: kept count) and, given
-    ``hidden_size``, the hidden dims shared by all layers (one cell: ``kept/full``).
+    Rows are heads and FFN dims (colour: kept fraction, text: kept count) and the hidden dims
+    shared by all layers (one cell: ``kept/full``).
 
     Args:
-        rows: :func:`structure_rows` output.
-        num_heads, ffn_size: Unpruned heads and FFN dims per layer (the colour scale's 1.0).
+        structure: The kept structure.
+        full: The unpruned one (the colour scale's 1.0).
         title: Figure title; `` (target <target>)`` is appended when ``target`` is given.
-        hidden_size: Unpruned hidden size; ``None`` leaves out the hidden row.
         target: Target sparsity (a fraction), or ``None`` if unknown.
     """
-    n = len(rows)
-    heads, dims = [r["heads"] for r in rows], [r["ffn_dims"] for r in rows]
-    data = [[h / num_heads for h in heads], [f / ffn_size for f in dims]]
-    labels = [f"heads (of {num_heads})", f"FFN dims (of {ffn_size})"]
-    if hidden_size is not None and rows:
-        data.append([rows[0]["hidden"] / hidden_size] * n)  # one shared mask: a uniform row
-        labels.append(f"hidden (of {hidden_size})")
+    n = len(structure.num_heads)
+    heads, dims, hidden = structure.num_heads, structure.intermediate_sizes, structure.hidden_size
+    most_heads, most_dims = max(full.num_heads), max(full.intermediate_sizes)
+    data = [
+        [h / most_heads for h in heads],
+        [f / most_dims for f in dims],
+        [hidden / full.hidden_size] * n,  # one shared mask: a uniform row
+    ]
+    labels = [
+        f"heads (of {most_heads})",
+        f"FFN dims (of {most_dims})",
+        f"hidden (of {full.hidden_size})",
+    ]
     fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * n + 2.5), 0.7 * len(data) + 1.3))
     im = ax.imshow(data, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
 
@@ -103,10 +65,9 @@ def heatmap(
     for i in range(n):
         text(i, 0, str(heads[i]), data[0][i])
         text(i, 1, str(dims[i]), data[1][i])
-    if len(data) == 3:
-        text((n - 1) / 2, 2, f"{rows[0]['hidden']}/{hidden_size}", data[2][0])
+    text((n - 1) / 2, 2, f"{hidden}/{full.hidden_size}", data[2][0])
     ax.set_yticks(range(len(labels)), labels)
-    ax.set_xticks(range(n), [str(r["layer"] + 1) for r in rows])
+    ax.set_xticks(range(n), [str(i + 1) for i in range(n)])
     ax.set_xlabel("layer")
     ax.set_title(title if target is None else f"{title} (target {target:.2f})")
     fig.colorbar(im, ax=ax, label="kept fraction")
@@ -150,8 +111,8 @@ class StructureLogger(L.Callback):
         masks = module.eval_masks() if module.masks is not None else None
         if masks is None:
             return
-        cfg, step = module.masks, trainer.global_step
-        rows = structure_rows(masks, cfg.num_heads, cfg.intermediate_size, cfg.hidden_size)
+        step, structure = trainer.global_step, module.masks.structure(masks)
+        rows = structure.rows()
         self.dirpath.mkdir(parents=True, exist_ok=True)
         table = self.dirpath / "structure.csv"
         new = not table.exists()
@@ -170,8 +131,6 @@ class StructureLogger(L.Callback):
         sparsity = module.last_val_metrics.get("sparsity/deterministic", float("nan"))
         title = f"step {step}: sparsity {sparsity:.3f}"
         path = self.dirpath / f"structure_step{step:07d}.png"
-        save_heatmap(
-            path, rows, cfg.num_heads, cfg.intermediate_size, title, cfg.hidden_size, self.target
-        )
+        save_heatmap(path, structure, module.masks.full, title, self.target)
         for lg in media:
             lg.log_image("structure/heatmap", [str(path)])
