@@ -1,9 +1,11 @@
 """The prunable BERT models: encoder, sequence classification / regression head and QA head.
 
-This file owns the ``PreTrainedModel`` classes, how masks are split per layer, and loading: a
-vanilla Hugging Face BERT checkpoint (hub name or directory) or one of our exported compact
-checkpoints, with a clear error for anything else and never a silent partial load. Physical pruning
-lives in ``pruning.py``; parameter counting in ``param_count.py``.
+This file owns the ``PreTrainedModel`` classes, loading, and the task models every family shares
+(a family's task model supplies only its head's modules and names): loading takes a vanilla
+Hugging Face checkpoint of the family (hub name or directory) or one of our exported compact
+checkpoints, with a clear error for anything else and never a silent partial load. The layers and
+where the masks act live in ``layers.py``, physical pruning in ``pruning.py``, parameter counting
+in ``param_count.py``.
 """
 
 from __future__ import annotations
