@@ -52,15 +52,8 @@ from cofi_lightning.modeling.roberta import (
     CoFiXLMRobertaModel,
 )
 
-_BASE_MODELS = {
-    CoFiBertConfig: CoFiBertModel,
-    CoFiRobertaConfig: CoFiRobertaModel,
-    CoFiXLMRobertaConfig: CoFiXLMRobertaModel,
-    CoFiDebertaV2Config: CoFiDebertaV2Model,
-    CoFiModernBertConfig: CoFiModernBertModel,
-}
 for _family in FAMILIES:
-    _config, _base = _family.config_class, _BASE_MODELS[_family.config_class]
+    _config, _base = _family.config_class, _family.sequence_classification.model_class
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
     AutoModel.register(_config, _base, exist_ok=True)
     AutoModelForSequenceClassification.register(

@@ -1,9 +1,11 @@
 """The prunable BERT models: encoder, sequence classification / regression head and QA head.
 
-This file owns the ``PreTrainedModel`` classes, how masks are split per layer, and loading: a
-vanilla Hugging Face BERT checkpoint (hub name or directory) or one of our exported compact
-checkpoints, with a clear error for anything else and never a silent partial load. Physical pruning
-lives in ``pruning.py``; parameter counting in ``param_count.py``.
+This file owns the ``PreTrainedModel`` classes, loading, and the task models every family shares
+(a family's task model supplies only its head's modules and names): loading takes a vanilla
+Hugging Face checkpoint of the family (hub name or directory) or one of our exported compact
+checkpoints, with a clear error for anything else and never a silent partial load. The layers and
+where the masks act live in ``layers.py``, physical pruning in ``pruning.py``, parameter counting
+in ``param_count.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from transformers.modeling_outputs import QuestionAnsweringModelOutput, Sequence
 # Relative imports only (and no other package import outside ``try``): exported checkpoints ship
 # these files as ``trust_remote_code`` modules for users who do not have cofi-lightning installed.
 from .configuration import CoFiBertConfig
-from .layers import CoFiBertEmbeddings, CoFiBertEncoder, LayerMasks, kept_units
+from .layers import CoFiBertEmbeddings, CoFiBertEncoder, split_masks
 from .pruning import Kept, LayerKeep, linear_part, prune_model
 
 if TYPE_CHECKING:
@@ -204,63 +206,6 @@ class CoFiBertPreTrainedModel(PreTrainedModel):
         (each module shrinks itself, see ``pruning.py``)."""
         return prune_model(self, masks)
 
-    def prune_head_(self, hidden: Kept) -> None:
-        """Keep the hidden dims at the task head's input (the pooler's or the QA head's)."""
-        raise NotImplementedError
-
-
-def split_masks(masks: Masks | None, num_layers: int) -> tuple[list[LayerMasks], LayerMasks]:
-    """Per-layer :class:`LayerMasks` and the embeddings' masks from one :class:`Masks` value."""
-    if masks is None:
-        return [LayerMasks()] * num_layers, LayerMasks()
-    hidden = masks.hidden
-    keep = None if hidden is None else (hidden != 0).to(hidden.dtype)
-    shared = LayerMasks(hidden=hidden, hidden_keep=keep)
-
-    def row(t: torch.Tensor | None, i: int) -> torch.Tensor | None:
-        return None if t is None else t[i]
-
-    kept = kept_units(masks.head_layer, masks.head, masks.mlp, masks.intermediate)
-    layers = [
-        shared._replace(
-            head=row(masks.head, i),
-            head_layer=row(masks.head_layer, i),
-            intermediate=row(masks.intermediate, i),
-            mlp=row(masks.mlp, i),
-            **(kept[i] if kept else {}),
-        )
-        for i in range(num_layers)
-    ]
-    return layers, shared
-
-
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor | None):
-    """Cross-entropy, or MSE when there is one label (regression, STS-B); None without labels."""
-    if labels is None:
-        return None
-    if logits.shape[-1] == 1:
-        return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
-    return F.cross_entropy(logits, labels)
-
-
-def span_output(start_logits, end_logits, start_positions, end_positions, states):
-    """The QA output ``[B, S]`` logits; ``loss`` (the mean of the start and end cross-entropies)
-    when positions are given, those outside the window clamped to S and ignored, as in HF."""
-    loss = None
-    if start_positions is not None and end_positions is not None:
-        S = start_logits.shape[1]
-        start, end = start_positions.clamp(0, S), end_positions.clamp(0, S)
-        loss = (
-            F.cross_entropy(start_logits, start, ignore_index=S)
-            + F.cross_entropy(end_logits, end, ignore_index=S)
-        ) / 2
-    return QuestionAnsweringModelOutput(
-        loss=loss,
-        start_logits=start_logits.contiguous(),
-        end_logits=end_logits.contiguous(),
-        hidden_states=states,
-    )
-
 
 class CoFiBertModel(CoFiBertPreTrainedModel):
     """The encoder with embeddings and an optional pooler."""
@@ -299,28 +244,79 @@ class CoFiBertModel(CoFiBertPreTrainedModel):
         Hidden states follow HF: the embedding output, then every layer's output.
         """
         layer_masks, emb_masks = split_masks(masks, self.config.num_hidden_layers)
-        # [B, S] 1 = token -> [B, 1, 1, S] bool, broadcast over heads and queries (True = attend)
-        attn_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
         x = self.embeddings(input_ids, token_type_ids, position_ids, emb_masks)
-        seq, states = self.encoder(x, attn_mask, layer_masks, output_hidden_states)
+        x, attn_mask = self.attention_inputs(x, attention_mask)
+        seq, states = self.encoder(x, attn_mask, layer_masks)
         pooled = self.pooler(seq[:, 0]) if self.pooler is not None else None
         hidden_states = (x, *states) if output_hidden_states else None
         return seq, pooled, hidden_states
 
+    def attention_inputs(self, x: torch.Tensor, attention_mask: torch.Tensor | None):
+        """The embeddings ``x [B, S, H]`` as the encoder takes them, and the attention mask:
+        ``[B, S]`` 1 = token -> ``[B, 1, 1, S]`` bool (True = attend), broadcast over heads and
+        queries."""
+        return x, None if attention_mask is None else attention_mask.bool()[:, None, None, :]
 
-class CoFiBertForSequenceClassification(CoFiBertPreTrainedModel):
-    """Pooler + linear head; ``num_labels == 1`` is regression (STS-B) with an MSE loss."""
+
+class CoFiTaskModel(CoFiBertPreTrainedModel):
+    """What the task models of every family share: the family's encoder under
+    ``base_model_prefix`` and a head on it (BERT's by default).
+
+    A family's task model subclasses its ``PreTrainedModel`` and the task's class below, and
+    supplies only what differs, under ``transformers``' module names so vanilla checkpoints load
+    key for key: ``model_class``, ``pooling_layer``, :meth:`add_head`, :meth:`logits` and
+    ``head_input``.
+    """
+
+    #: The family's encoder class.
+    model_class: type[nn.Module] = CoFiBertModel
+    #: The encoder holds a pooler (BERT's classification model: ``bert.pooler``).
+    pooling_layer = False
+    #: The head's first projection: its input columns are hidden dims, pruned with them.
+    head_input: str
+
+    def __init__(self, config):
+        super().__init__(config)
+        encoder = self.model_class(config, add_pooling_layer=self.pooling_layer)
+        setattr(self, self.base_model_prefix, encoder)
+        self.add_head(config)
+        self.post_init()
+
+    def add_head(self, config) -> None:
+        """Create the head's modules."""
+        raise NotImplementedError
+
+    def logits(
+        self, seq: torch.Tensor, pooled: torch.Tensor | None, attention_mask
+    ) -> torch.Tensor:
+        """The task's logits from the encoder's ``seq [B, S, H]`` and ``pooled [B, P]``."""
+        raise NotImplementedError
+
+    def prune_head_(self, hidden: Kept) -> None:
+        """Keep the hidden dims at the head's input (``head_input``'s columns)."""
+        owner, _, name = self.head_input.rpartition(".")
+        owner = self.get_submodule(owner)
+        setattr(owner, name, linear_part(getattr(owner, name), cols=hidden.index))
+
+
+class CoFiBertForSequenceClassification(CoFiTaskModel):
+    """Classification, or regression when ``num_labels == 1`` (STS-B, MSE loss); BERT's head:
+    the pooler's output, dropout, ``classifier``."""
 
     _new_head_prefixes = ("classifier.",)
+    pooling_layer = True
+    head_input = "bert.pooler.dense"
 
-    def __init__(self, config: CoFiBertConfig):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.bert = CoFiBertModel(config, add_pooling_layer=True)
+    def add_head(self, config) -> None:
         p = config.classifier_dropout
         self.dropout = nn.Dropout(config.hidden_dropout_prob if p is None else p)
         self.classifier = nn.Linear(config.pooler_size, config.num_labels)
-        self.post_init()
+
+    def logits(
+        self, seq: torch.Tensor, pooled: torch.Tensor | None, attention_mask
+    ) -> torch.Tensor:
+        """``[B, num_labels]``."""
+        return self.classifier(self.dropout(pooled))
 
     def forward(
         self,
@@ -334,29 +330,33 @@ class CoFiBertForSequenceClassification(CoFiBertPreTrainedModel):
         **_: object,
     ) -> SequenceClassifierOutput:
         """``logits [B, num_labels]``; ``loss`` (CE, or MSE for regression) given ``labels``."""
-        _, pooled, states = self.bert(
+        seq, pooled, states = self.base_model(
             input_ids, attention_mask, token_type_ids, position_ids, masks, output_hidden_states
         )
-        logits = self.classifier(self.dropout(pooled))
-        loss = classification_loss(logits, labels)
+        logits = self.logits(seq, pooled, attention_mask)
+        loss = None
+        if labels is not None and logits.shape[-1] == 1:
+            loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+        elif labels is not None:
+            loss = F.cross_entropy(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=states)
 
-    def prune_head_(self, hidden: Kept) -> None:
-        self.bert.pooler.dense = linear_part(self.bert.pooler.dense, cols=hidden.index)
 
-
-class CoFiBertForQuestionAnswering(CoFiBertPreTrainedModel):
-    """Span extraction head: ``start_logits``, ``end_logits`` of shape ``[B, S]``."""
+class CoFiBertForQuestionAnswering(CoFiTaskModel):
+    """Span extraction: ``start_logits``, ``end_logits [B, S]``; BERT's head (RoBERTa's and
+    DeBERTa's too): a linear ``qa_outputs`` on every position."""
 
     _new_head_prefixes = ("qa_outputs.",)
-    #: The family's encoder, stored under ``base_model_prefix`` (``bert``, ``roberta``, ...).
-    model_class: type[nn.Module] = CoFiBertModel
+    head_input = "qa_outputs"
 
-    def __init__(self, config: CoFiBertConfig):
-        super().__init__(config)
-        setattr(self, self.base_model_prefix, self.model_class(config, add_pooling_layer=False))
+    def add_head(self, config) -> None:
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
-        self.post_init()
+
+    def logits(
+        self, seq: torch.Tensor, pooled: torch.Tensor | None, attention_mask
+    ) -> torch.Tensor:
+        """``[B, S, 2]``: the start and end logits of every position."""
+        return self.qa_outputs(seq)
 
     def forward(
         self,
@@ -370,12 +370,23 @@ class CoFiBertForQuestionAnswering(CoFiBertPreTrainedModel):
         output_hidden_states: bool = False,
         **_: object,
     ) -> QuestionAnsweringModelOutput:
-        """Span logits; ``loss`` is the mean of start and end CE when positions are given."""
-        seq, _, states = self.base_model(
+        """Span logits; ``loss`` (the mean of the start and end cross-entropies) when positions
+        are given, those outside the window clamped to S and ignored, as in HF."""
+        seq, pooled, states = self.base_model(
             input_ids, attention_mask, token_type_ids, position_ids, masks, output_hidden_states
         )
-        start_logits, end_logits = self.qa_outputs(seq).unbind(-1)  # 2 x [B, S]
-        return span_output(start_logits, end_logits, start_positions, end_positions, states)
-
-    def prune_head_(self, hidden: Kept) -> None:
-        self.qa_outputs = linear_part(self.qa_outputs, cols=hidden.index)
+        start_logits, end_logits = self.logits(seq, pooled, attention_mask).unbind(-1)
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            S = start_logits.shape[1]
+            start, end = start_positions.clamp(0, S), end_positions.clamp(0, S)
+            loss = (
+                F.cross_entropy(start_logits, start, ignore_index=S)
+                + F.cross_entropy(end_logits, end, ignore_index=S)
+            ) / 2
+        return QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits.contiguous(),
+            end_logits=end_logits.contiguous(),
+            hidden_states=states,
+        )

@@ -23,7 +23,7 @@ projection) and the convolution of ``conv_kernel_size > 0`` (DeBERTa-v2-xlarge /
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -31,15 +31,13 @@ from huggingface_hub.dataclasses import strict
 from torch import nn
 from transformers import DebertaV2Config
 from transformers.activations import ACT2FN
-from transformers.modeling_outputs import SequenceClassifierOutput
 
 # Relative imports only: exported checkpoints ship these files as ``trust_remote_code`` modules.
 from .bert import (
     CoFiBertForQuestionAnswering,
+    CoFiBertForSequenceClassification,
     CoFiBertModel,
     CoFiBertPreTrainedModel,
-    classification_loss,
-    split_masks,
 )
 from .configuration import PerLayerSizes
 from .layers import (
@@ -50,13 +48,7 @@ from .layers import (
     LayerMasks,
     masked_layer_norm,
 )
-from .pruning import Kept, LayerKeep, embedding_part, layer_norm_part, linear_part
-
-if TYPE_CHECKING:
-    try:
-        from cofi_lightning.core.masks.types import Masks
-    except ImportError:  # loaded as remote code
-        pass
+from .pruning import Kept, LayerKeep, embedding_part, fold, head_rows, layer_norm_part, linear_part
 
 
 @strict
@@ -174,15 +166,12 @@ class CoFiDebertaV2Attention(CoFiBertAttention):
             if "p2c" in self.terms:
                 self.self.pos_query_proj = nn.Linear(config.hidden_size, inner)
 
-    def _positions(self, linear: nn.Linear, rel: torch.Tensor, dims, kept: int) -> torch.Tensor:
+    def _positions(self, linear: nn.Linear, rel: torch.Tensor, rows, kept: int) -> torch.Tensor:
         """``[kept, 2P, d]``: the relative embeddings projected for the kept heads."""
-        if dims is None:
-            out = linear(rel)
-        else:
-            out = F.linear(rel, linear.weight.index_select(0, dims), linear.bias[dims])
+        out = F.linear(rel, *fold(linear, rows))
         return out.view(rel.shape[0], kept, self.head_size).transpose(0, 1)
 
-    def attend(self, q, k, v, inputs: AttentionInputs, p: float, keep, dims) -> torch.Tensor:
+    def attend(self, q, k, v, inputs: AttentionInputs, rows) -> torch.Tensor:
         B, kept, S, d = q.shape
         scale = (d * (1 + len(self.terms))) ** 0.5
         scores = q @ (k.transpose(-1, -2) / scale)  # [B, kept, S, S]
@@ -192,26 +181,25 @@ class CoFiDebertaV2Attention(CoFiBertAttention):
             rel_pos = inputs.relative_pos
             if "c2p" in self.terms:
                 proj = self.self.key_proj if self.share_att_key else self.self.pos_key_proj
-                pos_k = self._positions(proj, rel, dims, kept)  # [kept, 2P, d]
+                pos_k = self._positions(proj, rel, rows, kept)  # [kept, 2P, d]
                 c2p = q @ pos_k.transpose(-1, -2)  # [B, kept, S, 2P]
                 index = torch.clamp(rel_pos + self.span, 0, 2 * self.span - 1)
                 c2p = torch.gather(c2p, -1, index.expand(B, kept, S, S))
                 scores = scores + c2p / scale
             if "p2c" in self.terms:
                 proj = self.self.query_proj if self.share_att_key else self.self.pos_query_proj
-                pos_q = self._positions(proj, rel, dims, kept)
+                pos_q = self._positions(proj, rel, rows, kept)
                 p2c = k @ pos_q.transpose(-1, -2)  # [B, kept, S(key), 2P]
                 index = torch.clamp(-rel_pos + self.span, 0, 2 * self.span - 1)
                 p2c = torch.gather(p2c, -1, index.expand(B, kept, S, S)).transpose(-1, -2)
                 scores = scores + p2c / scale
         if inputs.mask is not None:
             scores = scores.masked_fill(~inputs.mask, torch.finfo(scores.dtype).min)
-        probs = F.dropout(torch.softmax(scores, dim=-1), p, self.training)
+        probs = F.dropout(torch.softmax(scores, dim=-1), self.dropout_p, self.training)
         return probs @ v
 
     def prune_(self, keep: LayerKeep, hidden: Kept) -> None:
-        d = self.head_size
-        rows = (keep.heads.index[:, None] * d + torch.arange(d)).flatten()
+        rows = head_rows(keep.heads.index, self.head_size)
         for name in ("pos_key_proj", "pos_query_proj"):
             if hasattr(self.self, name):
                 setattr(self.self, name, linear_part(getattr(self.self, name), rows, hidden.index))
@@ -235,7 +223,7 @@ class CoFiDebertaV2Encoder(CoFiBertEncoder):
             if config.rel_layer_norm:
                 self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, x, attn_mask, layer_masks: list[LayerMasks], output_hidden_states: bool):
+    def forward(self, x, attn_mask, layer_masks: list[LayerMasks]):
         S = x.shape[1]
         rel = relative = None
         if self.config.relative_attention:
@@ -249,7 +237,7 @@ class CoFiDebertaV2Encoder(CoFiBertEncoder):
                     rel = rel * masks.hidden
             relative = relative_positions(S, self.config, x.device)
         inputs = AttentionInputs(attn_mask, rel, relative)
-        return super().forward(x, inputs, layer_masks, output_hidden_states)
+        return super().forward(x, inputs, layer_masks)
 
     def prune_(self, keeps: list[LayerKeep], hidden: Kept) -> None:
         if hasattr(self, "rel_embeddings"):
@@ -260,8 +248,8 @@ class CoFiDebertaV2Encoder(CoFiBertEncoder):
 
 
 class CoFiDebertaV2Embeddings(CoFiBertEmbeddings):
-    """Word (+ absolute position, + token type when configured) embeddings, masked LayerNorm;
-    padded positions are zeroed by the model after it."""
+    """BERT's embeddings without the tables DeBERTa's config leaves out (absolute positions when
+    ``position_biased_input`` is false, token types when ``type_vocab_size`` is 0)."""
 
     def __init__(self, config):
         super().__init__(config)
@@ -271,29 +259,6 @@ class CoFiDebertaV2Embeddings(CoFiBertEmbeddings):
         if config.type_vocab_size <= 0:
             del self.token_type_embeddings
             self.token_type_embeddings = None
-
-    def forward(self, input_ids, token_type_ids, position_ids, masks: LayerMasks) -> torch.Tensor:
-        x = self.word_embeddings(input_ids)
-        if self.position_embeddings is not None:
-            if position_ids is None:
-                position_ids = self.position_ids[:, : input_ids.shape[1]]
-            x = x + self.position_embeddings(position_ids)
-        if self.token_type_embeddings is not None:
-            if token_type_ids is None:
-                token_type_ids = torch.zeros_like(input_ids)
-            x = x + self.token_type_embeddings(token_type_ids)
-        if masks.hidden is not None:
-            x = x * masks.hidden
-        x = masked_layer_norm(x, self.LayerNorm, masks.hidden_keep)
-        if masks.hidden is not None:
-            x = x * masks.hidden
-        return x
-
-    def prune_hidden_(self, hidden: Kept) -> None:
-        for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
-            if getattr(self, name) is not None:
-                setattr(self, name, embedding_part(getattr(self, name), hidden))
-        self.LayerNorm = layer_norm_part(self.LayerNorm, hidden)
 
 
 class CoFiDebertaV2PreTrainedModel(CoFiBertPreTrainedModel):
@@ -308,38 +273,26 @@ class CoFiDebertaV2Model(CoFiDebertaV2PreTrainedModel, CoFiBertModel):
     embeddings_class = CoFiDebertaV2Embeddings
     encoder_class = CoFiDebertaV2Encoder
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        masks: Masks | None = None,
-        output_hidden_states: bool = False,
-    ):
-        """As ``CoFiBertModel.forward``: ``(sequence [B, S, H], None, hidden states or None)``."""
-        layer_masks, emb_masks = split_masks(masks, self.config.num_hidden_layers)
+    def attention_inputs(self, x: torch.Tensor, attention_mask: torch.Tensor | None):
+        """Padded positions zeroed; the mask ``m_i · m_j [B, 1, S, S]`` (padded queries attend
+        uniformly, as in ``transformers``)."""
         if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        x = self.embeddings(input_ids, token_type_ids, position_ids, emb_masks)
-        x = self.embeddings.dropout(x * attention_mask.unsqueeze(-1).to(x.dtype))
+            return x, None
         keep = attention_mask.bool()
-        pair = keep[:, None, :, None] & keep[:, None, None, :]  # [B, 1, S, S]: m_i * m_j
-        seq, states = self.encoder(x, pair, layer_masks, output_hidden_states)
-        hidden_states = (x, *states) if output_hidden_states else None
-        return seq, None, hidden_states
+        return x * keep.unsqueeze(-1).to(x.dtype), keep[:, None, :, None] & keep[:, None, None, :]
 
 
-class CoFiDebertaV2ForSequenceClassification(CoFiDebertaV2PreTrainedModel):
-    """``ContextPooler`` (dense + activation on the first token) and a linear classifier;
-    ``num_labels == 1`` is regression with an MSE loss."""
+class CoFiDebertaV2ForSequenceClassification(
+    CoFiDebertaV2PreTrainedModel, CoFiBertForSequenceClassification
+):
+    """A ``ContextPooler`` (dense + activation on the first token) and a linear classifier."""
 
     _new_head_prefixes = ("classifier.", "pooler.")
+    model_class = CoFiDebertaV2Model
+    pooling_layer = False
+    head_input = "pooler.dense"
 
-    def __init__(self, config):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.deberta = CoFiDebertaV2Model(config, add_pooling_layer=False)
+    def add_head(self, config) -> None:
         self.pooler = nn.Sequential()
         self.pooler.add_module("dropout", nn.Dropout(config.pooler_dropout))
         self.pooler.add_module("dense", nn.Linear(config.hidden_size, config.pooler_size))
@@ -347,29 +300,9 @@ class CoFiDebertaV2ForSequenceClassification(CoFiDebertaV2PreTrainedModel):
         p = getattr(config, "cls_dropout", None)
         self.dropout = nn.Dropout(config.hidden_dropout_prob if p is None else p)
         self.classifier = nn.Linear(config.pooler_size, config.num_labels)
-        self.post_init()
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        masks: Masks | None = None,
-        labels: torch.Tensor | None = None,
-        output_hidden_states: bool = False,
-        **_: object,
-    ) -> SequenceClassifierOutput:
-        """``logits [B, num_labels]``; ``loss`` (CE, or MSE for regression) given ``labels``."""
-        seq, _, states = self.deberta(
-            input_ids, attention_mask, token_type_ids, position_ids, masks, output_hidden_states
-        )
-        logits = self.classifier(self.dropout(self.pooler(seq[:, 0])))
-        loss = classification_loss(logits, labels)
-        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=states)
-
-    def prune_head_(self, hidden: Kept) -> None:
-        self.pooler.dense = linear_part(self.pooler.dense, cols=hidden.index)
+    def logits(self, seq: torch.Tensor, pooled, attention_mask) -> torch.Tensor:
+        return self.classifier(self.dropout(self.pooler(seq[:, 0])))
 
 
 class CoFiDebertaV2ForQuestionAnswering(CoFiDebertaV2PreTrainedModel, CoFiBertForQuestionAnswering):

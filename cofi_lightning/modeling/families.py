@@ -14,22 +14,17 @@ from cofi_lightning.modeling.bert import (
     CoFiBertForQuestionAnswering,
     CoFiBertForSequenceClassification,
 )
-from cofi_lightning.modeling.configuration import CoFiBertConfig
 from cofi_lightning.modeling.deberta import (
-    CoFiDebertaV2Config,
     CoFiDebertaV2ForQuestionAnswering,
     CoFiDebertaV2ForSequenceClassification,
 )
 from cofi_lightning.modeling.modernbert import (
-    CoFiModernBertConfig,
     CoFiModernBertForQuestionAnswering,
     CoFiModernBertForSequenceClassification,
 )
 from cofi_lightning.modeling.roberta import (
-    CoFiRobertaConfig,
     CoFiRobertaForQuestionAnswering,
     CoFiRobertaForSequenceClassification,
-    CoFiXLMRobertaConfig,
     CoFiXLMRobertaForQuestionAnswering,
     CoFiXLMRobertaForSequenceClassification,
 )
@@ -45,16 +40,23 @@ class Family:
 
     Attributes:
         name: Readable name (``BERT``).
-        vanilla_type: ``model_type`` of the family's ``transformers`` checkpoints.
-        config_class: The CoFi config (its ``model_type`` is the exported checkpoints').
-        sequence_classification / question_answering: The task models.
+        sequence_classification / question_answering: The task models (their classes know the
+            config, the encoder and the ``model_type`` of the family's vanilla checkpoints).
     """
 
     name: str
-    vanilla_type: str
-    config_class: type
     sequence_classification: type
     question_answering: type
+
+    @property
+    def config_class(self) -> type:
+        """The CoFi config (its ``model_type`` is the exported checkpoints')."""
+        return self.sequence_classification.config_class
+
+    @property
+    def vanilla_type(self) -> str:
+        """``model_type`` of the family's ``transformers`` checkpoints."""
+        return self.sequence_classification.vanilla_model_types[0]
 
     @property
     def model_types(self) -> tuple[str, str]:
@@ -65,38 +67,16 @@ class Family:
 
 
 FAMILIES: tuple[Family, ...] = (
-    Family(
-        "BERT",
-        "bert",
-        CoFiBertConfig,
-        CoFiBertForSequenceClassification,
-        CoFiBertForQuestionAnswering,
-    ),
-    Family(
-        "RoBERTa",
-        "roberta",
-        CoFiRobertaConfig,
-        CoFiRobertaForSequenceClassification,
-        CoFiRobertaForQuestionAnswering,
-    ),
-    Family(
-        "XLM-R",
-        "xlm-roberta",
-        CoFiXLMRobertaConfig,
-        CoFiXLMRobertaForSequenceClassification,
-        CoFiXLMRobertaForQuestionAnswering,
-    ),
+    Family("BERT", CoFiBertForSequenceClassification, CoFiBertForQuestionAnswering),
+    Family("RoBERTa", CoFiRobertaForSequenceClassification, CoFiRobertaForQuestionAnswering),
+    Family("XLM-R", CoFiXLMRobertaForSequenceClassification, CoFiXLMRobertaForQuestionAnswering),
     Family(
         "DeBERTa-v2/v3",
-        "deberta-v2",
-        CoFiDebertaV2Config,
         CoFiDebertaV2ForSequenceClassification,
         CoFiDebertaV2ForQuestionAnswering,
     ),
     Family(
         "ModernBERT",
-        "modernbert",
-        CoFiModernBertConfig,
         CoFiModernBertForSequenceClassification,
         CoFiModernBertForQuestionAnswering,
     ),

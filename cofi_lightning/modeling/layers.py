@@ -13,49 +13,58 @@ Where each mask acts (B = batch, S = sequence, H = hidden, n = heads, d = head s
 - ``intermediate`` [m]: multiplies the FFN activation.
 - ``mlp`` (scalar): multiplies the FFN output projection.
 The head, intermediate, layer and (sublayer-output) hidden masks are folded into the output
-projection's weight columns / rows rather than multiplied into activations: mathematically the same,
-and the weight is much smaller than a batch of activations.
-A sublayer whose layer mask is zero, or all of whose heads / FFN dimensions are zero, is *removed*:
-the residual passes through with no bias and no LayerNorm, which is exactly what the physically
-pruned model computes (the original code kept the output bias and LayerNorm when only the heads were
-all zero, so its masked and pruned models disagreed). The choice is made with ``torch.where``.
+projection's weight (``pruning.fold``, which physical pruning uses too).
+A sublayer that is not alive (``structure.sublayer_alive``) is *removed*: the residual passes
+through with no bias and no LayerNorm, which is exactly what the physically pruned model computes.
 In eager mode the units whose mask is exactly 0 are not computed at all (closed heads' Q/K/V rows,
-closed FFN dims, removed sublayers; one host sync per forward reads which): the same numbers, the
-same gradients and the same dropout random stream, for a step whose cost falls with the sparsity
-(``tests/modeling/test_skip_closed_units.py``). Under ``torch.compile`` every unit is computed.
+closed FFN dims, removed sublayers; a host sync per sublayer type per forward reads which): the
+same values and gradients as computing every unit, for a step whose cost falls with the sparsity
+(``tests/modeling/test_skip_closed_units.py``). Dropout then draws other random numbers than the
+full computation would. Under ``torch.compile`` every unit is computed and ``torch.where`` picks
+the residual of a removed sublayer.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
-from .pruning import Kept, LayerKeep, embedding_part, layer_norm_part, linear_part
+from .pruning import Kept, LayerKeep, embedding_part, fold, head_rows, layer_norm_part, linear_part
+from .structure import sublayer_alive, sublayer_masks
+
+if TYPE_CHECKING:
+    try:
+        from cofi_lightning.core.masks.types import Masks
+    except ImportError:  # loaded as remote code
+        pass
+
+
+class SublayerMasks(NamedTuple):
+    """The masks of one sublayer: its units (heads or FFN dims) and its gate.
+
+    A unit whose mask is exactly 0 contributes nothing and receives no gradient (its hard-concrete
+    gate is clamped at 0, where the clamp's gradient is 0 too), so computing only the others is
+    exact.
+    """
+
+    units: torch.Tensor | None = None  # [k]: the computed units' masks (None: not masked)
+    layer: torch.Tensor | None = None  # scalar: z_MHA or z_FFN
+    index: torch.Tensor | None = None  # [k] long: the units computed; None: every unit
+    alive: torch.Tensor | None = None  # bool scalar when not known on the host (compiled)
+    removed: bool = False  # known on the host: the sublayer is not alive, nothing is computed
 
 
 class LayerMasks(NamedTuple):
-    """The mask tensors one encoder layer needs (None = not masked).
-
-    ``*_index`` / ``*_removed`` say which units are non-zero (read once per forward, see
-    :func:`kept_units`): computing only those is exact, because a unit whose mask is exactly 0
-    contributes nothing and receives no gradient (its hard-concrete gate is clamped at 0, where
-    the clamp's gradient is 0 too).
-    """
+    """The mask tensors one encoder layer needs (None = not masked)."""
 
     hidden: torch.Tensor | None = None  # [H]
     hidden_keep: torch.Tensor | None = None  # [H], 1.0 where hidden != 0
-    head: torch.Tensor | None = None  # [n]
-    head_layer: torch.Tensor | None = None  # scalar
-    intermediate: torch.Tensor | None = None  # [m]
-    mlp: torch.Tensor | None = None  # scalar
-    head_index: torch.Tensor | None = None  # [n_kept] long; None: every head is computed
-    intermediate_index: torch.Tensor | None = None  # [m_kept] long; None: every dim
-    attention_removed: bool = False  # the layer gate or every head is 0
-    ffn_removed: bool = False  # the layer gate or every FFN dim is 0
+    attention: SublayerMasks = SublayerMasks()
+    ffn: SublayerMasks = SublayerMasks()
 
 
 #: Compute only the units whose mask is non-zero (an exact speed-up; tests switch it off to
@@ -63,76 +72,70 @@ class LayerMasks(NamedTuple):
 SKIP_CLOSED_UNITS = True
 
 
-def kept_units(
-    head_layer: torch.Tensor | None,
-    head: torch.Tensor | None,
-    mlp: torch.Tensor | None,
-    intermediate: torch.Tensor | None,
-) -> list[dict]:
-    """Per layer: the ``head_index`` / ``intermediate_index`` / ``*_removed`` fields of
-    :class:`LayerMasks`, from masks ``[L]``, ``[L, n]``, ``[L]``, ``[L, m]`` (None: unmasked).
+def split_masks(masks: Masks | None, num_layers: int) -> tuple[list[LayerMasks], LayerMasks]:
+    """Per-layer :class:`LayerMasks` and the embeddings' masks from one ``Masks`` value."""
+    if masks is None:
+        return [LayerMasks()] * num_layers, LayerMasks()
+    hidden = masks.hidden
+    shared = LayerMasks(hidden, None if hidden is None else (hidden != 0).to(hidden.dtype))
+    attention, ffn = (_sublayer_masks(*gates, num_layers) for gates in sublayer_masks(masks))
+    layers = [shared._replace(attention=a, ffn=f) for a, f in zip(attention, ffn, strict=True)]
+    return layers, shared
 
-    One host sync for all layers (a single copy of the non-zero pattern to the CPU); none under
-    ``torch.compile``, which computes every unit. An index is None when every unit of that
-    layer is kept, so unmasked layers take the usual path.
+
+def _sublayer_masks(
+    layer: torch.Tensor | None, units: torch.Tensor | None, num_layers: int
+) -> list[SublayerMasks]:
+    """Per layer: one sublayer type's masks from its gates ``layer [L]`` and ``units [L, k]``.
+
+    Eagerly, one host sync reads which sublayers are alive and which units are open, so only
+    those are computed; compiled, every unit is (one static graph, no sync).
     """
-    given = [t for t in (head_layer, head, mlp, intermediate) if t is not None]
-    if not given or not SKIP_CLOSED_UNITS or torch.compiler.is_compiling():
-        return []  # compiled: one static graph of the full computation, no sync
-    num_layers, device = given[0].shape[0], given[0].device
-    flat = [(t != 0).reshape(num_layers, -1) for t in given]
-    columns = torch.cat(flat, dim=1).cpu().split([f.shape[1] for f in flat], dim=1)  # one sync
-    names = [
-        n
-        for n, t in zip(
-            ("layer_a", "heads", "layer_f", "dims"),
-            (head_layer, head, mlp, intermediate),
-            strict=True,
-        )
-        if t is not None
-    ]
-    nonzero = dict(zip(names, columns, strict=True))  # name -> [L, width] bool
+    if layer is None and units is None:
+        return [SublayerMasks()] * num_layers
+    alive = sublayer_alive(_open(layer), _open(units))  # [L] bool
+
+    def row(t: torch.Tensor | None, i: int) -> torch.Tensor | None:
+        return None if t is None else t[i]
+
+    if not SKIP_CLOSED_UNITS or torch.compiler.is_compiling():
+        return [
+            SublayerMasks(row(units, i), row(layer, i), alive=alive[i]) for i in range(num_layers)
+        ]
+    flags = alive[:, None] if units is None else torch.cat([alive[:, None], units != 0], dim=1)
+    flags = flags.cpu()  # [L, 1 + k]: the host sync
     out = []
     for i in range(num_layers):
-        row = {name: flags[i] for name, flags in nonzero.items()}
-        layer_a, heads = row.get("layer_a"), row.get("heads")
-        layer_f, dims = row.get("layer_f"), row.get("dims")
-        fields: dict = {
-            "attention_removed": bool(
-                (layer_a is not None and not layer_a.all())
-                or (heads is not None and not heads.any())
-            ),
-            "ffn_removed": bool(
-                (layer_f is not None and not layer_f.all()) or (dims is not None and not dims.any())
-            ),
-        }
-        if heads is not None and not heads.all():
-            fields["head_index"] = torch.nonzero(heads).flatten().to(device)
-        if dims is not None and not dims.all():
-            fields["intermediate_index"] = torch.nonzero(dims).flatten().to(device)
-        out.append(fields)
+        z, index = row(units, i), None
+        if not flags[i, 0]:
+            out.append(SublayerMasks(removed=True))
+            continue
+        if z is not None and not flags[i, 1:].all():
+            index = torch.nonzero(flags[i, 1:]).flatten().to(z.device)
+            z = z.index_select(0, index)
+        out.append(SublayerMasks(z, row(layer, i), index))
     return out
 
 
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype a linear layer's output has for input ``x`` (autocast's, when it is on)."""
-    device = x.device.type
-    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+def _open(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t != 0
 
 
-def _replay_dropout(p: float, shape: tuple[int, ...], x: torch.Tensor) -> None:
-    """Draw the dropout noise a skipped computation would have drawn, and discard it.
-
-    A removed sublayer still applies dropout in the full computation; drawing the same noise
-    (dropout's ``bernoulli_`` on a tensor of that shape and dtype) keeps the random stream, and
-    so every later dropout mask, identical to computing everything (on the CPU; CUDA's fused
-    dropout draws its numbers differently, so there the stream is only statistically the same).
-    """
-    if p > 0:
-        torch.empty(shape, dtype=_compute_dtype(x), device=x.device).bernoulli_(1 - p)
+def _product(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    """``a * b``, where None is a factor of 1."""
+    return b if a is None else a if b is None else a * b
 
 
-def _keep_zero_grads(x: torch.Tensor, *modules: nn.Module) -> torch.Tensor:
+def fold_output(linear: nn.Linear, masks: LayerMasks, sub: SublayerMasks, unit_size: int = 1):
+    """:func:`~.pruning.fold` of a sublayer's output projection: the columns of the computed units
+    (each ``unit_size`` wide: a head's dims, or one FFN dim) scaled by their masks, the rows by
+    ``z_layer · z_hidden``."""
+    cols = None if sub.index is None else head_rows(sub.index, unit_size)
+    col_z = None if sub.units is None else sub.units.repeat_interleave(unit_size)
+    return fold(linear, None, cols, col_z, _product(sub.layer, masks.hidden))
+
+
+def keep_zero_grads(x: torch.Tensor, *modules: nn.Module) -> torch.Tensor:
     """``x`` (unchanged) tied to ``modules``' parameters with weight 0, so they get zero
     gradients, as they do when a removed sublayer is computed and then discarded.
 
@@ -144,21 +147,6 @@ def _keep_zero_grads(x: torch.Tensor, *modules: nn.Module) -> torch.Tensor:
     if not params:
         return x
     return x + torch.stack([p.sum() for p in params]).sum().to(x.dtype) * 0
-
-
-def _attention_with_dropout(q, k, v, attn_mask, p: float, keep: torch.Tensor, n: int):
-    """Attention of the kept heads ``q, k, v [B, k, S, d]`` with the dropout noise that
-    ``scaled_dot_product_attention`` would draw for all ``n`` heads, restricted to the kept ones:
-    the same numbers as the full computation's kept heads, and the same random stream after it.
-    (The CPU math path of SDPA: scale, masked softmax, then ``bernoulli_`` noise / (1 - p).)"""
-    scale = q.shape[-1] ** -0.5
-    scores = (q * scale**0.5) @ (k * scale**0.5).transpose(-2, -1)  # [B, k, S, S]
-    if attn_mask is not None:
-        scores = scores.masked_fill(~attn_mask, float("-inf"))
-    probs = torch.softmax(scores, dim=-1)
-    B, _, S, _ = probs.shape
-    noise = torch.empty((B, n, S, S), dtype=probs.dtype, device=probs.device).bernoulli_(1 - p)
-    return (probs * noise.index_select(1, keep).div_(1 - p)) @ v
 
 
 def masked_layer_norm(x: torch.Tensor, ln: nn.LayerNorm, keep: torch.Tensor | None) -> torch.Tensor:
@@ -193,7 +181,8 @@ def masked_layer_norm(x: torch.Tensor, ln: nn.LayerNorm, keep: torch.Tensor | No
 
 
 class CoFiBertEmbeddings(nn.Module):
-    """Word + position + token-type embeddings, LayerNorm, dropout (HF ``BertEmbeddings``)."""
+    """Word + token-type + position embeddings, LayerNorm, dropout (HF ``BertEmbeddings``); a
+    family without token types or absolute positions sets that table to None."""
 
     def __init__(self, config):
         super().__init__()
@@ -217,16 +206,17 @@ class CoFiBertEmbeddings(nn.Module):
         masks: LayerMasks,
     ) -> torch.Tensor:
         """``[B, S]`` ids -> ``[B, S, H]`` embeddings."""
-        seq_len = input_ids.shape[1]
-        if position_ids is None:
-            position_ids = self.position_ids[:, :seq_len]
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
         # In place: embedding lookups do not keep their outputs for backward, and the fresh
         # [B, S, H] tensors per sum cost page faults that show in small pruned models.
         x = self.word_embeddings(input_ids)
-        x += self.token_type_embeddings(token_type_ids)
-        x += self.position_embeddings(position_ids)
+        if self.token_type_embeddings is not None:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros_like(input_ids)
+            x += self.token_type_embeddings(token_type_ids)
+        if self.position_embeddings is not None:
+            if position_ids is None:
+                position_ids = self.position_ids[:, : input_ids.shape[1]]
+            x += self.position_embeddings(position_ids)
         if masks.hidden is not None:
             x = x * masks.hidden
         x = self.dropout(masked_layer_norm(x, self.LayerNorm, masks.hidden_keep))
@@ -237,7 +227,8 @@ class CoFiBertEmbeddings(nn.Module):
     def prune_hidden_(self, hidden: Kept) -> None:
         """Keep the hidden dims ``hidden`` (columns of every table, scaled; the LayerNorm)."""
         for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
-            setattr(self, name, embedding_part(getattr(self, name), hidden))
+            if getattr(self, name) is not None:
+                setattr(self, name, embedding_part(getattr(self, name), hidden))
         self.LayerNorm = layer_norm_part(self.LayerNorm, hidden)
 
 
@@ -255,75 +246,24 @@ class SublayerOutput(nn.Module):
         self,
         x: torch.Tensor,
         residual: torch.Tensor,
-        layer_z: torch.Tensor | None,
         masks: LayerMasks,
-        alive: torch.Tensor | None,
-        unit_z: torch.Tensor | None = None,
-        reuse_residual: bool = False,
-        in_index: torch.Tensor | None = None,
+        sub: SublayerMasks,
+        unit_size: int = 1,
     ) -> torch.Tensor:
-        """``x [B, S, in]``, ``residual [B, S, H]`` -> ``[B, S, H]``; ``alive``: bool scalar.
-
-        ``in_index [in]``: ``x`` holds only these input units of the projection (the kept
-        heads' dims / FFN dims); ``unit_z`` is then given for those units only.
-
-        ``unit_z [in]`` (head mask repeated over each head's dims, or the FFN mask) scales the
-        projection's inputs and ``layer_z · hidden`` its outputs. Both are folded into the weight
-        (``[H, in]`` work) instead of multiplying activations (``[B, S, in]`` and ``[B, S, H]``
-        work, forward and backward): the same function, a cheaper pruning step.
-
-        ``reuse_residual``: the caller no longer needs ``residual``. Without masks, gradients or
-        dropout, the projection then accumulates into the residual's memory (one GEMM with
-        ``beta = 1``, then the bias), instead of broadcasting the bias into a fresh ``[B, S, H]``
-        tensor and adding the residual in a second pass. The same sum in another order; on CPU
-        the fresh tensor's first touch (page faults) costs about as much as a small pruned GEMM.
-        It is taken only where it computes what the plain path computes: no autocast and one
-        dtype for input, residual and weight (under autocast the plain path's GEMM runs in bf16 /
-        fp16 while the residual sum promotes to the residual's dtype, as in ``transformers``).
-        """
-        if (
-            reuse_residual
-            and layer_z is None
-            and unit_z is None
-            and alive is None
-            and masks.hidden is None
-            and not (self.training or torch.is_grad_enabled())
-            and residual.is_contiguous()
-            and not torch.is_autocast_enabled(residual.device.type)
-            and x.dtype == residual.dtype == self.dense.weight.dtype
-        ):
-            flat = residual.view(-1, residual.shape[-1])  # [B*S, H], shares memory
-            flat.addmm_(x.reshape(-1, x.shape[-1]), self.dense.weight.t())
-            flat += self.dense.bias
-            return self.LayerNorm(residual)
-        weight, bias = self.dense.weight, self.dense.bias
-        if in_index is not None:
-            weight = weight.index_select(1, in_index)  # [H, in_kept]
-        out_z = layer_z
-        if masks.hidden is not None:
-            out_z = masks.hidden if out_z is None else out_z * masks.hidden
-        if unit_z is not None:
-            weight = weight * unit_z  # [H, in] * [in]
-        if out_z is not None:
-            weight = weight * out_z.reshape(-1, 1)  # rows: [H, 1] or [1, 1]
-            bias = bias * out_z
-        x = self.dropout(F.linear(x, weight, bias))
-        if x.dtype == residual.dtype:
-            x += residual  # in place: neither linear nor dropout keeps its output for backward
-        else:  # autocast: a bf16 / fp16 projection plus an fp32 residual is an fp32 sum
-            x = x + residual
-        out = masked_layer_norm(x, self.LayerNorm, masks.hidden_keep)
+        """``x [B, S, k * unit_size]`` (the computed units of ``sub``, each ``unit_size`` wide:
+        a head's dims or one FFN dim), ``residual [B, S, H]`` -> ``[B, S, H]``; the residual
+        itself when the sublayer is not alive."""
+        x = self.dropout(F.linear(x, *fold_output(self.dense, masks, sub, unit_size)))
+        out = masked_layer_norm(x + residual, self.LayerNorm, masks.hidden_keep)
         if masks.hidden is not None:
             out = out * masks.hidden
-        if alive is not None:
-            out = torch.where(alive, out, residual)
-        return out
+        return out if sub.alive is None else torch.where(sub.alive, out, residual)
 
-    def prune_(self, inputs: torch.Tensor, input_z: torch.Tensor, layer_z, hidden: Kept) -> None:
-        """Keep the projection's input units ``inputs`` (their masks ``input_z`` folded into its
+    def prune_(self, cols: torch.Tensor, col_z: torch.Tensor, layer_z, hidden: Kept) -> None:
+        """Keep the projection's input units ``cols`` (their masks ``col_z`` folded into its
         columns) and the hidden dims; ``layer_z`` (the sublayer's gate) scales its outputs."""
-        out_z = layer_z * hidden.scale
-        self.dense = linear_part(self.dense, hidden.index, inputs, input_z, out_z)
+        row_z = layer_z * hidden.scale
+        self.dense = linear_part(self.dense, hidden.index, cols, col_z, row_z)
         self.LayerNorm = layer_norm_part(self.LayerNorm, hidden)
 
 
@@ -351,73 +291,36 @@ class CoFiBertAttention(nn.Module):
         self.self = QKVProjections(config.hidden_size, num_heads * self.head_size, self.qkv_names)
         self.output = SublayerOutput(num_heads * self.head_size, config)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        attn_mask: torch.Tensor | None,
-        masks: LayerMasks,
-        reuse_input: bool = False,
-    ):
-        """``x [B, S, H]``, ``attn_mask [B, 1, 1, S]`` bool (True = attend) -> ``[B, S, H]``.
+    def forward(self, x: torch.Tensor, attn_mask, masks: LayerMasks) -> torch.Tensor:
+        """``x [B, S, H]``, ``attn_mask [B, 1, 1, S]`` bool (True = attend) -> ``[B, S, H]``."""
+        B, S, _ = x.shape
+        sub, d = masks.attention, self.head_size
+        kept = self.num_heads if sub.index is None else len(sub.index)
+        rows = None if sub.index is None else head_rows(sub.index, d)  # the kept heads' Q/K/V
+        q, k, v = (
+            F.linear(x, *fold(getattr(self.self, name), rows)).view(B, S, kept, d).transpose(1, 2)
+            for name in self.qkv_names
+        )  # [B, kept, S, d]
+        ctx = self.attend(q, k, v, attn_mask, rows)
+        ctx = ctx.transpose(1, 2).reshape(B, S, kept * d)
+        return self.output(ctx, x, masks, sub, unit_size=d)
 
-        ``reuse_input``: ``x`` may be overwritten (see ``SublayerOutput``).
-        """
-        B, S, H = x.shape
-        n, d = self.num_heads, self.head_size
-        p = self.dropout_p if self.training else 0.0
-        if masks.attention_removed:  # the residual passes through (see the module docstring)
-            _replay_dropout(p, (B, n, S, S), x)
-            _replay_dropout(self.output.dropout.p if self.training else 0.0, (B, S, H), x)
-            return _keep_zero_grads(x, self)
-        keep, dims = masks.head_index, None
-        kept = n if keep is None else keep.numel()
-
-        def project(linear: nn.Linear) -> torch.Tensor:  # [B, S, H] -> [B, kept, S, d]
-            if dims is None:
-                out = linear(x)
-            else:
-                out = F.linear(x, linear.weight.index_select(0, dims), linear.bias[dims])
-            return out.view(B, S, kept, d).transpose(1, 2)
-
-        if keep is not None:  # only the kept heads' rows of Q, K, V
-            dims = (keep[:, None] * d + torch.arange(d, device=keep.device)).flatten()
-        q, k, v = (project(getattr(self.self, name)) for name in self.qkv_names)
-        ctx = self.attend(q, k, v, attn_mask, p, keep, dims)
-        ctx = ctx.transpose(1, 2).reshape(B, S, kept * d)  # [B, S, kept*d]
-        head_z = None
-        if masks.head is not None:
-            z = masks.head if keep is None else masks.head.index_select(0, keep)
-            head_z = z.repeat_interleave(d)  # [kept*d]
-        alive = _alive(masks.head_layer, masks.head)
-        return self.output(
-            ctx,
-            x,
-            masks.head_layer,
-            masks,
-            alive,
-            unit_z=head_z,
-            reuse_residual=reuse_input,
-            in_index=dims,
-        )
-
-    def attend(self, q, k, v, attn_mask, p: float, keep, dims) -> torch.Tensor:
+    def attend(self, q, k, v, attn_mask, rows) -> torch.Tensor:
         """Scaled dot-product attention of the kept heads ``q, k, v [B, kept, S, d]`` ->
-        ``[B, kept, S, d]`` (``keep``: their indices, None for all; ``dims``: their Q/K/V rows).
-        A family with another attention (DeBERTa's relative terms) overrides this."""
-        if keep is not None and p > 0:
-            return _attention_with_dropout(q, k, v, attn_mask, p, keep, self.num_heads)
+        ``[B, kept, S, d]`` (``rows``: their Q/K/V rows, None for all). A family with another
+        attention (DeBERTa's relative terms) overrides this."""
+        p = self.dropout_p if self.training else 0.0
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
 
     def prune_(self, keep: LayerKeep, hidden: Kept) -> None:
         """Keep ``keep.heads`` (Q/K/V rows, the output projection's columns) and the hidden dims.
         Its layer removes it when no head is kept."""
         d = self.head_size
-        heads = keep.heads.index
-        rows = (heads[:, None] * d + torch.arange(d)).flatten()  # [kept * d]
+        rows = head_rows(keep.heads.index, d)  # [kept * d]
         for name in self.qkv_names:
             setattr(self.self, name, linear_part(getattr(self.self, name), rows, hidden.index))
         self.output.prune_(rows, keep.heads.scale.repeat_interleave(d), keep.head_layer, hidden)
-        self.num_heads = len(heads)
+        self.num_heads = len(keep.heads.index)
 
 
 class Intermediate(nn.Module):
@@ -429,26 +332,13 @@ class Intermediate(nn.Module):
         act = config.hidden_act
         self.intermediate_act_fn = ACT2FN[act] if isinstance(act, str) else act
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.intermediate_act_fn(self.dense(x))
+    def forward(self, x: torch.Tensor, sub: SublayerMasks) -> torch.Tensor:
+        """``[B, S, H]`` -> ``[B, S, k]``: the computed FFN dims of ``sub``."""
+        return self.intermediate_act_fn(F.linear(x, *fold(self.dense, sub.index)))
 
     def prune_(self, dims: torch.Tensor, hidden: Kept) -> None:
         """Keep the FFN dims ``dims`` (rows) and the hidden dims (columns)."""
         self.dense = linear_part(self.dense, dims, hidden.index)
-
-
-def _alive(layer_z: torch.Tensor | None, unit_z: torch.Tensor | None) -> torch.Tensor | None:
-    """Bool scalar: the sublayer exists (its layer gate and at least one unit are non-zero)."""
-    if layer_z is None and unit_z is None:
-        return None
-    alive = torch.ones(
-        (), dtype=torch.bool, device=(layer_z if layer_z is not None else unit_z).device
-    )
-    if layer_z is not None:
-        alive = alive & (layer_z != 0)
-    if unit_z is not None:
-        alive = alive & (unit_z != 0).any()
-    return alive
 
 
 class CoFiBertLayer(nn.Module):
@@ -465,42 +355,18 @@ class CoFiBertLayer(nn.Module):
         else:
             self.intermediate = self.output = None
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        attn_mask: torch.Tensor | None,
-        masks: LayerMasks,
-        reuse_input: bool = False,
-    ):
-        """``[B, S, H]`` -> ``[B, S, H]``. ``reuse_input``: the caller no longer needs ``x``, so
-        inference may overwrite it; the attention's output is always this layer's own tensor."""
+    def forward(self, x: torch.Tensor, attn_mask, masks: LayerMasks) -> torch.Tensor:
+        """``[B, S, H]`` -> ``[B, S, H]``; a removed sublayer passes its input through."""
         if self.attention is not None:
-            layer_input = x
-            x = self.attention(x, attn_mask, masks, reuse_input=reuse_input)
-            reuse_input = reuse_input or x is not layer_input  # a fresh tensor nobody else holds
-        if self.intermediate is not None and masks.ffn_removed:
-            _replay_dropout(self.output.dropout.p if self.training else 0.0, x.shape, x)
-            x = _keep_zero_grads(x, self.intermediate, self.output)
-        elif self.intermediate is not None:
-            keep, unit_z = masks.intermediate_index, masks.intermediate
-            if keep is None:
-                h = self.intermediate(x)
-            else:  # only the kept FFN dims
-                dense = self.intermediate.dense
-                pre = F.linear(x, dense.weight.index_select(0, keep), dense.bias[keep])
-                h = self.intermediate.intermediate_act_fn(pre)
-                unit_z = unit_z.index_select(0, keep)
-            alive = _alive(masks.mlp, masks.intermediate)
-            x = self.output(
-                h,
-                x,
-                masks.mlp,
-                masks,
-                alive,
-                unit_z=unit_z,
-                reuse_residual=reuse_input,
-                in_index=keep,
-            )
+            if masks.attention.removed:
+                x = keep_zero_grads(x, self.attention)
+            else:
+                x = self.attention(x, attn_mask, masks)
+        if self.intermediate is not None:
+            if masks.ffn.removed:
+                x = keep_zero_grads(x, self.intermediate, self.output)
+            else:
+                x = self.output(self.intermediate(x, masks.ffn), x, masks, masks.ffn)
         return x
 
     @torch.no_grad()
@@ -543,15 +409,12 @@ class CoFiBertEncoder(nn.Module):
             for n, m in zip(config.num_heads, config.intermediate_sizes, strict=True)
         )
 
-    def forward(self, x, attn_mask, layer_masks: list[LayerMasks], output_hidden_states: bool):
-        """The last ``[B, S, H]`` state and, if asked, every layer's output (no embeddings)."""
+    def forward(self, x, attn_mask, layer_masks: list[LayerMasks]):
+        """``[B, S, H]`` -> the last layer's output and every layer's, ``[B, S, H]`` each."""
         states = []
-        # Without hidden states nobody else holds a layer's input (the embedding output
-        # included), so inference may accumulate each residual sum in place.
         for layer, masks in zip(self.layer, layer_masks, strict=True):
-            x = layer(x, attn_mask, masks, reuse_input=not output_hidden_states)
-            if output_hidden_states:
-                states.append(x)
+            x = layer(x, attn_mask, masks)
+            states.append(x)
         return x, states
 
     def prune_(self, keeps: list[LayerKeep], hidden: Kept) -> None:

@@ -27,13 +27,23 @@ from huggingface_hub.dataclasses import strict
 from torch import nn
 from transformers import ModernBertConfig
 from transformers.activations import ACT2FN
-from transformers.modeling_outputs import QuestionAnsweringModelOutput, SequenceClassifierOutput
 
 # Relative imports only: exported checkpoints ship these files as ``trust_remote_code`` modules.
-from .bert import CoFiBertPreTrainedModel, classification_loss, span_output, split_masks
+from .bert import (
+    CoFiBertForQuestionAnswering,
+    CoFiBertForSequenceClassification,
+    CoFiBertPreTrainedModel,
+)
 from .configuration import PerLayerSizes
-from .layers import LayerMasks, _alive, _keep_zero_grads, masked_layer_norm
-from .pruning import Kept, LayerKeep, embedding_part, layer_norm_part, linear_part
+from .layers import (
+    LayerMasks,
+    SublayerMasks,
+    fold_output,
+    keep_zero_grads,
+    masked_layer_norm,
+    split_masks,
+)
+from .pruning import Kept, LayerKeep, embedding_part, fold, head_rows, layer_norm_part, linear_part
 
 if TYPE_CHECKING:
     try:
@@ -81,10 +91,6 @@ def _norm(x: torch.Tensor, ln: nn.Module, masks: LayerMasks) -> torch.Tensor:
     return out if masks.hidden is None else out * masks.hidden
 
 
-def _rows_of_heads(heads: torch.Tensor, d: int) -> torch.Tensor:
-    return (heads[:, None] * d + torch.arange(d, device=heads.device)).flatten()
-
-
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
     return torch.cat((-x2, x1), dim=-1)
@@ -110,20 +116,13 @@ class CoFiModernBertAttention(nn.Module):
         self.Wo = nn.Linear(inner, config.hidden_size, bias=config.attention_bias)
         self.dropout_p = config.attention_dropout
 
-    def forward(self, x: torch.Tensor, inputs: AttentionInputs, masks: LayerMasks):
+    def forward(self, x: torch.Tensor, masks: LayerMasks, inputs: AttentionInputs):
         """``x [B, S, H]`` (normed) -> the sublayer's output ``[B, S, H]`` (before the residual)."""
         B, S, _ = x.shape
-        n, d = self.num_heads, self.head_size
-        keep = masks.head_index
-        kept = n if keep is None else keep.numel()
-        weight, bias = self.Wqkv.weight, self.Wqkv.bias
-        dims = None
-        if keep is not None:  # the kept heads' rows of each of Q, K, V
-            dims = _rows_of_heads(keep, d)
-            rows = torch.cat([dims + part * n * d for part in range(3)])
-            weight = weight.index_select(0, rows)
-            bias = None if bias is None else bias[rows]
-        qkv = F.linear(x, weight, bias).view(B, S, 3, kept, d)
+        sub, n, d = masks.attention, self.num_heads, self.head_size
+        kept = n if sub.index is None else len(sub.index)
+        cols = None if sub.index is None else head_rows(sub.index, d)
+        qkv = F.linear(x, *fold(self.Wqkv, self._qkv_rows(cols))).view(B, S, 3, kept, d)
         q, k, v = (t.transpose(1, 2) for t in qkv.unbind(dim=2))  # [B, kept, S, d]
         cos, sin = inputs.cos, inputs.sin
         dtype = q.dtype
@@ -132,27 +131,18 @@ class CoFiModernBertAttention(nn.Module):
         p = self.dropout_p if self.training else 0.0
         ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=inputs.mask, dropout_p=p)
         ctx = ctx.transpose(1, 2).reshape(B, S, kept * d)
-        weight, bias = self.Wo.weight, self.Wo.bias
-        if dims is not None:
-            weight = weight.index_select(1, dims)
-        if masks.head is not None:
-            z = masks.head if keep is None else masks.head.index_select(0, keep)
-            weight = weight * z.repeat_interleave(d)
-        out_z = masks.head_layer
-        if masks.hidden is not None:
-            out_z = masks.hidden if out_z is None else out_z * masks.hidden
-        if out_z is not None:
-            weight = weight * out_z.reshape(-1, 1)
-            bias = None if bias is None else bias * out_z
-        return F.dropout(F.linear(ctx, weight, bias), p, self.training)
+        return F.dropout(F.linear(ctx, *fold_output(self.Wo, masks, sub, d)), p, self.training)
+
+    def _qkv_rows(self, heads: torch.Tensor | None) -> torch.Tensor | None:
+        """The rows of ``Wqkv`` (Q, K, V one after another) of the heads' rows ``heads``."""
+        inner = self.num_heads * self.head_size
+        return None if heads is None else torch.cat([heads + part * inner for part in range(3)])
 
     def prune_(self, keep: LayerKeep, hidden: Kept) -> None:
-        n, d = self.num_heads, self.head_size
-        dims = _rows_of_heads(keep.heads.index, d)
-        rows = torch.cat([dims + part * n * d for part in range(3)])
-        self.Wqkv = linear_part(self.Wqkv, rows, hidden.index)
-        col_z = keep.heads.scale.repeat_interleave(d)
-        self.Wo = linear_part(self.Wo, hidden.index, dims, col_z, keep.head_layer * hidden.scale)
+        cols = head_rows(keep.heads.index, self.head_size)
+        self.Wqkv = linear_part(self.Wqkv, self._qkv_rows(cols), hidden.index)
+        col_z = keep.heads.scale.repeat_interleave(self.head_size)
+        self.Wo = linear_part(self.Wo, hidden.index, cols, col_z, keep.head_layer * hidden.scale)
         self.num_heads = len(keep.heads.index)
 
 
@@ -168,34 +158,27 @@ class CoFiModernBertMLP(nn.Module):
         self.Wo = nn.Linear(size, config.hidden_size, bias=config.mlp_bias)
 
     def forward(self, x: torch.Tensor, masks: LayerMasks) -> torch.Tensor:
-        keep, z = masks.intermediate_index, masks.intermediate
-        weight, bias = self.Wi.weight, self.Wi.bias
-        if keep is not None:  # the kept units' rows of both halves
-            rows = torch.cat([keep, keep + self.size])
-            weight = weight.index_select(0, rows)
-            bias = None if bias is None else bias[rows]
-            z = z.index_select(0, keep)
-        inp, gate = F.linear(x, weight, bias).chunk(2, dim=-1)
-        h = self.drop(self.act(inp) * gate)
-        weight, bias = self.Wo.weight, self.Wo.bias
-        if keep is not None:
-            weight = weight.index_select(1, keep)
-        if z is not None:
-            weight = weight * z
-        out_z = masks.mlp
-        if masks.hidden is not None:
-            out_z = masks.hidden if out_z is None else out_z * masks.hidden
-        if out_z is not None:
-            weight = weight * out_z.reshape(-1, 1)
-            bias = None if bias is None else bias * out_z
-        return F.linear(h, weight, bias)
+        """``x [B, S, H]`` (normed) -> the sublayer's output ``[B, S, H]`` (before the residual)."""
+        rows = self._wi_rows(masks.ffn.index)
+        inp, gate = F.linear(x, *fold(self.Wi, rows)).chunk(2, dim=-1)  # [B, S, k] each
+        return F.linear(self.drop(self.act(inp) * gate), *fold_output(self.Wo, masks, masks.ffn))
+
+    def _wi_rows(self, dims: torch.Tensor | None) -> torch.Tensor | None:
+        """The rows of ``Wi`` of the FFN units ``dims``: one in each half."""
+        return None if dims is None else torch.cat([dims, dims + self.size])
 
     def prune_(self, dims: Kept, mlp_z: torch.Tensor, hidden: Kept) -> None:
-        self.Wi = linear_part(
-            self.Wi, torch.cat([dims.index, dims.index + self.size]), hidden.index
-        )
+        self.Wi = linear_part(self.Wi, self._wi_rows(dims.index), hidden.index)
         self.Wo = linear_part(self.Wo, hidden.index, dims.index, dims.scale, mlp_z * hidden.scale)
         self.size = len(dims.index)
+
+
+def _residual(x, sublayer, norm, masks: LayerMasks, sub: SublayerMasks, *inputs) -> torch.Tensor:
+    """``x + sublayer(norm(x), masks, *inputs)``; ``x`` when the sublayer is removed."""
+    if sub.removed:
+        return keep_zero_grads(x, sublayer, norm)
+    out = sublayer(_norm(x, norm, masks), masks, *inputs)
+    return x + (out if sub.alive is None else torch.where(sub.alive, out, 0.0))
 
 
 class CoFiModernBertLayer(nn.Module):
@@ -217,19 +200,9 @@ class CoFiModernBertLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, inputs: AttentionInputs, masks: LayerMasks):
         if self.attn is not None:
-            if masks.attention_removed:
-                x = _keep_zero_grads(x, self.attn, self.attn_norm)
-            else:
-                out = self.attn(_norm(x, self.attn_norm, masks), inputs, masks)
-                alive = _alive(masks.head_layer, masks.head)
-                x = x + (out if alive is None else torch.where(alive, out, 0.0))
+            x = _residual(x, self.attn, self.attn_norm, masks, masks.attention, inputs)
         if self.mlp is not None:
-            if masks.ffn_removed:
-                x = _keep_zero_grads(x, self.mlp, self.mlp_norm)
-            else:
-                out = self.mlp(_norm(x, self.mlp_norm, masks), masks)
-                alive = _alive(masks.mlp, masks.intermediate)
-                x = x + (out if alive is None else torch.where(alive, out, 0.0))
+            x = _residual(x, self.mlp, self.mlp_norm, masks, masks.ffn)
         return x
 
     @torch.no_grad()
@@ -375,76 +348,46 @@ class CoFiModernBertHead(nn.Module):
         return self.norm(self.act(self.dense(x)))
 
 
-class CoFiModernBertTaskModel(CoFiModernBertPreTrainedModel):
-    """The encoder, the prediction head and a linear ``classifier`` of ``num_outputs`` outputs
-    (what ModernBERT's task models share)."""
+def _add_head(model, config, num_outputs: int) -> None:
+    """ModernBERT's task head: the prediction head, dropout, a linear ``classifier``."""
+    model.head = CoFiModernBertHead(config)
+    model.drop = nn.Dropout(config.classifier_dropout)
+    model.classifier = nn.Linear(config.pooler_size, num_outputs)
+
+
+class CoFiModernBertForSequenceClassification(
+    CoFiModernBertPreTrainedModel, CoFiBertForSequenceClassification
+):
+    """Pooling (``cls`` or ``mean``), the prediction head, a linear classifier."""
 
     _new_head_prefixes = ("head.", "classifier.")
+    model_class = CoFiModernBertModel
+    pooling_layer = False
+    head_input = "head.dense"
 
-    def __init__(self, config, num_outputs: int):
-        super().__init__(config)
-        self.model = CoFiModernBertModel(config)
-        self.head = CoFiModernBertHead(config)
-        self.drop = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(config.pooler_size, num_outputs)
-        self.post_init()
+    def add_head(self, config) -> None:
+        _add_head(self, config, config.num_labels)
 
-    def prune_head_(self, hidden: Kept) -> None:
-        self.head.dense = linear_part(self.head.dense, cols=hidden.index)
-
-
-class CoFiModernBertForSequenceClassification(CoFiModernBertTaskModel):
-    """Pooling (``cls`` or ``mean``), the prediction head, a linear classifier;
-    ``num_labels == 1`` is regression with an MSE loss."""
-
-    def __init__(self, config):
-        super().__init__(config, config.num_labels)
-        self.num_labels = config.num_labels
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        masks: Masks | None = None,
-        labels: torch.Tensor | None = None,
-        output_hidden_states: bool = False,
-        **_: object,
-    ) -> SequenceClassifierOutput:
-        seq, _, states = self.model(
-            input_ids, attention_mask, None, position_ids, masks, output_hidden_states
-        )
+    def logits(self, seq: torch.Tensor, pooled, attention_mask) -> torch.Tensor:
         if self.config.classifier_pooling == "mean":
-            m = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+            m = torch.ones_like(seq[..., 0]) if attention_mask is None else attention_mask
             pooled = (seq * m.unsqueeze(-1)).sum(dim=1) / m.sum(dim=1, keepdim=True)
         else:
             pooled = seq[:, 0]
-        logits = self.classifier(self.drop(self.head(pooled)))
-        loss = classification_loss(logits, labels)
-        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=states)
+        return self.classifier(self.drop(self.head(pooled)))
 
 
-class CoFiModernBertForQuestionAnswering(CoFiModernBertTaskModel):
+class CoFiModernBertForQuestionAnswering(
+    CoFiModernBertPreTrainedModel, CoFiBertForQuestionAnswering
+):
     """The prediction head and a ``[pooler_size, 2]`` classifier on every position."""
 
-    def __init__(self, config):
-        super().__init__(config, 2)
+    _new_head_prefixes = ("head.", "classifier.")
+    model_class = CoFiModernBertModel
+    head_input = "head.dense"
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        masks: Masks | None = None,
-        start_positions: torch.Tensor | None = None,
-        end_positions: torch.Tensor | None = None,
-        output_hidden_states: bool = False,
-        **_: object,
-    ) -> QuestionAnsweringModelOutput:
-        seq, _, states = self.model(
-            input_ids, attention_mask, None, position_ids, masks, output_hidden_states
-        )
-        start_logits, end_logits = self.classifier(self.drop(self.head(seq))).unbind(-1)
-        return span_output(start_logits, end_logits, start_positions, end_positions, states)
+    def add_head(self, config) -> None:
+        _add_head(self, config, 2)
+
+    def logits(self, seq: torch.Tensor, pooled, attention_mask) -> torch.Tensor:
+        return self.classifier(self.drop(self.head(seq)))

@@ -5,7 +5,9 @@ original ``prune_model_with_z``) as a walk over modules: the model is copied, an
 module shrinks itself (``prune_hidden_`` / ``prune_``) given which units it keeps and with which
 mask values. A new encoder family implements those methods on its own modules; nothing here edits
 ``state_dict`` keys. After the walk, the compact model computes exactly what the masked model
-computes with those (deterministic) masks; tests check this to 1e-4 in fp32.
+computes with those (deterministic) masks; tests check this to 1e-4 in fp32, and it holds by
+construction for the projections: :func:`fold` computes a linear's masked weight and bias for the
+masked forward and for the compact ``nn.Linear`` (:func:`linear_part`) alike.
 
 Folding, per unit (``hz`` = hidden mask, ``K`` = kept indices):
 - embeddings: every table's columns ``[:, K_hidden] * hz``; LayerNorm ``* hz``.
@@ -56,34 +58,59 @@ class LayerKeep(NamedTuple):
     mlp: torch.Tensor
 
 
-def linear_part(
+def head_rows(heads: torch.Tensor, d: int) -> torch.Tensor:
+    """``[k * d]``: the rows of heads ``heads [k]`` in a projection of heads of size ``d``."""
+    return (heads[:, None] * d + torch.arange(d, device=heads.device)).flatten()
+
+
+def fold(
     linear: nn.Linear,
     rows: torch.Tensor | None = None,
     cols: torch.Tensor | None = None,
     col_scale: torch.Tensor | None = None,
     row_scale: torch.Tensor | None = None,
-) -> nn.Linear:
-    """A new ``nn.Linear`` with the given output ``rows`` and input ``cols`` of ``linear``.
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``linear``'s weight and bias restricted to ``rows`` / ``cols``, with masks folded in.
 
-    The weight is ``W[rows][:, cols] * col_scale * row_scale[:, None]`` and the bias
-    ``b[rows] * row_scale`` (in that order: the same products the masked forward forms).
+    The one place where "masked == pruned" is decided: the masked forward calls it on every step
+    (the masks stay differentiable), physical pruning builds the compact ``nn.Linear`` from it.
+    Folding a mask into the weight (``[out, in]`` work) instead of multiplying the activations
+    (``[B, S, in]`` and ``[B, S, out]`` work) computes the same function, cheaper.
+
+    Args:
+        linear: The full projection.
+        rows: ``[r]`` long: the output units kept (None: all).
+        cols: ``[c]`` long: the input units kept (None: all).
+        col_scale: ``[c]``: each kept input unit's mask (heads repeated over their dims).
+        row_scale: ``[r]`` or scalar: each output's mask (the sublayer gate times the hidden mask).
+
+    Returns:
+        ``(W[rows][:, cols] * col_scale * row_scale[:, None], b[rows] * row_scale)``; the bias is
+        None when ``linear`` has none.
     """
-    w = linear.weight.data
-    b = None if linear.bias is None else linear.bias.data
+    weight, bias = linear.weight, linear.bias
     if rows is not None:
-        w = w[rows]
-        b = None if b is None else b[rows]
+        weight = weight.index_select(0, rows)
+        bias = None if bias is None else bias.index_select(0, rows)
     if cols is not None:
-        w = w[:, cols]
+        weight = weight.index_select(1, cols)
     if col_scale is not None:
-        w = w * col_scale
+        weight = weight * col_scale
     if row_scale is not None:
-        w = w * row_scale[:, None]
-        b = None if b is None else b * row_scale
-    out = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device=w.device, dtype=w.dtype)
-    out.weight.data.copy_(w)
-    if b is not None:
-        out.bias.data.copy_(b)
+        weight = weight * row_scale.reshape(-1, 1)  # [r, 1] or [1, 1]
+        bias = None if bias is None else bias * row_scale
+    return weight, bias
+
+
+def linear_part(linear: nn.Linear, *args, **kwargs) -> nn.Linear:
+    """A new ``nn.Linear`` holding ``fold(linear, *args, **kwargs)``: the compact projection."""
+    weight, bias = fold(linear, *args, **kwargs)
+    out = nn.Linear(
+        *weight.shape[::-1], bias=bias is not None, device=weight.device, dtype=weight.dtype
+    )
+    out.weight.data.copy_(weight)
+    if bias is not None:
+        out.bias.data.copy_(bias)
     return out
 
 

@@ -14,30 +14,20 @@ Submodule names follow ``transformers``' RoBERTa, so vanilla checkpoints load ke
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from huggingface_hub.dataclasses import strict
 from torch import nn
 from transformers import RobertaConfig, XLMRobertaConfig
-from transformers.modeling_outputs import SequenceClassifierOutput
 
 # Relative imports only: exported checkpoints ship these files as ``trust_remote_code`` modules.
 from .bert import (
     CoFiBertForQuestionAnswering,
+    CoFiBertForSequenceClassification,
     CoFiBertModel,
     CoFiBertPreTrainedModel,
-    classification_loss,
 )
 from .configuration import PerLayerSizes
 from .layers import CoFiBertEmbeddings, LayerMasks
-from .pruning import Kept, linear_part
-
-if TYPE_CHECKING:
-    try:
-        from cofi_lightning.core.masks.types import Masks
-    except ImportError:  # loaded as remote code
-        pass
 
 
 @strict
@@ -116,40 +106,20 @@ class CoFiRobertaClassificationHead(nn.Module):
         return self.out_proj(x)
 
 
-class CoFiRobertaForSequenceClassification(CoFiRobertaPreTrainedModel):
-    """RoBERTa's classification head; ``num_labels == 1`` is regression with an MSE loss."""
+class CoFiRobertaForSequenceClassification(
+    CoFiRobertaPreTrainedModel, CoFiBertForSequenceClassification
+):
+    """RoBERTa's classification head on the ``<s>`` token (the encoder has no pooler)."""
 
-    _new_head_prefixes = ("classifier.",)
     model_class: type[CoFiBertModel] = CoFiRobertaModel
+    pooling_layer = False
+    head_input = "classifier.dense"
 
-    def __init__(self, config):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.roberta = self.model_class(config, add_pooling_layer=False)
+    def add_head(self, config) -> None:
         self.classifier = CoFiRobertaClassificationHead(config)
-        self.post_init()
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        masks: Masks | None = None,
-        labels: torch.Tensor | None = None,
-        output_hidden_states: bool = False,
-        **_: object,
-    ) -> SequenceClassifierOutput:
-        """``logits [B, num_labels]``; ``loss`` (CE, or MSE for regression) given ``labels``."""
-        seq, _, states = self.roberta(
-            input_ids, attention_mask, token_type_ids, position_ids, masks, output_hidden_states
-        )
-        logits = self.classifier(seq)
-        loss = classification_loss(logits, labels)
-        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=states)
-
-    def prune_head_(self, hidden: Kept) -> None:
-        self.classifier.dense = linear_part(self.classifier.dense, cols=hidden.index)
+    def logits(self, seq: torch.Tensor, pooled, attention_mask) -> torch.Tensor:
+        return self.classifier(seq)
 
 
 class CoFiRobertaForQuestionAnswering(CoFiRobertaPreTrainedModel, CoFiBertForQuestionAnswering):

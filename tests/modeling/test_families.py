@@ -30,8 +30,14 @@ from transformers import (
     XLMRobertaForSequenceClassification,
 )
 
+from cofi_lightning import modeling
 from cofi_lightning.core.masks import CoFiMasks
-from cofi_lightning.modeling import UnsupportedModelError, family_of
+from cofi_lightning.modeling import (
+    CoFiBertForQuestionAnswering,
+    CoFiBertForSequenceClassification,
+    UnsupportedModelError,
+    family_of,
+)
 
 from tiny_bert import tiny_bert_kwargs
 
@@ -266,3 +272,16 @@ def test_a_checkpoint_of_another_family_is_refused_naming_both(vanilla_dir):
 def test_an_unsupported_family_lists_the_supported_ones():
     with pytest.raises(UnsupportedModelError, match=r"supported: BERT \(bert\), RoBERTa"):
         family_of("gpt2")
+
+
+def test_one_task_model_implementation_serves_every_family():
+    """Every family's task models run BERT's forward, loss and head surgery; a family supplies
+    only its modules (``add_head``), how its head reads the encoder (``logits``) and names."""
+    for family in modeling.FAMILIES:
+        for task, base in (
+            (family.sequence_classification, CoFiBertForSequenceClassification),
+            (family.question_answering, CoFiBertForQuestionAnswering),
+        ):
+            assert issubclass(task, base), task
+            for shared in ("__init__", "forward", "prune_head_"):
+                assert getattr(task, shared) is getattr(base, shared), (task, shared)

@@ -17,6 +17,7 @@ from cofi_lightning.modeling import (
     CoFiBertForQuestionAnswering,
     CoFiBertForSequenceClassification,
 )
+from cofi_lightning.modeling.pruning import fold, head_rows, linear_part
 from cofi_lightning.modeling.structure import Structure
 
 from tiny_bert import tiny_bert_kwargs
@@ -75,19 +76,18 @@ def test_masked_equals_pruned_with_soft_masks(cfg, model_cls, seed):
 
 
 @pytest.mark.parametrize("model_cls", MODELS)
-def test_inference_sums_residuals_in_place_with_the_same_outputs(cfg, model_cls):
-    """Under no_grad a compact model accumulates each residual sum into its input's memory
-    (``SublayerOutput``); outputs equal the autograd path's, and asking for hidden states keeps
-    every returned state intact (no state is overwritten)."""
+def test_inference_equals_the_autograd_path_and_keeps_every_state(cfg, model_cls):
+    """Under no_grad a compact model computes what it computes with gradients on, and no layer
+    overwrites a tensor it was given: the embeddings' output and every returned hidden state
+    stay as they were returned."""
     small = model_cls(cfg).prune(random_masks(cfg, 0)).eval()
     seen = []
     small.bert.embeddings.register_forward_hook(lambda m, i, out: seen.append((out, out.clone())))
-    reference = outputs(small)  # gradients on: fresh tensors everywhere
-    torch.testing.assert_close(seen[-1][0], seen[-1][1], atol=0, rtol=0)
+    reference = outputs(small)
     with torch.no_grad():
         torch.testing.assert_close(outputs(small), reference, atol=1e-5, rtol=0)
-        embedded, copy = seen[-1]
-        assert not torch.equal(embedded, copy)  # the in-place path ran: layer 0 reused its input
+        for embedded, copy in seen:
+            torch.testing.assert_close(embedded, copy, atol=0, rtol=0)
         ids = torch.randint(1, 99, (2, 9), generator=torch.Generator().manual_seed(3))
         states = small.bert(input_ids=ids, output_hidden_states=True)[2]
         kept = [s.clone() for s in states]
@@ -131,6 +131,27 @@ def test_deterministic_masks_on_minilm(minilm_dir):
         small(input_ids=ids, attention_mask=am).logits, ref, atol=1e-4, rtol=0
     )
     assert small.num_encoder_params() == masks.remaining_params(z) < model.num_encoder_params()
+
+
+def test_fold_is_the_masked_and_the_pruned_projection():
+    """``fold`` keeps rows and columns, scales columns by the input units' masks and rows (and
+    the bias) by the output masks, differentiably; ``linear_part`` is a Linear holding it."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(6, 4)
+    rows, cols = torch.tensor([0, 2, 3]), head_rows(torch.tensor([0, 2]), 2)  # heads of size 2
+    assert cols.tolist() == [0, 1, 4, 5]
+    col_z = torch.tensor([0.5, 0.5, 2.0, 2.0], requires_grad=True)
+    row_z = torch.tensor([1.0, 0.25, 3.0], requires_grad=True)
+    weight, bias = fold(linear, rows, cols, col_z, row_z)
+    want_w = linear.weight[rows][:, cols] * col_z * row_z[:, None]
+    torch.testing.assert_close(weight, want_w, atol=0, rtol=0)
+    torch.testing.assert_close(bias, linear.bias[rows] * row_z, atol=0, rtol=0)
+    (weight.sum() + bias.sum()).backward()
+    assert (col_z.grad != 0).all() and (row_z.grad != 0).all()  # the masks learn through it
+    x = torch.randn(5, 4)
+    part = linear_part(linear, rows, cols, col_z.detach(), row_z.detach())
+    with torch.no_grad():
+        torch.testing.assert_close(part(x), x @ weight.t() + bias, atol=1e-6, rtol=0)
 
 
 def test_subset_of_units(cfg):
