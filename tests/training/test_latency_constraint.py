@@ -21,6 +21,7 @@ from cofi_lightning.latency import LatencyTable
 from cofi_lightning.modeling import CoFiBertConfig
 from cofi_lightning.run.model_card import refresh_card
 from cofi_lightning.run.pipeline import summary_table, train
+from cofi_lightning.run.results import Results
 
 from tiny_bert import tiny_bert_kwargs
 
@@ -147,7 +148,7 @@ def test_pipeline_prunes_to_a_speedup_and_reports_it(
     assert latency["table_speedup"] == pytest.approx(
         latency["unpruned_table_ms"] / latency["table_ms"]
     )
-    summary = summary_table(results, run_dir)
+    summary = summary_table(Results.from_dict(results), run_dir)
     assert "(target speedup 1.5x)" in summary and "target sparsity" not in summary
     assert re.search(rf"\n  table speedup +{latency['table_speedup']:.2f}x \(", summary)
     card = (run_dir / "pruned_model" / "README.md").read_text()
@@ -193,3 +194,40 @@ def test_a_missing_table_is_profiled_on_first_use(compose_train, tiny_overrides,
     train(compose_train(overrides))
     table = LatencyTable.load(run_dir / "prune" / "latency_table.json")
     assert table.meta["batch"] == 32 and table.meta["seq"] == 128
+
+
+def test_each_constraint_names_the_metrics_it_logs():
+    """The constraint, not the LightningModule, names its keys: ``<prefix>/expected`` and
+    ``<prefix>/target`` with the multipliers at a step, the expected and real values at a
+    validation; the parameter sparsity is logged under either constraint."""
+    config = CoFiBertConfig.from_bert_config(
+        BertConfig(**tiny_bert_kwargs(num_hidden_layers=2, intermediate_size=64)), num_labels=2
+    )
+    masks, multipliers = CoFiMasks(config), LagrangeMultipliers()
+    z = masks.deterministic()
+    params = ParamsConstraint(0.5)
+    step = params.train_metrics(masks, params.expected(masks), 0.25, multipliers)
+    assert set(step) == {
+        "sparsity/expected",
+        "sparsity/target",
+        "sparsity/lambda_1",
+        "sparsity/lambda_2",
+    }
+    assert step["sparsity/target"] == 0.25 and params.progress_key == "sparsity/expected"
+    assert params.eval_metrics(masks, None) == {
+        "sparsity/expected_at_eval": pytest.approx(float(masks.expected_sparsity()))
+    }
+    assert params.eval_metrics(masks, z)["sparsity/deterministic"] == masks.sparsity(z)
+
+    latency = LatencyConstraint(_table(config), target_speedup=2.0)
+    step = latency.train_metrics(masks, latency.expected(masks), 0.1, multipliers, reset=True)
+    assert latency.progress_key == "latency_reduction/expected"
+    assert step["latency_reduction/target"] == 0.1 and step["sparsity/lambda_1_reset"] == 1.0
+    assert float(step["sparsity/expected"]) == pytest.approx(float(masks.expected_sparsity()))
+    at_eval = latency.eval_metrics(masks, z)
+    assert at_eval["latency_reduction/deterministic"] == pytest.approx(latency.real(masks, z))
+    assert at_eval["latency/table_speedup"] == pytest.approx(
+        at_eval["latency/unpruned_ms"] / at_eval["latency/table_ms"]
+    )
+    assert {"sparsity/deterministic", "latency_reduction/expected_at_eval"} <= set(at_eval)
+    assert "latency/table_ms" not in latency.eval_metrics(masks, None)  # no structure yet
