@@ -21,7 +21,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from cofi_lightning.config.resolvers import target_label
 from cofi_lightning.data.tasks import TaskSpec
 from cofi_lightning.run.operating_points import OperatingPoint
-from cofi_lightning.run.results import Results, flat_points
+from cofi_lightning.run.results import result_points
 
 PAPER = "https://arxiv.org/abs/2204.00408"
 
@@ -239,7 +239,7 @@ def refresh_card(run_dir: Path) -> list[ModelCard]:
     cfg = OmegaConf.load(config)
     data = json.loads(results.read_text())
     cards = []
-    for point, record in zip(Results.from_dict(data).points(), flat_points(data), strict=True):
+    for point, record in result_points(data):
         export = point.export_dir(run_dir)
         if export.is_dir():
             task = get_task(record["task"])

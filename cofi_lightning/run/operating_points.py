@@ -62,10 +62,11 @@ class OperatingPoint:
         return sorted(Path(run_dir).glob(f"speed_*{self.suffix}.json"))
 
 
-def operating_points(targets: list[float]) -> list[OperatingPoint]:
-    """The points of a run with these targets (``PruningConfig.target_list``)."""
+def operating_points(targets: list[float | None]) -> list[OperatingPoint]:
+    """The points of a run with these targets (``PruningConfig.target_list``; read back from a
+    latency-constrained run's results, a single target is None)."""
     if len(targets) == 1:
-        return [OperatingPoint(float(targets[0]))]
+        return [OperatingPoint(None if targets[0] is None else float(targets[0]))]
     return [OperatingPoint(float(t), f"_{float(t):g}") for t in targets]
 
 

@@ -36,7 +36,7 @@ from cofi_lightning.run.interrupts import SigtermGuard
 from cofi_lightning.run.operating_points import PER_POINT_STAGES, OperatingPoint
 from cofi_lightning.run.preflight import preflight
 from cofi_lightning.run.ranks import barrier, is_global_zero
-from cofi_lightning.run.results import PointResult, Results, flat_points
+from cofi_lightning.run.results import PointResult, Results, result_points
 from cofi_lightning.run.rundir import RunLock, check_run_dir, claim
 from cofi_lightning.run.seeding import seed_stage
 
@@ -102,13 +102,12 @@ def _outcome(ctx: RunContext, record: dict[str, Any]) -> str:
     return ": " + ", ".join(parts) if parts else ""
 
 
-def summary_table(results: Results, run_dir: Path) -> str:
+def summary_table(results: dict[str, Any], run_dir: Path) -> str:
     """The end-of-run summary a person reads: teacher vs pruned, sparsity, structure, where (one
-    block per operating point)."""
-    records = flat_points(results.to_dict())
+    block per operating point of a ``results.json``)."""
     return "\n\n".join(
         _point_summary(record, point.speed_files(run_dir), point.structure_plot(run_dir), run_dir)
-        for point, record in zip(results.points(), records, strict=True)
+        for point, record in result_points(results)
     )
 
 
@@ -270,7 +269,7 @@ def _run_stages(
             if is_global_zero():
                 write_text_atomically(run_dir / "results.json", json.dumps(results, indent=2))
             rank_zero_info(f"results: {json.dumps(results)}")
-            rank_zero_info("CoFi run finished\n" + summary_table(record, run_dir))
+            rank_zero_info("CoFi run finished\n" + summary_table(results, run_dir))
             if cfg.export.push_to_hub and is_global_zero():
                 _push(ctx, record)  # after results.json: a failed upload loses nothing
     except BaseException:

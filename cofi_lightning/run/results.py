@@ -1,7 +1,9 @@
 """What a finished run records: ``results.json`` and its operating points, as typed records.
 
-This file owns the two records and their JSON form, for the pipeline that writes them and for
-every reader (the summary, the model card, the bench, the report, a sweep's objective):
+This file owns the two records and their JSON form (the pipeline writes them, a sweep's objective
+reads them), and the flat per-point view of a ``results.json`` (:func:`flat_points`,
+:func:`result_points`) for readers of a few keys of a file any version wrote (the summary, the
+model card, the bench, the report):
 
 * :class:`PointResult`: one operating point's export (target, sparsity, parameters, metrics,
   structure, directory, latency); the export stage's ``DONE.json`` is this record plus
@@ -16,7 +18,7 @@ Where each point's files live is ``cofi_lightning.run.operating_points``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from cofi_lightning.run.operating_points import OperatingPoint, operating_points
@@ -55,31 +57,31 @@ class PointResult:
 
 @dataclass(frozen=True)
 class Results:
-    """A run's ``results.json``. The keys with defaults were not written by every version.
+    """A run's ``results.json``.
 
     Attributes:
         task: The task's name.
-        main_metric: The key of ``teacher`` / each point's ``pruned`` a sweep optimises.
-        operating_points: One :class:`PointResult` per target, in the run's order.
         teacher: The teacher's validation metrics (empty without a teacher).
+        main_metric: The key of ``teacher`` / each point's ``pruned`` a sweep optimises.
         ablation: The ablation's name (None: full CoFi).
         method: ``pruning.method`` (``cofi`` or ``uniform``).
         constraint: ``pruning.constraint`` (``params`` or ``latency``).
         fidelity: The fidelity preset's name (None: the defaults).
         seed: The run's seed.
         stage_seconds: ``{stage: seconds}`` of every stage recorded.
+        operating_points: One :class:`PointResult` per target, in the run's order.
     """
 
     task: str
+    teacher: dict[str, float]
     main_metric: str
+    ablation: str | None
+    method: str
+    constraint: str
+    fidelity: str | None
+    seed: int
+    stage_seconds: dict[str, float | None]
     operating_points: list[PointResult]
-    teacher: dict[str, float] = field(default_factory=dict)
-    ablation: str | None = None
-    method: str = "cofi"
-    constraint: str = "params"
-    fidelity: str | None = None
-    seed: int | None = None
-    stage_seconds: dict[str, float | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: a single point's fields also at the top level."""
@@ -91,17 +93,9 @@ class Results:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Results:
         """Read either layout (:func:`flat_points`)."""
-        names = [f.name for f in fields(cls) if f.name != "operating_points" and f.name in data]
+        names = [f.name for f in fields(cls) if f.name != "operating_points"]
         points = [PointResult.from_dict(record) for record in flat_points(data)]
         return cls(**{name: data[name] for name in names}, operating_points=points)
-
-    def points(self) -> list[OperatingPoint]:
-        """Where each point's files live, in order; a single point's target may be None (a
-        latency-constrained run)."""
-        targets = [point.target_sparsity for point in self.operating_points]
-        if len(targets) == 1:
-            return [OperatingPoint(targets[0])]
-        return operating_points([float(t) for t in targets])
 
     def objective(self) -> float:
         """The one number a Hydra sweeper optimises: the exports' main metric.
@@ -121,3 +115,12 @@ def flat_points(data: dict[str, Any]) -> list[dict[str, Any]]:
     if not points:
         return [shared]
     return [{**shared, **point} for point in points]
+
+
+def result_points(data: dict[str, Any]) -> list[tuple[OperatingPoint, dict[str, Any]]]:
+    """Each operating point of a ``results.json`` dict with its flat record (:func:`flat_points`),
+    for readers of a few keys of a file any version wrote (the summary, the model card, the
+    bench); a single point's target may be None (a latency-constrained run)."""
+    records = flat_points(data)
+    points = operating_points([record.get("target_sparsity") for record in records])
+    return list(zip(points, records, strict=True))

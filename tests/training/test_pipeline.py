@@ -11,7 +11,6 @@ from transformers import AutoModelForSequenceClassification
 
 from cofi_lightning.config import load_config
 from cofi_lightning.run.pipeline import summary_table, train
-from cofi_lightning.run.results import Results
 
 from runs import POINT_KEYS, RESULT_KEYS, Crash
 
@@ -118,7 +117,7 @@ def test_pipeline_resumes_after_crash_in_prune(compose_train, tiny_overrides, tm
     assert f"{on_disk['sparsity']:.4f}" in card.content
     assert (run_dir / "pruned_model" / "structure.png").is_file()
 
-    table = summary_table(Results.from_dict(on_disk), run_dir)  # printed at the end of the run
+    table = summary_table(on_disk, run_dir)  # printed at the end of the run
     assert f"pruned accuracy   {on_disk['pruned']['accuracy']:.2f}" in table
     assert f"{on_disk['params']['pruned']:,} of {on_disk['params']['unpruned']:,}" in table
     assert "not measured: python -m cofi_lightning.tools.bench run=" in table

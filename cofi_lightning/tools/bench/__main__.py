@@ -262,7 +262,7 @@ def run_all(settings: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _path_points(settings: dict[str, Any]) -> list:
     """The operating points of ``run=<dir>`` when it is a sparsity path (else empty)."""
-    from cofi_lightning.run.results import Results
+    from cofi_lightning.run.results import result_points
 
     if settings.get("synthetic") or not settings.get("run") or settings.get("pruned"):
         return []
@@ -270,9 +270,9 @@ def _path_points(settings: dict[str, Any]) -> list:
     if not results.is_file():
         return []
     try:
-        points = Results.from_dict(json.loads(results.read_text())).points()
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise BenchError(f"run={settings['run']}: unreadable results.json ({err!r})") from None
+        points = [point for point, _ in result_points(json.loads(results.read_text()))]
+    except (OSError, json.JSONDecodeError) as err:
+        raise BenchError(f"run={settings['run']}: unreadable results.json ({err})") from None
     if len(points) < 2:
         return []
     if settings.get("out"):
