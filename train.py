@@ -22,9 +22,9 @@ from cofi_lightning.config import ConfigError
 from cofi_lightning.data import DataError
 from cofi_lightning.run.hub import HubPushError
 from cofi_lightning.run.interrupts import EXIT_INTERRUPTED, RunInterrupted
-from cofi_lightning.run.operating_points import objective
 from cofi_lightning.run.pipeline import train
 from cofi_lightning.run.preflight import ModelSourceError
+from cofi_lightning.run.results import Results
 from cofi_lightning.run.rundir import RunDirError
 
 log = logging.getLogger("train")
@@ -46,7 +46,7 @@ def _to_log_file(text: str) -> None:
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Run the pipeline; returns the exported model's main metric (what Hydra sweepers optimise;
-    for a sparsity path, the mean over its targets: see ``operating_points.objective``)."""
+    for a sparsity path, the mean over its targets: see ``Results.objective``)."""
     try:
         results = train(cfg)
     except RunInterrupted as err:
@@ -65,7 +65,7 @@ def main(cfg: DictConfig) -> float | None:
         # prints it on the console, once.
         _to_log_file(traceback.format_exc())
         raise
-    return objective(results)
+    return Results.from_dict(results).objective() if results else None
 
 
 if __name__ == "__main__":

@@ -11,11 +11,13 @@ from datasets import Dataset
 from transformers import BertConfig
 
 from cofi_lightning.config import ConfigError, DistillConfig, PruningConfig
+from cofi_lightning.core.distillation import LayerDistiller
 from cofi_lightning.core.masks import CoFiMasks
 from cofi_lightning.data.base import IndexedDataset, PadCollator
 from cofi_lightning.modeling import CoFiBertConfig, CoFiBertForSequenceClassification
 from cofi_lightning.run.teacher_cache import TeacherCache, open_or_build
 from cofi_lightning.training.lit_module import CoFiSystem
+from cofi_lightning.training.parts import Distillation, Pruning
 
 from tiny_bert import tiny_bert_kwargs
 
@@ -48,15 +50,12 @@ def _system(teacher, student, *, pruning: bool) -> CoFiSystem:
     kwargs = {}
     if pruning:
         stage = PruningConfig(target_sparsity=0.5, pre_pruning_steps=0, lagrangian_warmup_steps=0)
-        kwargs = dict(
-            stage=stage,
-            masks=CoFiMasks(student.config),
-        )
+        kwargs = dict(stage=stage, pruning=Pruning(CoFiMasks(student.config), stage, seed=3))
     else:
         kwargs = dict(stage=PruningConfig().finetune)
-    return CoFiSystem(
-        student, task="sst2", teacher=teacher, distill=DistillConfig(), seed=3, **kwargs
-    )
+    distiller = LayerDistiller(teacher.config.hidden_size)
+    objective = Distillation(teacher, DistillConfig(), distiller)
+    return CoFiSystem(student, task="sst2", objective=objective, **kwargs)
 
 
 def _build(teacher, ds, root, batch_size=5, features_key="features-v1") -> TeacherCache:
@@ -80,7 +79,7 @@ def test_cached_losses_equal_the_live_teacher_to_fp16_tolerance(tmp_path, prunin
     losses = {}
     for name in ("live", "cached"):
         system = _system(teacher, _model(2), pruning=pruning)
-        system.teacher_cache = cache if name == "cached" else None
+        system.objective.cache = cache if name == "cached" else None
         logged: dict[str, torch.Tensor] = {}
 
         def log(key, value, _logged=logged, **_):

@@ -9,9 +9,10 @@ and the best-structure window work unchanged on either:
   table (``cofi_lightning.latency``); a target speedup x is the reduction ``1 − 1/x``.
 
 Each gives the expected value under the gates (differentiable in the log-alphas) and the real value
-of the structure deterministic masks keep (what is exported). The checks of a latency constraint's
-inputs (:func:`check_latency_family`, :func:`load_latency_table`) live here too: the run's door
-check and the stages call the same functions.
+of the structure deterministic masks keep (what is exported), and names the metrics it logs
+(``<prefix>/expected``, ``<prefix>/target``, the multipliers, ...). The checks of a latency
+constraint's inputs (:func:`check_latency_family`, :func:`load_latency_table`) live here too: the
+run's door check and the stages call the same functions.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 
 from cofi_lightning.config.checks import ConfigError
+from cofi_lightning.core.lagrangian import LagrangeMultipliers
 from cofi_lightning.core.masks import CoFiMasks, Masks
 from cofi_lightning.latency import (
     LatencyTable,
@@ -93,7 +95,53 @@ def load_latency_table(
     return table
 
 
-class ParamsConstraint:
+class _Constraint:
+    """What both constraints share: the metric keys they log, named from ``prefix``.
+
+    Attributes:
+        prefix: The first part of the constraint's metric keys (``<prefix>/expected``, ...).
+    """
+
+    prefix: str
+    targets: tuple[float, ...]
+
+    @property
+    def progress_key(self) -> str:
+        """The key shown in the progress bar: the expected value under the gates."""
+        return f"{self.prefix}/expected"
+
+    def train_metrics(
+        self,
+        masks: CoFiMasks,
+        expected: torch.Tensor,
+        target: float,
+        multipliers: LagrangeMultipliers,
+        reset: bool | None = None,
+    ) -> dict[str, torch.Tensor | float]:
+        """The log of one training step: the expected value ``ŝ``, the target ``t``, the
+        multipliers ``λ1``, ``λ2`` (as tensors: no host sync) and whether the anti-windup reset
+        ``λ1`` (``reset``; None when it is off)."""
+        metrics = {
+            self.progress_key: expected.detach().float(),
+            f"{self.prefix}/target": float(target),
+            "sparsity/lambda_1": multipliers.lambda_1.detach(),
+            "sparsity/lambda_2": multipliers.lambda_2.detach(),
+        }
+        if reset is not None:
+            metrics["sparsity/lambda_1_reset"] = float(reset)
+        return metrics
+
+    def eval_metrics(self, masks: CoFiMasks, z: Masks | None) -> dict[str, float]:
+        """The log of one validation: the expected sparsity, and with deterministic masks ``z``
+        (None before pruning starts) the sparsity they keep."""
+        with torch.no_grad():
+            metrics = {"sparsity/expected_at_eval": float(masks.expected_sparsity())}
+        if z is not None:
+            metrics["sparsity/deterministic"] = masks.sparsity(z)
+        return metrics
+
+
+class ParamsConstraint(_Constraint):
     """CoFi's constraint on the expected number of encoder parameters.
 
     Args:
@@ -115,11 +163,8 @@ class ParamsConstraint:
     def real(self, masks: CoFiMasks, z: Masks) -> float:
         return masks.sparsity(z)
 
-    def describe(self, masks: CoFiMasks, z: Masks) -> dict[str, float]:
-        return {}
 
-
-class LatencyConstraint:
+class LatencyConstraint(_Constraint):
     """A constraint on the latency of the encoder on the table's device.
 
     Args:
@@ -145,11 +190,23 @@ class LatencyConstraint:
     def real(self, masks: CoFiMasks, z: Masks) -> float:
         return 1.0 - structure_latency(self.table, masks.structure(z)) / self.full_ms
 
-    def describe(self, masks: CoFiMasks, z: Masks) -> dict[str, float]:
-        """``latency/*`` numbers of a structure: table ms, unpruned ms, table speedup."""
-        ms = structure_latency(self.table, masks.structure(z))
-        return {
-            "latency/table_ms": ms,
-            "latency/unpruned_ms": self.full_ms,
-            "latency/table_speedup": self.full_ms / ms,
-        }
+    def train_metrics(self, masks, expected, target, multipliers, reset=None):
+        """The latency reduction's log, and the parameter sparsity (always reported)."""
+        metrics = super().train_metrics(masks, expected, target, multipliers, reset)
+        with torch.no_grad():
+            metrics["sparsity/expected"] = masks.expected_sparsity().float()
+        return metrics
+
+    def eval_metrics(self, masks, z):
+        """The sparsity's log, the expected latency reduction, and with ``z`` the structure's real
+        reduction, table ms, unpruned ms and table speedup (``latency/*``)."""
+        metrics = super().eval_metrics(masks, z)
+        with torch.no_grad():
+            metrics[f"{self.prefix}/expected_at_eval"] = float(self.expected(masks))
+        if z is not None:
+            ms = structure_latency(self.table, masks.structure(z))
+            metrics[f"{self.prefix}/deterministic"] = 1.0 - ms / self.full_ms
+            metrics["latency/table_ms"] = ms
+            metrics["latency/unpruned_ms"] = self.full_ms
+            metrics["latency/table_speedup"] = self.full_ms / ms
+        return metrics

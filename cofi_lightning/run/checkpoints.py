@@ -15,7 +15,9 @@ This file owns how they are written and which resume checkpoint a stage starts f
   that does not is renamed ``<name>.corrupt-<n>`` with a warning naming it (None: the stage
   starts from its beginning).
 
-What a checkpoint holds and when one is written is ``cofi_lightning.run.context``'s.
+* :class:`StepCheckpoint` and :class:`SaveAfterValidation`: when a stage's resume checkpoint is
+  written (never between a step and its validation);
+* :func:`save_model`: a stage's model directory (HF format, readable by the group).
 """
 
 from __future__ import annotations
@@ -26,9 +28,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
+
+from cofi_lightning.run.ranks import is_global_zero
 
 #: ``<name><TMP_INFIX><pid>``: a file being written (see :func:`write_atomically`).
 TMP_INFIX = ".tmp-"
@@ -144,3 +151,75 @@ def resume_checkpoint(last: Path, fix: bool = True) -> Path | None:
                 f"checkpoint {candidate} does not load ({problem}); set aside as {aside}; {then}"
             )
     return found
+
+
+def validates_after_batch(trainer: L.Trainer, batch_idx: int) -> bool:
+    """Whether the fit may validate once this training batch ends: Lightning's rule (every
+    ``check_val_every_n_epoch`` epochs, after every ``val_check_batch`` batches counted in the
+    epoch, or across epochs when that is None; at an epoch's last batch) from the trainer's public
+    state. When unsure it says True: a step checkpoint left out costs a few replayed steps."""
+    if not trainer.enable_validation:
+        return False
+    every_epochs = trainer.check_val_every_n_epoch
+    if every_epochs is not None and (trainer.current_epoch + 1) % every_epochs:
+        return False
+    if batch_idx + 1 >= trainer.num_training_batches or trainer.should_stop:
+        return True
+    interval = trainer.val_check_batch
+    if interval is None or interval == float("inf"):
+        return False  # at the epoch's end only
+    index = trainer.fit_loop.total_batch_idx if every_epochs is None else batch_idx
+    return (index + 1) % interval == 0
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """Lightning's every-n-steps resume checkpoint, left out at a step that validates.
+
+    Lightning writes a step's checkpoint when the step ends, before that step's validation, and a
+    run resumed from it skips the validation (the loop counts it as done). A kill during that
+    validation would lose its result (a best-weights or best-structure candidate), and the resumed
+    run could keep another network. At those steps :class:`SaveAfterValidation` writes the
+    checkpoint once the validation is over; a kill during it resumes from the checkpoint before
+    and replays the steps and the validation.
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, module, outputs, batch, batch_idx) -> None:
+        if not validates_after_batch(trainer, batch_idx):
+            super().on_train_batch_end(trainer, module, outputs, batch, batch_idx)
+
+
+class SaveAfterValidation(Checkpoint):
+    """Write the resume checkpoint after every validation during fit.
+
+    Lightning checkpoints a step at its end, *before* that step's validation, and a run resumed
+    from that checkpoint skips the validation; its result (a best-weights or best-structure
+    candidate) would be lost and the resumed run could export another network. Saved after the
+    validation, the checkpoint holds the callbacks' state with that evaluation in it (and
+    :class:`StepCheckpoint` writes none before it). (A ``Checkpoint``, so Lightning runs it after
+    the other callbacks' validation hooks.)
+
+    Args:
+        path: The resume checkpoint (``<stage>/checkpoints/last.ckpt``).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return  # not trainer.validate()
+        trainer.save_checkpoint(self.path, weights_only=False)
+
+
+def save_model(model: torch.nn.Module, tokenizer: Any, path: Path) -> None:
+    """Model + tokenizer in HF format (rank 0), readable by others as the umask allows
+    (safetensors writes its file 0600 via a temporary file: shared-cluster colleagues could not
+    read it)."""
+    if is_global_zero():
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        umask = os.umask(0)
+        os.umask(umask)
+        for file in path.rglob("*"):
+            if file.is_file():
+                file.chmod(0o666 & ~umask)

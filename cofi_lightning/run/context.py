@@ -1,15 +1,15 @@
-"""What the stages of one run share: the typed config, the run directory, data, builders, ranks.
+"""What the stages of one run share: the typed config, the run directory, models, data, trainers.
 
-This file owns :class:`RunContext` (tokenizer and DataModule built once; how a stage's trainer,
-loggers and callbacks are instantiated from the config), :class:`StageClock`, the seeding of the
-global RNGs (:func:`seed_stage`, :class:`StepSeed`) and the rank helpers (:func:`is_global_zero`,
-:func:`barrier`). It sits below ``cofi_lightning.run.stages`` and
+This file owns :class:`RunContext` (tokenizer and DataModule built once; the models of
+``model.pretrained``; how a stage's trainer, loggers and callbacks are instantiated from the
+config) and :class:`StageClock`. When checkpoints are written is
+``cofi_lightning.run.checkpoints``'; the seeding, ``cofi_lightning.run.seeding``; the rank
+helpers, ``cofi_lightning.run.ranks``. It sits below ``cofi_lightning.run.stages`` and
 ``cofi_lightning.run.pipeline``, which both import it; it imports neither.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -19,64 +19,46 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import get_object, instantiate
-from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import (
-    Checkpoint,
-    LearningRateMonitor,
-    ModelCheckpoint,
-    ProgressBar,
-)
-from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_info
-from transformers import AutoTokenizer
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from omegaconf import OmegaConf
+from transformers import AutoConfig, AutoTokenizer
 
 from cofi_lightning.config import StageConfig, TrainConfig
+from cofi_lightning.core.constraint import load_latency_table
 from cofi_lightning.data import get_task
+from cofi_lightning.latency import LatencyTable
 from cofi_lightning.modeling import Family, family_of
-from cofi_lightning.run.checkpoints import AtomicCheckpointIO, resume_checkpoint
+from cofi_lightning.run.checkpoints import (
+    AtomicCheckpointIO,
+    SaveAfterValidation,
+    StepCheckpoint,
+    resume_checkpoint,
+)
 from cofi_lightning.run.operating_points import operating_points
+from cofi_lightning.run.ranks import barrier, is_global_zero
+from cofi_lightning.run.seeding import StepSeed
 from cofi_lightning.training.lit_module import CoFiSystem
 
 
 class _DropLightningNoise(logging.Filter):
-    """Drop Lightning's device banner and product tips: no information for a CoFi run (the
-    accelerator is in the config; real warnings go through ``warnings`` and are kept)."""
+    """Drop Lightning's device banner, product tips and the "`weights_only` was not set" of every
+    checkpoint it writes (Lightning 2.6): no information for a CoFi run (the accelerator is in the
+    config; full checkpoints are what resume needs; real warnings go through ``warnings``)."""
 
     NOISE = ("GPU available:", "TPU available:", "HPU available:", "\U0001f4a1 Tip:")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.getMessage()).startswith(self.NOISE)
+        message = str(record.getMessage())
+        return not (message.startswith(self.NOISE) or "`weights_only` was not set" in message)
 
 
-for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+for _name in (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.pytorch.trainer.connectors.checkpoint_connector",
+):
     logging.getLogger(_name).addFilter(_DropLightningNoise())
-
-
-class _DropCheckpointNoise(logging.Filter):
-    """Lightning 2.6 logs "`weights_only` was not set" at every checkpoint it writes (full
-    checkpoints are what resume needs: nothing to act on)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "`weights_only` was not set" not in str(record.getMessage())
-
-
-logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").addFilter(
-    _DropCheckpointNoise()
-)
-
-
-def is_global_zero() -> bool:
-    """Whether this process is global rank 0 (also before a trainer exists: Lightning reads the
-    rank from the launcher's environment)."""
-    return getattr(rank_zero_only, "rank", 0) == 0
-
-
-def barrier() -> None:
-    """Wait for every DDP rank (no-op in a single process): rank 0 writes, the others read."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 class StageClock(L.Callback):
@@ -96,120 +78,6 @@ class StageClock(L.Callback):
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.before = float(state["seconds"])
-
-
-# --- random numbers -------------------------------------------------------------------------------
-# Every random number of a run is drawn after the global RNGs were seeded from where the run is,
-# never from what ran before in the process (a resumed run, or one whose stages ran in several
-# invocations, has another history): a stage's start is seeded from (seed, stage) by
-# :func:`seed_stage`, each training batch from (seed, step, micro-batch, rank) by
-# :class:`StepSeed`; data order and mask noise use generators of their own, seeded from
-# (seed, epoch) and (seed, step).
-
-
-def derived_seed(*key: object, bits: int = 64) -> int:
-    """A seed that is a function of ``key`` only: the first ``bits`` bits of the sha256 of its
-    parts joined by ``:``.
-
-    Args:
-        key: What the seed stands for, e.g. ``(seed, step, micro-batch, rank)``.
-        bits: 64 for ``torch.manual_seed``; 32 for numpy (``seed_everything``).
-    """
-    text = ":".join(str(part) for part in key)
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> (64 - bits)
-
-
-def seed_stage(seed: int, stage: str) -> None:
-    """Seed the global RNGs (torch, numpy, ``random``, dataloader workers) as ``stage`` starts.
-
-    What a stage builds from them (the classifier head, the masks' log-alphas, the layer
-    distillation's projection) is then the same whether the earlier stages ran in this process,
-    in an earlier invocation (``stages=[teacher]``, a killed run), or were reused.
-
-    Args:
-        seed: The run's seed.
-        stage: The stage's key (``prune``, ``finetune_0.5``, ...).
-    """
-    L.seed_everything(derived_seed(seed, "stage", stage, bits=32), workers=True, verbose=False)
-
-
-class StepSeed(L.Callback):
-    """Seed the global RNGs (dropout) from ``(seed, optimizer step, micro-batch, rank)`` before
-    every training batch.
-
-    Dropout then depends on where training is, not on what ran before: a stage resumed from any
-    checkpoint draws the same dropout masks as an uninterrupted run (Lightning's checkpoints do
-    not hold RNG states, and rebuilding loaders on resume consumes random numbers an
-    uninterrupted run does not). Masks are sampled from their own per-step generator.
-
-    Args:
-        seed: The run's seed.
-    """
-
-    def __init__(self, seed: int) -> None:
-        self.seed = int(seed)
-
-    def on_train_batch_start(self, trainer: L.Trainer, module, batch, batch_idx: int) -> None:
-        micro = batch_idx % trainer.accumulate_grad_batches  # micro-batches of one step differ
-        torch.manual_seed(derived_seed(self.seed, trainer.global_step, micro, trainer.global_rank))
-
-
-def validates_after_batch(trainer: L.Trainer, batch_idx: int) -> bool:
-    """Whether the fit may validate once this training batch ends: Lightning's rule (every
-    ``check_val_every_n_epoch`` epochs, after every ``val_check_batch`` batches counted in the
-    epoch, or across epochs when that is None; at an epoch's last batch) from the trainer's public
-    state. When unsure it says True: a step checkpoint left out costs a few replayed steps."""
-    if not trainer.enable_validation:
-        return False
-    every_epochs = trainer.check_val_every_n_epoch
-    if every_epochs is not None and (trainer.current_epoch + 1) % every_epochs:
-        return False
-    if batch_idx + 1 >= trainer.num_training_batches or trainer.should_stop:
-        return True
-    interval = trainer.val_check_batch
-    if interval is None or interval == float("inf"):
-        return False  # at the epoch's end only
-    index = trainer.fit_loop.total_batch_idx if every_epochs is None else batch_idx
-    return (index + 1) % interval == 0
-
-
-class StepCheckpoint(ModelCheckpoint):
-    """Lightning's every-n-steps resume checkpoint, left out at a step that validates.
-
-    Lightning writes a step's checkpoint when the step ends, before that step's validation, and a
-    run resumed from it skips the validation (the loop counts it as done). A kill during that
-    validation would lose its result (a best-weights or best-structure candidate), and the resumed
-    run could keep another network. At those steps :class:`SaveAfterValidation` writes the
-    checkpoint once the validation is over; a kill during it resumes from the checkpoint before
-    and replays the steps and the validation.
-    """
-
-    def on_train_batch_end(self, trainer: L.Trainer, module, outputs, batch, batch_idx) -> None:
-        if not validates_after_batch(trainer, batch_idx):
-            super().on_train_batch_end(trainer, module, outputs, batch, batch_idx)
-
-
-class SaveAfterValidation(Checkpoint):
-    """Write the resume checkpoint after every validation during fit.
-
-    Lightning checkpoints a step at its end, *before* that step's validation, and a run resumed
-    from that checkpoint skips the validation; its result (a best-weights or best-structure
-    candidate) would be lost and the resumed run could export another network. Saved after the
-    validation, the checkpoint holds the callbacks' state with that evaluation in it (and
-    :class:`StepCheckpoint` writes none before it). (A ``Checkpoint``, so Lightning runs it after
-    the other callbacks' validation hooks.)
-
-    Args:
-        path: The resume checkpoint (``<stage>/checkpoints/last.ckpt``).
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
-            return  # not trainer.validate()
-        trainer.save_checkpoint(self.path, weights_only=False)
 
 
 def _is_job_tracker(node: dict[str, Any]) -> bool:
@@ -258,8 +126,6 @@ class RunContext:
     def family(self) -> Family:
         """The encoder family of ``model.pretrained`` (from its ``model_type``)."""
         if self._family is None:
-            from transformers import AutoConfig
-
             model_type = AutoConfig.from_pretrained(self.cfg.model.pretrained).model_type
             self._family = family_of(model_type)
         return self._family
@@ -268,6 +134,44 @@ class RunContext:
     def model_class(self) -> type:
         """The task model of the family (question answering for SQuAD)."""
         return self.family.model_class(self.task.family == "squad")
+
+    def unpruned_config(self):
+        """The CoFi config of ``model.pretrained`` (unpruned), of its family's config class."""
+        source = AutoConfig.from_pretrained(self.cfg.model.pretrained)
+        config_class = self.family.config_class
+        if isinstance(source, config_class):
+            return source
+        return config_class.from_pretrained_config(source)
+
+    def latency_table(self, config) -> LatencyTable:
+        """The latency table of ``pruning.constraint=latency`` (prune and export stages): read, or
+        profiled here when missing.
+
+        Raises:
+            ConfigError: the table cannot serve the run (:func:`load_latency_table`; checked at the
+                door already when the file existed then).
+        """
+        from cofi_lightning.latency.profile import profile
+        from cofi_lightning.latency.timing import device_name
+
+        p = self.cfg.pruning
+        path = Path(p.latency_table or self.run_dir / "prune" / "latency_table.json")
+        if not path.is_file():
+            rank_zero_info(
+                f"pruning.latency_table: {path} does not exist; profiling this machine (cpu, fp32, "
+                "batch 32 x 128) into it"
+            )
+            if is_global_zero():
+                profile(config).save(path)
+            barrier()
+        table = load_latency_table(path, config, p.target_speedup, "hidden" in p.units)
+        here = device_name(torch.device("cpu"))
+        if table.meta.get("device") == "cpu" and table.meta.get("device_name") != here:
+            rank_zero_warn(
+                f"pruning.latency_table {path} was profiled on {table.meta.get('device_name')}, "
+                f"this machine is {here}: the constraint targets the speed of the table's device"
+            )
+        return table
 
     def load_model(self, path: str | Path) -> torch.nn.Module:
         """A CoFi model of the task's class from a vanilla or exported HF directory / hub name."""
@@ -298,6 +202,7 @@ class RunContext:
         if self._trackers is None:
             self._trackers = {}
             if is_global_zero():
+                structured = OmegaConf.structured(self.cfg)  # the run config, for the trackers
                 for name, node in self.cfg.logger.items():
                     if node and _is_job_tracker(node):
                         # partial: ``config`` would clash with instantiate's own first argument
@@ -305,7 +210,7 @@ class RunContext:
                             run_dir=str(self.run_dir),
                             name=self.cfg.run_name,
                             run_id=self.run_id,
-                            config=_config_dict(self.cfg),
+                            config=OmegaConf.to_container(structured, resolve=True),
                         )
         return self._trackers
 
@@ -408,15 +313,4 @@ class RunContext:
             default_root_dir=str(self.run_dir),
         )
         trainer.validate(system, datamodule=self.datamodule, verbose=False)
-        return {
-            k.removeprefix("val/"): v
-            for k, v in system.last_val_metrics.items()
-            if k.startswith("val/")
-        }
-
-
-def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    """The typed config as a plain nested dict (for trackers' run config)."""
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+        return system.recorded_metrics()

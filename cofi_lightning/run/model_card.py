@@ -21,7 +21,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from cofi_lightning.config.resolvers import target_label
 from cofi_lightning.data.tasks import TaskSpec
 from cofi_lightning.modeling.structure import Structure
-from cofi_lightning.run.operating_points import OperatingPoint, result_points
+from cofi_lightning.run.operating_points import OperatingPoint
+from cofi_lightning.run.results import result_points
 
 PAPER = "https://arxiv.org/abs/2204.00408"
 

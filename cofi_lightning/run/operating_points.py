@@ -10,30 +10,19 @@ and the bench alike:
   ``<t>`` is the target written with ``:g`` (``0.6``, ``0.75``).
 
 The finetune and export stages run once per point (``<stage><suffix>/DONE.json`` each, so each
-resumes on its own); ``results.json`` lists the points in ``operating_points``. A run under
-``pruning.constraint=latency`` has one point whose target is a speedup, not a sparsity: its records
-say ``target_sparsity: null`` (:func:`recorded_target`) and carry the speed target in ``latency``.
+resumes on its own); ``results.json`` lists the points in ``operating_points``
+(``cofi_lightning.run.results``). A run under ``pruning.constraint=latency`` has one point whose
+target is a speedup, not a sparsity: its records say ``target_sparsity: null``
+(:func:`recorded_target`) and carry the speed target in ``latency``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 #: The stages that run once per operating point (the others once per run).
 PER_POINT_STAGES: tuple[str, ...] = ("finetune", "export")
-
-#: The ``results.json`` keys that belong to one operating point.
-POINT_KEYS: tuple[str, ...] = (
-    "target_sparsity",
-    "sparsity",
-    "params",
-    "pruned",
-    "structure",
-    "export_dir",
-    "latency",
-)
 
 
 @dataclass(frozen=True)
@@ -73,10 +62,11 @@ class OperatingPoint:
         return sorted(Path(run_dir).glob(f"speed_*{self.suffix}.json"))
 
 
-def operating_points(targets: list[float]) -> list[OperatingPoint]:
-    """The points of a run with these targets (``PruningConfig.target_list``)."""
+def operating_points(targets: list[float | None]) -> list[OperatingPoint]:
+    """The points of a run with these targets (``PruningConfig.target_list``; read back from a
+    latency-constrained run's results, a single target is None)."""
     if len(targets) == 1:
-        return [OperatingPoint(float(targets[0]))]
+        return [OperatingPoint(None if targets[0] is None else float(targets[0]))]
     return [OperatingPoint(float(t), f"_{float(t):g}") for t in targets]
 
 
@@ -85,37 +75,3 @@ def recorded_target(point: OperatingPoint, constraint: str) -> float | None:
     records, the model card): its target, or None under ``constraint=latency``, whose target is
     ``pruning.target_speedup`` (recorded as ``latency.target_speedup``)."""
     return None if constraint == "latency" else point.target
-
-
-def result_points(results: dict[str, Any]) -> list[tuple[OperatingPoint, dict[str, Any]]]:
-    """Each operating point of a ``results.json`` with its flat record (:func:`points_of_results`);
-    a single point's target may be null (a latency-constrained run)."""
-    records = points_of_results(results)
-    if len(records) == 1:
-        target = records[0].get("target_sparsity")
-        return [(OperatingPoint(None if target is None else float(target)), records[0])]
-    points = operating_points([float(r["target_sparsity"]) for r in records])
-    return list(zip(points, records, strict=True))
-
-
-def points_of_results(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """One flat record per operating point of a ``results.json``: the run's shared keys with the
-    point's keys. Understands both layouts (``operating_points`` and the older single-target file
-    without it)."""
-    points = results.get("operating_points")
-    shared = {k: v for k, v in results.items() if k != "operating_points"}
-    if not points:
-        return [shared]
-    return [{**shared, **point} for point in points]
-
-
-def objective(results: dict[str, Any] | None) -> float | None:
-    """The one number a Hydra sweeper optimises for a run: the exported model's main metric.
-
-    A sparsity path exports one model per target; its objective is the mean of their main
-    metrics (every point counts equally, so a sweep cannot win by sacrificing one target)."""
-    if not results:
-        return None
-    metric = results["main_metric"]
-    scores = [point["pruned"][metric] for point in points_of_results(results)]
-    return sum(scores) / len(scores)

@@ -31,41 +31,15 @@ from cofi_lightning.config.identity import identity_hash
 from cofi_lightning.modeling.structure import Structure
 from cofi_lightning.run import stages
 from cofi_lightning.run.checkpoints import write_text_atomically
-from cofi_lightning.run.context import RunContext, barrier, is_global_zero, seed_stage
+from cofi_lightning.run.context import RunContext
 from cofi_lightning.run.hub import push_export, repo_ids
 from cofi_lightning.run.interrupts import SigtermGuard
-from cofi_lightning.run.operating_points import (
-    PER_POINT_STAGES,
-    POINT_KEYS,
-    OperatingPoint,
-    recorded_target,
-    result_points,
-)
+from cofi_lightning.run.operating_points import PER_POINT_STAGES, OperatingPoint
 from cofi_lightning.run.preflight import preflight
+from cofi_lightning.run.ranks import barrier, is_global_zero
+from cofi_lightning.run.results import PointResult, Results, result_points
 from cofi_lightning.run.rundir import RunLock, check_run_dir, claim
-
-#: ``results.json``'s keys. The operating point's keys (:data:`POINT_KEYS`) sit at the top level
-#: only with a single target; ``operating_points`` lists every point (one with a single target).
-RESULT_KEYS = (
-    "task",
-    "target_sparsity",
-    "sparsity",
-    "params",
-    "teacher",
-    "pruned",
-    "main_metric",
-    "structure",
-    "export_dir",
-    "ablation",
-    "method",
-    "constraint",
-    "latency",
-    "fidelity",
-    "seed",
-    "stage_seconds",
-    "operating_points",
-)
-
+from cofi_lightning.run.seeding import seed_stage
 
 # --- the stage loop -------------------------------------------------------------------------------
 
@@ -116,8 +90,9 @@ def _outcome(ctx: RunContext, record: dict[str, Any]) -> str:
     """``": accuracy 76.72, sparsity 0.482"`` of a stage record (what is there of it)."""
     parts = []
     metric = ctx.task.main_metric_key
-    if metric in (record.get("metrics") or {}):
-        parts.append(f"{metric} {record['metrics'][metric]:.2f}")
+    metrics = record.get("metrics", record.get("pruned")) or {}  # an export's: ``pruned``
+    if metric in metrics:
+        parts.append(f"{metric} {metrics[metric]:.2f}")
     best = record.get("best") or {}
     sparsity = record.get("sparsity", best.get("deterministic_sparsity"))
     if sparsity is not None:
@@ -130,7 +105,7 @@ def _outcome(ctx: RunContext, record: dict[str, Any]) -> str:
 
 def summary_table(results: dict[str, Any], run_dir: Path) -> str:
     """The end-of-run summary a person reads: teacher vs pruned, sparsity, structure, where (one
-    block per operating point)."""
+    block per operating point of a ``results.json``)."""
     return "\n\n".join(
         _point_summary(record, point.speed_files(run_dir), point.structure_plot(run_dir), run_dir)
         for point, record in result_points(results)
@@ -286,13 +261,14 @@ def _run_stages(
                 ctx.records[key] = json.loads(done.read_text())
         exports = [pt.stage("export") for pt in ctx.points]
         if all(key in ctx.records for key in exports):
-            results = results_from_records(ctx)
+            record = results_from_records(ctx)
+            results = record.to_dict()
             if is_global_zero():
                 write_text_atomically(run_dir / "results.json", json.dumps(results, indent=2))
             rank_zero_info(f"results: {json.dumps(results)}")
             rank_zero_info("CoFi run finished\n" + summary_table(results, run_dir))
             if cfg.export.push_to_hub and is_global_zero():
-                _push(ctx, results)  # after results.json: a failed upload loses nothing
+                _push(ctx, record)  # after results.json: a failed upload loses nothing
     except BaseException:
         ctx.finish_trackers(None, exit_code=1)
         raise
@@ -301,55 +277,33 @@ def _run_stages(
     return results
 
 
-def _push(ctx: RunContext, results: dict[str, Any]) -> None:
+def _push(ctx: RunContext, results: Results) -> None:
     """Upload each operating point's export: to ``export.push_to_hub``, or on a sparsity path to
     ``<repo>-s<t>`` per target."""
     repos = repo_ids(str(ctx.cfg.export.push_to_hub), ctx.points)
-    for point, record, target_repo in zip(
-        ctx.points, results["operating_points"], repos, strict=True
-    ):
+    for point, result, target_repo in zip(ctx.points, results.operating_points, repos, strict=True):
         url = push_export(
             point.export_dir(ctx.run_dir),
             target_repo,
             private=ctx.cfg.export.private,
-            message=f"CoFi {ctx.task.name} at sparsity {record['sparsity']:.3f}",
+            message=f"CoFi {ctx.task.name} at sparsity {result.sparsity:.3f}",
         )
         rank_zero_info(f"uploaded the export to {target_repo}: {url}")
 
 
-def point_result(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
-    """One operating point's ``results.json`` keys (:data:`POINT_KEYS`) from its export record."""
-    export = ctx.records[point.stage("export")]
-    result = {
-        "target_sparsity": recorded_target(point, ctx.cfg.pruning.constraint),
-        "sparsity": export["sparsity"],
-        "params": export["params"],
-        "pruned": export["metrics"],
-        "structure": export["structure"],
-        "export_dir": export["export_dir"],
-        "latency": export.get("latency"),
-    }
-    assert tuple(result) == POINT_KEYS
-    return result
-
-
-def results_from_records(ctx: RunContext) -> dict[str, Any]:
-    """The ``results.json`` dict (keys: :data:`RESULT_KEYS`) from the stages' DONE records."""
-    points = [point_result(ctx, point) for point in ctx.points]
-    teacher = ctx.records.get("teacher", {})
-    shared = {
-        "task": ctx.task.name,
-        "teacher": teacher.get("metrics", {}),
-        "main_metric": ctx.task.main_metric_key,
-        "ablation": ctx.cfg.ablation_name,
-        "method": ctx.cfg.pruning.method,
-        "constraint": ctx.cfg.pruning.constraint,
-        "fidelity": ctx.cfg.fidelity_name,
-        "seed": int(ctx.cfg.seed),
-        "stage_seconds": {k: r.get("seconds") for k, r in ctx.records.items()},
-        "operating_points": points,
-    }
-    top = {**shared, **points[0]} if len(points) == 1 else shared
-    results = {key: top[key] for key in RESULT_KEYS if key in top}
-    assert set(results) == set(top)
-    return results
+def results_from_records(ctx: RunContext) -> Results:
+    """The run's :class:`Results` from the stages' DONE records (each point's: its export's)."""
+    return Results(
+        task=ctx.task.name,
+        teacher=ctx.records.get("teacher", {}).get("metrics", {}),
+        main_metric=ctx.task.main_metric_key,
+        ablation=ctx.cfg.ablation_name,
+        method=ctx.cfg.pruning.method,
+        constraint=ctx.cfg.pruning.constraint,
+        fidelity=ctx.cfg.fidelity_name,
+        seed=int(ctx.cfg.seed),
+        stage_seconds={k: r.get("seconds") for k, r in ctx.records.items()},
+        operating_points=[
+            PointResult.from_dict(ctx.records[point.stage("export")]) for point in ctx.points
+        ],
+    )

@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cofi_lightning.config.identity import config_identity, identity_diff, identity_hash
 from cofi_lightning.run.checkpoints import write_text_atomically
+from cofi_lightning.run.ranks import is_global_zero
 
 log = logging.getLogger(__name__)
 
@@ -251,9 +252,6 @@ def unless_refused(value: Any, refused: Any, *, _root_: DictConfig) -> Any:
         refused: What it uses when :func:`check_run_dir` refuses the output dir.
         _root_: The whole config (OmegaConf passes it).
     """
-    # Imported here: the run context (Lightning, the models) sits above this file.
-    from cofi_lightning.run.context import is_global_zero
-
     output_dir = OmegaConf.select(_root_, "hydra.runtime.output_dir", default=None)
     if not output_dir or not is_global_zero():  # outside a job (--cfg); a DDP rank > 0 of a run
         return value

@@ -23,31 +23,30 @@ The stage order is ``cofi_lightning.config.STAGES``; resume and records live in
 from __future__ import annotations
 
 import json
-import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import OmegaConf
 from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
 from cofi_lightning.config import ConfigError, config_identity
 from cofi_lightning.config.identity import teacher_identity
-from cofi_lightning.core.constraint import (
-    LatencyConstraint,
-    ParamsConstraint,
-    check_latency_family,
-    load_latency_table,
-)
+from cofi_lightning.core.constraint import LatencyConstraint, ParamsConstraint, check_latency_family
 from cofi_lightning.core.distillation import LayerDistiller
 from cofi_lightning.core.masks import CoFiMasks, Masks
-from cofi_lightning.latency import LatencyTable, structure_latency
+from cofi_lightning.latency import structure_latency
 from cofi_lightning.modeling.structure import Structure
-from cofi_lightning.run.context import RunContext, barrier, is_global_zero
+from cofi_lightning.run.checkpoints import save_model
+from cofi_lightning.run.context import RunContext
 from cofi_lightning.run.model_card import write_card
 from cofi_lightning.run.operating_points import OperatingPoint, recorded_target
-from cofi_lightning.run.teacher_reuse import TEACHER_MODEL, as_recorded, copy_teacher, find_teacher
+from cofi_lightning.run.ranks import barrier, is_global_zero
+from cofi_lightning.run.results import PointResult
+from cofi_lightning.run.teacher_cache import run_cache
+from cofi_lightning.run.teacher_reuse import as_recorded, reuse_teacher
 from cofi_lightning.training.callbacks import (
     BestMasksCheckpoint,
     BestWeights,
@@ -58,47 +57,36 @@ from cofi_lightning.training.callbacks import (
 from cofi_lightning.training.callbacks.best_masks import save_structure
 from cofi_lightning.training.callbacks.structure import save_heatmap
 from cofi_lightning.training.lit_module import CoFiSystem
+from cofi_lightning.training.parts import Distillation, Pruning
 
 
-def _teacher(ctx: RunContext) -> torch.nn.Module | None:
-    """The frozen teacher of the prune / finetune stages (None without distillation)."""
-    record = ctx.records.get("teacher", {})
-    path = record.get("teacher_dir")
-    return None if path is None else ctx.load_model(path)
+def _objective(
+    ctx: RunContext, structure: Path | None = None, masks: Masks | None = None
+) -> Distillation | None:
+    """The prune / finetune stages' distillation from the frozen teacher (None without one: the
+    task loss), its training outputs from the teacher cache where the run uses one.
 
-
-def _attach_teacher_cache(ctx: RunContext, system: CoFiSystem) -> None:
-    """Serve the teacher's training outputs from the on-disk cache (``distill.teacher_cache``).
-
-    Built on first use by the job that needs it (rank 0 under DDP; the others wait at the
-    barrier) and shared by every later job with the same teacher, features and layers."""
-    d = ctx.cfg.distill
-    if system.teacher is None or not d.teacher_cache:
-        return
-    if ctx.task.family == "squad":
-        rank_zero_info("teacher cache: not used for QA (its padding logits depend on the batch)")
-        return
-    from cofi_lightning.run.teacher_cache import open_or_build
-
-    dm = ctx.datamodule
-    dm.setup("fit")
-    accelerator = str(ctx.cfg.trainer.get("accelerator", "auto"))
-    if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda"):
-        system.teacher.to(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")  # build on the GPU
-    depth = system.teacher.config.num_hidden_layers
-    layers = system.layer_distiller.distilled_layers(depth) if system.layer_distiller else []
-    kwargs = dict(
-        features_key=dm.feature_keys[f"{ctx.task.train_split}/{dm.family}"],
-        layers=layers,
-        root=Path(dm.cache_dir) / "teacher_outputs",
-        pad_token_id=ctx.tokenizer.pad_token_id,
-        batch_size=max(dm.eval_batch_size, dm.batch_size),
-    )
-    if is_global_zero():
-        system.teacher_cache = open_or_build(system.teacher, dm.train_dataset, **kwargs)
-    barrier()
-    if not is_global_zero():
-        system.teacher_cache = open_or_build(system.teacher, dm.train_dataset, **kwargs)
+    Args:
+        structure: The finetune stage's structure directory: the layer distillation keeps the
+            prune stage's projection (when saved), its input columns cut to the hidden dims
+            ``masks`` keep.
+        masks: The structure's masks.
+    """
+    path = ctx.records.get("teacher", {}).get("teacher_dir")
+    if path is None:
+        return None
+    teacher, d = ctx.load_model(path), ctx.cfg.distill
+    distiller = None
+    if d.alpha_layer > 0:
+        distiller = LayerDistiller(teacher.config.hidden_size)
+        saved = None if structure is None else structure / "layer_distiller.pt"
+        if saved is not None and saved.is_file():
+            distiller.load_state_dict(torch.load(saved, weights_only=True))
+        if masks is not None and masks.hidden is not None:
+            distiller.prune_hidden(torch.nonzero(masks.hidden != 0).flatten())
+    distillation = Distillation(teacher, d, distiller)
+    distillation.cache = run_cache(ctx, distillation)
+    return distillation
 
 
 def _fit(
@@ -117,20 +105,7 @@ def _fit(
     system.log_val = not restored and system.last_val_step != trainer.global_step
     trainer.validate(system, datamodule=ctx.datamodule, verbose=False)
     ctx.close_loggers(trainer.loggers)
-    return dict(system.last_val_metrics)
-
-
-def _save(model: torch.nn.Module, ctx: RunContext, path: Path) -> None:
-    """Model + tokenizer in HF format, readable by others as the umask allows (safetensors
-    writes its file 0600 via a temporary file: shared-cluster colleagues could not read it)."""
-    if is_global_zero():
-        model.save_pretrained(path)
-        ctx.tokenizer.save_pretrained(path)
-        umask = os.umask(0)
-        os.umask(umask)
-        for file in path.rglob("*"):
-            if file.is_file():
-                file.chmod(0o666 & ~umask)
+    return system.recorded_metrics()
 
 
 def _train_and_save(ctx: RunContext, stage: str, system: CoFiSystem) -> tuple[Path, dict]:
@@ -153,9 +128,9 @@ def _train_and_save(ctx: RunContext, stage: str, system: CoFiSystem) -> tuple[Pa
     )
     metrics = _fit(ctx, stage, system, trainer, best)
     out = ctx.run_dir / stage / "model"
-    _save(system.student, ctx, out)
+    save_model(system.student, ctx.tokenizer, out)
     barrier()
-    return out, _strip(metrics)
+    return out, metrics
 
 
 def teacher_stage(ctx: RunContext) -> dict[str, Any]:
@@ -166,42 +141,17 @@ def teacher_stage(ctx: RunContext) -> dict[str, Any]:
         model = ctx.load_model(cfg.distill.teacher)
         return {"teacher_dir": str(cfg.distill.teacher), "metrics": ctx.evaluate(model)}
     identity = as_recorded(teacher_identity(config_identity(OmegaConf.structured(cfg))))
-    if cfg.distill.reuse_teacher:
-        reused = _reuse_teacher(ctx, identity)
-        if reused is not None:
-            return reused
+    reused = reuse_teacher(ctx, identity) if cfg.distill.reuse_teacher else None
+    if reused is not None:
+        return reused
     system = CoFiSystem(
         ctx.load_model(cfg.model.pretrained),
         task=ctx.task.name,
         stage=cfg.distill.teacher_training,
         optim=cfg.optim,
-        seed=cfg.seed,
     )
     out, metrics = _train_and_save(ctx, "teacher", system)
     return {"teacher_dir": str(out), "metrics": metrics, "teacher_identity": identity}
-
-
-def _reuse_teacher(ctx: RunContext, identity: dict[str, Any]) -> dict[str, Any] | None:
-    """The teacher record of a finished teacher of the same teacher identity beside this run,
-    copied into ``teacher/model`` (None when there is none: the stage trains one)."""
-    found = find_teacher(ctx.run_dir, identity)
-    if found is None:
-        return None
-    src, record = found
-    out = ctx.run_dir / TEACHER_MODEL
-    if is_global_zero():
-        copy_teacher(src, out)
-    barrier()
-    rank_zero_info(
-        f"[teacher] reusing the finished teacher of {src.parents[1]} (same teacher identity; "
-        "distill.reuse_teacher=false trains one here)"
-    )
-    return {
-        "teacher_dir": str(out),
-        "metrics": record["metrics"],
-        "teacher_identity": identity,
-        "reused_from": str(src),
-    }
 
 
 def _uniform_structure(ctx: RunContext, student: torch.nn.Module) -> dict[str, Any]:
@@ -249,41 +199,11 @@ def _prune_record(ctx: RunContext, bests: dict[str, dict], metrics: dict) -> dic
     }
 
 
-def latency_table(ctx: RunContext, config) -> LatencyTable:
-    """The latency table of ``pruning.constraint=latency``: read, or profiled here when missing.
-
-    Raises:
-        ConfigError: the table cannot serve the run (:func:`load_latency_table`; checked at the
-            door already when the file existed then).
-    """
-    from cofi_lightning.latency.profile import profile
-    from cofi_lightning.latency.timing import device_name
-
-    p = ctx.cfg.pruning
-    path = Path(p.latency_table or ctx.run_dir / "prune" / "latency_table.json")
-    if not path.is_file():
-        rank_zero_info(
-            f"pruning.latency_table: {path} does not exist; profiling this machine (cpu, fp32, "
-            "batch 32 x 128) into it"
-        )
-        if is_global_zero():
-            profile(config).save(path)
-        barrier()
-    table = load_latency_table(path, config, p.target_speedup, "hidden" in p.units)
-    here = device_name(torch.device("cpu"))
-    if table.meta.get("device") == "cpu" and table.meta.get("device_name") != here:
-        rank_zero_warn(
-            f"pruning.latency_table {path} was profiled on {table.meta.get('device_name')}, this "
-            f"machine is {here}: the constraint targets the speed of the table's device"
-        )
-    return table
-
-
 def _constraint(ctx: RunContext, config):
     p = ctx.cfg.pruning
     if p.constraint == "latency":
         check_latency_family(ctx.family)
-        return LatencyConstraint(latency_table(ctx, config), p.target_speedup)
+        return LatencyConstraint(ctx.latency_table(config), p.target_speedup)
     return ParamsConstraint(p.target_list)
 
 
@@ -293,19 +213,16 @@ def prune_stage(ctx: RunContext) -> dict[str, Any]:
     if p.method == "uniform":
         return _uniform_structure(ctx, student)
     constraint = _constraint(ctx, student.config)
+    pruning = Pruning(CoFiMasks(student.config, units=list(p.units)), p, constraint, cfg.seed)
     system = CoFiSystem(
         student,
         task=ctx.task.name,
         stage=p,
         optim=cfg.optim,
         freeze_embeddings=cfg.model.freeze_embeddings,
-        masks=CoFiMasks(student.config, units=list(p.units)),
-        teacher=_teacher(ctx),
-        distill=cfg.distill,
-        seed=cfg.seed,
-        constraint=constraint,
+        objective=_objective(ctx),
+        pruning=pruning,
     )
-    _attach_teacher_cache(ctx, system)
     eps = p.sparsity_epsilon
     # One best structure per target (a path names each callback, so their checkpointed states
     # stay apart); the constraint's targets are the points' (latency: the target reduction).
@@ -340,7 +257,7 @@ def prune_stage(ctx: RunContext) -> dict[str, Any]:
         point.label: json.loads((point.best_dir(ctx.run_dir) / "meta.json").read_text())
         for point in ctx.points
     }
-    return _prune_record(ctx, metas, _strip(metrics))
+    return _prune_record(ctx, metas, metrics)
 
 
 def _structure_dir(ctx: RunContext, point: OperatingPoint) -> Path:
@@ -368,103 +285,75 @@ def finetune_stage(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
         scores = Masks(**torch.load(src / "scores.pt", weights_only=True))
         masks = round_widths(masks, scores, cfg.export.round_to, cfg.export.round_hidden)
     compact = student.prune(masks)
-    teacher = _teacher(ctx)
     if f.batch_size:  # the paper's finetune script used 64 (pruning: 32)
         ctx.datamodule.batch_size = int(f.batch_size)
-    distiller = None
-    if teacher is not None and cfg.distill.alpha_layer > 0:
-        distiller = LayerDistiller(teacher.config.hidden_size)
-        if (src / "layer_distiller.pt").is_file():
-            distiller.load_state_dict(torch.load(src / "layer_distiller.pt", weights_only=True))
-        if masks.hidden is not None:
-            distiller.prune_hidden(torch.nonzero(masks.hidden != 0).flatten())
     system = CoFiSystem(
         compact,
         task=ctx.task.name,
         stage=f,
         optim=cfg.optim,
         freeze_embeddings=cfg.model.freeze_embeddings,
-        teacher=teacher,
-        distill=cfg.distill,
-        layer_distiller=distiller,
-        seed=cfg.seed,
+        objective=_objective(ctx, src, masks),
     )
-    _attach_teacher_cache(ctx, system)
     out, metrics = _train_and_save(ctx, point.stage("finetune"), system)
     target = recorded_target(point, cfg.pruning.constraint)
     return {"model_dir": str(out), "metrics": metrics, "target_sparsity": target}
 
 
 def export_stage(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
+    """Save the point's compact model as its export and measure what was saved (parameters,
+    metrics, structure; the table latency under ``pruning.constraint=latency``).
+
+    Returns:
+        The point's :class:`~cofi_lightning.run.results.PointResult` and ``structure_plot``.
+    """
     src = Path(ctx.records[point.stage("finetune")]["model_dir"])
     out = point.export_dir(ctx.run_dir)
-    _save(ctx.load_model(src), ctx, out)
+    save_model(ctx.load_model(src), ctx.tokenizer, out)
     barrier()
-    auto = (
-        AutoModelForQuestionAnswering
-        if ctx.task.family == "squad"
-        else (AutoModelForSequenceClassification)
-    )
+    squad = ctx.task.family == "squad"
+    auto = AutoModelForQuestionAnswering if squad else AutoModelForSequenceClassification
     model = auto.from_pretrained(out)  # proves the export loads through the Auto classes
-    full = unpruned_config(ctx)
+    full = ctx.unpruned_config()
     with torch.device("meta"):  # counted on real (meta-device) tensors of the unpruned shape
         unpruned = ctx.model_class(full).num_encoder_params()
     pruned = model.num_encoder_params()
-    metrics = ctx.evaluate(model)
     structure = Structure.from_config(model.config)
     sparsity = 1.0 - pruned / unpruned
     latency = None
     if ctx.cfg.pruning.constraint == "latency":
-        table = latency_table(ctx, full)
-        ms = structure_latency(table, structure)
-        latency = {
-            "target_speedup": ctx.cfg.pruning.target_speedup,
-            "table_ms": ms,
-            "unpruned_table_ms": table.full_ms(),
-            "table_speedup": table.full_ms() / ms,
-            "table_device": table.meta.get("device_name"),
-        }
+        latency = _table_latency(ctx, full, structure)
+    result = PointResult(
+        target_sparsity=recorded_target(point, ctx.cfg.pruning.constraint),
+        sparsity=sparsity,
+        params={"unpruned": unpruned, "pruned": pruned},
+        pruned=ctx.evaluate(model),
+        structure=structure.as_dict(),
+        export_dir=str(out),
+        latency=latency,
+    )
     plot = point.structure_plot(ctx.run_dir)
-    target = recorded_target(point, ctx.cfg.pruning.constraint)
-    record = {
-        "target_sparsity": target,
-        "sparsity": sparsity,
-        "params": {"unpruned": unpruned, "pruned": pruned},
-        "structure": structure.as_dict(),
-        "pruned": metrics,
-        "teacher": ctx.records.get("teacher", {}).get("metrics", {}),
-        "main_metric": ctx.task.main_metric_key,
-        "latency": latency,
-    }
     if is_global_zero():
         title = f"exported: sparsity {sparsity:.3f}"
-        save_heatmap(plot, structure, Structure.from_config(full), title, target)
-        write_card(out, ctx.run_dir, ctx.task, str(ctx.cfg.model.pretrained), record, point)
+        save_heatmap(plot, structure, Structure.from_config(full), title, result.target_sparsity)
+        teacher = ctx.records.get("teacher", {}).get("metrics", {})
+        card = {**asdict(result), "teacher": teacher, "main_metric": ctx.task.main_metric_key}
+        write_card(out, ctx.run_dir, ctx.task, str(ctx.cfg.model.pretrained), card, point)
+    return {**asdict(result), "structure_plot": str(plot)}
+
+
+def _table_latency(ctx: RunContext, full, structure: Structure) -> dict[str, Any]:
+    """What the run's latency table says of the exported ``structure`` against the unpruned
+    model (``full``)."""
+    table = ctx.latency_table(full)
+    ms = structure_latency(table, structure)
     return {
-        "target_sparsity": target,
-        "export_dir": str(out),
-        "metrics": metrics,
-        "params": {"unpruned": unpruned, "pruned": pruned},
-        "sparsity": sparsity,
-        "structure": structure.as_dict(),
-        "structure_plot": str(plot),
-        "latency": latency,
+        "target_speedup": ctx.cfg.pruning.target_speedup,
+        "table_ms": ms,
+        "unpruned_table_ms": table.full_ms(),
+        "table_speedup": table.full_ms() / ms,
+        "table_device": table.meta.get("device_name"),
     }
-
-
-def unpruned_config(ctx: RunContext):
-    """The CoFi config of ``model.pretrained`` (unpruned), of its family's config class."""
-    from transformers import AutoConfig
-
-    source = AutoConfig.from_pretrained(ctx.cfg.model.pretrained)
-    config_class = ctx.family.config_class
-    return (
-        source if isinstance(source, config_class) else config_class.from_pretrained_config(source)
-    )
-
-
-def _strip(metrics: dict[str, float]) -> dict[str, float]:
-    return {k.removeprefix("val/"): v for k, v in metrics.items()}
 
 
 STAGE_FUNCTIONS = {

@@ -3,7 +3,8 @@
 The teacher is frozen, in eval mode and deterministic, so its logits and distilled hidden states on
 a training example are the same at every step, in every job of a sweep: computing them once saves a
 teacher forward per step (about a fifth of a pruning step on CPU). This file owns building the
-cache, finding it again and serving a batch from it.
+cache, finding it again (:func:`run_cache`: a stage's, on the ranks of a run) and serving a batch
+from it.
 
 Layout of ``<cache_dir>/teacher_outputs/<key>/`` (``key``: a hash of the teacher's weights, the
 training features' cache key, the distilled layers and the format version, so a changed teacher,
@@ -47,14 +48,21 @@ import socket
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from tqdm.auto import tqdm
 
 from cofi_lightning.config import ConfigError
+from cofi_lightning.run.ranks import barrier, is_global_zero
 from cofi_lightning.run.rundir import pid_alive
+
+if TYPE_CHECKING:
+    from cofi_lightning.run.context import RunContext
+    from cofi_lightning.training.parts import Distillation
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +285,38 @@ def cache_key(teacher: nn.Module, features_key: str, layers: list[int]) -> str:
 def estimate_bytes(lengths: np.ndarray, n_layers: int, hidden: int, num_labels: int) -> int:
     """Disk size of a cache: fp16 states of every real token plus fp16 logits and offsets."""
     return int(lengths.sum()) * n_layers * hidden * 2 + len(lengths) * (num_labels * 2 + 8)
+
+
+def run_cache(ctx: RunContext, distillation: Distillation) -> TeacherCache | None:
+    """The cache of a stage's teacher outputs on the run's training set
+    (``distill.teacher_cache``), or None when the run does not use one (off, or question
+    answering: its padding logits depend on the batch).
+
+    Built on first use by the job that needs it (rank 0 under DDP; the others wait at the
+    barrier) and shared by every later job with the same teacher, features and layers."""
+    if not ctx.cfg.distill.teacher_cache:
+        return None
+    if ctx.task.family == "squad":
+        rank_zero_info("teacher cache: not used for QA (its padding logits depend on the batch)")
+        return None
+    teacher, dm = distillation.teacher, ctx.datamodule
+    dm.setup("fit")
+    accelerator = str(ctx.cfg.trainer.get("accelerator", "auto"))
+    if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda"):
+        teacher.to(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")  # build on the GPU
+    kwargs = dict(
+        features_key=dm.feature_keys[f"{ctx.task.train_split}/{dm.family}"],
+        layers=distillation.layers,
+        root=Path(dm.cache_dir) / "teacher_outputs",
+        pad_token_id=ctx.tokenizer.pad_token_id,
+        batch_size=max(dm.eval_batch_size, dm.batch_size),
+    )
+    if is_global_zero():
+        cache = open_or_build(teacher, dm.train_dataset, **kwargs)
+    barrier()
+    if not is_global_zero():
+        cache = open_or_build(teacher, dm.train_dataset, **kwargs)
+    return cache
 
 
 def open_or_build(

@@ -7,8 +7,7 @@ share a parent, ``outputs/<experiment>/`` or ``multirun/<experiment>/``), when o
 ``teacher/DONE.json`` records the same :func:`~cofi_lightning.config.identity.teacher_identity`;
 teachers trained before that record existed are not considered) and how it is copied (hard links
 where the file system allows: no extra space, and the copy survives the other run's deletion).
-Whether to look (``distill.reuse_teacher``) and the stage's record are
-``cofi_lightning.run.stages``'.
+Whether to look (``distill.reuse_teacher``) is ``cofi_lightning.run.stages``'.
 """
 
 from __future__ import annotations
@@ -17,7 +16,14 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from lightning.pytorch.utilities import rank_zero_info
+
+from cofi_lightning.run.ranks import barrier, is_global_zero
+
+if TYPE_CHECKING:
+    from cofi_lightning.run.context import RunContext
 
 #: The teacher stage's files in a run directory.
 TEACHER_DONE = Path("teacher") / "DONE.json"
@@ -72,3 +78,26 @@ def copy_teacher(src: Path, dst: Path) -> None:
     shutil.copytree(src, tmp, copy_function=_link_or_copy)
     shutil.rmtree(dst, ignore_errors=True)
     tmp.replace(dst)
+
+
+def reuse_teacher(ctx: RunContext, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The teacher stage's record of a finished teacher of the same teacher identity beside this
+    run, copied into ``teacher/model`` (None when there is none: the stage trains one)."""
+    found = find_teacher(ctx.run_dir, identity)
+    if found is None:
+        return None
+    src, record = found
+    out = ctx.run_dir / TEACHER_MODEL
+    if is_global_zero():
+        copy_teacher(src, out)
+    barrier()
+    rank_zero_info(
+        f"[teacher] reusing the finished teacher of {src.parents[1]} (same teacher identity; "
+        "distill.reuse_teacher=false trains one here)"
+    )
+    return {
+        "teacher_dir": str(out),
+        "metrics": record["metrics"],
+        "teacher_identity": identity,
+        "reused_from": str(src),
+    }

@@ -1,2 +1,2 @@
-"""Lightning: the CoFi system (LightningModule), its optimizers, metrics, callbacks and
-experiment tracking."""
+"""Lightning: the CoFi system (LightningModule) and the parts a stage gives it, its optimizers,
+metrics, callbacks and experiment tracking."""

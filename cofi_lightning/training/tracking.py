@@ -114,8 +114,8 @@ class WandbRun:
         """Put ``results.json`` into the run summary and log the exported structure.
 
         Args:
-            results: The job's results (``pipeline.RESULT_KEYS``); nested dicts stay nested in
-                the summary. ``results["structure"]`` (``hidden_size``, per-layer ``num_heads``
+            results: The job's results (``Results.to_dict()``); nested dicts stay nested in the
+                summary. ``results["structure"]`` (``hidden_size``, per-layer ``num_heads``
                 and ``intermediate_sizes``) becomes the table ``export/structure``.
             heatmap: Optional PNG of the final structure, logged as ``export/structure_heatmap``.
         """

@@ -30,7 +30,7 @@ GRID += [("no_distill", 0.95, 1)]
 
 
 def fake_results(task="sst2", ablation=None, target=0.6, seed=1, metric="accuracy") -> dict:
-    """A results.json with every key of ``pipeline.RESULT_KEYS``; values vary with the inputs."""
+    """A results.json with the keys the report reads; values vary with the inputs."""
     unpruned = 21_000_000
     pruned_params = int(unpruned * (1 - target - 0.004 * seed))
     accuracy = 92.0 - 8.0 * target - (1.5 if ablation else 0.0) + 0.37 * seed**2

@@ -49,3 +49,26 @@ def tiny_run_overrides(model_dir, run_dir, cache_dir) -> list[str]:
         "pruning.sparsity_epsilon=0.05",
         "pruning.finetune.epochs=1",
     ]
+
+
+#: results.json's run-wide keys and each operating point's (read by the report and the card).
+RESULT_KEYS = (
+    "task",
+    "teacher",
+    "main_metric",
+    "ablation",
+    "method",
+    "constraint",
+    "fidelity",
+    "seed",
+    "stage_seconds",
+)
+POINT_KEYS = (
+    "target_sparsity",
+    "sparsity",
+    "params",
+    "pruned",
+    "structure",
+    "export_dir",
+    "latency",
+)

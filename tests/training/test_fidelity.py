@@ -22,6 +22,7 @@ from cofi_lightning.training.optim import (
     build_scheduler,
     group_params,
 )
+from cofi_lightning.training.parts import Distillation, Pruning
 
 
 def _system(student, teacher, *, restart=False, optim=None, freeze=False, pre=2):
@@ -39,10 +40,10 @@ def _system(student, teacher, *, restart=False, optim=None, freeze=False, pre=2)
         stage=stage,
         optim=optim or OptimConfig(),
         freeze_embeddings=freeze,
-        masks=CoFiMasks(student.config),
-        teacher=teacher,
-        distill=DistillConfig(teacher_cache=False),
-        seed=3,
+        objective=Distillation(
+            teacher, DistillConfig(teacher_cache=False), LayerDistiller(teacher.config.hidden_size)
+        ),
+        pruning=Pruning(CoFiMasks(student.config), stage, seed=3),
     )
 
 

@@ -194,3 +194,42 @@ def test_a_missing_table_is_profiled_on_first_use(compose_train, tiny_overrides,
     train(compose_train(overrides))
     table = LatencyTable.load(run_dir / "prune" / "latency_table.json")
     assert table.meta["batch"] == 32 and table.meta["seq"] == 128
+
+
+def test_each_constraint_names_the_metrics_it_logs():
+    """The constraint, not the LightningModule, names its keys: ``<prefix>/expected`` and
+    ``<prefix>/target`` with the multipliers at a step, the expected and real values at a
+    validation; the parameter sparsity is logged under either constraint."""
+    config = CoFiBertConfig.from_bert_config(
+        BertConfig(**tiny_bert_kwargs(num_hidden_layers=2, intermediate_size=64)), num_labels=2
+    )
+    masks, multipliers = CoFiMasks(config), LagrangeMultipliers()
+    z = masks.deterministic()
+    params = ParamsConstraint(0.5)
+    step = params.train_metrics(masks, params.expected(masks), 0.25, multipliers)
+    assert set(step) == {
+        "sparsity/expected",
+        "sparsity/target",
+        "sparsity/lambda_1",
+        "sparsity/lambda_2",
+    }
+    assert step["sparsity/target"] == 0.25 and params.progress_key == "sparsity/expected"
+    assert params.eval_metrics(masks, None) == {
+        "sparsity/expected_at_eval": pytest.approx(float(masks.expected_sparsity().detach()))
+    }
+    assert params.eval_metrics(masks, z)["sparsity/deterministic"] == masks.sparsity(z)
+
+    latency = LatencyConstraint(_table(config), target_speedup=2.0)
+    step = latency.train_metrics(masks, latency.expected(masks), 0.1, multipliers, reset=True)
+    assert latency.progress_key == "latency_reduction/expected"
+    assert step["latency_reduction/target"] == 0.1 and step["sparsity/lambda_1_reset"] == 1.0
+    assert float(step["sparsity/expected"]) == pytest.approx(
+        float(masks.expected_sparsity().detach())
+    )
+    at_eval = latency.eval_metrics(masks, z)
+    assert at_eval["latency_reduction/deterministic"] == pytest.approx(latency.real(masks, z))
+    assert at_eval["latency/table_speedup"] == pytest.approx(
+        at_eval["latency/unpruned_ms"] / at_eval["latency/table_ms"]
+    )
+    assert {"sparsity/deterministic", "latency_reduction/expected_at_eval"} <= set(at_eval)
+    assert "latency/table_ms" not in latency.eval_metrics(masks, None)  # no structure yet

@@ -7,20 +7,27 @@ import pytest
 import torch
 
 from cofi_lightning.config import DistillConfig, PruningConfig, StageConfig
+from cofi_lightning.core.distillation import LayerDistiller
 from cofi_lightning.core.masks import CoFiMasks
 from cofi_lightning.training.lit_module import CoFiSystem
+from cofi_lightning.training.parts import Distillation, Pruning
 
 
-def pruning_system(student, teacher=None, target=0.5, **schedule) -> CoFiSystem:
+def distillation(teacher, config: DistillConfig | None = None) -> Distillation:
+    """Distillation from ``teacher`` with layer distillation, as the prune stage builds it."""
+    config = config or DistillConfig()
+    return Distillation(teacher, config, LayerDistiller(teacher.config.hidden_size))
+
+
+def pruning_system(student, teacher, target=0.5, **schedule) -> CoFiSystem:
     schedule = {"lagrangian_warmup_steps": 0, "pre_pruning_steps": 0, **schedule}
+    stage = PruningConfig(lr=1e-3, reg_lr=0.1, target_sparsity=target, **schedule)
     return CoFiSystem(
         student,
         task="sst2",
-        stage=PruningConfig(lr=1e-3, reg_lr=0.1, target_sparsity=target, **schedule),
-        masks=CoFiMasks(student.config),
-        teacher=teacher,
-        distill=DistillConfig(),
-        seed=3,
+        stage=stage,
+        objective=distillation(teacher),
+        pruning=Pruning(CoFiMasks(student.config), stage, seed=3),
     )
 
 
@@ -39,7 +46,7 @@ def test_masks_sampled_once_per_optimizer_step(make_student, make_trainer, synth
     rec = Recorder()
     trainer = make_trainer(max_steps=2, accumulate_grad_batches=2, callbacks=[rec])
     trainer.fit(system, synthetic_dm)
-    assert system.mask_draws == trainer.global_step == 2
+    assert system.pruning.mask_draws == trainer.global_step == 2
     (_, _, a), (_, _, b), (_, _, c), _ = rec.seen
     for (_, x), (_, y) in zip(a.items(), b.items(), strict=True):
         torch.testing.assert_close(x, y)  # both micro-batches of step 0: one sample
@@ -90,7 +97,7 @@ def test_log_alphas_clamped_and_pre_pruning_honoured(make_student, make_trainer,
     rec = Recorder()
     make_trainer(max_steps=3, callbacks=[rec]).fit(system, synthetic_dm)
     assert [m is None for _, _, m in rec.seen] == [True, True, False]
-    assert system.mask_draws == 1
+    assert system.pruning.mask_draws == 1
     for p in system.masks.mask_parameters():
         assert p.max() <= 4.6052 and p.min() >= -4.6052
 
@@ -112,8 +119,9 @@ def test_distillation_step_runs(make_student, make_trainer, synthetic_dm, mappin
         student,
         task="sst2",
         stage=StageConfig(lr=1e-3),
-        teacher=make_student(seed=1, num_hidden_layers=4),
-        distill=DistillConfig(layer_mapping=mapping),
+        objective=distillation(
+            make_student(seed=1, num_hidden_layers=4), DistillConfig(layer_mapping=mapping)
+        ),
     )
     trainer = make_trainer(max_steps=1)
     trainer.fit(system, synthetic_dm)

@@ -10,9 +10,9 @@ import pytest
 from transformers import AutoModelForSequenceClassification
 
 from cofi_lightning.config import load_config
-from cofi_lightning.run.pipeline import RESULT_KEYS, summary_table, train
+from cofi_lightning.run.pipeline import summary_table, train
 
-from runs import Crash
+from runs import POINT_KEYS, RESULT_KEYS, Crash
 
 
 class FirstStep(L.Callback):
@@ -66,9 +66,16 @@ def test_pipeline_resumes_after_crash_in_prune(compose_train, tiny_overrides, tm
     prune_done = json.loads((run_dir / "prune" / "DONE.json").read_text())
     assert prune_done["seconds"] > prune_done["attempt_seconds"]  # the crashed attempt counts
 
-    assert tuple(results) == RESULT_KEYS
+    # results.json keeps its layout: a single target's keys at the top, and operating_points
+    assert set(results) == {*RESULT_KEYS, *POINT_KEYS, "operating_points"}
+    (point,) = results["operating_points"]
+    assert point == {k: results[k] for k in POINT_KEYS}
     on_disk = json.loads((run_dir / "results.json").read_text())
     assert on_disk == json.loads(json.dumps(results))
+    # the export's record is the point of results.json (built once), with its plot and times
+    export_done = json.loads((run_dir / "export" / "DONE.json").read_text())
+    assert set(export_done) == {*POINT_KEYS, "structure_plot", "seconds", "attempt_seconds"}
+    assert {k: export_done[k] for k in POINT_KEYS} == point
     assert set(on_disk["params"]) == {"unpruned", "pruned"}
     assert set(on_disk["stage_seconds"]) == {"teacher", "prune", "finetune", "export"}
     assert on_disk["main_metric"] == "accuracy" and "accuracy" in on_disk["pruned"]

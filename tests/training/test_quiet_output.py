@@ -64,7 +64,7 @@ def test_checkpoint_saves_do_not_log_the_weights_only_notice(
     """Lightning logs "`weights_only` was not set" at every checkpoint it writes; a run writes
     one after every validation, so the notice would repeat all through a run."""
     from cofi_lightning.config import StageConfig
-    from cofi_lightning.run.context import SaveAfterValidation
+    from cofi_lightning.run.checkpoints import SaveAfterValidation
     from cofi_lightning.training.lit_module import CoFiSystem
 
     records = _Records()

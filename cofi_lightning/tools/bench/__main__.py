@@ -262,7 +262,7 @@ def run_all(settings: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _path_points(settings: dict[str, Any]) -> list:
     """The operating points of ``run=<dir>`` when it is a sparsity path (else empty)."""
-    from cofi_lightning.run.operating_points import operating_points, points_of_results
+    from cofi_lightning.run.results import result_points
 
     if settings.get("synthetic") or not settings.get("run") or settings.get("pruned"):
         return []
@@ -270,14 +270,14 @@ def _path_points(settings: dict[str, Any]) -> list:
     if not results.is_file():
         return []
     try:
-        records = points_of_results(json.loads(results.read_text()))
+        points = [point for point, _ in result_points(json.loads(results.read_text()))]
     except (OSError, json.JSONDecodeError) as err:
         raise BenchError(f"run={settings['run']}: unreadable results.json ({err})") from None
-    if len(records) < 2:
+    if len(points) < 2:
         return []
     if settings.get("out"):
         raise BenchError("out= names one file but the run has several exports; leave it out")
-    return operating_points([float(r["target_sparsity"]) for r in records])
+    return points
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,8 +1,8 @@
 """Find the runs of a sweep: every ``results.json`` and every job that did not write one.
 
 This file owns the walk over one or more sweep (or run) directories and what it yields: a
-:class:`Run` per operating point of each valid ``results.json`` (``cofi_lightning.run.pipeline.
-RESULT_KEYS``; one point for a single target, one per target of a sparsity path, labelled
+:class:`Run` per operating point of each valid ``results.json`` (``cofi_lightning.run.results``;
+one point for a single target, one per target of a sparsity path, labelled
 ``<ablation> path``), plus an optional ``speedup`` from the results or from the point's
 ``speed*.json`` written by ``python -m cofi_lightning.tools.bench``) and a :class:`Problem` per job
 that has a Hydra config but no results, per malformed ``results.json`` and per submitit job that
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cofi_lightning.run.operating_points import points_of_results
+from cofi_lightning.run.results import flat_points
 from cofi_lightning.tools.report.diagnose import (
     Problem,
     diagnose,
@@ -215,7 +215,7 @@ def parse_results(path: Path) -> list[Run]:
         raise ValueError(f"{path.name} holds a {type(data).__name__}, not an object")
     if data.get("operating_points") is not None and not isinstance(data["operating_points"], list):
         raise ValueError(f"{path.name}: operating_points is not a list")
-    records = points_of_results(data)
+    records = flat_points(data)
     path_run = len(records) > 1
     points = []
     for record in records:

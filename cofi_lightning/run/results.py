@@ -1,0 +1,126 @@
+"""What a finished run records: ``results.json`` and its operating points, as typed records.
+
+This file owns the two records and their JSON form (the pipeline writes them, a sweep's objective
+reads them), and the flat per-point view of a ``results.json`` (:func:`flat_points`,
+:func:`result_points`) for readers of a few keys of a file any version wrote (the summary, the
+model card, the bench, the report):
+
+* :class:`PointResult`: one operating point's export (target, sparsity, parameters, metrics,
+  structure, directory, latency); the export stage's ``DONE.json`` is this record plus
+  ``structure_plot``;
+* :class:`Results`: the run's shared fields and its points. With a single target the point's
+  fields also sit at the top level of ``results.json`` (the layout every version wrote);
+  ``operating_points`` lists every point. A file without ``operating_points`` (the older
+  single-target layout) reads as one point.
+
+Where each point's files live is ``cofi_lightning.run.operating_points``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from cofi_lightning.run.operating_points import OperatingPoint, operating_points
+
+
+@dataclass(frozen=True)
+class PointResult:
+    """One operating point of a run, measured on its export.
+
+    Attributes:
+        target_sparsity: The point's target sparsity; None under ``pruning.constraint=latency``
+            (the speed target is ``latency["target_speedup"]``).
+        sparsity: ``1 - pruned / unpruned`` encoder parameters, counted on the export.
+        params: ``{"unpruned": n, "pruned": n}`` encoder parameters.
+        pruned: The export's validation metrics (``{metric: percent}``).
+        structure: What the export keeps: ``hidden_size``, per-layer ``num_heads`` and
+            ``intermediate_sizes``.
+        export_dir: The exported model's directory.
+        latency: With ``pruning.constraint=latency``: ``target_speedup``, ``table_ms``,
+            ``unpruned_table_ms``, ``table_speedup``, ``table_device``; else None.
+    """
+
+    target_sparsity: float | None
+    sparsity: float
+    params: dict[str, int]
+    pruned: dict[str, float]
+    structure: dict[str, Any]
+    export_dir: str
+    latency: dict[str, Any] | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PointResult:
+        """The point's fields of ``data`` (other keys, e.g. a DONE record's, are ignored)."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+@dataclass(frozen=True)
+class Results:
+    """A run's ``results.json``.
+
+    Attributes:
+        task: The task's name.
+        teacher: The teacher's validation metrics (empty without a teacher).
+        main_metric: The key of ``teacher`` / each point's ``pruned`` a sweep optimises.
+        ablation: The ablation's name (None: full CoFi).
+        method: ``pruning.method`` (``cofi`` or ``uniform``).
+        constraint: ``pruning.constraint`` (``params`` or ``latency``).
+        fidelity: The fidelity preset's name (None: the defaults).
+        seed: The run's seed.
+        stage_seconds: ``{stage: seconds}`` of every stage recorded.
+        operating_points: One :class:`PointResult` per target, in the run's order.
+    """
+
+    task: str
+    teacher: dict[str, float]
+    main_metric: str
+    ablation: str | None
+    method: str
+    constraint: str
+    fidelity: str | None
+    seed: int
+    stage_seconds: dict[str, float | None]
+    operating_points: list[PointResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: a single point's fields also at the top level."""
+        shared = {f.name: getattr(self, f.name) for f in fields(self)}
+        points = [asdict(point) for point in shared.pop("operating_points")]
+        top = {**shared, **points[0]} if len(points) == 1 else shared
+        return {**top, "operating_points": points}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Results:
+        """Read either layout (:func:`flat_points`)."""
+        names = [f.name for f in fields(cls) if f.name != "operating_points"]
+        points = [PointResult.from_dict(record) for record in flat_points(data)]
+        return cls(**{name: data[name] for name in names}, operating_points=points)
+
+    def objective(self) -> float:
+        """The one number a Hydra sweeper optimises: the exports' main metric.
+
+        A sparsity path exports one model per target; its objective is the mean of their main
+        metrics (every point counts equally, so a sweep cannot win by sacrificing one target)."""
+        scores = [point.pruned[self.main_metric] for point in self.operating_points]
+        return sum(scores) / len(scores)
+
+
+def flat_points(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """One flat record per operating point of a ``results.json`` dict: the run's shared keys with
+    the point's keys (what the report and the model card read, unknown keys included). A file
+    without ``operating_points`` is its own single point."""
+    points = data.get("operating_points")
+    shared = {k: v for k, v in data.items() if k != "operating_points"}
+    if not points:
+        return [shared]
+    return [{**shared, **point} for point in points]
+
+
+def result_points(data: dict[str, Any]) -> list[tuple[OperatingPoint, dict[str, Any]]]:
+    """Each operating point of a ``results.json`` dict with its flat record (:func:`flat_points`),
+    for readers of a few keys of a file any version wrote (the summary, the model card, the
+    bench); a single point's target may be None (a latency-constrained run)."""
+    records = flat_points(data)
+    points = operating_points([record.get("target_sparsity") for record in records])
+    return list(zip(points, records, strict=True))
