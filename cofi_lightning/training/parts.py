@@ -164,20 +164,7 @@ class NoPruning:
         return {}
 
     def schedule(self, per_epoch: int, total: int) -> None:
-        """Resolve the warm-ups and t(step) for a stage of ``total`` optimizer steps."""
-        self.pre_pruning_steps, self.lagrangian_warmup_steps = self.config.steps(per_epoch)
-        self.target_path = self._target_path(per_epoch, total)
-
-    def _target_path(self, per_epoch: int, total: int | None) -> TargetPath:
-        """t(step) of this stage: the ramp to the constraint's target, or the sparsity path.
-
-        Raises:
-            ConfigError: a path (or warm-up) as long as the stage (naming the keys to change).
-        """
-        self.config.check_fits(per_epoch, total)  # also checked at the door where it can be
-        ramps, dwells = self.config.path_steps(per_epoch)  # one target: ([warm-up], [])
-        targets = tuple(self.constraint.targets)
-        return TargetPath(targets, tuple(ramps), tuple(dwells), self.config.start_sparsity)
+        """Nothing to schedule."""
 
     def restart_step(self) -> int:
         return 0
@@ -243,18 +230,20 @@ class Pruning:
         }
 
     def schedule(self, per_epoch: int, total: int) -> None:
-        """Resolve the warm-ups and t(step), the ramp to the constraint's target or the sparsity
-        path, for a stage of ``total`` optimizer steps.
+        """Resolve the warm-ups and t(step) for a stage of ``total`` optimizer steps."""
+        self.pre_pruning_steps, self.lagrangian_warmup_steps = self.config.steps(per_epoch)
+        self.target_path = self._target_path(per_epoch, total)
+
+    def _target_path(self, per_epoch: int, total: int | None) -> TargetPath:
+        """t(step) of this stage: the ramp to the constraint's target, or the sparsity path.
 
         Raises:
             ConfigError: a path (or warm-up) as long as the stage (naming the keys to change).
         """
-        self.pre_pruning_steps, self.lagrangian_warmup_steps = self.config.steps(per_epoch)
         self.config.check_fits(per_epoch, total)  # also checked at the door where it can be
         ramps, dwells = self.config.path_steps(per_epoch)  # one target: ([warm-up], [])
         targets = tuple(self.constraint.targets)
-        start = self.config.start_sparsity
-        self.target_path = TargetPath(targets, tuple(ramps), tuple(dwells), start)
+        return TargetPath(targets, tuple(ramps), tuple(dwells), self.config.start_sparsity)
 
     def restart_step(self) -> int:
         """The step at which the weights' optimizer restarts (0: never; ``restart_optimizer``)."""
