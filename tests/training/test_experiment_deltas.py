@@ -1,5 +1,6 @@
 """Experiment files hold only what they change: no key, and no group choice, restates what the
-defaults already give (a restated value hides which settings make the experiment)."""
+defaults (or the experiment it builds on) already give (a restated value hides which settings
+make the experiment)."""
 
 from __future__ import annotations
 
@@ -26,9 +27,12 @@ def _leaves(tree: dict, prefix: str = ""):
 
 
 def _group_choices(defaults: list) -> dict[str, str]:
-    """``{group: option}`` of an experiment's ``override /<group>: <option>`` entries."""
+    """``{group: option}`` of an experiment's ``override /<group>: <option>`` entries; another
+    experiment it builds on (a plain name) is ``{"experiment": name}``."""
     out = {}
     for entry in defaults:
+        if isinstance(entry, str):
+            entry = {"experiment": entry}
         for key, value in entry.items():
             out[key.removeprefix("override ").removeprefix("/")] = value
     return out
@@ -44,8 +48,8 @@ def test_experiment_sets_only_values_that_change(name, compose_train):
     groups = [f"{g}={o}" for g, o in choices.items()]
     keys = [path for path, _ in _leaves(written)]
     for task in TASKS:
-        base = compose_train([*groups, f"task={task}"])
-        mine = compose_train([f"experiment={name}", f"task={task}"])
+        base = compose_train([*groups, f"task={task}"], hydra_cfg=True)
+        mine = compose_train([f"experiment={name}", f"task={task}"], hydra_cfg=True)
         keys = [
             k
             for k in keys
