@@ -1,7 +1,7 @@
 """Every shell command of README.md and docs/**/*.md is valid as written, checked without running
 it: bash parses each block; ``python train.py`` overrides compose and validate (Hydra's compose
 API, no training); ``python -m cofi_lightning.<tool>`` and ``python bench/<script>.py`` arguments
-parse; ``make`` targets, scripts and their jobs exist. ``scripts/doc_commands.py`` (which finds the
+parse; ``make`` targets and scripts exist. ``scripts/doc_commands.py`` (which finds the
 commands) runs them for real.
 
 Each block runs once in a bash whose ``python``, ``bash``, ``make`` and ``pip`` only record their
@@ -227,14 +227,6 @@ def _check_bash(args: list[str]) -> str | None:
     parsed = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
     if parsed.returncode:
         return f"{args[0]}: {parsed.stderr.strip()}"
-    if args[1:2] == ["run"]:  # jobs.sh: the named jobs exist (its `list` prints them)
-        listed = subprocess.run(
-            ["bash", str(script), "list"], cwd=REPO_ROOT, capture_output=True, text=True
-        )
-        jobs = {line.split()[-1] for line in listed.stdout.splitlines() if line.strip()}
-        unknown = [job for job in args[2:] if job not in jobs]
-        if unknown:
-            return f"{args[0]} has no job {unknown}"
     return None
 
 
@@ -325,7 +317,8 @@ def _block(text: str, tmp_path: Path):
         ("python -m cofi_lightning.tools.bench synthetic=s95 batch=0", "arguments rejected"),
         ("python -m cofi_lightning.latency profile --moddel x", "arguments rejected"),
         ("python scripts/round_widths.py --multiple", "arguments rejected"),
-        ("bash docs/results/sst2_study/jobs.sh run no_such_job", "has no job"),
+        ("bash scripts/no_such_check.sh", "no such script"),
+        ("python scripts/sst2_study.py compare --budgte 1000", "arguments rejected"),
         ("make demo-exactly", "no make target"),
         ("rm -rf outputs", "no check knows"),
     ],

@@ -8,7 +8,8 @@ identity differs, naming the keys.
 Keys that do not change results are left out (:data:`NON_IDENTITY_KEYS`): where logs go, progress
 bars, which stages this invocation runs, how often checkpoints are written, whether a finished
 teacher is reused. So are keys added later while they hold the value that reproduces earlier runs
-(:data:`LATER_KEYS`), so a new option never orphans a run directory. A changed
+(:data:`LATER_KEYS`), so a new option never orphans a run directory; the task's metrics and
+evaluation splits are taken from the task registry (:data:`TASK_REGISTRY_KEYS`). A changed
 ``model.pretrained`` or ``distill.teacher`` path is a different identity.
 
 The teacher's identity (:func:`teacher_identity`) is the part of it the teacher stage computes
@@ -23,6 +24,8 @@ import json
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from cofi_lightning.data.tasks import TASKS
 
 #: Dotted keys (and whole subtrees) outside the identity.
 NON_IDENTITY_KEYS: frozenset[str] = frozenset(
@@ -59,6 +62,11 @@ NON_IDENTITY_KEYS: frozenset[str] = frozenset(
 #: (``tests/training/identity_keys.txt`` records the identity's keys, ``test_run_identity.py``
 #: checks them).
 LATER_KEYS: dict[str, Any] = {}
+
+#: Keys the task config once repeated from the registry (``cofi_lightning.data.tasks.TASKS``),
+#: which now holds them alone. Identities keep them, with the registry's values, so every run
+#: made while they were config keys keeps its hash and resumes.
+TASK_REGISTRY_KEYS: tuple[str, ...] = ("metrics", "main_metric", "eval_splits", "eval_names")
 
 #: Identity keys (and subtrees) that only the stages after the teacher read, except
 #: :data:`TEACHER_STAGE_KEYS`; every other key is in the teacher's identity, a new one too, so an
@@ -110,7 +118,11 @@ def config_identity(cfg: DictConfig) -> dict[str, Any]:
         if path in LATER_KEYS and value == LATER_KEYS[path]:
             continue  # the behaviour from before the key existed: the old identity
         out[path] = value
-    return out
+    spec = TASKS.get(OmegaConf.select(cfg, "task.name", default=None))
+    for key in TASK_REGISTRY_KEYS if spec is not None else ():
+        value = getattr(spec, key)
+        out[f"task.{key}"] = list(value) if isinstance(value, tuple) else value
+    return dict(sorted(out.items()))
 
 
 def _under(key: str, prefixes: tuple[str, ...]) -> bool:

@@ -6,7 +6,6 @@ its dataclass docstring. The schema stays the one source of truth; the page is r
 edited by hand, and a test fails when it is stale:
 
     python -m cofi_lightning.config.reference --out docs/config.md
-    python -m cofi_lightning.config.reference --check docs/config.md
 """
 
 from __future__ import annotations
@@ -131,20 +130,9 @@ def undocumented() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--out", type=Path, help="write the page here (default: stdout)")
-    group.add_argument("--check", type=Path, help="exit 1 if this page differs from the schema")
+    parser.add_argument("--out", type=Path, help="write the page here (default: stdout)")
     args = parser.parse_args(argv)
     page = render()
-    if args.check is not None:
-        if not args.check.is_file() or args.check.read_text() != page:
-            print(
-                f"{args.check} is stale: python -m cofi_lightning.config.reference "
-                f"--out {args.check}",
-                file=sys.stderr,
-            )
-            return 1
-        return 0
     if args.out is not None:
         args.out.write_text(page)
     else:

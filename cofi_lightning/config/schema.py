@@ -78,28 +78,21 @@ class ModelConfig:
 
 @dataclass
 class TaskConfig:
-    """A GLUE task or SQuAD v1.1 (values in ``conf/task/<name>.yaml``, checked against the registry
-    ``cofi_lightning.data.tasks.TASKS``).
+    """A GLUE task or SQuAD v1.1 (values in ``conf/task/<name>.yaml``). Its metrics, main metric
+    and evaluation splits are not settings: the registry ``cofi_lightning.data.tasks.TASKS`` holds
+    them.
 
     Attributes:
         name: The task (a key of ``TASKS``: the 8 GLUE tasks and ``squad``).
         num_labels: Classes of the task head (1 for STS-B's regression); must match the task.
-        metrics: The metrics the task reports (informational; the registry computes them).
-        main_metric: The metric that selects and summarises (informational; from the registry).
         max_seq_length: Tokens per example after truncation (384 for SQuAD, with a stride).
-        eval_splits / eval_names: The validation split(s) and their names (the model card
-            reports the first).
         datamodule: The DataModule node (``_target_``, ``_partial_: true``; built with the
             tokenizer and the run's seed).
     """
 
     name: str = "sst2"
     num_labels: int = 2
-    metrics: list[str] = field(default_factory=lambda: ["accuracy"])
-    main_metric: str = "accuracy"
     max_seq_length: int = 128
-    eval_splits: list[str] = field(default_factory=lambda: ["validation"])
-    eval_names: list[str] = field(default_factory=lambda: ["sst2"])
     datamodule: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

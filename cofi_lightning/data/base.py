@@ -225,16 +225,6 @@ class TaskDataModule(L.LightningDataModule):
         self.feature_keys: dict[str, str] = {}
         self.save_hyperparameters(ignore=["tokenizer"])
 
-    @property
-    def eval_splits(self) -> list[str]:
-        """Hub names of the evaluation splits, in ``val_dataloader`` order."""
-        return list(self.task.eval_splits)
-
-    @property
-    def eval_names(self) -> list[str]:
-        """Short names of the evaluation splits for metric keys (``["mnli_m", "mnli_mm"]``)."""
-        return list(self.task.eval_names)
-
     def prepare_data(self) -> None:
         """Fill the feature cache once, on one process, for the splits the trainer's stage needs.
 

@@ -123,8 +123,8 @@ def test_mnli_two_eval_loaders_and_labels_untouched(tokenizer, write_split, tmp_
         cache_dir=tmp_path,
     )
     dm.setup("fit")
-    assert dm.eval_splits == ["validation_matched", "validation_mismatched"]
-    assert dm.eval_names == ["mnli_m", "mnli_mm"]
+    assert dm.task.eval_splits == ("validation_matched", "validation_mismatched")
+    assert dm.task.eval_names == ("mnli_m", "mnli_mm")
     loaders = dm.val_dataloader()
     assert isinstance(loaders, list) and len(loaders) == 2
     assert [_labels(x) for x in loaders] == [

@@ -107,7 +107,7 @@ def test_mnli_style_two_loaders_in_trainer(tokenizer, write_split, tmp_path) -> 
         cache_dir=tmp_path,
     )
     system = _Glue(
-        BertForSequenceClassification(_config(tokenizer, num_labels=3)), "mnli", dm.eval_names
+        BertForSequenceClassification(_config(tokenizer, num_labels=3)), "mnli", dm.task.eval_names
     )
     _trainer().fit(system, datamodule=dm)
     assert set(system.logged) == {"val/mnli_m/accuracy", "val/mnli_mm/accuracy"}

@@ -64,7 +64,7 @@ def test_experiment_x_ablation_loads_and_builds_a_trainer(
 
 def test_command_line_task_wins_over_experiment_values_stay(compose_train):
     cfg = load_config(compose_train(["experiment=glue_small_s95", "task=rte"]))
-    assert cfg.task.name == "rte" and cfg.task.eval_names == ["rte"]
+    assert cfg.task.name == "rte" and cfg.task.datamodule["task"] == "rte"
     assert cfg.pruning.lagrangian_warmup_epochs == 20  # from the experiment, not the default 2
 
 

@@ -22,7 +22,7 @@ def test_ddp_ranks_share_masks(tiny_overrides, train_cli, tmp_path):
         "stages=[teacher,prune]",
         "pruning.epochs=1",  # 3 steps per process: pre-pruning 1 + warm-up 1 reach the target
         "pruning.lagrangian_warmup_steps=1",
-        "+callbacks.mask_digest._target_=cofi_lightning.training.callbacks.MaskDigest",
+        "+callbacks.mask_digest._target_=tests.training.mask_digest.MaskDigest",
     )
     rank0 = json.loads((run_dir / "prune" / "mask_digests_rank0.json").read_text())
     rank1 = json.loads((run_dir / "prune" / "mask_digests_rank1.json").read_text())

@@ -3,7 +3,6 @@ fine-tuning, and structure dashboards."""
 
 from cofi_lightning.training.callbacks.best_masks import BestMasksCheckpoint, load_masks
 from cofi_lightning.training.callbacks.best_weights import BestWeights
-from cofi_lightning.training.callbacks.mask_digest import MaskDigest
 from cofi_lightning.training.callbacks.structure import StructureLogger, heatmap
 from cofi_lightning.training.callbacks.window_eval import EvaluateOnWindowEntry
 
@@ -11,7 +10,6 @@ __all__ = [
     "EvaluateOnWindowEntry",
     "BestMasksCheckpoint",
     "BestWeights",
-    "MaskDigest",
     "StructureLogger",
     "heatmap",
     "load_masks",

@@ -1,10 +1,10 @@
 """A check that every DDP rank trains the same sub-network: per-step digests of the sampled masks.
 
-This file owns :class:`MaskDigest`, a debugging callback (``+callbacks.mask_digest._target_=
-cofi_lightning.training.callbacks.MaskDigest``) that writes ``{global_step: sha256 of the masks}``
-of each training batch to ``<stage dir>/mask_digests_rank<r>.json``. Identical files across ranks
-prove the masks were shared (the original code let ranks sample different masks, CoFiPruning issue
-#16).
+:class:`MaskDigest` is a test callback (``+callbacks.mask_digest._target_=
+tests.training.mask_digest.MaskDigest``: ``train.py`` runs from the repository root, so it imports)
+that writes ``{global_step: sha256 of the masks}`` of each training batch to
+``<stage dir>/mask_digests_rank<r>.json``. Identical files across ranks prove the masks were shared
+(the original code let ranks sample different masks, CoFiPruning issue #16).
 """
 
 from __future__ import annotations
