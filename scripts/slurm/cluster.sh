@@ -3,15 +3,15 @@
 # for trying `hydra=submitit_slurm` sweeps; nothing of it is needed on a real cluster.
 #
 #   bash scripts/slurm/cluster.sh up       # install (apt), configure, start; wait until the node is idle
-#   bash scripts/slurm/cluster.sh down     # stop the daemons (the config and packages stay)
+#   bash scripts/slurm/cluster.sh down     # end the jobs (a minute's grace), stop the daemons
 #   bash scripts/slurm/cluster.sh status   # the node's state, or why there is none
 #
 # Runs as root (Debian/Ubuntu: apt-get installs slurm-wlm and munge when absent). `up` is
-# idempotent: a running cluster is left as it is. The config it writes describes this machine
-# (`slurmd -C`: host name, cores, memory) with one partition, `debug`, and none of what a shared
-# cluster needs: no cgroups (ProctrackType=proctrack/linuxproc, TaskPlugin=task/none) and no
-# accounting (so `sacct` answers nothing, as on clusters that run without it). A config not
-# written by this script is never overwritten.
+# idempotent: a running cluster is left running (told to re-read a changed config). The config
+# describes this machine (`slurmd -C`: host name, cores, memory) with one partition, `debug`, and
+# none of what a shared cluster needs: no cgroups (ProctrackType=proctrack/linuxproc,
+# TaskPlugin=task/none) and no accounting (so `sacct` answers nothing, as on clusters that run
+# without it). A config not written by this script is never overwritten.
 set -euo pipefail
 
 CONF=/etc/slurm/slurm.conf
@@ -100,7 +100,7 @@ up() {
     if running slurmctld && [[ ${CHANGED:-0} == 1 ]]; then
         scontrol reconfigure  # the daemons re-read the new config
     fi
-    running slurmctld || slurmctld
+    running slurmctld || slurmctld -c  # -c: no jobs of an earlier session come back
     running slurmd || slurmd
     local state
     for _ in $(seq 60); do
@@ -116,6 +116,13 @@ up() {
 
 down() {
     local name
+    if running slurmctld; then
+        # jobs still finishing (a DDP rank's exit, W&B's sync) end first; whatever remains after a
+        # minute is cancelled, so that no job outlives the daemons in their saved state
+        for _ in $(seq 60); do [[ -z $(squeue -h -o %i 2>/dev/null) ]] && break; sleep 1; done
+        scancel --quiet --user="$(id -un)" 2>/dev/null || true
+        for _ in $(seq 30); do [[ -z $(squeue -h -o %i 2>/dev/null) ]] && break; sleep 1; done
+    fi
     for name in slurmd slurmctld munged; do
         if running "$name"; then
             kill "$(pid_of "$name")"

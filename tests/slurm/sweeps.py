@@ -94,3 +94,8 @@ def elapsed_minutes(job: str) -> float:
     parts = [int(p) for p in re.split("[-:]", slurm("squeue", "-h", "-j", job, "-o", "%M"))]
     seconds = sum(p * f for p, f in zip(reversed(parts), (1, 60, 3600, 86400), strict=False))
     return seconds / 60
+
+
+def restarts(job: str) -> int:
+    """How many times SLURM has requeued a job (``Restarts=`` of ``scontrol show job``)."""
+    return int(re.search(r"Restarts=(\d+)", slurm("scontrol", "show", "job", job)).group(1))

@@ -15,10 +15,11 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
-from sweeps import ENV, REPO, Sweep, elapsed_minutes, job_state, slurm, wait_until
+from sweeps import ENV, REPO, Sweep, elapsed_minutes, job_state, restarts, slurm, wait_until
 
 pytestmark = pytest.mark.slurm
 
@@ -57,13 +58,18 @@ def in_prune(sweep: Sweep, run_dir) -> str | None:
     return None
 
 
+#: How often slurmctld checks time limits and sends their warning signals (fixed in SLURM).
+SLURM_TIME_LIMIT_PASS_S = 30
+
+
 @pytest.fixture(scope="module")
 def requeued(pipeline, tmp_path_factory) -> dict:
     """The long-prune config three times at once: uninterrupted outside SLURM (the reference),
     preempted mid-prune (``scontrol requeue``), and past its time limit mid-prune: its limit is
-    cut to end within two minutes, so SLURM sends USR2 at once (``signal_delay_s`` before the
-    limit) and submitit requeues it; it gets its 10 minutes back while it waits in the queue, so
-    the second attempt runs to the end. Returns the run directories and the two sweeps."""
+    cut to end within three minutes, so SLURM sends USR2 at its next pass (``signal_delay_s``
+    before the limit) and submitit requeues the job; it gets its 10 minutes back while it waits
+    in the queue, so the second attempt runs to the end. Returns the run directories, the two
+    sweeps and their jobs."""
     root = tmp_path_factory.mktemp("requeue")
     runs = {name: root / name for name in ("reference", "preempted", "timed_out")}
     cmd = [sys.executable, "train.py", *pipeline, *LONG_PRUNE, f"run_dir={runs['reference']}"]
@@ -80,10 +86,21 @@ def requeued(pipeline, tmp_path_factory) -> dict:
     preempted = wait_until(lambda: in_prune(sweeps["preempted"], runs["preempted"]), "prune")
     slurm("scontrol", "requeue", preempted)  # what preemption does: SIGTERM, back to the queue
     timed_out = wait_until(lambda: in_prune(sweeps["timed_out"], runs["timed_out"]), "prune")
-    limit = int(elapsed_minutes(timed_out)) + 2
+    # Frozen mid-prune until SLURM's time-limit pass (every 30 s) finds the limit near: the USR2
+    # reaches the process in the prune stage however fast this machine prunes (SLURM wakes a
+    # stopped job to signal it; the test wakes it after one pass if SLURM did not).
+    slurm("scancel", "--signal=STOP", timed_out)
+    limit = int(elapsed_minutes(timed_out)) + 3
     slurm("scontrol", "update", f"JobId={timed_out}", f"TimeLimit={limit}")
-    wait_until(lambda: job_state(timed_out) == "PENDING", "submitit to requeue the job", 120)
-    slurm("scontrol", "update", f"JobId={timed_out}", "TimeLimit=10")
+    wake = time.monotonic() + SLURM_TIME_LIMIT_PASS_S + 10
+
+    def requeued_once() -> bool:
+        if time.monotonic() > wake:
+            slurm("scancel", "--signal=CONT", timed_out)
+        return restarts(timed_out) > 0
+
+    wait_until(requeued_once, "submitit to requeue the job", 120)
+    slurm("scontrol", "update", f"JobId={timed_out}", "TimeLimit=10")  # the next attempt's limit
     for sweep in sweeps.values():
         assert sweep.wait() == 0, sweep.tail()
     _, err = reference.communicate(timeout=600)
@@ -194,3 +211,4 @@ def test_ddp_ranks_launched_by_srun(pipeline, tmp_path):
         json.loads((run_dir / "prune" / f"mask_digests_rank{r}.json").read_text()) for r in (0, 1)
     ]
     assert digests[0] and digests[0] == digests[1]  # the same masks at every step on both ranks
+    wait_until(lambda: job_state(job) == "", "both ranks to exit and the job to end", 120)
