@@ -2,7 +2,7 @@
 PYTHON ?= python
 STAMP := .install.stamp
 
-.PHONY: install demo demo-exact test test-all bench lint clean
+.PHONY: install demo demo-exact test test-all test-slurm slurm-up slurm-down bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install torch==2.13.0
@@ -28,7 +28,20 @@ test: $(STAMP)
 	$(PYTHON) -m pytest -q
 
 test-all: $(STAMP)
-	$(PYTHON) -m pytest -q -m "not gpu"
+	$(PYTHON) -m pytest -q -m "not gpu and not slurm"
+
+# Sweeps on a real SLURM scheduler (arrays, timeout requeue, preemption, srun-launched DDP, a
+# failing job): the tests bring up a one-node cluster on this machine and stop it again. As root;
+# installs slurm-wlm and munge with apt when absent. docs/clusters.md.
+test-slurm: $(STAMP)
+	$(PYTHON) -m pytest -q -m slurm tests/slurm
+
+# That throwaway cluster by hand (partition `debug`), e.g. to try `hydra=submitit_slurm` sweeps.
+slurm-up:
+	bash scripts/slurm/cluster.sh up
+
+slurm-down:
+	bash scripts/slurm/cluster.sh down
 
 bench: $(STAMP)
 	$(PYTHON) scripts/pruned_speed.py

@@ -1,5 +1,6 @@
-"""The tiny random BERT config every unit test builds on (a plain module, so any test file
-or conftest can import it without depending on conftest module naming)."""
+"""The tiny random BERT config every unit test builds on, and a saved model of it for pipeline
+runs (a plain module, so any test file or conftest can import it without depending on conftest
+module naming)."""
 
 
 def tiny_bert_kwargs(**overrides) -> dict:
@@ -17,3 +18,20 @@ def tiny_bert_kwargs(**overrides) -> dict:
     )
     kwargs.update(overrides)
     return kwargs
+
+
+def save_tiny_bert(out, tokenizer_dir, **overrides):
+    """Save a vanilla HF ``BertForSequenceClassification`` (random, seed 0, hidden 32, vocabulary
+    and positions of a real tokenizer) with ``tokenizer_dir``'s tokenizer (the MiniLM's) into
+    ``out``: a model directory ``model.pretrained`` can name, for pipelines of seconds."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    kwargs = {"vocab_size": 30522, "max_position_embeddings": 128, **overrides}
+    BertForSequenceClassification(BertConfig(**tiny_bert_kwargs(**kwargs))).save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(tokenizer_dir / name, out / name)
+    return out

@@ -16,7 +16,8 @@ rather than the config alone (those live in ``cofi_lightning.config``):
   training set's size (``PruningConfig.check_fits``, the rule the stage applies too);
 * ``pruning.constraint=latency``: the family is supported and an existing latency table fits the
   model and allows the target speedup (``cofi_lightning.core.constraint``, the stages' functions);
-* ``export.push_to_hub`` names valid repositories.
+* ``export.push_to_hub`` names valid repositories;
+* a SLURM sweep starts one process per device (:class:`SlurmTasksCheck`, before submitting).
 
 Every failure is a one-line :class:`ModelSourceError`, ``ConfigError`` or ``DataError`` naming the
 key and the value.
@@ -28,8 +29,12 @@ import functools
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 from cofi_lightning.config import TrainConfig
 from cofi_lightning.config.checks import ConfigError
@@ -269,6 +274,44 @@ def _world_size(trainer: dict[str, Any]) -> int | None:
     else:
         return None
     return count * nodes if isinstance(nodes, int) and nodes > 0 else None
+
+
+def check_slurm_tasks(launcher: dict[str, Any], trainer: dict[str, Any]) -> None:
+    """A SLURM job starts one process per device.
+
+    ``hydra=submitit_slurm`` runs a job with ``srun``: ``tasks_per_node`` x ``nodes`` processes,
+    which Lightning's ``SLURMEnvironment`` takes as its DDP ranks only if they are as many as
+    ``trainer.devices`` x ``trainer.num_nodes``; otherwise Lightning refuses inside the job,
+    after it was queued and its run directory claimed.
+
+    Raises:
+        ConfigError: naming both keys and both values.
+    """
+    tasks, nodes = launcher.get("tasks_per_node", 1), launcher.get("nodes", 1)
+    world = _world_size(trainer)
+    if world is not None and tasks * nodes != world:
+        raise ConfigError(
+            f"hydra.launcher.tasks_per_node={tasks} (x nodes={nodes}) but trainer.devices="
+            f"{trainer.get('devices')} (x num_nodes={trainer.get('num_nodes', 1)}): SLURM starts "
+            "one process per task and Lightning needs one per device; set "
+            "hydra.launcher.tasks_per_node to trainer.devices (and gpus_per_node on GPUs)"
+        )
+
+
+class SlurmTasksCheck(Callback):
+    """:func:`check_slurm_tasks` before a SLURM sweep submits anything (a Hydra callback:
+    ``conf/hydra/submitit_slurm.yaml``).
+
+    Hydra turns a callback's exception into a warning and goes on, so a refusal is logged as
+    one line and ends the process with status 1 (``SystemExit`` passes through Hydra).
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_slurm_tasks(config.hydra.launcher, config.trainer)
+        except ConfigError as err:
+            log.error("ConfigError: %s", err)
+            sys.exit(1)
 
 
 def check_prune_length(cfg: TrainConfig) -> None:

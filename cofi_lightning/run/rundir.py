@@ -8,8 +8,10 @@ This file owns two files in every run directory:
   or foreign directory means (``auto`` | ``never`` | ``must``).
 * ``.lock``: created atomically by the process that runs the pipeline (pid, host, start time),
   refreshed by a heartbeat and removed on exit. A second process on the same directory stops at
-  once. A lock whose owner is dead (same host: no such pid; other host: heartbeat older than
-  :data:`STALE_SECONDS`) is taken over with a warning, so a killed job never blocks its requeue.
+  once. A lock whose owner is dead (same host: no such pid; an earlier attempt of the same SLURM
+  job, which SLURM ended before requeueing it; other host: heartbeat older than
+  :data:`STALE_SECONDS`) is taken over with a warning, so a killed job never blocks its requeue,
+  on whichever node it lands.
 
 A refused invocation writes nothing into the run directory, not even Hydra's files: the
 ``${cofi.unless_refused:<value>,<refused>}`` resolver (registered here) tells Hydra where to save
@@ -132,6 +134,13 @@ def claim(run_dir: Path, identity: dict[str, Any], resume: str) -> bool:
     return False
 
 
+def slurm_attempt() -> tuple[str, int] | None:
+    """This process's SLURM job id and attempt (``SLURM_RESTART_COUNT``: 0 until a requeue), or
+    None outside SLURM."""
+    job = os.environ.get("SLURM_JOB_ID")
+    return None if job is None else (job, int(os.environ.get("SLURM_RESTART_COUNT", 0)))
+
+
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` exists on this host (one of another user counts as alive)."""
     try:
@@ -171,6 +180,10 @@ class RunLock:
             return {}
 
     def _stale(self, owner: dict[str, Any]) -> bool:
+        attempt, previous = slurm_attempt(), owner.get("slurm")
+        if attempt and isinstance(previous, list) and previous[0] == attempt[0]:
+            if previous[1] < attempt[1]:
+                return True  # an earlier attempt of this requeued job: SLURM ended it
         if owner.get("host") == socket.gethostname() and "pid" in owner:
             return not pid_alive(int(owner["pid"]))
         try:
@@ -198,6 +211,8 @@ class RunLock:
         """Take the lock, or raise :class:`RunDirError` naming the live owner."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        if attempt := slurm_attempt():
+            me["slurm"] = list(attempt)
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

@@ -95,6 +95,7 @@ def sweep(tmp_path_factory) -> dict:
         "Traceback (most recent call last):\n  File 'train.py', line 3\n"
         "torch.OutOfMemoryError: CUDA out of memory.\nsrun: error: node1: Exited with exit code 1\n"
     )
+    err.with_name("4242_7_0_log.out").write_text("[teacher] starting\n")
     broken = job_dir(root, "broken", ["seed=9"])
     (broken / "results.json").write_text('{"task": "sst2", "sparsity": ')
     orphan = root / ".submitit" / "999" / "999_0_log.err"
@@ -206,10 +207,30 @@ def test_lists_missing_and_failed_jobs(sweep):
     assert problems["broken"].status == "malformed"
     assert "cannot read results.json" in problems["broken"].reason
     assert problems["999"].status == "failed" and "could not unpickle" in problems["999"].reason
+    # where to read on: the job's SLURM logs (submitit's stderr and stdout), with full paths
+    slurm = sweep["root"] / ".submitit" / "4242_7"
+    assert crashed.logs == (slurm / "4242_7_0_log.err", slurm / "4242_7_0_log.out")
+    assert problems["999"].logs == (sweep["root"] / ".submitit" / "999" / "999_0_log.err",)
+    assert problems["broken"].logs == ()
     rows = table(sweep["report"].read_text(), "## Missing or failed jobs")
-    assert len(rows) == 4
+    assert len(rows) == 4 and rows[0][-1] == "SLURM log"
     listed = {Path(r[0].strip("`")).name: r for r in rows[1:]}
     assert listed["crashed"][1:3] == ["failed", "teacher"]
+    assert listed["crashed"][-1] == "<br>".join(f"`{log}`" for log in crashed.logs)
+
+
+def test_error_only_in_the_slurm_stdout(tmp_path):
+    """Hydra logs a job's error on the console, which SLURM writes to the job's stdout: a job
+    whose stderr and job log say nothing still gets its reason."""
+    run = job_dir(tmp_path, "quiet", ["task=rte"], job_id="7_1")
+    (run / "train.log").write_text("[prune] starting\n")
+    folder = tmp_path / ".submitit" / "7_1"
+    folder.mkdir(parents=True)
+    (folder / "7_1_0_log.err").write_text("[1/4 teacher] starting\n")
+    (folder / "7_1_0_log.out").write_text("[train][ERROR] - DataError: bad labels\n")
+    (problem,) = collect_runs(tmp_path)[1]
+    assert problem.status == "failed"
+    assert problem.reason == "[train][ERROR] - DataError: bad labels (7_1_0_log.out)"
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from transformers import BertConfig
 from cofi_lightning.modeling import CoFiBertConfig, CoFiBertForSequenceClassification
 
 from runs import tiny_run_overrides
-from tiny_bert import tiny_bert_kwargs
+from tiny_bert import save_tiny_bert, tiny_bert_kwargs
 
 TINY = tiny_bert_kwargs()
 
@@ -96,32 +96,16 @@ def make_trainer():
 CONF_DIR = __import__("pathlib").Path(__file__).resolve().parents[2] / "conf"
 
 
-def _save_tiny_bert(out, minilm_dir, **overrides):
-    """A vanilla HF ``BertForSequenceClassification`` (random, hidden 32) + the MiniLM tokenizer."""
-    import shutil
-
-    from transformers import BertForSequenceClassification
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        **{**TINY, "vocab_size": 30522, "max_position_embeddings": 128, **overrides}
-    )
-    BertForSequenceClassification(config).save_pretrained(out)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(minilm_dir / name, out / name)
-    return out
-
-
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory, minilm_dir):
     """A vanilla HF BERT dir (random, hidden 32, no dropout) + MiniLM tokenizer."""
-    return _save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), minilm_dir)
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), minilm_dir)
 
 
 @pytest.fixture(scope="session")
 def tiny_bert_dropout_dir(tmp_path_factory, minilm_dir):
     """As ``tiny_bert_dir`` with dropout 0.1 (BERT's), so training draws random numbers."""
-    return _save_tiny_bert(
+    return save_tiny_bert(
         tmp_path_factory.mktemp("tiny_bert_dropout"),
         minilm_dir,
         hidden_dropout_prob=0.1,

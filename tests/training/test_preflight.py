@@ -12,7 +12,12 @@ import torch
 from cofi_lightning.config import ConfigError, load_config
 from cofi_lightning.data import DataError
 from cofi_lightning.run.pipeline import train
-from cofi_lightning.run.preflight import ModelSourceError, check_source, check_teacher_fits
+from cofi_lightning.run.preflight import (
+    ModelSourceError,
+    check_slurm_tasks,
+    check_source,
+    check_teacher_fits,
+)
 
 
 def test_neither_directory_nor_hub_name(tmp_path):
@@ -376,3 +381,18 @@ def test_data_without_mirror_or_hub_is_one_line_naming_the_places(
     )
     assert str(tmp_path / "no_shared" / "data") in message and "COFI_DATA_DIR" in message
     assert "HF_HUB_OFFLINE is set" in message
+
+
+def test_slurm_tasks_must_be_the_trainer_devices():
+    """srun starts ``tasks_per_node`` x ``nodes`` ranks; Lightning needs ``devices`` x
+    ``num_nodes`` of them (the SLURM sweep refuses a mismatch before submitting: tests/slurm)."""
+    check_slurm_tasks({"tasks_per_node": 2, "nodes": 1}, {"devices": 2, "num_nodes": 1})
+    check_slurm_tasks({"tasks_per_node": 4}, {"accelerator": "gpu", "devices": "auto"})  # unknown
+    with pytest.raises(
+        ConfigError,
+        match=r"^hydra.launcher.tasks_per_node=1 \(x nodes=1\) but trainer.devices=2 \(x "
+        r"num_nodes=1\): .* set hydra.launcher.tasks_per_node to trainer.devices",
+    ):
+        check_slurm_tasks({"tasks_per_node": 1, "nodes": 1}, {"devices": 2, "num_nodes": 1})
+    with pytest.raises(ConfigError, match=r"tasks_per_node=1 \(x nodes=2\) but trainer.devices=1"):
+        check_slurm_tasks({"tasks_per_node": 1, "nodes": 2}, {"devices": 1})

@@ -225,6 +225,24 @@ def test_lock_of_another_host_expires_without_heartbeat(tmp_path):
     lock.release()
 
 
+def test_lock_of_an_earlier_attempt_of_the_same_slurm_job_is_taken_over(tmp_path, monkeypatch):
+    """A requeued job may start on another node while its killed attempt's lock is fresh; SLURM
+    ended that attempt, so the lock is stale. The same attempt, or another job, keeps it."""
+    path = tmp_path / LOCK_FILE
+    other = {"pid": 1, "host": f"not-{socket.gethostname()}"}
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    for held_by in ([41, 0], [42, 1]):
+        path.write_text(json.dumps({**other, "slurm": [str(held_by[0]), held_by[1]]}))
+        with pytest.raises(RunDirError, match="in use by pid 1 on not-"):
+            RunLock(tmp_path).acquire()
+    path.write_text(json.dumps({**other, "slurm": ["42", 0]}))
+    lock = RunLock(tmp_path)
+    lock.acquire()
+    assert json.loads(path.read_text())["slurm"] == ["42", 1]
+    lock.release()
+
+
 def test_heartbeat_keeps_a_live_lock_fresh(tmp_path):
     lock = RunLock(tmp_path, heartbeat_seconds=0.05)
     lock.acquire()

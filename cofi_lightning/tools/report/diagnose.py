@@ -1,8 +1,9 @@
 """Say why a job has no usable results: finished stages, the error in its logs, or the parse error.
 
 This file owns :class:`Problem` and the evidence behind it: ``<stage>/DONE.json`` records, the
-job's Hydra overrides, the end of its submitit ``*_log.err`` (found through ``hydra.job.id``) and
-of Hydra's ``<job name>.log``. Finding jobs is ``collect.py``'s.
+job's Hydra overrides, the end of its submitit logs (``.submitit/<job id>/*_log.err`` and
+``*_log.out``, found through ``hydra.job.id``: on SLURM, the job's own stderr and stdout, whose
+paths the report gives) and of Hydra's ``<job name>.log``. Finding jobs is ``collect.py``'s.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Problem:
         reason: What went wrong, or the last log line.
         stages_done: Stages with a ``DONE.json``, in pipeline order.
         overrides: The job's Hydra overrides, to tell jobs of a sweep apart.
+        logs: The job's submitit logs (its SLURM stderr and stdout), where a reader goes next.
     """
 
     job_dir: Path
@@ -46,6 +48,7 @@ class Problem:
     reason: str
     stages_done: tuple[str, ...] = ()
     overrides: tuple[str, ...] = ()
+    logs: tuple[Path, ...] = ()
 
 
 def diagnose(job_dir: Path, out_dir: Path, hydra: dict) -> Problem:
@@ -57,12 +60,13 @@ def diagnose(job_dir: Path, out_dir: Path, hydra: dict) -> Problem:
         hydra: The ``hydra`` node of ``.hydra/hydra.yaml`` (``job.id`` names the submitit job).
     """
     done = stages_done(out_dir)
-    logs = _submitit_errors(job_dir, str((hydra.get("job") or {}).get("id")))
-    logs += sorted(job_dir.glob("*.log"))  # Hydra's <job name>.log
-    error, last = _scan_logs(logs)
+    slurm = _submitit_logs(job_dir, str((hydra.get("job") or {}).get("id")))
+    # stderr first (tracebacks), then Hydra's <job name>.log, then stdout (the console log)
+    errors = [p for p in slurm if p.name.endswith("_log.err")]
+    error, last = _scan_logs([*errors, *sorted(job_dir.glob("*.log")), *slurm[len(errors) :]])
     where = "" if out_dir == job_dir else f" in {out_dir}"
     if error:
-        return Problem(job_dir, "failed", error, done, overrides_of(job_dir))
+        return Problem(job_dir, "failed", error, done, overrides_of(job_dir), slurm)
     requested = read_yaml(job_dir / ".hydra" / "config.yaml").get("stages")
     if isinstance(requested, list) and "export" not in requested and set(requested) <= set(done):
         reason = f"no results.json{where}: stages {', '.join(map(str, requested))} requested"
@@ -70,32 +74,37 @@ def diagnose(job_dir: Path, out_dir: Path, hydra: dict) -> Problem:
         reason = f"no results.json{where} (still running, killed or lost)"
         if last:
             reason += f"; last log line: {last}"
-    return Problem(job_dir, "missing", reason, done, overrides_of(job_dir))
+    return Problem(job_dir, "missing", reason, done, overrides_of(job_dir), slurm)
 
 
 def orphan_submitit_jobs(folder: Path, known_ids: set[str]) -> list[Problem]:
     """Submitit jobs that started (they have logs) but never wrote a Hydra job dir."""
     problems = []
     for job in sorted(p for p in folder.iterdir() if p.is_dir() and p.name not in known_ids):
-        logs = sorted(job.glob("*_log.err")) + sorted(job.glob("*_log.out"))
+        logs = _logs_in(job)
         if not logs:
             continue  # submitted, not started: nothing to say yet
         error, last = _scan_logs(logs)
         status = "failed" if error else "missing"
         reason = error or f"no Hydra job dir; last log line: {last or '(empty)'}"
-        problems.append(Problem(job, status, reason))
+        problems.append(Problem(job, status, reason, logs=logs))
     return problems
 
 
-def _submitit_errors(job_dir: Path, job_id: str) -> list[Path]:
-    """``.submitit/<job id>/*_log.err`` in the sweep dir (an ancestor of the job dir)."""
+def _submitit_logs(job_dir: Path, job_id: str) -> tuple[Path, ...]:
+    """The job's logs in ``.submitit/<job id>/`` of the sweep dir (an ancestor of the job dir)."""
     if not job_id or job_id in ("???", "None"):
-        return []
+        return ()
     for parent in list(job_dir.parents)[:4]:
         folder = parent / ".submitit" / job_id
         if folder.is_dir():
-            return sorted(folder.glob("*_log.err"))
-    return []
+            return _logs_in(folder)
+    return ()
+
+
+def _logs_in(folder: Path) -> tuple[Path, ...]:
+    """A submitit job folder's logs, one per task: every ``*_log.err``, then every ``*_log.out``."""
+    return (*sorted(folder.glob("*_log.err")), *sorted(folder.glob("*_log.out")))
 
 
 def _scan_logs(paths: list[Path]) -> tuple[str | None, str | None]:

@@ -213,7 +213,8 @@ def structure_table(runs: Sequence[Run]) -> str:
 
 
 def problems_table(problems: Sequence[Problem]) -> str:
-    """The missing / failed jobs: directory, status, finished stages, overrides, reason."""
+    """The missing / failed jobs: directory, status, finished stages, overrides, reason and the
+    job's SLURM (submitit) logs."""
     rows = [
         [
             f"`{p.job_dir}`",
@@ -221,10 +222,12 @@ def problems_table(problems: Sequence[Problem]) -> str:
             ", ".join(p.stages_done) or MISSING,
             " ".join(p.overrides) or MISSING,
             p.reason,
+            "<br>".join(f"`{log}`" for log in p.logs) or MISSING,
         ]
         for p in problems
     ]
-    return markdown_table(["job", "status", "stages done", "overrides", "reason"], rows)
+    header = ["job", "status", "stages done", "overrides", "reason", "SLURM log"]
+    return markdown_table(header, rows)
 
 
 # --- CSV ------------------------------------------------------------------------------------------
