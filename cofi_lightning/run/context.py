@@ -20,6 +20,7 @@ import lightning as L
 import torch
 from hydra.utils import get_object, instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoTokenizer
@@ -275,7 +276,8 @@ class RunContext:
             default_root_dir=str(self.run_dir / stage),
             logger=loggers or False,
             callbacks=cbs,
-            plugins=[AtomicCheckpointIO()],  # a kill or a full disk never truncates last.ckpt
+            # a kill or a full disk never truncates last.ckpt
+            plugins=[AtomicCheckpointIO(), *cluster_plugins()],
         )
         if eval_every_steps:
             accumulate = self.cfg.trainer.get("accumulate_grad_batches", 1) or 1
@@ -314,3 +316,14 @@ class RunContext:
         )
         trainer.validate(system, datamodule=self.datamodule, verbose=False)
         return system.recorded_metrics()
+
+
+def cluster_plugins() -> list[SLURMEnvironment]:
+    """Under a SLURM job, Lightning's SLURM environment with its own requeue disarmed.
+
+    submitit requeues a job on ``USR2`` before its time limit, and the run resumes from its last
+    checkpoint; Lightning's handler would also requeue on ``SIGUSR1``, saving a full
+    ``hpc_ckpt_<n>.ckpt`` that a resume before the stage's first checkpoint would start from. One
+    requeue mechanism, one resume path.
+    """
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
