@@ -191,7 +191,7 @@ def test_time_limit_mid_prune_requeues_and_resumes_to_the_same_export(requeued):
 
 def test_ddp_ranks_launched_by_srun(pipeline, tmp_path):
     """``tasks_per_node=2``: srun starts both ranks, Lightning's SLURMEnvironment joins them."""
-    digest = "+callbacks.mask_digest._target_=cofi_lightning.training.callbacks.MaskDigest"
+    digest = "+callbacks.mask_digest._target_=tests.training.mask_digest.MaskDigest"
     sweep = Sweep(
         tmp_path / "sweep", *pipeline, "trainer=ddp", "hydra.launcher.tasks_per_node=2",
         "logger=wandb_csv", digest,
