@@ -17,7 +17,7 @@ projection's weight (``pruning.fold``, which physical pruning uses too).
 A sublayer that is not alive (``structure.sublayer_alive``) is *removed*: the residual passes
 through with no bias and no LayerNorm, which is exactly what the physically pruned model computes.
 In eager mode the units whose mask is exactly 0 are not computed at all (closed heads' Q/K/V rows,
-closed FFN dims, removed sublayers; a host sync per sublayer type per forward reads which): the
+closed FFN dims, removed sublayers; one host sync per forward reads which): the
 same values and gradients as computing every unit, for a step whose cost falls with the sparsity
 (``tests/modeling/test_skip_closed_units.py``). Dropout then draws other random numbers than the
 full computation would. Under ``torch.compile`` every unit is computed and ``torch.where`` picks
@@ -73,37 +73,66 @@ SKIP_CLOSED_UNITS = True
 
 
 def split_masks(masks: Masks | None, num_layers: int) -> tuple[list[LayerMasks], LayerMasks]:
-    """Per-layer :class:`LayerMasks` and the embeddings' masks from one ``Masks`` value."""
-    if masks is None:
-        return [LayerMasks()] * num_layers, LayerMasks()
-    hidden = masks.hidden
-    shared = LayerMasks(hidden, None if hidden is None else (hidden != 0).to(hidden.dtype))
-    attention, ffn = (_sublayer_masks(*gates, num_layers) for gates in sublayer_masks(masks))
-    layers = [shared._replace(attention=a, ffn=f) for a, f in zip(attention, ffn, strict=True)]
-    return layers, shared
-
-
-def _sublayer_masks(
-    layer: torch.Tensor | None, units: torch.Tensor | None, num_layers: int
-) -> list[SublayerMasks]:
-    """Per layer: one sublayer type's masks from its gates ``layer [L]`` and ``units [L, k]``.
+    """Per-layer :class:`LayerMasks` and the embeddings' masks from one ``Masks`` value.
 
     Eagerly, one host sync reads which sublayers are alive and which units are open, so only
     those are computed; compiled, every unit is (one static graph, no sync).
     """
-    if layer is None and units is None:
+    if masks is None:
+        return [LayerMasks()] * num_layers, LayerMasks()
+    hidden = masks.hidden
+    shared = LayerMasks(hidden, None if hidden is None else (hidden != 0).to(hidden.dtype))
+    gates = sublayer_masks(masks)  # ((layer [L], units [L, k]) per sublayer type)
+    alive = [sublayer_alive(_open(layer), _open(units)) for layer, units in gates]  # [L] bool
+    flags: list[torch.Tensor | None] = [None] * len(gates)
+    if SKIP_CLOSED_UNITS and not torch.compiler.is_compiling():
+        flags = _host_flags(gates, alive)
+    attention, ffn = (
+        _sublayer_masks(layer, units, a, f, num_layers)
+        for (layer, units), a, f in zip(gates, alive, flags, strict=True)
+    )
+    layers = [shared._replace(attention=a, ffn=f) for a, f in zip(attention, ffn, strict=True)]
+    return layers, shared
+
+
+def _host_flags(gates, alive: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
+    """Per sublayer type, ``[L, 1 + k]`` bool on the host: alive, then each unit open (None when
+    the type is not masked). All types in one copy to the host: the forward's one sync."""
+    parts = [
+        None
+        if a is None
+        else a[:, None]
+        if units is None
+        else torch.cat([a[:, None], units != 0], 1)
+        for (_, units), a in zip(gates, alive, strict=True)
+    ]
+    given = [p for p in parts if p is not None]
+    if not given:
+        return parts
+    host = iter(torch.cat(given, dim=1).cpu().split([p.shape[1] for p in given], dim=1))
+    return [None if p is None else next(host) for p in parts]
+
+
+def _sublayer_masks(
+    layer: torch.Tensor | None,
+    units: torch.Tensor | None,
+    alive: torch.Tensor | None,
+    flags: torch.Tensor | None,
+    num_layers: int,
+) -> list[SublayerMasks]:
+    """Per layer: one sublayer type's masks from its gates ``layer [L]`` and ``units [L, k]``,
+    ``alive [L]`` and, eagerly, its host ``flags`` (:func:`_host_flags`; None: compute every
+    unit)."""
+    if alive is None:
         return [SublayerMasks()] * num_layers
-    alive = sublayer_alive(_open(layer), _open(units))  # [L] bool
 
     def row(t: torch.Tensor | None, i: int) -> torch.Tensor | None:
         return None if t is None else t[i]
 
-    if not SKIP_CLOSED_UNITS or torch.compiler.is_compiling():
+    if flags is None:
         return [
             SublayerMasks(row(units, i), row(layer, i), alive=alive[i]) for i in range(num_layers)
         ]
-    flags = alive[:, None] if units is None else torch.cat([alive[:, None], units != 0], dim=1)
-    flags = flags.cpu()  # [L, 1 + k]: the host sync
     out = []
     for i in range(num_layers):
         z, index = row(units, i), None
