@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cofi_lightning.tools.report.collect import ROW_FIELDS, Problem, Run
+from cofi_lightning.tools.report.collect import CSV_COLUMNS, Problem, Run
 
 MISSING = "–"  # an empty cell (no run, no speedup)
 FULL = "full"  # ablation name of full CoFi (results.json: null)
@@ -194,8 +194,7 @@ def structure_table(runs: Sequence[Run]) -> str:
     """
     rows = []
     for run in runs:
-        structure = run.raw.get("structure") or {}
-        heads, ffn = structure.get("num_heads"), structure.get("intermediate_sizes")
+        heads, ffn = run.structure.get("num_heads"), run.structure.get("intermediate_sizes")
         rows.append(
             [
                 run.task,
@@ -203,7 +202,7 @@ def structure_table(runs: Sequence[Run]) -> str:
                 f"{run.target_sparsity * 100:g}",
                 str(run.seed) if run.seed is not None else MISSING,
                 f"{run.sparsity * 100:.1f}",
-                str(structure.get("hidden_size", MISSING)),
+                str(run.structure.get("hidden_size", MISSING)),
                 " ".join(map(str, heads)) if heads else MISSING,
                 " ".join(map(str, ffn)) if ffn else MISSING,
             ]
@@ -236,7 +235,7 @@ def problems_table(problems: Sequence[Problem]) -> str:
 def write_csv(runs: Sequence[Run], path: Path) -> Path:
     """``results.csv``: one row per run (:meth:`Run.row`); empty cells for missing values."""
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=ROW_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for run in runs:
             writer.writerow({k: "" if v is None else v for k, v in run.row().items()})

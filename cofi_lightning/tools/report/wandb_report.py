@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cofi_lightning.tools.report.collect import ROW_FIELDS, Problem, Run
+from cofi_lightning.tools.report.collect import CSV_COLUMNS, Problem, Run
 
 AXES = {"sparsity": ("sparsity (%)", 100.0), "speedup": ("speedup (×)", 1.0)}  # x: column, scale
 POINT_COLUMNS = ("ablation", "target (%)", "seed")  # carried with each scatter point
@@ -65,7 +65,7 @@ def log_report(
     rows = [run_.row() for run_ in runs]
     media: dict[str, Any] = {
         "results": wandb.Table(
-            columns=list(ROW_FIELDS), data=[[r[k] for k in ROW_FIELDS] for r in rows]
+            columns=list(CSV_COLUMNS), data=[[r[k] for k in CSV_COLUMNS] for r in rows]
         )
     }
     for task in dict.fromkeys(r["task"] for r in rows):
