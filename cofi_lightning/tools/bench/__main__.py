@@ -1,22 +1,8 @@
-"""Command line of the latency benchmark; see ``cofi_lightning/tools/bench/__init__.py`` for the
-protocol.
+"""Command line of the latency benchmark (``python -m cofi_lightning.tools.bench --help``).
 
-Usage (``python -m cofi_lightning.tools.bench --help`` lists every option)::
-
-    python -m cofi_lightning.tools.bench run=<run_dir> [key=value ...]
-    python -m cofi_lightning.tools.bench pruned=<model dir> [baseline=<dir or hub>] [key=value ...]
-    python -m cofi_lightning.tools.bench synthetic=s95 [key=value ...]
-
-Every option is written ``--key value`` or, as in the other ``python -m cofi_lightning...``
-commands and ``train.py`` overrides, ``key=value``: ``device=cpu|cuda``, ``dtype=fp32|bf16``,
-``batch=128``, ``seq=128`` (384 for SQuAD / QA models), ``warmup`` and ``rounds`` (2 and 7 on CPU,
-10 and 50 on CUDA), ``threads`` (CPU threads; default: torch's), ``compile=false`` (time both
-through ``torch.compile``), ``out=<json>`` (default ``<run_dir>/speed_<device>_<dtype>.json``, or
-``outputs/bench/speed_<device>_<dtype>.json`` below the working directory when there is no run;
-a sparsity path run measures each export into ``speed_<device>_<dtype>_<t>.json``). The table is
-printed before the JSON is written, so a report that cannot be written (read-only storage) is not
-lost. Bad arguments exit with status 2 (argparse), problems with the models or the report's path
-with status 1.
+The table is printed before the JSON is written, so a measurement whose report cannot be written
+(read-only storage) is not lost. Bad arguments exit with status 2 (argparse), problems with the
+models or the report's path with status 1.
 """
 
 from __future__ import annotations
@@ -32,13 +18,7 @@ import torch
 
 from cofi_lightning.latency.timing import DTYPES, resolve_device, resolve_dtype
 from cofi_lightning.tools.bench.compare import compare, format_table
-from cofi_lightning.tools.bench.sources import (
-    BenchError,
-    Sources,
-    discover,
-    load_pair,
-    synthetic_pair,
-)
+from cofi_lightning.tools.bench.sources import BenchError, discover, load_pair, synthetic_pair
 from cofi_lightning.tools.cli import add_flag, boolean, int_at_least, parse_key_values
 
 EXAMPLES = """\
@@ -50,8 +30,7 @@ examples:
 
 Every --key value may also be written key=value, as in train.py overrides.
 """
-#: Where reports go without ``out=`` when there is no run directory (relative to the working
-#: directory, beside train.py's ``outputs/<experiment>/``).
+#: Where reports go without ``out=`` and without a run dir (beside train.py's outputs).
 DEFAULT_OUT_DIR = Path("outputs") / "bench"
 
 
@@ -66,7 +45,6 @@ def _synthetic(value: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command's parser: every option with its help (``--help``)."""
     parser = argparse.ArgumentParser(
         prog="python -m cofi_lightning.tools.bench",
         description="Time a pruned model against its unpruned counterpart (forward passes only,\n"
@@ -141,12 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
-    """Command-line arguments -> settings for :func:`run`, with device-dependent defaults filled.
-
-    Raises:
-        SystemExit: status 2 (argparse's message on stderr) for an unknown key, a bad value or an
-            impossible combination of models.
-    """
+    """Command-line arguments -> settings for :func:`measure`, device-dependent defaults filled."""
     parser = build_parser()
     args = parse_key_values(parser, argv)
     if args.synthetic and any((args.run, args.pruned, args.baseline)):
@@ -163,14 +136,8 @@ def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
 
 @dataclass
 class Measured:
-    """One measurement and where it goes.
-
-    Attributes:
-        report: What :func:`~cofi_lightning.tools.bench.compare` returned, plus ``task``.
-        out: The JSON path.
-        run_dir: The training run measured (its model card is refreshed), or None.
-        several: One of a sparsity path's exports (``out=`` cannot name them all).
-    """
+    """One report (:func:`compare`'s, plus ``task``), its JSON path, the run measured (its model
+    card is refreshed) and whether it is one of a sparsity path's exports."""
 
     report: dict[str, Any]
     out: Path
@@ -179,11 +146,7 @@ class Measured:
 
 
 def measure(settings: dict[str, Any]) -> Measured:
-    """Load (or build) and time both models; nothing is written.
-
-    Raises:
-        BenchError: anything the user can fix (paths, device, values).
-    """
+    """Load (or build) and time both models; nothing is written."""
     resolve_device(settings["device"])  # fail before minutes of loading, not after
     resolve_dtype(settings["dtype"])
     if settings["threads"] is not None:
@@ -194,7 +157,7 @@ def measure(settings: dict[str, Any]) -> Measured:
         names = {"pruned": "synthetic s95 (random weights)", "baseline": "synthetic BERT-base"}
         task = None
     else:
-        found: Sources = discover(settings["pruned"], settings["baseline"], settings["run"])
+        found = discover(settings["pruned"], settings["baseline"], settings["run"])
         pruned, baseline = load_pair(found)
         names = {"pruned": found.pruned, "baseline": found.baseline}
         task = found.task
@@ -224,17 +187,12 @@ def measure(settings: dict[str, Any]) -> Measured:
 
 
 def save(measured: Measured) -> None:
-    """Write the JSON report and refresh the run's model card with the measured speedup.
-
-    Raises:
-        BenchError: the report cannot be written (e.g. read-only storage), naming the path and
-            where else it could go.
-    """
+    """Write the JSON report and refresh the run's model card with the measured speedup."""
     out = measured.out
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(measured.report, indent=2))
-        if measured.run_dir is not None:  # the export's card now states the measured speedup
+        if measured.run_dir is not None:
             from cofi_lightning.run.model_card import refresh_card
 
             refresh_card(measured.run_dir)
@@ -281,7 +239,6 @@ def _path_points(settings: dict[str, Any]) -> list:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command-line entry point; see the module docstring."""
     from transformers.utils import logging as hf_logging
 
     settings = parse_args(argv)  # argparse exits (status 2, or 0 for --help) before any loading

@@ -1,11 +1,8 @@
 """Where the two benchmarked models come from: model dirs, run dirs, hub names or a synthetic pair.
 
-This file owns finding and loading the *pruned* and the *baseline* (unpruned) model. Both are
-loaded with the same ``CoFiBert*`` class, so they run the same code and are counted with the one
-encoder parameter formula (a vanilla Hugging Face BERT converts through
-``CoFiBertConfig.from_bert_config``).
-A run dir (``results.json``, ``config.yaml`` or ``.hydra/config.yaml``) names both: its
-``pruned_model/`` export and its ``model.pretrained``. Timing lives in ``timing.py``.
+Both are loaded with the pruned model's ``CoFiBert*`` class, so they run the same code and are
+counted with one formula (a vanilla Hugging Face BERT converts on loading). A run dir names both:
+its export and its ``model.pretrained``.
 """
 
 from __future__ import annotations
@@ -28,6 +25,7 @@ from cofi_lightning.modeling import (
     UnsupportedModelError,
     family_of,
 )
+from cofi_lightning.run.operating_points import OperatingPoint
 
 #: BERT-base shape and a CoFi-like structure at ~95% encoder sparsity (upper layers pruned hardest,
 #: four sublayers removed), shaped like the paper's published s95 models.
@@ -41,14 +39,8 @@ S95_HIDDEN = 704
 
 @dataclass
 class Sources:
-    """The two models to compare, as given or discovered.
-
-    Attributes:
-        pruned: Directory of the pruned (exported) model.
-        baseline: Directory or hub name of the unpruned model.
-        task: Task name when known from a run dir (``squad`` selects sequence length 384).
-        run_dir: The run dir both came from, if any.
-    """
+    """The two models to compare (a directory, or a hub name for the baseline) and the run dir
+    and task they came from, if any (``squad`` selects sequence length 384)."""
 
     pruned: str
     baseline: str
@@ -90,21 +82,20 @@ def _resolve_pretrained(name: str, run_dir: Path) -> str:
 
 
 RUN_FILES = ("results.json", "config.yaml", ".hydra/config.yaml")
+EXPORT = OperatingPoint(None)  # a single-target run's export (a path's: one run per point)
 
 
 def _is_run_dir(path: Path) -> bool:
     return not (path / "config.json").is_file() and (
-        (path / "pruned_model").is_dir() or any((path / f).is_file() for f in RUN_FILES)
+        EXPORT.export_dir(path).is_dir() or any((path / f).is_file() for f in RUN_FILES)
     )
 
 
 def discover(
     pruned: str | None = None, baseline: str | None = None, run: str | None = None
 ) -> Sources:
-    """Fill in what the user left out from a run dir.
-
-    ``run=<run_dir>`` gives both models; ``pruned=<run_dir>/pruned_model`` (or ``pruned=<run_dir>``)
-    without ``baseline`` finds the baseline in the run's config.
+    """Fill in what the user left out from a run dir: ``run=<run_dir>``, or ``pruned=`` a run dir
+    or its export without ``baseline``, gives both models.
 
     Raises:
         BenchError: a path does not exist, or the baseline cannot be found.
@@ -136,9 +127,7 @@ def discover(
     cfg = _run_config(run_dir)
     task = results.get("task") or (OmegaConf.select(cfg, "task.name") if cfg else None)
     if pruned is None:
-        export = Path(results.get("export_dir") or run_dir / "pruned_model")
-        if not export.is_dir():  # results.json may hold a path relative to another cwd
-            export = run_dir / "pruned_model"
+        export = EXPORT.export_dir(run_dir)
         if not export.is_dir():
             raise BenchError(
                 f"run={run} has no exported model ({export} is missing; the export stage writes "
