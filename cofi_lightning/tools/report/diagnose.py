@@ -1,9 +1,8 @@
 """Say why a job has no usable results: finished stages, the error in its logs, or the parse error.
 
-This file owns :class:`Problem` and the evidence behind it: ``<stage>/DONE.json`` records, the
-job's Hydra overrides, the end of its submitit logs (``.submitit/<job id>/*_log.err`` and
-``*_log.out``, found through ``hydra.job.id``: on SLURM, the job's own stderr and stdout, whose
-paths the report gives) and of Hydra's ``<job name>.log``. Finding jobs is ``collect.py``'s.
+The evidence: ``<stage>/DONE.json`` records, the job's Hydra overrides, the end of its submitit
+logs (``.submitit/<hydra.job.id>/*_log.err`` and ``*_log.out``: on SLURM the job's stderr and
+stdout) and of Hydra's ``<job name>.log``.
 """
 
 from __future__ import annotations
@@ -30,16 +29,14 @@ _LOG_TAIL_BYTES = 64 * 1024  # only the end of a log matters; logs of long runs 
 
 @dataclass(frozen=True)
 class Problem:
-    """A job that yields no :class:`Run`; listed in the report, never dropped.
+    """A job that yields no run; listed in the report, never dropped.
 
-    Args:
+    Attributes:
         job_dir: The job's directory (Hydra's, or the submitit folder for a job without one).
         status: ``"failed"`` (an error was found), ``"malformed"`` (unreadable ``results.json``),
             ``"missing"`` (no results and no error: still running, killed, or no export stage) or
             ``"duplicate"`` (a second run of the same task, ablation, target and seed).
         reason: What went wrong, or the last log line.
-        stages_done: Stages with a ``DONE.json``, in pipeline order.
-        overrides: The job's Hydra overrides, to tell jobs of a sweep apart.
         logs: The job's submitit logs (its SLURM stderr and stdout), where a reader goes next.
     """
 
@@ -52,13 +49,8 @@ class Problem:
 
 
 def diagnose(job_dir: Path, out_dir: Path, hydra: dict) -> Problem:
-    """The :class:`Problem` of a Hydra job without ``results.json``.
-
-    Args:
-        job_dir: The Hydra job dir (holds ``.hydra/``).
-        out_dir: Where the job writes its stages and results (``run_dir``, usually ``job_dir``).
-        hydra: The ``hydra`` node of ``.hydra/hydra.yaml`` (``job.id`` names the submitit job).
-    """
+    """The :class:`Problem` of a Hydra job without ``results.json`` in ``out_dir`` (its
+    ``run_dir``, usually ``job_dir``); ``hydra`` is the ``hydra`` node of its ``hydra.yaml``."""
     done = stages_done(out_dir)
     slurm = _submitit_logs(job_dir, str((hydra.get("job") or {}).get("id")))
     # stderr first (tracebacks), then Hydra's <job name>.log, then stdout (the console log)
