@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -134,19 +133,9 @@ def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
     return vars(args)
 
 
-@dataclass
-class Measured:
-    """One report (:func:`compare`'s, plus ``task``), its JSON path, the run measured (its model
-    card is refreshed) and whether it is one of a sparsity path's exports."""
-
-    report: dict[str, Any]
-    out: Path
-    run_dir: Path | None
-    several: bool = False
-
-
-def measure(settings: dict[str, Any]) -> Measured:
-    """Load (or build) and time both models; nothing is written."""
+def measure(settings: dict[str, Any]) -> tuple[dict[str, Any], Path, Path | None]:
+    """Load (or build) and time both models: the report (:func:`compare`'s, plus ``task``), its
+    JSON path and the run measured; nothing is written."""
     resolve_device(settings["device"])  # fail before minutes of loading, not after
     resolve_dtype(settings["dtype"])
     if settings["threads"] is not None:
@@ -183,23 +172,23 @@ def measure(settings: dict[str, Any]) -> Measured:
     if out is None:
         name = f"speed_{report['device']}_{report['dtype']}{settings.get('suffix', '')}.json"
         out = (run_dir if run_dir is not None else DEFAULT_OUT_DIR) / name
-    return Measured(report, Path(out), run_dir, several=bool(settings.get("suffix")))
+    return report, Path(out), run_dir
 
 
-def save(measured: Measured) -> None:
-    """Write the JSON report and refresh the run's model card with the measured speedup."""
-    out = measured.out
+def save(report: dict[str, Any], out: Path, run_dir: Path | None, several: bool) -> None:
+    """Write the JSON report and refresh the run's model card with the measured speedup
+    (``several``: one of a sparsity path's exports, which ``out=`` cannot name)."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(measured.report, indent=2))
-        if measured.run_dir is not None:
+        out.write_text(json.dumps(report, indent=2))
+        if run_dir is not None:
             from cofi_lightning.run.model_card import refresh_card
 
-            refresh_card(measured.run_dir)
+            refresh_card(run_dir)
     except OSError as err:
         where = (
             "copy the run to writable storage and measure the copy"
-            if measured.several
+            if several
             else f"write it elsewhere with out={DEFAULT_OUT_DIR / out.name}"
         )
         raise BenchError(
@@ -209,33 +198,25 @@ def save(measured: Measured) -> None:
 
 
 def run_all(settings: dict[str, Any]) -> list[dict[str, Any]]:
-    """The settings of each measurement: one, or one per operating point for ``run=<dir>`` of a
-    sparsity path (each export against the baseline, into ``speed_<device>_<dtype>_<t>.json``)."""
-    points = _path_points(settings)
-    if not points:
-        return [settings]
-    run_dir = Path(settings["run"])
-    return [{**settings, "pruned": str(p.export_dir(run_dir)), "suffix": p.suffix} for p in points]
-
-
-def _path_points(settings: dict[str, Any]) -> list:
-    """The operating points of ``run=<dir>`` when it is a sparsity path (else empty)."""
+    """The settings of each measurement: one, or for ``run=<dir>`` of a sparsity path one per
+    export (against the baseline, into ``speed_<device>_<dtype>_<t>.json``)."""
     from cofi_lightning.run.results import result_points
 
-    if settings.get("synthetic") or not settings.get("run") or settings.get("pruned"):
-        return []
-    results = Path(settings["run"]) / "results.json"
-    if not results.is_file():
-        return []
+    if settings["synthetic"] or not settings["run"] or settings["pruned"]:
+        return [settings]
+    run_dir = Path(settings["run"])
+    if not (run_dir / "results.json").is_file():
+        return [settings]
     try:
-        points = [point for point, _ in result_points(json.loads(results.read_text()))]
+        data = json.loads((run_dir / "results.json").read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise BenchError(f"run={settings['run']}: unreadable results.json ({err})") from None
+    points = [point for point, _ in result_points(data)]
     if len(points) < 2:
-        return []
-    if settings.get("out"):
+        return [settings]
+    if settings["out"]:
         raise BenchError("out= names one file but the run has several exports; leave it out")
-    return points
+    return [{**settings, "pruned": str(p.export_dir(run_dir)), "suffix": p.suffix} for p in points]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -247,11 +228,11 @@ def main(argv: list[str] | None = None) -> None:
     hf_logging.set_verbosity_error()  # a baseline's fresh task head is expected, not news
     try:
         for each in run_all(settings):
-            measured = measure(each)
-            print(format_table(measured.report))  # first: nothing measured is lost
+            report, out, run_dir = measure(each)
+            print(format_table(report))  # first: nothing measured is lost
             sys.stdout.flush()
-            save(measured)
-            print(f"wrote {measured.out}")
+            save(report, out, run_dir, several="suffix" in each)
+            print(f"wrote {out}")
     except BenchError as err:
         raise SystemExit(f"error: {err}") from None
     finally:  # main() also runs in-process (tests): leave transformers' logging as found

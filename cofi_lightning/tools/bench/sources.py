@@ -95,11 +95,7 @@ def discover(
     pruned: str | None = None, baseline: str | None = None, run: str | None = None
 ) -> Sources:
     """Fill in what the user left out from a run dir: ``run=<run_dir>``, or ``pruned=`` a run dir
-    or its export without ``baseline``, gives both models.
-
-    Raises:
-        BenchError: a path does not exist, or the baseline cannot be found.
-    """
+    or its export without ``baseline``, gives both models."""
     if run is None and pruned is not None:
         path = Path(pruned).expanduser()
         if not path.exists():
@@ -154,41 +150,27 @@ def _check_model_dir(path: Path, role: str) -> None:
 
 
 def _config_of(source: str, role: str):
+    """The config of a model dir or hub name, and its encoder family (one CoFi prunes)."""
     path = Path(source).expanduser()
     if path.exists():
         _check_model_dir(path, role)
     elif source.startswith((".", "/", "~")):
         raise BenchError(f"{role}={source}: no such directory")
     try:
-        return AutoConfig.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source)
+        return config, family_of(config.model_type)
+    except UnsupportedModelError as err:
+        raise BenchError(f"{role}={source}: {err}") from None
     except (OSError, ValueError) as err:
         raise BenchError(f"{role}={source} could not be loaded: {err}") from err
 
 
-def model_class(config) -> type[CoFiBertPreTrainedModel]:
-    """The CoFi task class of a config's family matching its ``architectures`` (question
-    answering or not)."""
-    names = " ".join(getattr(config, "architectures", None) or [])
-    return family_of(config.model_type).model_class("QuestionAnswering" in names)
-
-
 def load_pair(sources: Sources) -> tuple[CoFiBertPreTrainedModel, CoFiBertPreTrainedModel]:
-    """Load ``(pruned, baseline)`` in eval mode, fp32 on CPU, both of the pruned model's class.
-
-    Raises:
-        BenchError: a dir is missing, is no model dir, or is no supported encoder.
-    """
-    pruned_cfg = _config_of(sources.pruned, "pruned")
-    base_cfg = _config_of(sources.baseline, "baseline")
-    for role, cfg, src in (
-        ("pruned", pruned_cfg, sources.pruned),
-        ("baseline", base_cfg, sources.baseline),
-    ):
-        try:
-            family_of(cfg.model_type)
-        except UnsupportedModelError as err:
-            raise BenchError(f"{role}={src}: {err}") from None
-    cls = model_class(pruned_cfg)
+    """Load ``(pruned, baseline)`` in eval mode, fp32 on CPU, both of the pruned model's class
+    (question answering or not, from its ``architectures``)."""
+    config, family = _config_of(sources.pruned, "pruned")
+    _config_of(sources.baseline, "baseline")  # before minutes of loading
+    cls = family.model_class("QuestionAnswering" in " ".join(config.architectures or []))
     loaded = []
     # a vanilla checkpoint without this task's head gets a fresh one (its label count does not
     # matter here: the head is a [B, H] x [H, labels] product)
@@ -216,10 +198,8 @@ def structure_masks(config, heads: list[int], ffn: list[int], hidden: int) -> Ma
 
 
 def synthetic_pair(seed: int = 0) -> tuple[CoFiBertPreTrainedModel, CoFiBertPreTrainedModel]:
-    """``(s95, dense)``: BERT-base with random weights and its ~95%-sparse pruned copy.
-
-    Latency depends only on shapes, so this checks the speed target without a trained model.
-    """
+    """``(s95, dense)``: BERT-base with random weights and its ~95%-sparse pruned copy (latency
+    depends only on shapes)."""
     torch.manual_seed(seed)
     dense = CoFiBertForSequenceClassification(CoFiBertConfig(**BERT_BASE)).eval()
     masks = structure_masks(dense.config, S95_HEADS, S95_FFN, S95_HIDDEN)

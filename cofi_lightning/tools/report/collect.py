@@ -43,17 +43,11 @@ class Run:
     ``results.csv``, in this order.
 
     Attributes:
-        ablation: ``"full"`` for full CoFi (``null`` in the results), ``+<fidelity>`` appended
-            for a run not of the default fidelity, ``<ablation> latency`` for a latency target,
-            ``<ablation> path`` for a point of a sparsity path; ``uniform`` for the baseline.
-        target_sparsity: The target; of a latency-constrained run, its target latency reduction
-            ``1 - 1/speedup``.
-        pruned: Main metric of the export (%); ``teacher`` likewise, None without a teacher.
+        ablation: The row label (:func:`_variant`), ``<label> latency`` for a latency target
+            (``target_sparsity``: the target latency reduction ``1 - 1/speedup``), ``<label>
+            path`` for a point of a sparsity path (``point``: its target as in file names).
         reached_target: ``best.reached_target`` of ``prune/DONE.json``: False when no evaluation
             came within epsilon of the target (the closest was exported); None when unknown.
-        seconds: The stages' total seconds.
-        point: The target as written in a sparsity path's file names (``0.75``); None otherwise.
-        structure: The export's ``structure`` record.
     """
 
     task: str
@@ -87,11 +81,8 @@ CSV_COLUMNS = tuple(f.name for f in fields(Run) if f.metadata.get("csv", True))
 
 
 def collect_runs(paths: str | Path | Iterable[str | Path]) -> tuple[list[Run], list[Problem]]:
-    """Collect every run below ``paths`` (sweep dirs, run dirs, or a mix), recursively.
-
-    Returns:
-        The valid runs, sorted by task, ablation ("full" first), target and seed, and the problems,
-        sorted by directory.
+    """Every run below ``paths`` (sweep or run dirs), sorted by task, ablation ("full" first),
+    target and seed, and the problems, sorted by directory.
 
     Raises:
         FileNotFoundError: A path is not a directory.
@@ -155,11 +146,7 @@ def _split_duplicates(runs: list[Run]) -> tuple[list[Run], list[Problem]]:
 
 def parse_results(path: Path) -> list[Run]:
     """Read one ``results.json`` (and the speed files beside it) into a :class:`Run` per
-    operating point.
-
-    Raises:
-        ValueError: The file is not JSON or lacks a required key or value; the message says which.
-    """
+    operating point; a ValueError says what is missing or malformed."""
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:

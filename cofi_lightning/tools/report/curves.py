@@ -18,8 +18,6 @@ from cofi_lightning.tools.report.diagnose import read_yaml
 from cofi_lightning.tools.report.plots import ablation_colors, figure, save, slug, teacher_line
 from cofi_lightning.tools.report.tables import Group
 
-LOG_GLOB = "prune/csv/version_*/metrics.csv"
-TEACHER_LOG_GLOB = "teacher/csv/version_*/metrics.csv"
 LOSS = "train/loss"
 EXPECTED, TARGET, REAL = "sparsity/expected", "sparsity/target", "sparsity/deterministic"
 
@@ -42,21 +40,23 @@ def read_prune_curve(
 ) -> PruneCurve | None:
     """The prune stage's curves of ``run_dir``, or None without a CSV log (``point``: the target
     whose selected evaluation is marked, on a sparsity path)."""
-    files = sorted(Path(run_dir).glob(LOG_GLOB), key=_version)
-    if not files:
+    series = _read_logs(Path(run_dir), "prune", main_metric, (EXPECTED, TARGET, REAL))
+    if series is None:
         return None
-    series = _read_logs(files, main_metric, (EXPECTED, TARGET, REAL))
     curve = PruneCurve(*(series[k] for k in (EXPECTED, TARGET, "metric", REAL)))
     curve.selected = _selected(prune_best(Path(run_dir), point))
     return curve
 
 
 def _read_logs(
-    files: Sequence[Path], main_metric: str, columns: Sequence[str]
-) -> dict[str, list[tuple[int, float]]]:
-    """``{column: [(step, value)]}`` of one stage's CSV logs, plus ``"metric"`` (the validation
-    main metric). A resumed stage logs each attempt into its own ``version_<n>`` folder: a later
-    attempt wins for the steps it replays."""
+    run_dir: Path, stage: str, main_metric: str, columns: Sequence[str]
+) -> dict[str, list[tuple[int, float]]] | None:
+    """``{column: [(step, value)]}`` of a stage's CSV logs, plus ``"metric"`` (the validation
+    main metric); None without a log. A resumed stage logs each attempt into its own
+    ``version_<n>`` folder: a later attempt wins for the steps it replays."""
+    files = sorted(run_dir.glob(f"{stage}/csv/version_*/metrics.csv"), key=_version)
+    if not files:
+        return None
     series: dict[str, dict[int, float]] = {key: {} for key in (*columns, "metric")}
     for path in files:
         with path.open(newline="") as handle:
@@ -91,12 +91,13 @@ def read_teacher_curve(run_dir: str | Path) -> TeacherCurve | None:
     """The teacher stage's curves of ``run_dir`` (its own teacher, or a teacher-only run), or
     None without a teacher CSV log or a known task (``config.yaml``, else ``results.json``)."""
     run_dir = Path(run_dir)
-    files = sorted(run_dir.glob(TEACHER_LOG_GLOB), key=_version)
     task = (read_yaml(run_dir / "config.yaml").get("task") or {}).get("name") or _task_of(run_dir)
-    if not files or task not in TASKS:
+    if task not in TASKS:
         return None
     main = TASKS[task].main_metric_key
-    series = _read_logs(files, main, (LOSS,))
+    series = _read_logs(run_dir, "teacher", main, (LOSS,))
+    if series is None:
+        return None
     curve = TeacherCurve(run_dir, task, main, series["metric"], series[LOSS])
     try:
         done = json.loads((run_dir / "teacher" / "DONE.json").read_text())

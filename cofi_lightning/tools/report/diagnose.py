@@ -136,8 +136,7 @@ def stages_done(run_dir: Path) -> tuple[str, ...]:
 
 def overrides_of(job_dir: Path) -> tuple[str, ...]:
     """The job's command-line overrides (``.hydra/overrides.yaml``); empty if there are none."""
-    path = job_dir / ".hydra" / "overrides.yaml"
-    data = read_yaml(path, default=[]) if path.is_file() else []
+    data = read_yaml(job_dir / ".hydra" / "overrides.yaml", default=[])
     return tuple(map(str, data)) if isinstance(data, list) else ()
 
 
