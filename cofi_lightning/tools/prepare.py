@@ -33,21 +33,20 @@ def prepare(tasks: list[str], data_dir: str | os.PathLike, overwrite: bool = Fal
         DataError: A split cannot be downloaded, or fails validation (then nothing is left at its
             final path).
     """
-    names = list(TASKS) if "all" in tasks else [get_task(t).name for t in tasks]
+    specs = list(TASKS.values()) if "all" in tasks else [get_task(t) for t in tasks]
     written: list[Path] = []
-    for name in names:
-        task = get_task(name)
+    for task in specs:
         for split in task.splits:
             path = sources.local_path(data_dir, task, split)
             if path.is_file() and not overwrite:
                 log.info("%s exists; skipped (overwrite=true to replace)", path)
                 continue
-            log.info("downloading %s %s from %s", name, split, task.hub_path)
+            log.info("downloading %s %s from %s", task.name, split, task.hub_path)
             try:
                 ds = sources.load_from_hub(task.hub_path, task.hub_config, split)
             except Exception as err:  # noqa: BLE001 - reworded with what was being fetched
                 raise sources.DataError(
-                    f"could not download {name} {split!r} from the hub ({task.hub_path}): "
+                    f"could not download {task.name} {split!r} from the hub ({task.hub_path}): "
                     f"{type(err).__name__}: {err}. This command needs network access to the hub "
                     "(and HF_HUB_OFFLINE unset)."
                 ) from err

@@ -110,9 +110,7 @@ def discover(
                     "config.yaml beside it); pass baseline=<dir or hub name>"
                 )
             run = str(path.parent)
-    if run is None:
-        if pruned is None or baseline is None:
-            raise BenchError("give pruned=<dir> and baseline=<dir or hub name>, or run=<run dir>")
+    if run is None:  # pruned= and baseline= given
         return Sources(pruned=str(pruned), baseline=str(baseline))
 
     run_dir = Path(run)

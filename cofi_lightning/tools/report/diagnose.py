@@ -15,11 +15,10 @@ from typing import Any
 
 import yaml
 
+from cofi_lightning.config.schema import STAGES
+
 log = logging.getLogger(__name__)
 
-# Mirrors cofi_lightning.run.stages.STAGE_ORDER, copied so that reading a sweep never imports the
-# training stack; stages not listed here still show up, after these.
-STAGE_ORDER = ("teacher", "prune", "finetune", "export")
 # A Python exception line ("ValueError: ...", "torch.OutOfMemoryError: ..."), preferred over
 # launcher noise such as "srun: error: ... Exited with exit code 1" printed after it.
 _EXCEPTION_LINE = re.compile(r"^\s*[\w.]*(Error|Exception|Interrupt|Exit)\b(:.*)?$")
@@ -128,9 +127,9 @@ def _clip(line: str, limit: int = 200) -> str:
 
 
 def stages_done(run_dir: Path) -> tuple[str, ...]:
-    """The stages of ``run_dir`` with a ``DONE.json``, in pipeline order."""
+    """The stages of ``run_dir`` with a ``DONE.json``, in pipeline order (unknown ones last)."""
     names = {p.parent.name for p in run_dir.glob("*/DONE.json")}
-    rank = {name: i for i, name in enumerate(STAGE_ORDER)}
+    rank = {name: i for i, name in enumerate(STAGES)}
     return tuple(sorted(names, key=lambda n: (rank.get(n, len(rank)), n)))
 
 

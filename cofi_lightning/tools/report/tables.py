@@ -27,7 +27,6 @@ class Stat:
 
     mean: float
     std: float | None
-    n: int
 
     def format(self, digits: int = 1, scale: float = 1.0, unit: str = "") -> str:
         """``"85.3 ± 0.4"``, or ``"85.3"`` from a single seed (never ``"± nan"``)."""
@@ -43,7 +42,7 @@ def summarize(values: Iterable[float | None]) -> Stat | None:
     if not kept:
         return None
     std = statistics.stdev(kept) if len(kept) > 1 else None
-    return Stat(statistics.fmean(kept), std, len(kept))
+    return Stat(statistics.fmean(kept), std)
 
 
 @dataclass(frozen=True)
