@@ -1,13 +1,7 @@
-"""Write a local Parquet mirror of task data from the Hugging Face hub (for offline compute nodes).
-
-Usage, on a machine with network (``--help`` lists the options)::
-
-    python -m cofi_lightning.tools.prepare task=sst2 data_dir=/path/to/mirror
-    python -m cofi_lightning.tools.prepare task=mnli,squad data_dir=/path/to/mirror overwrite=true
-    python -m cofi_lightning.tools.prepare task=all            # data_dir from $COFI_DATA_DIR
-
-Each split is written through a temporary file, read back and validated like any other mirror
-file (``cofi_lightning.data.sources`` owns the layout and the checks).
+"""Write a local Parquet mirror of task data from the Hugging Face hub, on a machine with network,
+for compute nodes without (``python -m cofi_lightning.tools.prepare task=sst2 data_dir=<dir>``).
+Each split is written through a temporary file, then read back and validated like
+any other mirror file (``cofi_lightning.data.sources`` owns the layout and the checks).
 """
 
 from __future__ import annotations

@@ -43,26 +43,10 @@ def compare(
     compile_model: bool = False,
     sources: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Time both models on the same inputs and report the speedup against the FLOP ideal.
-
-    The models are moved and cast in place and put in eval mode.
-
-    Args:
-        seq: Padded sequence length (every position attended).
-        rounds: Timed rounds; latencies are their median.
-        compile_model: Time both models through ``torch.compile`` (compilation falls in warm-up).
-        sources: Where each model came from, copied into the report.
-
-    Returns:
-        The settings, per model ``latency_ms``, ``encoder_params``, ``sparsity``,
-        ``encoder_flops`` and ``structure``, then ``speedup`` (baseline / pruned latency),
-        ``flop_ideal_speedup`` (baseline / pruned encoder FLOPs) and
-        ``achieved_fraction_of_ideal``.
-
-    Raises:
-        BenchError: bad device or dtype, a sequence longer than a model's position table, or
-            models of different task classes.
-    """
+    """Time both models (moved and cast in place) on the same inputs, ``seq`` positions all
+    attended, latencies the median of ``rounds``: the report holds the settings, each model's
+    latency, parameters, sparsity, FLOPs and structure, the ``speedup``, the FLOP-ideal one and
+    the fraction of it achieved. ``sources`` (where each model came from) are copied into it."""
     dev, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     if type(pruned) is not type(baseline):
         raise BenchError(

@@ -26,17 +26,9 @@ def log_report(
     project: str = "cofi-lightning",
     entity: str | None = None,
 ) -> Path:
-    """Log the report of ``runs`` into one new W&B run (job type ``report``) and finish it.
-
-    Args:
-        report_dir: The report directory: its PNG plots are logged and W&B writes under
-            ``<report_dir>/wandb``.
-        group: W&B group, the sweep's experiment name, so the report sits with the sweep's jobs.
-
-    Returns:
-        The run's local directory (offline: ``<report_dir>/wandb/offline-run-*``, for
-        ``wandb sync``).
-    """
+    """Log the report of ``runs`` into one new W&B run (job type ``report``) in ``group`` (the
+    sweep's, so it sits with the sweep's jobs) under ``<report_dir>/wandb``; returns the run's
+    local directory (offline: ``wandb/offline-run-*``, for ``wandb sync``)."""
     import wandb
 
     out = Path(report_dir)
