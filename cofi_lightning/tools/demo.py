@@ -95,8 +95,9 @@ def main(argv: list[str] | None = None) -> dict:
     except OSError as err:
         raise SystemExit(
             f"cannot load model '{args.model}': not a local directory and the Hugging Face Hub is "
-            f"unreachable ({err.__class__.__name__}). Put ../shared beside the repository, set "
-            "COFI_MODEL to a local BERT directory, or pass a directory as the first argument."
+            f"unreachable ({err.__class__.__name__}). Put ../shared beside the repository (or set "
+            "COFI_SHARED_DIR), set COFI_MODEL to a local BERT directory, or pass a directory as "
+            "the first argument."
         ) from err
 
     masks = CoFiMasks(model.config)

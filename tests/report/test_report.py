@@ -18,11 +18,12 @@ import pytest
 import yaml
 from matplotlib.image import imread
 
-from cofi_lightning.tools.report import collect_runs, write_report
+from cofi_lightning.tools.report import collect_runs
 from cofi_lightning.tools.report.__main__ import main, parse_args
 from cofi_lightning.tools.report.collect import CSV_COLUMNS, parse_results
 from cofi_lightning.tools.report.plots import pareto_front
 from cofi_lightning.tools.report.tables import aggregate
+from cofi_lightning.tools.report.write import write_report
 
 from wandb_offline import offline_run_dir, read_offline_run
 

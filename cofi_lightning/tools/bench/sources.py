@@ -28,7 +28,7 @@ from cofi_lightning.modeling import (
 from cofi_lightning.run.operating_points import OperatingPoint
 
 #: BERT-base shape and a CoFi-like structure at ~95% encoder sparsity (upper layers pruned hardest,
-#: four sublayers removed), shaped like the paper's published s95 models.
+#: six sublayers removed), shaped like the paper's published s95 models.
 BERT_BASE = dict(
     hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072
 )

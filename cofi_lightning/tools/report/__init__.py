@@ -3,6 +3,5 @@
 ``plots.py`` and ``curves.py`` draw, ``write.py`` lays out the report directory."""
 
 from cofi_lightning.tools.report.collect import collect_runs
-from cofi_lightning.tools.report.write import write_report
 
-__all__ = ["collect_runs", "write_report"]
+__all__ = ["collect_runs"]

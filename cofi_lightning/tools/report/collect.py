@@ -210,9 +210,6 @@ def _parse_point(path: Path, data: dict[str, Any], label: str | None) -> Run:
     )
 
 
-# --- walking the tree -----------------------------------------------------------------------------
-
-
 def _walk(root: Path, hydra_dirs: set, result_dirs: set, submitit_dirs: set) -> None:
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
@@ -245,9 +242,6 @@ def _add_run(out_dir: Path, runs: dict[Path, list[Run]], problems: list, job_dir
         problems.append(
             Problem(job_dir, "malformed", str(err), stages_done(out_dir), overrides_of(job_dir))
         )
-
-
-# --- small readers --------------------------------------------------------------------------------
 
 
 def _read_speed(run_dir: Path, suffix: str) -> dict[str, Any]:

@@ -97,9 +97,6 @@ def ablation_order(groups: Iterable[Group]) -> list[str]:
     return sorted(names, key=lambda name: (name != FULL, name))
 
 
-# --- Markdown -------------------------------------------------------------------------------------
-
-
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     """A GitHub-flavoured Markdown table (pipes in cells escaped)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -197,9 +194,6 @@ def problems_table(problems: Sequence[Problem]) -> str:
     ]
     header = ["job", "status", "stages done", "overrides", "reason", "SLURM log"]
     return markdown_table(header, rows)
-
-
-# --- CSV ------------------------------------------------------------------------------------------
 
 
 def write_csv(runs: Sequence[Run], path: Path) -> Path:
