@@ -25,15 +25,15 @@ from pathlib import Path
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from cofi_lightning.latency.timing import device_name, resolve_device, resolve_dtype
-from cofi_lightning.tools.bench import (
-    compare,
-    format_table,
+from cofi_lightning.latency.timing import (
+    device_name,
     make_inputs,
-    synthetic_pair,
+    resolve_device,
+    resolve_dtype,
     time_models,
 )
-from cofi_lightning.tools.bench.sources import structure_masks
+from cofi_lightning.tools.bench.compare import compare, format_table
+from cofi_lightning.tools.bench.sources import structure_masks, synthetic_pair
 
 
 def main() -> None:

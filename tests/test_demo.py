@@ -24,3 +24,16 @@ def test_demo_reports_latency_as_median_and_spread_with_its_caveat(minilm_l2_dir
     assert len(caveat) == 1
     assert "interleaved rounds" in caveat[0] and "not a benchmark" in caveat[0]
     assert "python -m cofi_lightning.tools.bench" in caveat[0]
+
+
+def test_default_model_is_looked_up_in_the_shared_directory(tmp_path, monkeypatch):
+    """``$COFI_SHARED_DIR`` moves the shared models for the demo as for training."""
+    from cofi_lightning.tools.demo import HUB_FALLBACK, default_model
+
+    monkeypatch.delenv("COFI_MODEL", raising=False)
+    monkeypatch.setenv("COFI_SHARED_DIR", str(tmp_path))
+    assert default_model() == HUB_FALLBACK  # no copy there
+    (tmp_path / "models" / "all-MiniLM-L6-v2").mkdir(parents=True)
+    assert default_model() == str(tmp_path / "models" / "all-MiniLM-L6-v2")
+    monkeypatch.setenv("COFI_MODEL", "my/model")
+    assert default_model() == "my/model"

@@ -1,11 +1,6 @@
-"""Argument parsing shared by the package's commands (``python -m cofi_lightning.<command>``).
-
-The commands are argparse programs whose options may also be written the Hydra way, ``key=value``,
-as in ``train.py`` overrides and the README: :func:`parse_key_values` rewrites each such token to
-``--key=value`` before argparse sees it, so both spellings share one parser, one ``--help`` and
-argparse's errors (exit status 2, naming an unknown key or a bad value). This module owns no
-command and no option of one.
-"""
+"""Argument parsing shared by the package's argparse commands: options may also be written the
+Hydra way, ``key=value`` (as in ``train.py`` overrides), rewritten to ``--key=value`` before
+argparse sees them, so both spellings share one parser, one ``--help`` and argparse's errors."""
 
 from __future__ import annotations
 
@@ -21,30 +16,18 @@ _FALSE = ("false", "no", "off", "0")
 
 
 def key_values_to_options(argv: Sequence[str]) -> list[str]:
-    """``["batch=32", "--seq", "8"]`` -> ``["--batch=32", "--seq", "8"]``.
-
-    Only tokens that start with a key name and ``=`` are rewritten; everything else (options,
-    their values, paths) is passed through unchanged.
-    """
+    """``["batch=32", "--seq", "8"]`` -> ``["--batch=32", "--seq", "8"]``; any other token (an
+    option, its value, a path) is passed through."""
     return [f"--{arg}" if _KEY_VALUE.match(arg) else arg for arg in argv]
 
 
 def parse_key_values(
     parser: argparse.ArgumentParser, argv: Sequence[str] | None
 ) -> argparse.Namespace:
-    """Parse ``argv`` (``--key value``, ``--key=value`` or ``key=value`` tokens) with ``parser``.
+    """Parse ``argv`` (``None``: ``sys.argv[1:]``) of ``--key value`` or ``key=value`` tokens.
 
-    Args:
-        parser: The command's parser; build it with ``allow_abbrev=False`` so a misspelt key is
-            never taken for a prefix of a real one.
-        argv: The arguments without the program name (``None``: ``sys.argv[1:]``).
-
-    Returns:
-        The parsed namespace.
-
-    Raises:
-        SystemExit: with status 2 and argparse's usage message on stderr for an unknown key or an
-            invalid value; with status 0 after printing ``--help``.
+    Build ``parser`` with ``allow_abbrev=False`` so a misspelt key is never taken for a prefix of
+    a real one: an unknown key exits with status 2 naming it.
     """
     args, unknown = parser.parse_known_args(
         key_values_to_options(sys.argv[1:] if argv is None else argv)
@@ -56,11 +39,7 @@ def parse_key_values(
 
 
 def boolean(value: str) -> bool:
-    """An argparse ``type`` for ``true``/``false`` (also ``yes``/``no``, ``on``/``off``, 1/0).
-
-    Raises:
-        argparse.ArgumentTypeError: any other text (argparse names the option in its message).
-    """
+    """An argparse ``type`` for ``true``/``false`` (also ``yes``/``no``, ``on``/``off``, 1/0)."""
     text = str(value).strip().lower()
     if text in _TRUE:
         return True
@@ -70,11 +49,7 @@ def boolean(value: str) -> bool:
 
 
 def int_at_least(low: int) -> Callable[[str], int]:
-    """An argparse ``type``: an integer >= ``low``.
-
-    Raises:
-        argparse.ArgumentTypeError: (from the returned function) text that is no such integer.
-    """
+    """An argparse ``type``: an integer >= ``low``."""
 
     def parse(value: str) -> int:
         try:
@@ -89,13 +64,8 @@ def int_at_least(low: int) -> Callable[[str], int]:
 
 
 def add_flag(group, name: str, help: str) -> None:
-    """A boolean option that takes ``--name``, ``--name=false`` or ``name=true`` (default false).
-
-    Args:
-        group: An ``argparse`` parser or argument group.
-        name: The option, with its dashes (``--optimize``).
-        help: What it does; say the default there.
-    """
+    """A boolean option of ``group`` that takes ``--name``, ``--name=false`` or ``name=true``
+    (default false)."""
     group.add_argument(
         name, nargs="?", const=True, default=False, type=boolean, metavar="BOOL", help=help
     )

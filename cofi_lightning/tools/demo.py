@@ -1,14 +1,10 @@
-"""Pruning-exactness demo: prune a real BERT with CoFi masks and check the compact model is exact.
+"""Pruning-exactness demo (``make demo``): prune a real BERT with CoFi masks and check that the
+compact model is exact.
 
-Run with ``python -m cofi_lightning.tools.demo [model]`` (``make demo``). The model defaults to
-``../shared/models/all-MiniLM-L6-v2`` beside the repository, else ``$COFI_MODEL``, else a small hub
-BERT. The demo sets random mask log-alphas (as if training had moved them), takes CoFi's
-deterministic evaluation masks, physically prunes, and reports: the predicted and the real encoder
-parameter counts, the max difference between the masked and the compact model's logits, that the
-exported directory reloads through ``AutoModelForSequenceClassification``, and the speedup: the
-median and interquartile range of ``--rounds`` interleaved rounds (the timing loop of
-``python -m cofi_lightning.tools.bench``) on one small CPU batch, a smoke check rather than a
-benchmark (the command says so and points to ``cofi_lightning.tools.bench`` for the protocol).
+It sets random mask log-alphas (as if training had moved them), physically prunes with the
+deterministic masks, and reports the predicted and real encoder parameters, the masked vs compact
+logits' difference, that the export reloads through ``AutoModelForSequenceClassification``, and a
+smoke-check speedup on one small CPU batch (``python -m cofi_lightning.tools.bench`` measures).
 """
 
 from __future__ import annotations
@@ -25,21 +21,20 @@ import transformers
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from cofi_lightning.core.masks import CoFiMasks
+from cofi_lightning.data.sources import shared_dir
 from cofi_lightning.latency.timing import time_models
 from cofi_lightning.modeling import CoFiBertForSequenceClassification
+from cofi_lightning.modeling.structure import Structure
 from cofi_lightning.tools.cli import int_at_least
 
 log = logging.getLogger("cofi_lightning.tools.demo")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 HUB_FALLBACK = "google/bert_uncased_L-2_H-128_A-2"
 
 
 def default_model() -> str:
-    """``$COFI_MODEL``, else the MiniLM copy in ``../shared/models``, else a small hub BERT."""
-    if os.environ.get("COFI_MODEL"):
-        return os.environ["COFI_MODEL"]
-    shared = REPO_ROOT.parent / "shared" / "models" / "all-MiniLM-L6-v2"
-    return str(shared) if shared.is_dir() else HUB_FALLBACK
+    """``$COFI_MODEL``, else the MiniLM copy in the shared directory, else a small hub BERT."""
+    shared = Path(shared_dir()) / "models" / "all-MiniLM-L6-v2"
+    return os.environ.get("COFI_MODEL") or (str(shared) if shared.is_dir() else HUB_FALLBACK)
 
 
 def _spread(values: list[float]) -> tuple[float, float, float]:
@@ -52,10 +47,8 @@ def _spread(values: list[float]) -> tuple[float, float, float]:
 
 def _latency(full, compact, batch: dict, warmup: int, rounds: int) -> dict:
     """Latencies (ms) and speedup of the full and the compact model, as median and quartiles.
-
-    The rounds are interleaved (``time_models``), so round ``i`` of both models ran under the same
-    load, and the speedup's spread is that of the per-round ratios.
-    """
+    Round ``i`` of both models ran under the same load (interleaved), so the speedup's spread is
+    that of the per-round ratios."""
     t = time_models({"full": full, "compact": compact}, batch, warmup=warmup, rounds=rounds)
     ratios = [f / c for f, c in zip(t["full"].rounds_ms, t["compact"].rounds_ms, strict=True)]
     out = {"latency_rounds": rounds}
@@ -102,8 +95,9 @@ def main(argv: list[str] | None = None) -> dict:
     except OSError as err:
         raise SystemExit(
             f"cannot load model '{args.model}': not a local directory and the Hugging Face Hub is "
-            f"unreachable ({err.__class__.__name__}). Put ../shared beside the repository, set "
-            "COFI_MODEL to a local BERT directory, or pass a directory as the first argument."
+            f"unreachable ({err.__class__.__name__}). Put ../shared beside the repository (or set "
+            "COFI_SHARED_DIR), set COFI_MODEL to a local BERT directory, or pass a directory as "
+            "the first argument."
         ) from err
 
     masks = CoFiMasks(model.config)
@@ -139,11 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
         "max_abs_diff_masked_vs_compact": max_diff,
         "max_abs_diff_after_reload": reload_diff,
         **_latency(model, compact, batch, args.warmup, args.rounds),
-        "structure": {
-            "hidden_size": compact.config.hidden_size,
-            "num_heads": compact.config.num_heads,
-            "intermediate_sizes": compact.config.intermediate_sizes,
-        },
+        "structure": Structure.from_config(compact.config).as_dict(),
     }
     for key, value in report.items():
         log.info("%-32s %s", key, _show(value))

@@ -1,17 +1,7 @@
-"""Write a local Parquet mirror of task data from the Hugging Face hub (for offline compute nodes).
-
-Usage, on a machine with network (``--help`` lists the options)::
-
-    python -m cofi_lightning.tools.prepare task=sst2 data_dir=/path/to/mirror
-    python -m cofi_lightning.tools.prepare task=mnli,squad data_dir=/path/to/mirror overwrite=true
-    python -m cofi_lightning.tools.prepare task=all            # data_dir from $COFI_DATA_DIR
-
-Options are ``key=value`` as above or ``--key value`` (``paths.data_dir=`` is accepted too, so the
-same override as training works). Each split is written to
-``<data_dir>/glue/<task>/<split>.parquet`` or ``<data_dir>/squad/<split>.parquet`` in the hub
-schema, through a temporary file, then read back and validated like any other mirror file.
-Existing files are kept unless ``overwrite=true``. This file owns only the command; loading and
-checks are in ``sources.py``.
+"""Write a local Parquet mirror of task data from the Hugging Face hub, on a machine with network,
+for compute nodes without (``python -m cofi_lightning.tools.prepare task=sst2 data_dir=<dir>``).
+Each split is written through a temporary file, then read back and validated like
+any other mirror file (``cofi_lightning.data.sources`` owns the layout and the checks).
 """
 
 from __future__ import annotations
@@ -30,35 +20,27 @@ log = logging.getLogger(__name__)
 
 
 def prepare(tasks: list[str], data_dir: str | os.PathLike, overwrite: bool = False) -> list[Path]:
-    """Download every split of ``tasks`` from the hub into the mirror ``data_dir``.
-
-    Args:
-        tasks: Task names (``all`` expands to the nine tasks).
-        data_dir: Mirror directory to write.
-        overwrite: Replace files that already exist.
-
-    Returns:
-        Paths of the files written (existing ones skipped are not listed).
+    """Download every split of ``tasks`` (``all``: every task) into the mirror ``data_dir``;
+    returns the files written (existing ones are kept unless ``overwrite``).
 
     Raises:
         DataError: A split cannot be downloaded, or fails validation (then nothing is left at its
             final path).
     """
-    names = list(TASKS) if "all" in tasks else [get_task(t).name for t in tasks]
+    specs = list(TASKS.values()) if "all" in tasks else [get_task(t) for t in tasks]
     written: list[Path] = []
-    for name in names:
-        task = get_task(name)
+    for task in specs:
         for split in task.splits:
             path = sources.local_path(data_dir, task, split)
             if path.is_file() and not overwrite:
                 log.info("%s exists; skipped (overwrite=true to replace)", path)
                 continue
-            log.info("downloading %s %s from %s", name, split, task.hub_path)
+            log.info("downloading %s %s from %s", task.name, split, task.hub_path)
             try:
                 ds = sources.load_from_hub(task.hub_path, task.hub_config, split)
             except Exception as err:  # noqa: BLE001 - reworded with what was being fetched
                 raise sources.DataError(
-                    f"could not download {name} {split!r} from the hub ({task.hub_path}): "
+                    f"could not download {task.name} {split!r} from the hub ({task.hub_path}): "
                     f"{type(err).__name__}: {err}. This command needs network access to the hub "
                     "(and HF_HUB_OFFLINE unset)."
                 ) from err
@@ -91,7 +73,6 @@ def _task_list(value: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command's parser: every option with its help (``--help``)."""
     parser = argparse.ArgumentParser(
         prog="python -m cofi_lightning.tools.prepare",
         description="Download every split of the given tasks from the Hugging Face hub into a "
@@ -119,7 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command-line entry point; see the module docstring."""
     parser = build_parser()
     args = parse_key_values(parser, argv)
     data_dir = args.data_dir or os.environ.get("COFI_DATA_DIR")

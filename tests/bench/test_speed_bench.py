@@ -11,21 +11,22 @@ from transformers import BertConfig, BertForQuestionAnswering, BertForSequenceCl
 
 from cofi_lightning.core.masks import Masks
 from cofi_lightning.latency.flops import config_forward_flops
+from cofi_lightning.latency.timing import BenchError, make_inputs, time_models
 from cofi_lightning.modeling import (
     CoFiBertConfig,
     CoFiBertForQuestionAnswering,
     CoFiBertForSequenceClassification,
 )
 from cofi_lightning.modeling.structure import Structure
-from cofi_lightning.tools.bench import (
-    BenchError,
-    compare,
-    discover,
-    make_inputs,
-    time_models,
-)
 from cofi_lightning.tools.bench.__main__ import main, parse_args
-from cofi_lightning.tools.bench.sources import BERT_BASE, S95_FFN, S95_HEADS, S95_HIDDEN
+from cofi_lightning.tools.bench.compare import compare
+from cofi_lightning.tools.bench.sources import (
+    BERT_BASE,
+    S95_FFN,
+    S95_HEADS,
+    S95_HIDDEN,
+    discover,
+)
 
 from tiny_bert import tiny_bert_kwargs
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from matplotlib.image import imread
 
-from cofi_lightning.tools.report import collect_runs, curves, write_report
+from cofi_lightning.tools.report import collect_runs, curves
 from cofi_lightning.tools.report.curves import read_prune_curve, read_teacher_curve
+from cofi_lightning.tools.report.write import write_report
 
 COLUMNS = [
     "epoch",

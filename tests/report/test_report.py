@@ -18,10 +18,12 @@ import pytest
 import yaml
 from matplotlib.image import imread
 
-from cofi_lightning.tools.report import aggregate, collect_runs, parse_results, write_report
+from cofi_lightning.tools.report import collect_runs
 from cofi_lightning.tools.report.__main__ import main, parse_args
-from cofi_lightning.tools.report.collect import ROW_FIELDS
+from cofi_lightning.tools.report.collect import CSV_COLUMNS, parse_results
 from cofi_lightning.tools.report.plots import pareto_front
+from cofi_lightning.tools.report.tables import aggregate
+from cofi_lightning.tools.report.write import write_report
 
 from wandb_offline import offline_run_dir, read_offline_run
 
@@ -304,8 +306,8 @@ def test_cli_logs_the_report_into_one_wandb_run(sweep, tmp_path, monkeypatch, ca
     assert logged.name == "report/sweep_s95"
     assert (logged.summary["runs"], logged.summary["problems"]) == (len(sweep["runs"]), 3)
     results = logged.table(logged.summary["results"])
-    assert results["columns"] == list(ROW_FIELDS)
-    assert [dict(zip(ROW_FIELDS, r, strict=True)) for r in results["data"]] == [
+    assert results["columns"] == list(CSV_COLUMNS)
+    assert [dict(zip(CSV_COLUMNS, r, strict=True)) for r in results["data"]] == [
         r.row() for r in sweep["runs"]
     ]
     charts = {"sst2/metric_vs_sparsity", "sst2/metric_vs_speedup", "mrpc/metric_vs_sparsity"}

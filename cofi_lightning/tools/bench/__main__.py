@@ -1,22 +1,8 @@
-"""Command line of the latency benchmark; see ``cofi_lightning/tools/bench/__init__.py`` for the
-protocol.
+"""Command line of the latency benchmark (``python -m cofi_lightning.tools.bench --help``).
 
-Usage (``python -m cofi_lightning.tools.bench --help`` lists every option)::
-
-    python -m cofi_lightning.tools.bench run=<run_dir> [key=value ...]
-    python -m cofi_lightning.tools.bench pruned=<model dir> [baseline=<dir or hub>] [key=value ...]
-    python -m cofi_lightning.tools.bench synthetic=s95 [key=value ...]
-
-Every option is written ``--key value`` or, as in the other ``python -m cofi_lightning...``
-commands and ``train.py`` overrides, ``key=value``: ``device=cpu|cuda``, ``dtype=fp32|bf16``,
-``batch=128``, ``seq=128`` (384 for SQuAD / QA models), ``warmup`` and ``rounds`` (2 and 7 on CPU,
-10 and 50 on CUDA), ``threads`` (CPU threads; default: torch's), ``compile=false`` (time both
-through ``torch.compile``), ``out=<json>`` (default ``<run_dir>/speed_<device>_<dtype>.json``, or
-``outputs/bench/speed_<device>_<dtype>.json`` below the working directory when there is no run;
-a sparsity path run measures each export into ``speed_<device>_<dtype>_<t>.json``). The table is
-printed before the JSON is written, so a report that cannot be written (read-only storage) is not
-lost. Bad arguments exit with status 2 (argparse), problems with the models or the report's path
-with status 1.
+The table is printed before the JSON is written, so a measurement whose report cannot be written
+(read-only storage) is not lost. Bad arguments exit with status 2 (argparse), problems with the
+models or the report's path with status 1.
 """
 
 from __future__ import annotations
@@ -24,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +17,7 @@ import torch
 
 from cofi_lightning.latency.timing import DTYPES, resolve_device, resolve_dtype
 from cofi_lightning.tools.bench.compare import compare, format_table
-from cofi_lightning.tools.bench.sources import (
-    BenchError,
-    Sources,
-    discover,
-    load_pair,
-    synthetic_pair,
-)
+from cofi_lightning.tools.bench.sources import BenchError, discover, load_pair, synthetic_pair
 from cofi_lightning.tools.cli import add_flag, boolean, int_at_least, parse_key_values
 
 EXAMPLES = """\
@@ -50,8 +29,7 @@ examples:
 
 Every --key value may also be written key=value, as in train.py overrides.
 """
-#: Where reports go without ``out=`` when there is no run directory (relative to the working
-#: directory, beside train.py's ``outputs/<experiment>/``).
+#: Where reports go without ``out=`` and without a run dir (beside train.py's outputs).
 DEFAULT_OUT_DIR = Path("outputs") / "bench"
 
 
@@ -66,7 +44,6 @@ def _synthetic(value: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command's parser: every option with its help (``--help``)."""
     parser = argparse.ArgumentParser(
         prog="python -m cofi_lightning.tools.bench",
         description="Time a pruned model against its unpruned counterpart (forward passes only,\n"
@@ -141,12 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
-    """Command-line arguments -> settings for :func:`run`, with device-dependent defaults filled.
-
-    Raises:
-        SystemExit: status 2 (argparse's message on stderr) for an unknown key, a bad value or an
-            impossible combination of models.
-    """
+    """Command-line arguments -> settings for :func:`measure`, device-dependent defaults filled."""
     parser = build_parser()
     args = parse_key_values(parser, argv)
     if args.synthetic and any((args.run, args.pruned, args.baseline)):
@@ -161,29 +133,9 @@ def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
     return vars(args)
 
 
-@dataclass
-class Measured:
-    """One measurement and where it goes.
-
-    Attributes:
-        report: What :func:`~cofi_lightning.tools.bench.compare` returned, plus ``task``.
-        out: The JSON path.
-        run_dir: The training run measured (its model card is refreshed), or None.
-        several: One of a sparsity path's exports (``out=`` cannot name them all).
-    """
-
-    report: dict[str, Any]
-    out: Path
-    run_dir: Path | None
-    several: bool = False
-
-
-def measure(settings: dict[str, Any]) -> Measured:
-    """Load (or build) and time both models; nothing is written.
-
-    Raises:
-        BenchError: anything the user can fix (paths, device, values).
-    """
+def measure(settings: dict[str, Any]) -> tuple[dict[str, Any], Path, Path | None]:
+    """Load (or build) and time both models: the report (:func:`compare`'s, plus ``task``), its
+    JSON path and the run measured; nothing is written."""
     resolve_device(settings["device"])  # fail before minutes of loading, not after
     resolve_dtype(settings["dtype"])
     if settings["threads"] is not None:
@@ -194,7 +146,7 @@ def measure(settings: dict[str, Any]) -> Measured:
         names = {"pruned": "synthetic s95 (random weights)", "baseline": "synthetic BERT-base"}
         task = None
     else:
-        found: Sources = discover(settings["pruned"], settings["baseline"], settings["run"])
+        found = discover(settings["pruned"], settings["baseline"], settings["run"])
         pruned, baseline = load_pair(found)
         names = {"pruned": found.pruned, "baseline": found.baseline}
         task = found.task
@@ -220,28 +172,23 @@ def measure(settings: dict[str, Any]) -> Measured:
     if out is None:
         name = f"speed_{report['device']}_{report['dtype']}{settings.get('suffix', '')}.json"
         out = (run_dir if run_dir is not None else DEFAULT_OUT_DIR) / name
-    return Measured(report, Path(out), run_dir, several=bool(settings.get("suffix")))
+    return report, Path(out), run_dir
 
 
-def save(measured: Measured) -> None:
-    """Write the JSON report and refresh the run's model card with the measured speedup.
-
-    Raises:
-        BenchError: the report cannot be written (e.g. read-only storage), naming the path and
-            where else it could go.
-    """
-    out = measured.out
+def save(report: dict[str, Any], out: Path, run_dir: Path | None, several: bool) -> None:
+    """Write the JSON report and refresh the run's model card with the measured speedup
+    (``several``: one of a sparsity path's exports, which ``out=`` cannot name)."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(measured.report, indent=2))
-        if measured.run_dir is not None:  # the export's card now states the measured speedup
+        out.write_text(json.dumps(report, indent=2))
+        if run_dir is not None:
             from cofi_lightning.run.model_card import refresh_card
 
-            refresh_card(measured.run_dir)
+            refresh_card(run_dir)
     except OSError as err:
         where = (
             "copy the run to writable storage and measure the copy"
-            if measured.several
+            if several
             else f"write it elsewhere with out={DEFAULT_OUT_DIR / out.name}"
         )
         raise BenchError(
@@ -251,37 +198,28 @@ def save(measured: Measured) -> None:
 
 
 def run_all(settings: dict[str, Any]) -> list[dict[str, Any]]:
-    """The settings of each measurement: one, or one per operating point for ``run=<dir>`` of a
-    sparsity path (each export against the baseline, into ``speed_<device>_<dtype>_<t>.json``)."""
-    points = _path_points(settings)
-    if not points:
+    """The settings of each measurement: one, or for ``run=<dir>`` of a sparsity path one per
+    export (against the baseline, into ``speed_<device>_<dtype>_<t>.json``)."""
+    from cofi_lightning.run.results import result_points
+
+    if settings["synthetic"] or not settings["run"] or settings["pruned"]:
         return [settings]
     run_dir = Path(settings["run"])
+    if not (run_dir / "results.json").is_file():
+        return [settings]
+    try:
+        data = json.loads((run_dir / "results.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise BenchError(f"run={settings['run']}: unreadable results.json ({err})") from None
+    points = [point for point, _ in result_points(data)]
+    if len(points) < 2:
+        return [settings]
+    if settings["out"]:
+        raise BenchError("out= names one file but the run has several exports; leave it out")
     return [{**settings, "pruned": str(p.export_dir(run_dir)), "suffix": p.suffix} for p in points]
 
 
-def _path_points(settings: dict[str, Any]) -> list:
-    """The operating points of ``run=<dir>`` when it is a sparsity path (else empty)."""
-    from cofi_lightning.run.results import result_points
-
-    if settings.get("synthetic") or not settings.get("run") or settings.get("pruned"):
-        return []
-    results = Path(settings["run"]) / "results.json"
-    if not results.is_file():
-        return []
-    try:
-        points = [point for point, _ in result_points(json.loads(results.read_text()))]
-    except (OSError, json.JSONDecodeError) as err:
-        raise BenchError(f"run={settings['run']}: unreadable results.json ({err})") from None
-    if len(points) < 2:
-        return []
-    if settings.get("out"):
-        raise BenchError("out= names one file but the run has several exports; leave it out")
-    return points
-
-
 def main(argv: list[str] | None = None) -> None:
-    """Command-line entry point; see the module docstring."""
     from transformers.utils import logging as hf_logging
 
     settings = parse_args(argv)  # argparse exits (status 2, or 0 for --help) before any loading
@@ -290,11 +228,11 @@ def main(argv: list[str] | None = None) -> None:
     hf_logging.set_verbosity_error()  # a baseline's fresh task head is expected, not news
     try:
         for each in run_all(settings):
-            measured = measure(each)
-            print(format_table(measured.report))  # first: nothing measured is lost
+            report, out, run_dir = measure(each)
+            print(format_table(report))  # first: nothing measured is lost
             sys.stdout.flush()
-            save(measured)
-            print(f"wrote {measured.out}")
+            save(report, out, run_dir, several="suffix" in each)
+            print(f"wrote {out}")
     except BenchError as err:
         raise SystemExit(f"error: {err}") from None
     finally:  # main() also runs in-process (tests): leave transformers' logging as found

@@ -1,8 +1,7 @@
 """Pruned vs baseline: latencies, speedup, encoder parameters, sparsity and the FLOP-ideal speedup.
 
-This file owns what one benchmark reports (the JSON written by ``python -m
-cofi_lightning.tools.bench``) and its table. Counting (``num_encoder_params``,
-``config_forward_flops``) always uses the models as loaded, before any compilation.
+This file owns the JSON one benchmark writes and its table. Parameters and FLOPs are counted on the
+models as loaded, before any compilation.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ import torch
 
 from cofi_lightning.latency.flops import config_forward_flops
 from cofi_lightning.latency.timing import (
+    BenchError,
     device_name,
     make_inputs,
     resolve_device,
@@ -20,24 +20,14 @@ from cofi_lightning.latency.timing import (
     time_models,
 )
 from cofi_lightning.modeling import CoFiBertPreTrainedModel
-from cofi_lightning.tools.bench.sources import BenchError
+from cofi_lightning.modeling.structure import Structure
 
 ROLES = ("baseline", "pruned")
 
 
-def _structure(config) -> dict[str, Any]:
-    return {
-        "hidden_size": config.hidden_size,
-        "num_heads": list(config.num_heads),
-        "intermediate_sizes": list(config.intermediate_sizes),
-    }
-
-
 def _prepare(model, device, dtype, compile_model: bool):
     model = model.to(device=device, dtype=dtype).eval()
-    if compile_model:
-        model = torch.compile(model)
-    return model
+    return torch.compile(model) if compile_model else model
 
 
 def compare(
@@ -53,32 +43,10 @@ def compare(
     compile_model: bool = False,
     sources: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Time both models on the same inputs and report the speedup against the FLOP ideal.
-
-    Args:
-        pruned: The pruned (compact) model.
-        baseline: The unpruned model, of the same task class.
-        device: ``cpu`` or ``cuda[:i]``.
-        dtype: ``fp32`` or ``bf16`` (weights and activations).
-        batch: Batch size.
-        seq: Padded sequence length (every position attended).
-        warmup: Discarded rounds.
-        rounds: Timed rounds; latencies are their median.
-        compile_model: Time both models through ``torch.compile`` (compilation falls in warm-up).
-        sources: Where each model came from, copied into the report.
-
-    The models are moved and cast in place (``nn.Module.to``) and put in eval mode.
-
-    Returns:
-        The report: settings, per-model ``latency_ms``, ``encoder_params``, ``sparsity``,
-        ``encoder_flops`` and structure, ``speedup`` (baseline / pruned latency),
-        ``flop_ideal_speedup`` (baseline / pruned encoder FLOPs) and
-        ``achieved_fraction_of_ideal``.
-
-    Raises:
-        BenchError: bad device or dtype, CUDA unavailable, a sequence longer than a model's
-            position table, or models of different task classes.
-    """
+    """Time both models (moved and cast in place) on the same inputs, ``seq`` positions all
+    attended, latencies the median of ``rounds``: the report holds the settings, each model's
+    latency, parameters, sparsity, FLOPs and structure, the ``speedup``, the FLOP-ideal one and
+    the fraction of it achieved. ``sources`` (where each model came from) are copied into it."""
     dev, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     if type(pruned) is not type(baseline):
         raise BenchError(
@@ -94,15 +62,15 @@ def compare(
         raise BenchError("compile=true needs warmup >= 1 (the first call compiles)")
 
     base_params = baseline.num_encoder_params()
-    counts = {}
-    for role, model in models.items():
-        params = model.num_encoder_params()
-        counts[role] = {
-            "encoder_params": params,
-            "sparsity": 1.0 - params / base_params,
+    counts = {
+        role: {
+            "encoder_params": model.num_encoder_params(),
+            "sparsity": 1.0 - model.num_encoder_params() / base_params,
             "encoder_flops": config_forward_flops(model.config, batch, seq),
-            "structure": _structure(model.config),
+            "structure": Structure.from_config(model.config).as_dict(),
         }
+        for role, model in models.items()
+    }
     vocab = min(m.config.vocab_size for m in models.values())
     inputs = make_inputs(batch, seq, vocab, dev)
     timed = {r: _prepare(m, dev, torch_dtype, compile_model) for r, m in models.items()}
@@ -142,11 +110,11 @@ def compare(
 def format_table(report: dict[str, Any]) -> str:
     """The report as a small text table (the CLI's output)."""
     threads = f", threads={report['threads']}" if report["device"] == "cpu" else ""
-    extras = [k for k in ("compile",) if report.get(k)]
+    compiled = "  [compile]" if report["compile"] else ""
     lines = [
         f"{report['device_name']} ({report['device']}{threads})  dtype {report['dtype']}  "
         f"batch {report['batch']}  seq {report['seq']}  median of {report['rounds']} rounds "
-        f"(+{report['warmup']} warm-up)" + (f"  [{', '.join(extras)}]" if extras else ""),
+        f"(+{report['warmup']} warm-up){compiled}",
         f"{'model':<9} {'encoder params':>15} {'sparsity':>9} {'GFLOPs':>9} {'latency ms':>11}  "
         "source",
     ]

@@ -1,11 +1,8 @@
 """Where the two benchmarked models come from: model dirs, run dirs, hub names or a synthetic pair.
 
-This file owns finding and loading the *pruned* and the *baseline* (unpruned) model. Both are
-loaded with the same ``CoFiBert*`` class, so they run the same code and are counted with the one
-encoder parameter formula (a vanilla Hugging Face BERT converts through
-``CoFiBertConfig.from_bert_config``).
-A run dir (``results.json``, ``config.yaml`` or ``.hydra/config.yaml``) names both: its
-``pruned_model/`` export and its ``model.pretrained``. Timing lives in ``timing.py``.
+Both are loaded with the pruned model's ``CoFiBert*`` class, so they run the same code and are
+counted with one formula (a vanilla Hugging Face BERT converts on loading). A run dir names both:
+its export and its ``model.pretrained``.
 """
 
 from __future__ import annotations
@@ -28,9 +25,10 @@ from cofi_lightning.modeling import (
     UnsupportedModelError,
     family_of,
 )
+from cofi_lightning.run.operating_points import OperatingPoint
 
 #: BERT-base shape and a CoFi-like structure at ~95% encoder sparsity (upper layers pruned hardest,
-#: four sublayers removed), shaped like the paper's published s95 models.
+#: six sublayers removed), shaped like the paper's published s95 models.
 BERT_BASE = dict(
     hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072
 )
@@ -41,14 +39,8 @@ S95_HIDDEN = 704
 
 @dataclass
 class Sources:
-    """The two models to compare, as given or discovered.
-
-    Attributes:
-        pruned: Directory of the pruned (exported) model.
-        baseline: Directory or hub name of the unpruned model.
-        task: Task name when known from a run dir (``squad`` selects sequence length 384).
-        run_dir: The run dir both came from, if any.
-    """
+    """The two models to compare (a directory, or a hub name for the baseline) and the run dir
+    and task they came from, if any (``squad`` selects sequence length 384)."""
 
     pruned: str
     baseline: str
@@ -90,25 +82,20 @@ def _resolve_pretrained(name: str, run_dir: Path) -> str:
 
 
 RUN_FILES = ("results.json", "config.yaml", ".hydra/config.yaml")
+EXPORT = OperatingPoint(None)  # a single-target run's export (a path's: one run per point)
 
 
 def _is_run_dir(path: Path) -> bool:
     return not (path / "config.json").is_file() and (
-        (path / "pruned_model").is_dir() or any((path / f).is_file() for f in RUN_FILES)
+        EXPORT.export_dir(path).is_dir() or any((path / f).is_file() for f in RUN_FILES)
     )
 
 
 def discover(
     pruned: str | None = None, baseline: str | None = None, run: str | None = None
 ) -> Sources:
-    """Fill in what the user left out from a run dir.
-
-    ``run=<run_dir>`` gives both models; ``pruned=<run_dir>/pruned_model`` (or ``pruned=<run_dir>``)
-    without ``baseline`` finds the baseline in the run's config.
-
-    Raises:
-        BenchError: a path does not exist, or the baseline cannot be found.
-    """
+    """Fill in what the user left out from a run dir: ``run=<run_dir>``, or ``pruned=`` a run dir
+    or its export without ``baseline``, gives both models."""
     if run is None and pruned is not None:
         path = Path(pruned).expanduser()
         if not path.exists():
@@ -123,9 +110,7 @@ def discover(
                     "config.yaml beside it); pass baseline=<dir or hub name>"
                 )
             run = str(path.parent)
-    if run is None:
-        if pruned is None or baseline is None:
-            raise BenchError("give pruned=<dir> and baseline=<dir or hub name>, or run=<run dir>")
+    if run is None:  # pruned= and baseline= given
         return Sources(pruned=str(pruned), baseline=str(baseline))
 
     run_dir = Path(run)
@@ -136,9 +121,7 @@ def discover(
     cfg = _run_config(run_dir)
     task = results.get("task") or (OmegaConf.select(cfg, "task.name") if cfg else None)
     if pruned is None:
-        export = Path(results.get("export_dir") or run_dir / "pruned_model")
-        if not export.is_dir():  # results.json may hold a path relative to another cwd
-            export = run_dir / "pruned_model"
+        export = EXPORT.export_dir(run_dir)
         if not export.is_dir():
             raise BenchError(
                 f"run={run} has no exported model ({export} is missing; the export stage writes "
@@ -165,41 +148,27 @@ def _check_model_dir(path: Path, role: str) -> None:
 
 
 def _config_of(source: str, role: str):
+    """The config of a model dir or hub name, and its encoder family (one CoFi prunes)."""
     path = Path(source).expanduser()
     if path.exists():
         _check_model_dir(path, role)
     elif source.startswith((".", "/", "~")):
         raise BenchError(f"{role}={source}: no such directory")
     try:
-        return AutoConfig.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source)
+        return config, family_of(config.model_type)
+    except UnsupportedModelError as err:
+        raise BenchError(f"{role}={source}: {err}") from None
     except (OSError, ValueError) as err:
         raise BenchError(f"{role}={source} could not be loaded: {err}") from err
 
 
-def model_class(config) -> type[CoFiBertPreTrainedModel]:
-    """The CoFi task class of a config's family matching its ``architectures`` (question
-    answering or not)."""
-    names = " ".join(getattr(config, "architectures", None) or [])
-    return family_of(config.model_type).model_class("QuestionAnswering" in names)
-
-
 def load_pair(sources: Sources) -> tuple[CoFiBertPreTrainedModel, CoFiBertPreTrainedModel]:
-    """Load ``(pruned, baseline)`` in eval mode, fp32 on CPU, both of the pruned model's class.
-
-    Raises:
-        BenchError: a dir is missing, is no model dir, or is no supported encoder.
-    """
-    pruned_cfg = _config_of(sources.pruned, "pruned")
-    base_cfg = _config_of(sources.baseline, "baseline")
-    for role, cfg, src in (
-        ("pruned", pruned_cfg, sources.pruned),
-        ("baseline", base_cfg, sources.baseline),
-    ):
-        try:
-            family_of(cfg.model_type)
-        except UnsupportedModelError as err:
-            raise BenchError(f"{role}={src}: {err}") from None
-    cls = model_class(pruned_cfg)
+    """Load ``(pruned, baseline)`` in eval mode, fp32 on CPU, both of the pruned model's class
+    (question answering or not, from its ``architectures``)."""
+    config, family = _config_of(sources.pruned, "pruned")
+    _config_of(sources.baseline, "baseline")  # before minutes of loading
+    cls = family.model_class("QuestionAnswering" in " ".join(config.architectures or []))
     loaded = []
     # a vanilla checkpoint without this task's head gets a fresh one (its label count does not
     # matter here: the head is a [B, H] x [H, labels] product)
@@ -227,10 +196,8 @@ def structure_masks(config, heads: list[int], ffn: list[int], hidden: int) -> Ma
 
 
 def synthetic_pair(seed: int = 0) -> tuple[CoFiBertPreTrainedModel, CoFiBertPreTrainedModel]:
-    """``(s95, dense)``: BERT-base with random weights and its ~95%-sparse pruned copy.
-
-    Latency depends only on shapes, so this checks the speed target without a trained model.
-    """
+    """``(s95, dense)``: BERT-base with random weights and its ~95%-sparse pruned copy (latency
+    depends only on shapes)."""
     torch.manual_seed(seed)
     dense = CoFiBertForSequenceClassification(CoFiBertConfig(**BERT_BASE)).eval()
     masks = structure_masks(dense.config, S95_HEADS, S95_FFN, S95_HIDDEN)

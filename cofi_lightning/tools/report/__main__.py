@@ -1,12 +1,8 @@
 """CLI: ``python -m cofi_lightning.tools.report <sweep dir> [<dir> ...] [out=<dir>] [--wandb]``.
 
-Collects the runs below the given directories, writes the report (default
-``<first dir>/report/``) and prints the path of ``report.md``, the results table and the
-number of missing or failed jobs. With ``--wandb`` it also logs the report into one W&B run
-(``wandb_report.py``; offline unless ``$WANDB_MODE`` says otherwise) and prints its directory.
-Exit status: 0 with at least one run; 1 with none (when nothing at all is found, neither a run nor
-a failed job, one line says so and nothing is written) or when the report cannot be written (one
-line naming the folder and suggesting ``out=<dir>``); 2 on bad arguments.
+Prints the path of ``report.md``, the results table and the number of missing or failed jobs.
+Exit status: 0 with at least one run; 1 with none, or when the report cannot be written (one
+line each); 2 on bad arguments.
 """
 
 from __future__ import annotations

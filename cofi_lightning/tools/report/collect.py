@@ -1,13 +1,9 @@
 """Find the runs of a sweep: every ``results.json`` and every job that did not write one.
 
-This file owns the walk over one or more sweep (or run) directories and what it yields: a
-:class:`Run` per operating point of each valid ``results.json`` (``cofi_lightning.run.results``;
-one point for a single target, one per target of a sparsity path, labelled
-``<ablation> path``), plus an optional ``speedup`` from the results or from the point's
-``speed*.json`` written by ``python -m cofi_lightning.tools.bench``) and a :class:`Problem` per job
-that has a Hydra config but no results, per malformed ``results.json`` and per submitit job that
-died before Hydra made its directory (why: ``diagnose.py``). It does not aggregate or render
-(``tables.py``, ``plots.py``).
+A :class:`Run` per operating point of each valid ``results.json`` (read with
+``cofi_lightning.run.results.flat_points``), a :class:`Problem` per job without results, per
+malformed ``results.json`` and per submitit job that died before Hydra started (why:
+``diagnose.py``). It does not aggregate or render (``tables.py``, ``plots.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +13,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -38,106 +34,55 @@ RESULTS_FILE = "results.json"
 #: run=…`` writes ``speed_<device>_<dtype>.json``; a hand-written ``speed.json`` wins.
 SPEED_FILES = ("speed.json", "speed_cuda_fp32.json", "speed_cpu_fp32.json")
 _REQUIRED = ("task", "target_sparsity", "sparsity", "pruned", "main_metric")
-ROW_FIELDS = (  # columns of results.csv, in order (Run.row)
-    "task",
-    "ablation",
-    "target_sparsity",
-    "sparsity",
-    "main_metric",
-    "teacher",
-    "pruned",
-    "speedup",
-    "flop_ideal_speedup",
-    "reached_target",
-    "seed",
-    "params_unpruned",
-    "params_pruned",
-    "hidden_size",
-    "seconds",
-    "export_dir",
-    "run_dir",
-)
+_NOT_IN_CSV = {"csv": False}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Run:
-    """One finished job, flattened from its ``results.json``.
+    """One operating point of a finished job; every field but the last two is a column of
+    ``results.csv``, in this order.
 
-    Args:
-        run_dir: Directory of the ``results.json``.
-        task: GLUE / SQuAD task name.
-        ablation: Ablation name; ``"full"`` for full CoFi (``null`` in the results), with
-            ``+original`` appended for a ``fidelity=original`` run; ``uniform`` for the baseline.
-        target_sparsity: Configured target, a fraction in [0, 1) (a latency-constrained run,
-            labelled ``<ablation> latency``: its target latency reduction ``1 - 1/speedup``).
-        sparsity: Encoder sparsity measured on the exported model, a fraction.
-        main_metric: Name of the task's main metric (key of ``pruned`` / ``teacher``).
-        pruned: Main metric of the exported model, in percent.
-        teacher: Main metric of the teacher, in percent (``None`` when no teacher was evaluated).
-        seed: Training seed.
-        speedup: Measured inference speedup over the unpruned model, if benchmarked.
-        flop_ideal_speedup: FLOP-ideal speedup from the speed file, if any.
-        reached_target: Whether an evaluation of the prune stage had its expected sparsity within
-            epsilon of the target (``prune/DONE.json``); False means the closest evaluation was
-            exported instead; None when unknown.
-        point: The target as written in the run's paths (``0.75``) when the run is a sparsity
-            path; None for a single-target run.
-        raw: The parsed ``results.json`` (of a path: the shared keys with this point's keys).
+    Attributes:
+        ablation: The row label (:func:`_variant`), ``<label> latency`` for a latency target
+            (``target_sparsity``: the target latency reduction ``1 - 1/speedup``), ``<label>
+            path`` for a point of a sparsity path (``point``: its target as in file names).
+        reached_target: ``best.reached_target`` of ``prune/DONE.json``: False when no evaluation
+            came within epsilon of the target (the closest was exported); None when unknown.
     """
 
-    run_dir: Path
     task: str
     ablation: str
     target_sparsity: float
     sparsity: float
     main_metric: str
-    pruned: float
     teacher: float | None = None
-    seed: int | None = None
+    pruned: float
     speedup: float | None = None
     flop_ideal_speedup: float | None = None
     reached_target: bool | None = None
-    point: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    seed: int | None = None
+    params_unpruned: int | None = None
+    params_pruned: int | None = None
+    hidden_size: int | None = None
+    seconds: float | None = None
+    export_dir: str | None = None
+    run_dir: Path
+    point: str | None = field(default=None, metadata=_NOT_IN_CSV)
+    structure: dict[str, Any] = field(
+        default_factory=dict, repr=False, compare=False, metadata=_NOT_IN_CSV
+    )
 
     def row(self) -> dict[str, Any]:
-        """One CSV row (:data:`ROW_FIELDS`): the fields above, parameters, hidden size, seconds."""
-        params = self.raw.get("params") or {}
-        structure = self.raw.get("structure") or {}
-        seconds = self.raw.get("stage_seconds") or {}
-        total = [v for v in seconds.values() if isinstance(v, int | float)]
-        row = {
-            "task": self.task,
-            "ablation": self.ablation,
-            "target_sparsity": self.target_sparsity,
-            "sparsity": self.sparsity,
-            "main_metric": self.main_metric,
-            "teacher": self.teacher,
-            "pruned": self.pruned,
-            "speedup": self.speedup,
-            "flop_ideal_speedup": self.flop_ideal_speedup,
-            "reached_target": self.reached_target,
-            "seed": self.seed,
-            "params_unpruned": params.get("unpruned"),
-            "params_pruned": params.get("pruned"),
-            "hidden_size": structure.get("hidden_size"),
-            "seconds": round(sum(total), 2) if total else None,
-            "export_dir": self.raw.get("export_dir"),
-            "run_dir": str(self.run_dir),
-        }
-        assert tuple(row) == ROW_FIELDS
-        return row
+        """One row of ``results.csv`` (:data:`CSV_COLUMNS`)."""
+        return {name: getattr(self, name) for name in CSV_COLUMNS} | {"run_dir": str(self.run_dir)}
+
+
+CSV_COLUMNS = tuple(f.name for f in fields(Run) if f.metadata.get("csv", True))
 
 
 def collect_runs(paths: str | Path | Iterable[str | Path]) -> tuple[list[Run], list[Problem]]:
-    """Collect every run below ``paths`` (sweep dirs, run dirs, or a mix), recursively.
-
-    Args:
-        paths: One directory or several.
-
-    Returns:
-        The valid runs, sorted by task, ablation ("full" first), target and seed, and the problems,
-        sorted by directory.
+    """Every run below ``paths`` (sweep or run dirs), sorted by task, ablation ("full" first),
+    target and seed, and the problems, sorted by directory.
 
     Raises:
         FileNotFoundError: A path is not a directory.
@@ -179,9 +124,8 @@ def collect_runs(paths: str | Path | Iterable[str | Path]) -> tuple[list[Run], l
 def _split_duplicates(runs: list[Run]) -> tuple[list[Run], list[Problem]]:
     """Keep one run per (task, ablation, target, seed); the others become ``duplicate`` problems.
 
-    Rows are averaged over seeds, so two runs with the same key would count one configuration
-    twice, or mix two (a sweep over a hyperparameter gives such runs, with different config hashes
-    in their names). The first run by directory is kept; the report lists the others.
+    Rows are averaged over seeds, so two runs with the same key (a sweep over a hyperparameter)
+    would count one configuration twice, or mix two. The first run by directory is kept.
     """
     kept: dict[tuple, Run] = {}
     problems = []
@@ -195,18 +139,14 @@ def _split_duplicates(runs: list[Run]) -> tuple[list[Run], list[Problem]]:
             )
             problems.append(Problem(run.run_dir, "duplicate", reason, stages_done(run.run_dir)))
         else:
-            kept[run.task, run.ablation, run.target_sparsity, run.seed] = run
+            kept[key] = run
     ids = {id(r) for r in kept.values()}
     return [r for r in runs if id(r) in ids], problems
 
 
 def parse_results(path: Path) -> list[Run]:
     """Read one ``results.json`` (and the speed files beside it) into a :class:`Run` per
-    operating point.
-
-    Raises:
-        ValueError: The file is not JSON or lacks a required key or value; the message says which.
-    """
+    operating point; a ValueError says what is missing or malformed."""
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -216,12 +156,11 @@ def parse_results(path: Path) -> list[Run]:
     if data.get("operating_points") is not None and not isinstance(data["operating_points"], list):
         raise ValueError(f"{path.name}: operating_points is not a list")
     records = flat_points(data)
-    path_run = len(records) > 1
     points = []
     for record in records:
         if not isinstance(record, dict):
             raise ValueError(f"{path.name}: an operating point is not an object")
-        label = f"{record.get('target_sparsity'):g}" if path_run else None
+        label = f"{record.get('target_sparsity'):g}" if len(records) > 1 else None
         points.append(_parse_point(path, record, label))
     return points
 
@@ -232,39 +171,43 @@ def _parse_point(path: Path, data: dict[str, Any], label: str | None) -> Run:
     if missing:
         raise ValueError(f"{path.name} lacks {', '.join(missing)}")
     main = data["main_metric"]
-    pruned = data["pruned"] if isinstance(data["pruned"], dict) else {}
+    pruned = _dict(data, "pruned")
     if main not in pruned:
         raise ValueError(f"pruned metrics lack the main metric {main!r}")
-    teacher = data.get("teacher") if isinstance(data.get("teacher"), dict) else {}
+    teacher = _dict(data, "teacher")
     speed = _read_speed(path.parent, "" if label is None else f"_{label}")
     variant = _variant(data)
-    latency = data.get("latency") if isinstance(data.get("latency"), dict) else {}
+    latency = _dict(data, "latency")
     if data.get("constraint") == "latency" and latency.get("target_speedup"):
         # a speed target: the row's target is the latency reduction 1 - 1/x, not the parameter
         # target (null; older runs recorded the config's unused value)
         target = 1.0 - 1.0 / float(latency["target_speedup"])
         variant = f"{variant} latency"
     else:
-        target = _number(data, "target_sparsity")
+        target = _required(data, "target_sparsity")
+    params, structure = _dict(data, "params"), _dict(data, "structure")
+    seconds = [v for v in _dict(data, "stage_seconds").values() if isinstance(v, int | float)]
     return Run(
         run_dir=path.parent,
         task=str(data["task"]),
         ablation=variant if label is None else f"{variant} path",
         target_sparsity=target,
-        sparsity=_number(data, "sparsity"),
+        sparsity=_required(data, "sparsity"),
         main_metric=str(main),
-        pruned=_number(pruned, main, "pruned."),
-        teacher=_number(teacher, main, "teacher.") if main in teacher else None,
+        pruned=_required(pruned, main, "pruned."),
+        teacher=_required(teacher, main, "teacher.") if main in teacher else None,
         seed=int(data["seed"]) if isinstance(data.get("seed"), int) else None,
-        speedup=_optional_number(data.get("speedup", speed.get("speedup"))),
-        flop_ideal_speedup=_optional_number(speed.get("flop_ideal_speedup")),
+        speedup=_number(data.get("speedup", speed.get("speedup"))),
+        flop_ideal_speedup=_number(speed.get("flop_ideal_speedup")),
         reached_target=_reached_target(path.parent, label),
+        params_unpruned=params.get("unpruned"),
+        params_pruned=params.get("pruned"),
+        hidden_size=structure.get("hidden_size"),
+        seconds=round(sum(seconds), 2) if seconds else None,
+        export_dir=data.get("export_dir"),
         point=label,
-        raw=data,
+        structure=structure,
     )
-
-
-# --- walking the tree -----------------------------------------------------------------------------
 
 
 def _walk(root: Path, hydra_dirs: set, result_dirs: set, submitit_dirs: set) -> None:
@@ -301,12 +244,9 @@ def _add_run(out_dir: Path, runs: dict[Path, list[Run]], problems: list, job_dir
         )
 
 
-# --- small readers --------------------------------------------------------------------------------
-
-
-def _read_speed(run_dir: Path, suffix: str = "") -> dict[str, Any]:
-    """The preferred speed file of a run (see :data:`SPEED_FILES`, then any ``speed_*.json``), or
-    of one point of a sparsity path (``suffix`` ``_<t>``: ``speed_*_<t>.json``)."""
+def _read_speed(run_dir: Path, suffix: str) -> dict[str, Any]:
+    """The preferred speed file of a run (:data:`SPEED_FILES`, then any ``speed_*.json``), or of
+    one point of a sparsity path (``suffix`` ``_<t>``: ``speed_*_<t>.json``)."""
     candidates = [run_dir / name.replace(".json", f"{suffix}.json") for name in SPEED_FILES]
     candidates += sorted(run_dir.glob(f"speed_*{suffix}.json"))
     path = next((c for c in candidates if c.is_file()), None)
@@ -321,9 +261,8 @@ def _read_speed(run_dir: Path, suffix: str = "") -> dict[str, Any]:
 
 
 def prune_best(run_dir: Path, label: str | None = None) -> dict[str, Any]:
-    """The ``best`` record of the prune stage's DONE.json (the exported evaluation: step, metric,
-    sparsities, reached_target), of the target ``label`` on a sparsity path; empty if the file is
-    absent or unreadable."""
+    """The ``best`` record of ``prune/DONE.json`` (of the target ``label`` on a sparsity path);
+    empty if the file is absent or unreadable."""
     try:
         best = json.loads((Path(run_dir) / "prune" / "DONE.json").read_text()).get("best")
     except (OSError, json.JSONDecodeError, AttributeError):
@@ -333,29 +272,33 @@ def prune_best(run_dir: Path, label: str | None = None) -> dict[str, Any]:
     return best if isinstance(best, dict) else {}
 
 
-def _reached_target(run_dir: Path, label: str | None = None) -> bool | None:
-    """``best.reached_target`` of the prune stage (of one target of a path), None if unknown."""
+def _reached_target(run_dir: Path, label: str | None) -> bool | None:
     value = prune_best(run_dir, label).get("reached_target")
     return value if isinstance(value, bool) else None
 
 
-def _number(data: dict, key: str, prefix: str = "") -> float:
+def _dict(data: dict, key: str) -> dict:
     value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise ValueError(f"{prefix}{key} is {value!r}, not a number")
-    return float(value)
+    return value if isinstance(value, dict) else {}
 
 
-def _optional_number(value: Any) -> float | None:
+def _number(value: Any) -> float | None:
+    """``value`` as a float; None for anything else (a bool, NaN, a string, None)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         return None
     return float(value)
 
 
+def _required(data: dict, key: str, prefix: str = "") -> float:
+    value = _number(data.get(key))
+    if value is None:
+        raise ValueError(f"{prefix}{key} is {data.get(key)!r}, not a number")
+    return value
+
+
 def _variant(data: dict) -> str:
-    """The run's row label: its ablation (``full`` for full CoFi), suffixed ``+original`` when
-    it ran with the original code's training choices (``fidelity=original``); ``uniform`` for
-    the uniform-width baseline (``pruning.method=uniform``)."""
+    """The run's row label: its ablation (``full`` for full CoFi), suffixed ``+<fidelity>`` unless
+    of the default fidelity; ``uniform`` for the uniform-width baseline."""
     if data.get("method") == "uniform":
         return "uniform"
     ablation = str(data.get("ablation") or "full")

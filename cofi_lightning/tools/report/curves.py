@@ -1,12 +1,5 @@
-"""Training curves read back from the runs' CSV logs: the prune stage per target, the teacher.
-
-This file owns reading ``<run_dir>/<stage>/csv/version_*/metrics.csv`` (written with
-``logger=csv``) and the figures drawn from it: for the prune stage, expected sparsity ŝ against the
-Lagrangian's target t (linearly warmed up) and the validation main metric against the optimizer
-step, one colour per ablation; for the teacher stage, its validation metric and training loss,
-with the evaluation whose weights were kept. Runs logged to W&B only have no CSV file and are
-left out (their curves are on the W&B dashboard). It does not compute anything the training did
-not log.
+"""Training curves read back from the runs' CSV logs (``logger=csv``): the prune stage per target,
+the teacher. Runs logged to W&B only have no CSV file and are left out.
 """
 
 from __future__ import annotations
@@ -19,34 +12,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from cofi_lightning.data.tasks import TASKS
 from cofi_lightning.tools.report.collect import prune_best
 from cofi_lightning.tools.report.diagnose import read_yaml
-from cofi_lightning.tools.report.plots import ablation_colors, slug, teacher_line
+from cofi_lightning.tools.report.plots import ablation_colors, figure, save, slug, teacher_line
 from cofi_lightning.tools.report.tables import Group
 
-LOG_GLOB = "prune/csv/version_*/metrics.csv"
-TEACHER_LOG_GLOB = "teacher/csv/version_*/metrics.csv"
 LOSS = "train/loss"
 EXPECTED, TARGET, REAL = "sparsity/expected", "sparsity/target", "sparsity/deterministic"
 
 
 @dataclass
 class PruneCurve:
-    """One run's prune-stage series, each a sorted list of ``(step, value)``.
-
-    Attributes:
-        expected: Expected encoder sparsity ŝ of the sampled masks (fraction).
-        target: The Lagrangian's target t at that step (fraction).
-        metric: Validation main metric (%), at each evaluation.
-        real: Real sparsity of the deterministic masks (what would be exported), at each
-            evaluation.
-        selected: ``(step, metric)`` of the evaluation whose masks were exported (the prune
-            stage's ``DONE.json``), if known.
-    """
+    """One run's prune-stage series, each a sorted list of ``(step, value)``: expected sparsity ŝ,
+    the Lagrangian's target t, the validation main metric and the deterministic masks' real
+    sparsity at each evaluation; ``selected`` is the exported evaluation's ``(step, metric)``."""
 
     expected: list[tuple[int, float]] = field(default_factory=list)
     target: list[tuple[int, float]] = field(default_factory=list)
@@ -59,26 +39,24 @@ def read_prune_curve(
     run_dir: Path, main_metric: str, point: str | None = None
 ) -> PruneCurve | None:
     """The prune stage's curves of ``run_dir``, or None without a CSV log (``point``: the target
-    whose selected evaluation is marked, on a sparsity path).
-
-    A resumed stage logs each attempt into its own ``version_<n>`` folder; later attempts win for
-    the steps they repeat (the replayed steps after the last checkpoint).
-    """
-    files = sorted(Path(run_dir).glob(LOG_GLOB), key=_version)
-    if not files:
+    whose selected evaluation is marked, on a sparsity path)."""
+    series = _read_logs(Path(run_dir), "prune", main_metric, (EXPECTED, TARGET, REAL))
+    if series is None:
         return None
-    series = _read_logs(files, main_metric, (EXPECTED, TARGET, REAL))
     curve = PruneCurve(*(series[k] for k in (EXPECTED, TARGET, "metric", REAL)))
     curve.selected = _selected(prune_best(Path(run_dir), point))
     return curve
 
 
 def _read_logs(
-    files: Sequence[Path], main_metric: str, columns: Sequence[str]
-) -> dict[str, list[tuple[int, float]]]:
-    """``{column: [(step, value)]}`` of one stage's CSV logs, plus ``"metric"`` (the validation
-    main metric). ``files`` are the stage's attempts in order; a later attempt wins for the steps
-    it repeats."""
+    run_dir: Path, stage: str, main_metric: str, columns: Sequence[str]
+) -> dict[str, list[tuple[int, float]]] | None:
+    """``{column: [(step, value)]}`` of a stage's CSV logs, plus ``"metric"`` (the validation
+    main metric); None without a log. A resumed stage logs each attempt into its own
+    ``version_<n>`` folder: a later attempt wins for the steps it replays."""
+    files = sorted(run_dir.glob(f"{stage}/csv/version_*/metrics.csv"), key=_version)
+    if not files:
+        return None
     series: dict[str, dict[int, float]] = {key: {} for key in (*columns, "metric")}
     for path in files:
         with path.open(newline="") as handle:
@@ -98,17 +76,8 @@ def _read_logs(
 
 @dataclass
 class TeacherCurve:
-    """One run's teacher stage: validation main metric and training loss per optimizer step.
-
-    Attributes:
-        run_dir: The run that trained the teacher.
-        task: Its task name.
-        metric_name: The validation main metric's key (e.g. ``accuracy``).
-        metric: ``(step, value)`` at each evaluation (%).
-        loss: ``(step, training loss)`` as logged.
-        kept: ``(step, value)`` of the evaluation whose weights the stage kept (its ``DONE.json``
-            metric), if the stage finished.
-    """
+    """One run's teacher stage: ``(step, value)`` of the validation main metric and of the
+    training loss; ``kept`` is the evaluation whose weights the stage kept, if it finished."""
 
     run_dir: Path
     task: str
@@ -122,12 +91,13 @@ def read_teacher_curve(run_dir: str | Path) -> TeacherCurve | None:
     """The teacher stage's curves of ``run_dir`` (its own teacher, or a teacher-only run), or
     None without a teacher CSV log or a known task (``config.yaml``, else ``results.json``)."""
     run_dir = Path(run_dir)
-    files = sorted(run_dir.glob(TEACHER_LOG_GLOB), key=_version)
     task = (read_yaml(run_dir / "config.yaml").get("task") or {}).get("name") or _task_of(run_dir)
-    if not files or task not in TASKS:
+    if task not in TASKS:
         return None
     main = TASKS[task].main_metric_key
-    series = _read_logs(files, main, (LOSS,))
+    series = _read_logs(run_dir, "teacher", main, (LOSS,))
+    if series is None:
+        return None
     curve = TeacherCurve(run_dir, task, main, series["metric"], series[LOSS])
     try:
         done = json.loads((run_dir / "teacher" / "DONE.json").read_text())
@@ -152,10 +122,8 @@ def _task_of(run_dir: Path) -> str | None:
 
 
 def plot_teacher_curves(run_dirs: Sequence[str | Path], out_dir: Path) -> list[Path]:
-    """Per task: the teachers' validation metric (top, a star at the kept evaluation) and
-    training loss (bottom, a running mean over about 2% of the stage) per optimizer step, one
-    line per run that trained a teacher. Returns the written PNGs
-    (``<task>_teacher_curves.png``); none without teacher CSV logs."""
+    """Per task, one line per run that trained a teacher: its validation metric (top, a star at
+    the kept evaluation) and training loss (bottom) per step (``<task>_teacher_curves.png``)."""
     # a run named as a source is also among the collected runs (by its resolved path): once
     unique = dict.fromkeys(Path(d).resolve() for d in run_dirs)
     curves = [c for c in map(read_teacher_curve, unique) if c]
@@ -164,7 +132,7 @@ def plot_teacher_curves(run_dirs: Sequence[str | Path], out_dir: Path) -> list[P
         mine = [c for c in curves if c.task == task and c.metric]
         if not mine:
             continue
-        fig, top, bottom = _step_panels(height=5)
+        fig, (top, bottom) = figure(7, 5, rows=2)
         named = len(mine) <= 8  # a legend per run only while it stays readable
         for k, curve in enumerate(mine):
             color = f"C{k % 10}"
@@ -178,7 +146,7 @@ def plot_teacher_curves(run_dirs: Sequence[str | Path], out_dir: Path) -> list[P
         top.set_ylabel(f"validation {mine[0].metric_name} (%)")
         top.set_title(f"{task}: teacher")
         bottom.set_ylabel("training loss (running mean)")
-        paths.append(_save(fig, [top], out_dir / f"{slug(task)}_teacher_curves.png"))
+        paths.append(save(fig, [top], out_dir / f"{slug(task)}_teacher_curves.png"))
     return paths
 
 
@@ -193,14 +161,9 @@ def _running_mean(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
 
 
 def plot_prune_curves(groups: Sequence[Group], out_dir: Path) -> list[Path]:
-    """Per (task, target sparsity): ŝ, t and the real sparsity at each evaluation (top) and the
-    validation metric (bottom) per step.
-
-    One colour per ablation, as in the other plots (every seed drawn, thin); the teacher's metric
-    is the dashed line; a star (and a dotted line above it) marks the evaluation whose masks were
-    exported. Returns the written PNGs (``<task>_s<target>_prune_curves.png``); targets whose runs
-    have no CSV log get none.
-    """
+    """Per (task, target sparsity): ŝ, t and the real sparsity (top) and the validation metric
+    (bottom) per step, one colour per ablation; a star marks the exported evaluation
+    (``<task>_s<target>_prune_curves.png``)."""
     colors = ablation_colors(groups)
     paths = []
     for task, target in dict.fromkeys((g.task, g.target_sparsity) for g in groups):
@@ -210,7 +173,7 @@ def plot_prune_curves(groups: Sequence[Group], out_dir: Path) -> list[Path]:
         curves = [(r, c) for r, c in curves if c is not None and c.expected]
         if not curves:
             continue
-        fig, top, bottom = _step_panels(height=6)
+        fig, (top, bottom) = figure(7, 6, rows=2)
         labelled: set[str] = set()
         for run, curve in curves:
             color = colors[run.ablation]
@@ -232,34 +195,14 @@ def plot_prune_curves(groups: Sequence[Group], out_dir: Path) -> list[Path]:
         top.set_title(f"{task}, target {100 * target:g}%: prune stage")
         bottom.set_ylabel(f"validation {mine[0].main_metric} (%)")
         paths.append(
-            _save(fig, [top, bottom], out_dir / f"{slug(task)}_s{target:g}_prune_curves.png")
+            save(fig, [top, bottom], out_dir / f"{slug(task)}_s{target:g}_prune_curves.png")
         )
     return paths
 
 
-def _step_panels(height: float) -> tuple[Figure, object, object]:
-    """A figure of two gridded panels over a shared optimizer-step axis."""
-    fig = Figure(figsize=(7, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    top, bottom = fig.subplots(2, 1, sharex=True)
-    for ax in (top, bottom):
-        ax.grid(True, alpha=0.3)
-    bottom.set_xlabel("optimizer step")
-    return fig, top, bottom
-
-
-def _save(fig: Figure, legends: Sequence[object], path: Path) -> Path:
-    """Draw the legends of ``legends`` (axes) and write ``fig`` to ``path``."""
-    for ax in legends:
-        ax.legend(fontsize="small")
-    fig.savefig(path, dpi=100)
-    return path
-
-
 def _plot_targets(ax, curves: Sequence[tuple[object, PruneCurve]], colors: dict[str, str]) -> None:
-    """The target t: one black dashed line when every run followed the same schedule; otherwise
-    (a sparsity path beside single-target runs, or different budgets) each distinct schedule
-    dashed in the colour of the first run that followed it."""
+    """The target t: one black dashed line when every run followed the same schedule, else each
+    schedule (a sparsity path's, a different budget's) in the colour of its first run."""
     schedules: dict[tuple, str] = {}
     for run, curve in curves:
         if curve.target:

@@ -1,9 +1,8 @@
 """Say why a job has no usable results: finished stages, the error in its logs, or the parse error.
 
-This file owns :class:`Problem` and the evidence behind it: ``<stage>/DONE.json`` records, the
-job's Hydra overrides, the end of its submitit logs (``.submitit/<job id>/*_log.err`` and
-``*_log.out``, found through ``hydra.job.id``: on SLURM, the job's own stderr and stdout, whose
-paths the report gives) and of Hydra's ``<job name>.log``. Finding jobs is ``collect.py``'s.
+The evidence: ``<stage>/DONE.json`` records, the job's Hydra overrides, the end of its submitit
+logs (``.submitit/<hydra.job.id>/*_log.err`` and ``*_log.out``: on SLURM the job's stderr and
+stdout) and of Hydra's ``<job name>.log``.
 """
 
 from __future__ import annotations
@@ -16,11 +15,10 @@ from typing import Any
 
 import yaml
 
+from cofi_lightning.config.schema import STAGES
+
 log = logging.getLogger(__name__)
 
-# Mirrors cofi_lightning.run.stages.STAGE_ORDER, copied so that reading a sweep never imports the
-# training stack; stages not listed here still show up, after these.
-STAGE_ORDER = ("teacher", "prune", "finetune", "export")
 # A Python exception line ("ValueError: ...", "torch.OutOfMemoryError: ..."), preferred over
 # launcher noise such as "srun: error: ... Exited with exit code 1" printed after it.
 _EXCEPTION_LINE = re.compile(r"^\s*[\w.]*(Error|Exception|Interrupt|Exit)\b(:.*)?$")
@@ -30,16 +28,14 @@ _LOG_TAIL_BYTES = 64 * 1024  # only the end of a log matters; logs of long runs 
 
 @dataclass(frozen=True)
 class Problem:
-    """A job that yields no :class:`Run`; listed in the report, never dropped.
+    """A job that yields no run; listed in the report, never dropped.
 
-    Args:
+    Attributes:
         job_dir: The job's directory (Hydra's, or the submitit folder for a job without one).
         status: ``"failed"`` (an error was found), ``"malformed"`` (unreadable ``results.json``),
             ``"missing"`` (no results and no error: still running, killed, or no export stage) or
             ``"duplicate"`` (a second run of the same task, ablation, target and seed).
         reason: What went wrong, or the last log line.
-        stages_done: Stages with a ``DONE.json``, in pipeline order.
-        overrides: The job's Hydra overrides, to tell jobs of a sweep apart.
         logs: The job's submitit logs (its SLURM stderr and stdout), where a reader goes next.
     """
 
@@ -52,13 +48,8 @@ class Problem:
 
 
 def diagnose(job_dir: Path, out_dir: Path, hydra: dict) -> Problem:
-    """The :class:`Problem` of a Hydra job without ``results.json``.
-
-    Args:
-        job_dir: The Hydra job dir (holds ``.hydra/``).
-        out_dir: Where the job writes its stages and results (``run_dir``, usually ``job_dir``).
-        hydra: The ``hydra`` node of ``.hydra/hydra.yaml`` (``job.id`` names the submitit job).
-    """
+    """The :class:`Problem` of a Hydra job without ``results.json`` in ``out_dir`` (its
+    ``run_dir``, usually ``job_dir``); ``hydra`` is the ``hydra`` node of its ``hydra.yaml``."""
     done = stages_done(out_dir)
     slurm = _submitit_logs(job_dir, str((hydra.get("job") or {}).get("id")))
     # stderr first (tracebacks), then Hydra's <job name>.log, then stdout (the console log)
@@ -136,16 +127,15 @@ def _clip(line: str, limit: int = 200) -> str:
 
 
 def stages_done(run_dir: Path) -> tuple[str, ...]:
-    """The stages of ``run_dir`` with a ``DONE.json``, in pipeline order."""
+    """The stages of ``run_dir`` with a ``DONE.json``, in pipeline order (unknown ones last)."""
     names = {p.parent.name for p in run_dir.glob("*/DONE.json")}
-    rank = {name: i for i, name in enumerate(STAGE_ORDER)}
+    rank = {name: i for i, name in enumerate(STAGES)}
     return tuple(sorted(names, key=lambda n: (rank.get(n, len(rank)), n)))
 
 
 def overrides_of(job_dir: Path) -> tuple[str, ...]:
     """The job's command-line overrides (``.hydra/overrides.yaml``); empty if there are none."""
-    path = job_dir / ".hydra" / "overrides.yaml"
-    data = read_yaml(path, default=[]) if path.is_file() else []
+    data = read_yaml(job_dir / ".hydra" / "overrides.yaml", default=[])
     return tuple(map(str, data)) if isinstance(data, list) else ()
 
 

@@ -1,8 +1,6 @@
-"""The report's PNG plots, one pair per task: main metric vs sparsity and vs speedup.
-
-This file owns the figures only; the points are the seed-aggregated :class:`Group` values of
-``tables.py``. Figures are drawn on an explicit Agg canvas (no pyplot state, no display needed),
-so plotting never changes the process-wide matplotlib backend.
+"""The report's PNG plots of the seed-aggregated groups, one pair per task: main metric vs sparsity
+and vs speedup. Figures are drawn on an explicit Agg canvas (no pyplot state, no display), so
+plotting never changes the process-wide matplotlib backend.
 """
 
 from __future__ import annotations
@@ -19,15 +17,12 @@ from cofi_lightning.tools.report.tables import Group, ablation_order, summarize
 
 
 def plot_metric_vs_sparsity(groups: Sequence[Group], out_dir: Path) -> list[Path]:
-    """Per task: pruned main metric vs measured sparsity, one line per ablation.
-
-    Points are means over seeds with ± std error bars on both axes; the dashed line is the
-    teacher's mean. Returns the written PNGs (``<task>_metric_vs_sparsity.png``).
-    """
+    """Per task: pruned main metric vs measured sparsity, one line per ablation, ± std error bars
+    on both axes (``<task>_metric_vs_sparsity.png``)."""
     paths, colors = [], ablation_colors(groups)
     for task in _tasks(groups):
         mine = [g for g in groups if g.task == task]
-        fig, ax = _figure()
+        fig, (ax,) = figure(6, 4)
         for ablation in ablation_order(mine):
             points = sorted((g for g in mine if g.ablation == ablation), key=_sparsity)
             ax.errorbar(
@@ -44,23 +39,19 @@ def plot_metric_vs_sparsity(groups: Sequence[Group], out_dir: Path) -> list[Path
         ax.set_xlabel("measured encoder sparsity (%)")
         ax.set_ylabel(f"{mine[0].main_metric} (%)")
         ax.set_title(f"{task}: {mine[0].main_metric} vs sparsity")
-        paths.append(_save(fig, ax, out_dir / f"{slug(task)}_metric_vs_sparsity.png"))
+        paths.append(save(fig, [ax], out_dir / f"{slug(task)}_metric_vs_sparsity.png"))
     return paths
 
 
 def plot_metric_vs_speedup(groups: Sequence[Group], out_dir: Path) -> list[Path]:
-    """Per task with any speedup: pruned main metric vs speedup, one Pareto curve per ablation.
-
-    Every benchmarked (ablation, target) cell is a marker; the line joins the cells of that
-    ablation that no other cell of it beats on both speedup and metric. The teacher sits at 1×.
-    Returns the written PNGs (``<task>_metric_vs_speedup.png``); tasks without speedups get none.
-    """
+    """Per task with any speedup: pruned main metric vs speedup, every benchmarked cell a marker,
+    one Pareto curve per ablation, the teacher at 1× (``<task>_metric_vs_speedup.png``)."""
     paths, colors = [], ablation_colors(groups)
     for task in _tasks(groups):
         mine = [g for g in groups if g.task == task and g.speedup is not None]
         if not mine:
             continue
-        fig, ax = _figure()
+        fig, (ax,) = figure(6, 4)
         for ablation in ablation_order(mine):
             points = [(g.speedup.mean, g.pruned.mean) for g in mine if g.ablation == ablation]
             front = pareto_front(points)
@@ -77,7 +68,7 @@ def plot_metric_vs_speedup(groups: Sequence[Group], out_dir: Path) -> list[Path]
         ax.set_xlabel("inference speedup (log scale)")
         ax.set_ylabel(f"{mine[0].main_metric} (%)")
         ax.set_title(f"{task}: {mine[0].main_metric} vs speedup")
-        paths.append(_save(fig, ax, out_dir / f"{slug(task)}_metric_vs_speedup.png"))
+        paths.append(save(fig, [ax], out_dir / f"{slug(task)}_metric_vs_speedup.png"))
     return paths
 
 
@@ -112,16 +103,22 @@ def teacher_line(ax, groups: Sequence[Group]) -> None:
         ax.axhline(teacher.mean, color="black", linestyle="--", linewidth=1, label="teacher")
 
 
-def _figure() -> tuple[Figure, object]:
-    fig = Figure(figsize=(6, 4), layout="constrained")
+def figure(width: float, height: float, rows: int = 1) -> tuple[Figure, list]:
+    """A figure of ``rows`` gridded panels; several share the optimizer-step axis."""
+    fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.grid(True, alpha=0.3)
-    return fig, ax
+    axes = list(fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0])
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+    if rows > 1:
+        axes[-1].set_xlabel("optimizer step")
+    return fig, axes
 
 
-def _save(fig: Figure, ax, path: Path) -> Path:
-    ax.legend(fontsize="small")
+def save(fig: Figure, legends: Sequence[object], path: Path) -> Path:
+    """Draw the legends of the axes ``legends`` and write ``fig`` to ``path``."""
+    for ax in legends:
+        ax.legend(fontsize="small")
     fig.savefig(path, dpi=100)
     return path
 

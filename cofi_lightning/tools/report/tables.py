@@ -1,8 +1,5 @@
-"""Aggregate runs over seeds and render the report's tables (Markdown) and ``results.csv``.
-
-This file owns the statistics (mean ± sample std over seeds, grouped by task, ablation and target
-sparsity) and their text form. It does not find runs (``collect.py``) or draw (``plots.py``).
-"""
+"""Aggregate runs over seeds (mean ± sample std per task, ablation and target sparsity) and render
+the report's Markdown tables and ``results.csv``."""
 
 from __future__ import annotations
 
@@ -13,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cofi_lightning.tools.report.collect import ROW_FIELDS, Problem, Run
+from cofi_lightning.tools.report.collect import CSV_COLUMNS, Problem, Run
 
 MISSING = "–"  # an empty cell (no run, no speedup)
 FULL = "full"  # ablation name of full CoFi (results.json: null)
@@ -26,17 +23,10 @@ MISSED_NOTE = (
 
 @dataclass(frozen=True)
 class Stat:
-    """Mean and sample standard deviation of one quantity over seeds.
-
-    Args:
-        mean: The mean.
-        std: Sample standard deviation (n - 1 in the denominator); ``None`` with one value.
-        n: Number of values.
-    """
+    """Mean and sample standard deviation (n - 1; None with one value) over seeds."""
 
     mean: float
     std: float | None
-    n: int
 
     def format(self, digits: int = 1, scale: float = 1.0, unit: str = "") -> str:
         """``"85.3 ± 0.4"``, or ``"85.3"`` from a single seed (never ``"± nan"``)."""
@@ -52,24 +42,13 @@ def summarize(values: Iterable[float | None]) -> Stat | None:
     if not kept:
         return None
     std = statistics.stdev(kept) if len(kept) > 1 else None
-    return Stat(statistics.fmean(kept), std, len(kept))
+    return Stat(statistics.fmean(kept), std)
 
 
 @dataclass(frozen=True)
 class Group:
-    """The runs of one (task, ablation, target sparsity) cell, aggregated over seeds.
-
-    Args:
-        task: Task name.
-        ablation: Ablation name (``"full"`` for full CoFi).
-        target_sparsity: Target, a fraction.
-        main_metric: The task's main metric name.
-        runs: The runs (one per seed).
-        sparsity: Measured sparsity (fraction).
-        teacher: Teacher main metric (percent), ``None`` if no run evaluated a teacher.
-        pruned: Pruned main metric (percent).
-        speedup: Inference speedup, ``None`` if no run was benchmarked.
-    """
+    """The runs of one (task, ablation, target sparsity) cell (one per seed), aggregated;
+    ``teacher`` / ``speedup`` are None when no run evaluated a teacher / was benchmarked."""
 
     task: str
     ablation: str
@@ -96,31 +75,26 @@ def aggregate(runs: Sequence[Run]) -> list[Group]:
     cells: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
         cells[(run.task, run.ablation, run.target_sparsity)].append(run)
-    groups = []
-    for (task, ablation, target), members in cells.items():
-        groups.append(
-            Group(
-                task=task,
-                ablation=ablation,
-                target_sparsity=target,
-                main_metric=members[0].main_metric,
-                runs=tuple(members),
-                sparsity=summarize(r.sparsity for r in members),
-                teacher=summarize(r.teacher for r in members),
-                pruned=summarize(r.pruned for r in members),
-                speedup=summarize(r.speedup for r in members),
-            )
+    return [
+        Group(
+            task=task,
+            ablation=ablation,
+            target_sparsity=target,
+            main_metric=members[0].main_metric,
+            runs=tuple(members),
+            sparsity=summarize(r.sparsity for r in members),
+            teacher=summarize(r.teacher for r in members),
+            pruned=summarize(r.pruned for r in members),
+            speedup=summarize(r.speedup for r in members),
         )
-    return groups
+        for (task, ablation, target), members in cells.items()
+    ]
 
 
 def ablation_order(groups: Iterable[Group]) -> list[str]:
     """Full CoFi first, then the ablations alphabetically."""
     names = {g.ablation for g in groups}
     return sorted(names, key=lambda name: (name != FULL, name))
-
-
-# --- Markdown -------------------------------------------------------------------------------------
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -161,11 +135,8 @@ def _of_teacher(group: Group) -> str:
 
 
 def ablation_table(groups: Sequence[Group], task: str) -> str:
-    """The paper's ablation layout for one task.
-
-    Rows are full CoFi and each ablation, columns the target sparsities, cells the pruned main
-    metric (mean ± std over seeds) with its difference to full CoFi's mean at that target.
-    """
+    """The paper's ablation layout for one task: a row per ablation, a column per target, the
+    pruned main metric with its difference to full CoFi's mean at that target."""
     mine = [g for g in groups if g.task == task]
     targets = sorted({g.target_sparsity for g in mine})
     cell = {(g.ablation, g.target_sparsity): g for g in mine}
@@ -187,15 +158,11 @@ def ablation_table(groups: Sequence[Group], task: str) -> str:
 
 
 def structure_table(runs: Sequence[Run]) -> str:
-    """The exported structure of every run: hidden size, heads and FFN dims kept per layer.
-
-    Per-layer lists read bottom (layer 0) to top; 0 means the sublayer was removed. Runs whose
-    results lack a structure show ``–``.
-    """
+    """The exported structure of every run: hidden size, heads and FFN dims kept per layer (from
+    layer 0; 0: the sublayer was removed)."""
     rows = []
     for run in runs:
-        structure = run.raw.get("structure") or {}
-        heads, ffn = structure.get("num_heads"), structure.get("intermediate_sizes")
+        heads, ffn = run.structure.get("num_heads"), run.structure.get("intermediate_sizes")
         rows.append(
             [
                 run.task,
@@ -203,7 +170,7 @@ def structure_table(runs: Sequence[Run]) -> str:
                 f"{run.target_sparsity * 100:g}",
                 str(run.seed) if run.seed is not None else MISSING,
                 f"{run.sparsity * 100:.1f}",
-                str(structure.get("hidden_size", MISSING)),
+                str(run.structure.get("hidden_size", MISSING)),
                 " ".join(map(str, heads)) if heads else MISSING,
                 " ".join(map(str, ffn)) if ffn else MISSING,
             ]
@@ -213,8 +180,7 @@ def structure_table(runs: Sequence[Run]) -> str:
 
 
 def problems_table(problems: Sequence[Problem]) -> str:
-    """The missing / failed jobs: directory, status, finished stages, overrides, reason and the
-    job's SLURM (submitit) logs."""
+    """The missing / failed jobs: directory, status, stages done, overrides, reason, SLURM logs."""
     rows = [
         [
             f"`{p.job_dir}`",
@@ -230,13 +196,10 @@ def problems_table(problems: Sequence[Problem]) -> str:
     return markdown_table(header, rows)
 
 
-# --- CSV ------------------------------------------------------------------------------------------
-
-
 def write_csv(runs: Sequence[Run], path: Path) -> Path:
     """``results.csv``: one row per run (:meth:`Run.row`); empty cells for missing values."""
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=ROW_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for run in runs:
             writer.writerow({k: "" if v is None else v for k, v in run.row().items()})

@@ -1,11 +1,7 @@
-"""A sweep's report as one W&B run (``python -m cofi_lightning.tools.report <dir> --wandb``).
-
-This file owns what that run holds: the rows of ``results.csv`` as the table ``results``, per task
-a scatter of the pruned main metric against sparsity (``<task>/metric_vs_sparsity``) and, where
-some run has a measured speedup, against speedup (``<task>/metric_vs_speedup``), the report's PNG
-plots as images (``plots/<name>``) and the run / problem counts in the summary. One scatter per
-task because tasks have different main metrics. It computes nothing (``tables.py``, ``collect.py``)
-and draws nothing (``plots.py``); ``wandb`` is imported only when a report is logged.
+"""A sweep's report as one W&B run (``python -m cofi_lightning.tools.report <dir> --wandb``): the
+rows of ``results.csv`` as the table ``results``, per task (tasks have different main metrics) a
+scatter of the pruned main metric against sparsity and, where measured, speedup, the report's PNG
+plots (``plots/<name>``) and the run / problem counts. ``wandb`` is imported only when used.
 """
 
 from __future__ import annotations
@@ -15,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cofi_lightning.tools.report.collect import ROW_FIELDS, Problem, Run
+from cofi_lightning.tools.report.collect import CSV_COLUMNS, Problem, Run
 
 AXES = {"sparsity": ("sparsity (%)", 100.0), "speedup": ("speedup (×)", 1.0)}  # x: column, scale
 POINT_COLUMNS = ("ablation", "target (%)", "seed")  # carried with each scatter point
@@ -29,25 +25,10 @@ def log_report(
     group: str,
     project: str = "cofi-lightning",
     entity: str | None = None,
-    mode: str | None = None,
 ) -> Path:
-    """Log the report of ``runs`` into one new W&B run (job type ``report``) and finish it.
-
-    Args:
-        runs: The valid runs (:func:`~cofi_lightning.tools.report.collect_runs`).
-        problems: The missing or failed jobs (only counted).
-        report_dir: The report directory: its PNG plots are logged and W&B writes under
-            ``<report_dir>/wandb``.
-        group: W&B group, the sweep's experiment name, so the report sits with the sweep's jobs.
-        project: W&B project.
-        entity: W&B entity; ``None`` for the default one.
-        mode: ``"offline"``, ``"online"`` or ``"disabled"``; default ``$WANDB_MODE``, else
-            ``"offline"``.
-
-    Returns:
-        The run's local directory (``<report_dir>/wandb/offline-run-*`` offline; sync it with
-        ``wandb sync``).
-    """
+    """Log the report of ``runs`` into one new W&B run (job type ``report``) in ``group`` (the
+    sweep's, so it sits with the sweep's jobs) under ``<report_dir>/wandb``; returns the run's
+    local directory (offline: ``wandb/offline-run-*``, for ``wandb sync``)."""
     import wandb
 
     out = Path(report_dir)
@@ -59,13 +40,13 @@ def log_report(
         group=group,
         job_type="report",
         name=f"report/{group}",
-        mode=mode or os.environ.get("WANDB_MODE", "offline"),
+        mode=os.environ.get("WANDB_MODE", "offline"),
         config={"report_dir": str(out), "runs": len(runs)},
     )
     rows = [run_.row() for run_ in runs]
     media: dict[str, Any] = {
         "results": wandb.Table(
-            columns=list(ROW_FIELDS), data=[[r[k] for k in ROW_FIELDS] for r in rows]
+            columns=list(CSV_COLUMNS), data=[[r[k] for k in CSV_COLUMNS] for r in rows]
         )
     }
     for task in dict.fromkeys(r["task"] for r in rows):
@@ -88,7 +69,6 @@ def log_report(
 
 
 def _point(row: dict[str, Any], x: str, scale: float) -> list[Any]:
-    """One scatter point of a ``results.csv`` row: ``scale * row[x]``, the pruned main metric,
-    then :data:`POINT_COLUMNS`."""
+    """``scale * row[x]``, the pruned main metric, then :data:`POINT_COLUMNS`."""
     target = round(100 * row["target_sparsity"], 6)
     return [scale * row[x], row["pruned"], row["ablation"], target, row["seed"]]

@@ -1,7 +1,5 @@
-"""Write a sweep's report directory: ``report.md``, ``results.csv`` and the PNG plots.
-
-This file owns the layout of ``report.md`` (which sections, in which order) and nothing else: the
-numbers and tables come from ``tables.py``, the figures from ``plots.py``.
+"""Write a sweep's report directory: the layout of ``report.md`` (which sections, in which order),
+``results.csv`` and the plots.
 """
 
 from __future__ import annotations
@@ -33,17 +31,8 @@ def write_report(
     out_dir: str | Path,
     sources: Sequence[str | Path] = (),
 ) -> Path:
-    """Write ``report.md``, ``results.csv`` and the plots into ``out_dir`` (created if needed).
-
-    Args:
-        runs: The valid runs (:func:`~cofi_lightning.tools.report.collect_runs`).
-        problems: The missing, failed and malformed jobs, listed in the report.
-        out_dir: The report directory.
-        sources: The directories the runs were collected from, named in the report's header.
-
-    Returns:
-        The path of ``report.md``.
-    """
+    """Write ``report.md``, ``results.csv`` and the plots into ``out_dir`` (created if needed);
+    ``sources`` (the directories given) are named in the header. Returns ``report.md``'s path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     groups = aggregate(runs)
@@ -52,27 +41,21 @@ def write_report(
     # teachers trained by the runs themselves, and teacher-only runs named as sources
     teachers = plot_teacher_curves([r.run_dir for r in runs] + list(map(Path, sources)), out)
     curves = teachers + plot_prune_curves(groups, out)
-    text = render_markdown(
-        groups, problems, [p.name for p in plots], sources, runs, [p.name for p in curves]
-    )
+    text = _markdown(groups, problems, plots, sources, runs, curves)
     path = out / REPORT_FILE
     path.write_text(text)
     return path
 
 
-def render_markdown(
+def _markdown(
     groups: Sequence[Group],
     problems: Sequence[Problem],
-    plot_names: Sequence[str] = (),
-    sources: Sequence[str | Path] = (),
-    runs: Sequence[Run] = (),
-    curve_names: Sequence[str] = (),
+    plots: Sequence[Path],
+    sources: Sequence[str | Path],
+    runs: Sequence[Run],
+    curves: Sequence[Path],
 ) -> str:
-    """The text of ``report.md`` (plots are linked by file name, relative to the report).
-
-    ``runs`` fill the per-run structure table and ``curve_names`` the training curves (teacher,
-    prune stage); both sections are left out when empty.
-    """
+    """The text of ``report.md`` (figures linked by file name, relative to the report)."""
     n_runs = sum(g.n_seeds for g in groups)
     parts = ["# CoFi sweep report", ""]
     if sources:
@@ -101,11 +84,10 @@ def render_markdown(
         if any(g.missed_target for g in groups if g.task == task):
             parts += [MISSED_NOTE, ""]
     parts += ["## Plots", ""]
-    for name in plot_names:
-        parts += [f"![{name.removesuffix('.png')}]({name})", ""]
-    parts += [] if plot_names else ["No plots.", ""]
+    parts += [line for plot in plots for line in (f"![{plot.stem}]({plot.name})", "")]
+    parts += [] if plots else ["No plots.", ""]
     parts += _speedup_notes(groups)
-    if curve_names:
+    if curves:
         parts += [
             "## Training curves",
             "",
@@ -114,7 +96,7 @@ def render_markdown(
             "and the validation metric.",
             "",
         ]
-        parts += [line for name in curve_names for line in (f"![{name[:-4]}]({name})", "")]
+        parts += [line for curve in curves for line in (f"![{curve.stem}]({curve.name})", "")]
     if runs:
         parts += ["## Structures", "", structure_table(runs), ""]
     parts += ["## Missing or failed jobs", ""]
