@@ -26,20 +26,6 @@ COFI_INIT_LOG_ALPHA: dict[str, float] = {
 }
 
 
-def _uniform(config, attr_list: str, attr_scalar: str) -> int:
-    """The per-layer size of a uniform architecture (masks are defined on unpruned models)."""
-    sizes = (
-        getattr(config, attr_list, None)
-        or [getattr(config, attr_scalar)] * config.num_hidden_layers
-    )
-    if len(set(sizes)) != 1 or sizes[0] == 0:
-        raise ValueError(
-            f"CoFiMasks needs an unpruned model (the same {attr_list} > 0 in every layer); "
-            f"got {attr_list}={list(sizes)}"
-        )
-    return sizes[0]
-
-
 class CoFiMasks(nn.Module):
     """Hard-concrete masks over an encoder's hidden dims, heads, attention layers, FFN dims and FFN
     layers. Its only trainable parameters are the gates' log-alphas.
@@ -66,9 +52,14 @@ class CoFiMasks(nn.Module):
         if not 0.0 < droprate_init < 1.0:
             raise ValueError(f"droprate_init must be in (0, 1), got {droprate_init}")
         self.units = tuple(u for u in UNIT_NAMES if u in units)
-        _uniform(config, "num_heads", "num_attention_heads")
-        _uniform(config, "intermediate_sizes", "intermediate_size")
         self.full = Structure.from_config(config)  # the unpruned sizes
+        for key in ("num_heads", "intermediate_sizes"):
+            sizes = getattr(self.full, key)
+            if len(set(sizes)) != 1 or sizes[0] == 0:
+                raise ValueError(
+                    f"CoFiMasks needs an unpruned model (the same {key} > 0 in every layer); "
+                    f"got {key}={list(sizes)}"
+                )
         self.head_size = getattr(config, "attention_head_size", None) or (
             config.hidden_size // config.num_attention_heads
         )
