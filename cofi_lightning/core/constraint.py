@@ -138,8 +138,6 @@ class LatencyConstraint(_Constraint):
     prefix = "latency_reduction"  # latency_reduction/expected, .../deterministic, ...
 
     def __init__(self, table: LatencyTable, target_speedup: float) -> None:
-        if target_speedup <= 1:
-            raise ValueError(f"target_speedup must be > 1, got {target_speedup}")
         self.table = table
         self.target_speedup = float(target_speedup)
         self.target = 1.0 - 1.0 / self.target_speedup

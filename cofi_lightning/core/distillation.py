@@ -54,8 +54,6 @@ def prediction_distill_loss(
         teacher_logits: Same structure and shapes as ``student_logits``; detached.
         temperature: Softmax temperature T > 0 (2 in CoFi's scripts).
     """
-    if temperature <= 0:
-        raise ValueError(f"`temperature` must be > 0, got {temperature!r}")
     if isinstance(student_logits, Tensor) and isinstance(teacher_logits, Tensor):
         return _single_prediction_loss(student_logits, teacher_logits, temperature)
     if isinstance(student_logits, Tensor) or isinstance(teacher_logits, Tensor):
@@ -198,10 +196,6 @@ class LayerDistiller(nn.Module):
             tokens: Average the MSE over ``real`` tokens or over ``all`` positions, padding
                 included (the original's choice).
         """
-        if mapping not in ("dynamic", "fixed"):
-            raise ValueError(f"`mapping` must be 'dynamic' or 'fixed', got {mapping!r}")
-        if tokens not in ("real", "all"):
-            raise ValueError(f"`tokens` must be 'real' or 'all', got {tokens!r}")
         n_student = len(student_hidden)
         n_teacher_total = num_teacher_layers or len(teacher_hidden)
         layers = self.distilled_layers(n_teacher_total)
@@ -261,7 +255,5 @@ def distillation_loss(
 ) -> Tensor:
     """``α_layer · L_layer + α_pred · L_pred`` (Xia et al. 2022, Sec. 3.2); ``layer_loss`` None
     (layer distillation off) contributes 0. With a teacher, CoFi uses no ground-truth loss."""
-    if alpha_pred < 0 or alpha_layer < 0:
-        raise ValueError(f"distillation weights must be >= 0, got {alpha_pred}, {alpha_layer}")
     total = alpha_pred * pred_loss
     return total if layer_loss is None else total + alpha_layer * layer_loss
