@@ -110,8 +110,6 @@ class LagrangeMultipliers(nn.Module):
 def multiplier_param_group(multipliers: LagrangeMultipliers, lr: float) -> dict[str, Any]:
     """The AdamW parameter group that trains the multipliers by ascent at ``lr >= 0`` (no weight
     decay: decaying λ towards 0 would quietly weaken the constraint)."""
-    if lr < 0:
-        raise ValueError(f"`reg_lr` must be >= 0 (ascent is `maximize=True`), got {lr!r}")
     return {
         "params": list(multipliers.parameters()),
         "lr": lr,

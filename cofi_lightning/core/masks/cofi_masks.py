@@ -3,7 +3,6 @@ sampling, evaluation masks and the expected / remaining encoder parameter counts
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -34,23 +33,15 @@ class CoFiMasks(nn.Module):
         config: The config of an unpruned (uniform) model.
         units: The unit types to mask (of :data:`UNIT_NAMES`); a unit left out is never pruned.
         init_log_alpha: Per-unit initial log-alpha means (defaults: :data:`COFI_INIT_LOG_ALPHA`).
-        droprate_init: p for a unit whose ``init_log_alpha`` is None: log(1 - p) - log(p).
     """
 
     def __init__(
         self,
         config,
         units: Iterable[str] = UNIT_NAMES,
-        init_log_alpha: Mapping[str, float | None] | None = None,
-        droprate_init: float = 0.5,
+        init_log_alpha: Mapping[str, float] | None = None,
     ):
         super().__init__()
-        units = tuple(units)
-        unknown = sorted(set(units) - set(UNIT_NAMES))
-        if unknown:
-            raise ValueError(f"unknown mask units {unknown}; choose from {list(UNIT_NAMES)}")
-        if not 0.0 < droprate_init < 1.0:
-            raise ValueError(f"droprate_init must be in (0, 1), got {droprate_init}")
         self.units = tuple(u for u in UNIT_NAMES if u in units)
         self.full = Structure.from_config(config)  # the unpruned sizes
         for key in ("num_heads", "intermediate_sizes"):
@@ -74,10 +65,7 @@ class CoFiMasks(nn.Module):
         init = {**COFI_INIT_LOG_ALPHA, **(init_log_alpha or {})}
         self.gates = nn.ModuleDict()
         for unit in self.units:
-            mean = init[unit]
-            if mean is None:
-                mean = math.log(1.0 - droprate_init) - math.log(droprate_init)
-            self.gates[unit] = HardConcreteGate(shapes[unit], mean, GateConstants())
+            self.gates[unit] = HardConcreteGate(shapes[unit], init[unit], GateConstants())
         self.full_params = self.full.params(self.head_size, **self.param_terms)
 
     # --- masks ------------------------------------------------------------------------------------

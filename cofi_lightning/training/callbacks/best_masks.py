@@ -73,10 +73,6 @@ class BestMasksCheckpoint(L.Callback):
         prefix: str = "sparsity",
         name: str | None = None,
     ) -> None:
-        if select_on not in self.SPARSITY_KEYS:
-            raise ValueError(
-                f"select_on must be one of {sorted(self.SPARSITY_KEYS)}: {select_on!r}"
-            )
         self.dirpath = Path(dirpath)
         self.target = float(target_sparsity)
         self.epsilon = float(epsilon)
