@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cofi_lightning.config import DistillConfig
+from cofi_lightning.config.checks import ConfigError
 from cofi_lightning.core.distillation import (
     LayerDistiller,
     distillation_loss,
@@ -73,8 +75,6 @@ def test_prediction_loss_gradient_reaches_student_only() -> None:
 
 
 def test_prediction_loss_rejects_bad_inputs() -> None:
-    with pytest.raises(ValueError, match="temperature"):
-        prediction_distill_loss(torch.zeros(2, 3), torch.zeros(2, 3), 0.0)
     with pytest.raises(ValueError, match="shapes"):
         prediction_distill_loss(torch.zeros(2, 3), torch.zeros(2, 4), 1.0)
     with pytest.raises(TypeError):
@@ -88,8 +88,22 @@ def test_distillation_loss_weights() -> None:
         distillation_loss(pred, layer, alpha_pred=0.5, alpha_layer=0.5), torch.tensor(6.0)
     )
     torch.testing.assert_close(distillation_loss(pred, None, alpha_pred=1.0), pred)
-    with pytest.raises(ValueError, match="weights"):
-        distillation_loss(pred, layer, alpha_pred=-0.1)
+
+
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [
+        ({"temperature": 0.0}, "distill.temperature"),
+        ({"alpha_pred": -0.1}, "distill.alpha_pred"),
+        ({"alpha_layer": -0.1}, "distill.alpha_layer"),
+        ({"layer_mapping": "v4"}, "distill.layer_mapping"),
+        ({"layer_loss_tokens": "some", "teacher_cache": False}, "distill.layer_loss_tokens"),
+    ],
+)
+def test_bad_distillation_settings_fail_at_the_door(values: dict, key: str) -> None:
+    """The loss functions trust these values: the config refuses them, naming the key."""
+    with pytest.raises(ConfigError, match=key):
+        DistillConfig(**values)
 
 
 # --- which layers --------------------------------------------------------------------------------
@@ -274,8 +288,6 @@ def test_prune_hidden_keeps_output_dims_and_matches_masked_input() -> None:
 
 def test_layer_distiller_rejects_bad_arguments() -> None:
     teacher, student = _states(3, seed=17), _states(3, seed=18)
-    with pytest.raises(ValueError, match="mapping"):
-        LayerDistiller(H)(student, teacher, mapping="v4")
     with pytest.raises(ValueError, match="teacher layers"):
         LayerDistiller(H, teacher_layers=[5])(student, teacher)
     with pytest.raises(ValueError, match="teacher_layers"):

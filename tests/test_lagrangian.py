@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cofi_lightning.config import PruningConfig
+from cofi_lightning.config.checks import ConfigError
 from cofi_lightning.core.lagrangian import (
     LagrangeMultipliers,
     TargetPath,
@@ -57,8 +59,8 @@ def test_param_group_is_ascent_without_decay() -> None:
     group = multiplier_param_group(m, 0.01)
     assert group["maximize"] is True and group["weight_decay"] == 0.0 and group["lr"] == 0.01
     assert {id(p) for p in group["params"]} == {id(m.lambda_1), id(m.lambda_2)}
-    with pytest.raises(ValueError, match="reg_lr"):
-        multiplier_param_group(m, -0.01)
+    with pytest.raises(ConfigError, match="pruning.reg_lr"):
+        PruningConfig(reg_lr=-0.01)  # the ascent is maximize=True, never a negative lr
 
 
 def _toy_system(s_hat_init: float, lr: float = 0.05):

@@ -1,18 +1,9 @@
 """What the Lagrangian constrains: the encoder's parameters (CoFi) or its latency on a device.
 
-Both are expressed as a *reduction* in [0, 1) so the target ramp, the multipliers, the anti-windup
-and the best-structure window work unchanged on either:
-
-* :class:`ParamsConstraint`: the sparsity ``1 − params / params(unpruned)``
-  (``pruning.target_sparsity``);
-* :class:`LatencyConstraint`: ``1 − latency / latency(unpruned)`` read from a device's latency
-  table (``cofi_lightning.latency``); a target speedup x is the reduction ``1 − 1/x``.
-
-Each gives the expected value under the gates (differentiable in the log-alphas) and the real value
-of the structure deterministic masks keep (what is exported), and names the metrics it logs
-(``<prefix>/expected``, ``<prefix>/target``, the multipliers, ...). The checks of a latency
-constraint's inputs (:func:`check_latency_family`, :func:`load_latency_table`) live here too: the
-run's door check and the stages call the same functions.
+Both are a *reduction* in [0, 1) (sparsity ``1 − params / params(unpruned)``, or ``1 − latency /
+latency(unpruned)`` from a latency table, where a speedup x is ``1 − 1/x``), so the target ramp,
+the multipliers and the best-structure window work unchanged on either. Each gives the expected
+value under the gates and the real value of deterministic masks, and names its metrics.
 """
 
 from __future__ import annotations
@@ -40,14 +31,8 @@ LATENCY_FAMILIES = ("bert", "roberta", "xlm-roberta")
 
 
 def check_latency_family(family: Any) -> None:
-    """``pruning.constraint=latency`` is supported for this encoder family.
-
-    Args:
-        family: A :class:`~cofi_lightning.modeling.Family`.
-
-    Raises:
-        ConfigError: naming ``pruning.constraint`` and the family.
-    """
+    """Raise a ConfigError unless ``pruning.constraint=latency`` supports the
+    :class:`~cofi_lightning.modeling.Family`."""
     if family.vanilla_type not in LATENCY_FAMILIES:
         raise ConfigError(
             f"pruning.constraint=latency profiles BERT-layer encoders {LATENCY_FAMILIES}; "
@@ -59,15 +44,8 @@ def load_latency_table(
     path: Path, config: Any, target_speedup: float, prune_hidden: bool = True
 ) -> LatencyTable:
     """Read the latency table of ``pruning.constraint=latency`` and check it can serve the run:
-    a table file, of the model's shape, whose fixed cost leaves room for the target speedup
-    (:func:`~cofi_lightning.latency.max_speedup`).
-
-    Args:
-        path: The table file (it exists).
-        config: The unpruned model's config, as an object or a ``config.json`` dict (None: the
-            shape is not checked).
-        target_speedup: ``pruning.target_speedup``.
-        prune_hidden: Whether the hidden dimension is pruned.
+    of the model's shape (``config``, an object or a ``config.json`` dict; None: not checked), and
+    with a fixed cost that leaves room for the target speedup.
 
     Raises:
         ConfigError: naming ``pruning.latency_table`` or ``pruning.target_speedup``.
@@ -96,11 +74,7 @@ def load_latency_table(
 
 
 class _Constraint:
-    """What both constraints share: the metric keys they log, named from ``prefix``.
-
-    Attributes:
-        prefix: The first part of the constraint's metric keys (``<prefix>/expected``, ...).
-    """
+    """What both constraints share: the metric keys they log (``<prefix>/expected``, ...)."""
 
     prefix: str
     targets: tuple[float, ...]
@@ -118,9 +92,8 @@ class _Constraint:
         multipliers: LagrangeMultipliers,
         reset: bool | None = None,
     ) -> dict[str, torch.Tensor | float]:
-        """The log of one training step: the expected value ``ŝ``, the target ``t``, the
-        multipliers ``λ1``, ``λ2`` (as tensors: no host sync) and whether the anti-windup reset
-        ``λ1`` (``reset``; None when it is off)."""
+        """The log of one training step (tensors: no host sync); ``reset``: whether the
+        anti-windup reset λ1 (None when it is off)."""
         metrics = {
             self.progress_key: expected.detach().float(),
             f"{self.prefix}/target": float(target),
@@ -132,8 +105,7 @@ class _Constraint:
         return metrics
 
     def eval_metrics(self, masks: CoFiMasks, z: Masks | None) -> dict[str, float]:
-        """The log of one validation: the expected sparsity, and with deterministic masks ``z``
-        (None before pruning starts) the sparsity they keep."""
+        """The log of one validation, with deterministic masks ``z`` (None before pruning)."""
         with torch.no_grad():
             metrics = {"sparsity/expected_at_eval": float(masks.expected_sparsity())}
         if z is not None:
@@ -142,12 +114,7 @@ class _Constraint:
 
 
 class ParamsConstraint(_Constraint):
-    """CoFi's constraint on the expected number of encoder parameters.
-
-    Args:
-        target_sparsity: The target, or the ascending targets of a sparsity path
-            (``pruning.targets``); ``target`` is then the last one.
-    """
+    """CoFi's constraint on the encoder parameters, at one target or a sparsity path's targets."""
 
     name = "params"
     prefix = "sparsity"  # metric keys: sparsity/expected, sparsity/deterministic, ...
@@ -165,19 +132,12 @@ class ParamsConstraint(_Constraint):
 
 
 class LatencyConstraint(_Constraint):
-    """A constraint on the latency of the encoder on the table's device.
-
-    Args:
-        table: The device's latency table of this model shape.
-        target_speedup: x > 1: the target latency is the unpruned latency / x.
-    """
+    """A constraint on the encoder's latency on the table's device: unpruned / target speedup."""
 
     name = "latency"
     prefix = "latency_reduction"  # latency_reduction/expected, .../deterministic, ...
 
     def __init__(self, table: LatencyTable, target_speedup: float) -> None:
-        if target_speedup <= 1:
-            raise ValueError(f"target_speedup must be > 1, got {target_speedup}")
         self.table = table
         self.target_speedup = float(target_speedup)
         self.target = 1.0 - 1.0 / self.target_speedup
@@ -198,8 +158,8 @@ class LatencyConstraint(_Constraint):
         return metrics
 
     def eval_metrics(self, masks, z):
-        """The sparsity's log, the expected latency reduction, and with ``z`` the structure's real
-        reduction, table ms, unpruned ms and table speedup (``latency/*``)."""
+        """The sparsity's log, the expected latency reduction, and with ``z`` the structure's
+        table latency (``latency/*``)."""
         metrics = super().eval_metrics(masks, z)
         with torch.no_grad():
             metrics[f"{self.prefix}/expected_at_eval"] = float(self.expected(masks))

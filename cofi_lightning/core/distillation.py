@@ -1,22 +1,8 @@
-"""Distillation losses of CoFi: prediction-layer KL and layer-wise MSE with a layer mapping.
+"""Distillation losses of CoFi (Xia et al. 2022, Sec. 3.2): prediction-layer KL and layer-wise MSE
+``Σ_i MSE(W h_s[m(i)], h_t[i])`` with a learned projection W and a dynamic or fixed mapping m.
 
-Xia et al. 2022, Sec. 3.2 ("Distillation to pruned models"). This file owns:
-
-* :func:`prediction_distill_loss`, the soft-label loss on the logits (classification, regression,
-  QA);
-* :func:`teacher_layer_indices` and :func:`student_layer_alive`, which teacher layers are matched
-  and which student layers still exist under the current masks;
-* :func:`dynamic_layer_mapping` and :class:`LayerDistiller`, the learned projection W and the layer
-  loss ``Σ_i MSE(W h_s[m(i)], h_t[i])`` with a dynamic or a fixed mapping m;
-* :func:`distillation_loss`, the weighted sum of both.
-
-It does not run the teacher or the student, sample masks or fold the student's soft hidden mask into
-the projection: the Lightning system does. The ground-truth cross-entropy is not used when a teacher
-is present (as in the paper); the system adds it only when there is no teacher.
-
-Conventions: hidden-state sequences hold the per-layer outputs *without* the embedding output
-(``hidden_states[1:]`` of a Hugging Face model), each ``[B, S, H]``. During pruning the student's
-hidden size equals the teacher's: the hidden mask zeroes dimensions but does not remove them.
+It runs no model and samples no masks (the Lightning system does). Hidden-state sequences hold the
+per-layer outputs without the embedding output (``hidden_states[1:]``), each ``[B, S, H]``.
 """
 
 from __future__ import annotations
@@ -63,17 +49,11 @@ def prediction_distill_loss(
     """Prediction-layer distillation L_pred = T² · KL(softmax(z_t / T) ‖ softmax(z_s / T)).
 
     Args:
-        student_logits: ``[B, C]`` logits; ``[B, 1]`` for regression, where the loss is the MSE
-            between the logits instead; or a tuple of tensors, e.g. ``(start [B, S], end [B, S])``
-            for extractive QA, where the loss is the mean of the per-tensor losses.
-        teacher_logits: Same structure and shapes as ``student_logits``; detached (a target only).
+        student_logits: ``[B, C]`` logits (``[B, 1]`` for regression: MSE instead), or a tuple
+            such as QA's ``(start [B, S], end [B, S])``, whose per-tensor losses are averaged.
+        teacher_logits: Same structure and shapes as ``student_logits``; detached.
         temperature: Softmax temperature T > 0 (2 in CoFi's scripts).
-
-    Returns:
-        Scalar float32 loss.
     """
-    if temperature <= 0:
-        raise ValueError(f"`temperature` must be > 0, got {temperature!r}")
     if isinstance(student_logits, Tensor) and isinstance(teacher_logits, Tensor):
         return _single_prediction_loss(student_logits, teacher_logits, temperature)
     if isinstance(student_logits, Tensor) or isinstance(teacher_logits, Tensor):
@@ -90,18 +70,10 @@ def prediction_distill_loss(
 
 
 def teacher_layer_indices(num_teacher_layers: int, every: int = 3) -> list[int]:
-    """0-based indices of the distilled teacher layer outputs: every ``every``-th from the top.
+    """0-based indices of the distilled teacher layers, every ``every``-th from the top.
 
-    Counting from the top keeps the last layer, the one nearest the prediction, in every case:
-    12 layers give ``[2, 5, 8, 11]`` (CoFi's choice), 6 give ``[2, 5]``, 4 give ``[0, 3]``, and 2
-    or 1 give ``[1]`` or ``[0]``, so there is always at least one.
-
-    Args:
-        num_teacher_layers: Number of teacher transformer layers (>= 1).
-        every: Stride between distilled layers (>= 1).
-
-    Returns:
-        Increasing list of layer indices.
+    Counting from the top always keeps the last layer: 12 layers give ``[2, 5, 8, 11]`` (CoFi's
+    choice), 6 give ``[2, 5]``, 4 give ``[0, 3]``, 2 give ``[1]``.
     """
     if num_teacher_layers < 1 or every < 1:
         raise ValueError(
@@ -111,19 +83,10 @@ def teacher_layer_indices(num_teacher_layers: int, every: int = 3) -> list[int]:
 
 
 def student_layer_alive(num_layers: int, masks: Masks) -> Tensor:
-    """Which student layers still exist: those whose attention OR FFN sublayer is alive.
+    """Bool ``[L]``: the student layers whose attention OR FFN sublayer is alive.
 
-    The original code tested only the attention mask although the matched hidden states are FFN
-    outputs (CoFiPruning issue #53); here a layer is dead only when both sublayers are gone
-    (:func:`~cofi_lightning.modeling.structure.sublayer_alive` of the non-zero masks). A mask
-    that is None counts as all ones.
-
-    Args:
-        num_layers: L, the number of student layers.
-        masks: The step's masks (``head_layer [L]``, ``head [L, N]``, ``mlp [L]``, ...).
-
-    Returns:
-        Bool tensor ``[L]``.
+    The original tested only the attention mask although the matched states are FFN outputs
+    (CoFiPruning issue #53). A mask that is None counts as all ones.
     """
     device = next((t.device for _, t in masks.items()), None)
     alive = torch.zeros(num_layers, dtype=torch.bool, device=device)
@@ -136,20 +99,18 @@ def student_layer_alive(num_layers: int, masks: Masks) -> Tensor:
 def dynamic_layer_mapping(cost: Tensor, student_alive: Tensor | None = None) -> Tensor:
     """CoFi's dynamic layer mapping (its "v4"), with the existence and out-of-range bugs fixed.
 
-    Teacher layers are matched top-down; each takes the lowest-cost alive student layer whose
-    index is strictly below the previous match (first bound: L_s). If none qualifies, the previous
-    match is reused; if no layer is alive at all, the top teacher layer falls back to the last
-    student layer. Ineligible entries are masked to +inf, so no index can leave ``[0, L_s)`` (the
-    original indexed column L_s here, a plausible cause of CoFiPruning issue #27). All tensor ops:
-    no host sync, at the price of a Python loop over the (few) teacher layers.
+    Teacher layers are matched top-down; each takes the lowest-cost alive student layer strictly
+    below the previous match (first bound: L_s), else reuses the previous match (the last student
+    layer if none is alive). Ineligible entries are masked to +inf, so no index leaves
+    ``[0, L_s)`` (the original indexed column L_s, a plausible cause of CoFiPruning issue #27).
+    Tensor ops only: no host sync.
 
     Args:
         cost: ``[n_t, L_s]`` MSE of teacher layer k (increasing depth) against student layer j.
-            Only used for selection (detached).
         student_alive: Bool ``[L_s]``; None means all alive.
 
     Returns:
-        LongTensor ``[n_t]``: the student layer matched to each teacher layer, non-decreasing in k.
+        LongTensor ``[n_t]``: the student layer matched to each teacher layer.
     """
     cost = cost.detach()
     n_teacher, n_student = cost.shape
@@ -174,12 +135,8 @@ def dynamic_layer_mapping(cost: Tensor, student_alive: Tensor | None = None) -> 
 
 
 def _masked_mse(pred: Tensor, target: Tensor, token_weights: Tensor | None) -> Tensor:
-    """Mean squared error over non-padding tokens and hidden dims; leading dims are kept.
-
-    Args:
-        pred: ``[..., B, S, H]``. target: broadcastable to ``pred``.
-        token_weights: ``[B, S]`` float, 1 for real tokens and 0 for padding; None means all tokens.
-    """
+    """MSE of ``pred [..., B, S, H]`` over the tokens ``token_weights [B, S]`` (None: all) and
+    hidden dims; leading dims are kept."""
     per_token = (pred.float() - target.float()).pow(2).mean(dim=-1)  # [..., B, S]
     if token_weights is None:
         return per_token.mean(dim=(-2, -1))
@@ -187,15 +144,14 @@ def _masked_mse(pred: Tensor, target: Tensor, token_weights: Tensor | None) -> T
 
 
 class LayerDistiller(nn.Module):
-    """Layer-wise distillation L_layer = Σ_i MSE(W h_s[m(i)], h_t[i]) with a learned projection W.
+    """Layer-wise distillation L_layer = Σ_i MSE(W h_s[m(i)], h_t[i]).
 
-    W is one ``nn.Linear(H, H)`` shared by all student layers, initialised to the identity so that
-    the loss starts as the plain MSE between hidden states; train it with the model weights.
+    W is one ``nn.Linear(H, H)`` shared by all student layers, initialised to the identity so the
+    loss starts as the plain MSE between hidden states.
 
     Args:
         hidden_size: H, the hidden size of student and teacher.
-        teacher_layers: 0-based teacher layers to distil; None means
-            :func:`teacher_layer_indices` of the teacher's depth, resolved at each call.
+        teacher_layers: 0-based teacher layers to distil; None: :func:`teacher_layer_indices`.
     """
 
     def __init__(self, hidden_size: int, teacher_layers: Sequence[int] | None = None) -> None:
@@ -209,7 +165,6 @@ class LayerDistiller(nn.Module):
             self.projection.bias.zero_()
 
     def distilled_layers(self, num_teacher_layers: int) -> list[int]:
-        """The 0-based teacher layers this distiller matches, for a teacher of that depth."""
         if self.teacher_layers is not None:
             return self.teacher_layers
         return teacher_layer_indices(num_teacher_layers)
@@ -225,34 +180,22 @@ class LayerDistiller(nn.Module):
         tokens: Literal["real", "all"] = "real",
         num_teacher_layers: int | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """The layer loss and the student layer matched to each distilled teacher layer.
+        """``(loss, [n_t] student layer matched to each distilled teacher layer)``.
 
-        Dynamic mapping (paper: m(i) = argmin_j MSE(W h_s[j], h_t[i]), made monotone as in CoFi)
-        selects with :func:`dynamic_layer_mapping` on a detached ``[n_t, L_s]`` MSE matrix; the
-        gradient flows only through the selected terms. Fixed mapping pairs teacher layer i with the
-        student layer at the same relative depth, ``(i + 1) · L_s // L_t − 1`` (the same index for
-        equal depth) and ignores ``student_alive``: it is the paper's non-adaptive ablation.
+        Dynamic mapping (m(i) = argmin_j MSE(W h_s[j], h_t[i]), made monotone as in CoFi) selects
+        on a detached ``[n_t, L_s]`` MSE matrix; the gradient flows only through the selected
+        terms. Fixed mapping (the paper's non-adaptive ablation) pairs teacher layer i with student
+        layer ``(i + 1) · L_s // L_t − 1`` and ignores ``student_alive``.
 
         Args:
-            student_hidden: L_s tensors ``[B, S, H_s]``; ``H_s < H`` only after
-                :meth:`prune_hidden`.
-            teacher_hidden: L_t tensors ``[B, S, H]``; detached.
+            student_hidden: L_s tensors ``[B, S, H_s]``.
+            teacher_hidden: L_t tensors ``[B, S, H]``, or only the distilled ones when
+                ``num_teacher_layers`` is given (e.g. from the teacher cache).
             attention_mask: ``[B, S]``, nonzero for real tokens; None means all tokens count.
             student_alive: Bool ``[L_s]`` from :func:`student_layer_alive`; None means all alive.
-            mapping: ``"dynamic"`` or ``"fixed"``.
-            tokens: Average the MSE over ``real`` tokens (``attention_mask != 0``) or over
-                ``all`` positions of the batch, padding included (the original's choice).
-            num_teacher_layers: Given, ``teacher_hidden`` holds only the distilled layers of a
-                teacher that deep (e.g. read from the teacher cache), in increasing order.
-
-        Returns:
-            ``(loss, mapping)``: the scalar loss summed over teacher layers, and a LongTensor
-            ``[n_t]`` of student indices aligned with the teacher layers in increasing order.
+            tokens: Average the MSE over ``real`` tokens or over ``all`` positions, padding
+                included (the original's choice).
         """
-        if mapping not in ("dynamic", "fixed"):
-            raise ValueError(f"`mapping` must be 'dynamic' or 'fixed', got {mapping!r}")
-        if tokens not in ("real", "all"):
-            raise ValueError(f"`tokens` must be 'real' or 'all', got {tokens!r}")
         n_student = len(student_hidden)
         n_teacher_total = num_teacher_layers or len(teacher_hidden)
         layers = self.distilled_layers(n_teacher_total)
@@ -296,14 +239,8 @@ class LayerDistiller(nn.Module):
 
     @torch.no_grad()
     def prune_hidden(self, keep_index: Tensor) -> nn.Linear:
-        """Keep only the projection's input (student) dims in ``keep_index``; outputs stay as is.
-
-        Replaces ``self.projection`` (so rebuild any optimizer that holds the old parameters) and
-        returns the new layer. Folding the student's soft hidden mask into W is the caller's job.
-
-        Args:
-            keep_index: LongTensor ``[H_kept]`` of kept student hidden dims.
-        """
+        """Keep the projection's input dims ``keep_index [H_kept]``; returns the new layer (rebuild
+        any optimizer holding the old one)."""
         keep = keep_index.to(self.projection.weight.device, torch.long)
         self.projection = linear_part(self.projection, cols=keep)
         return self.projection
@@ -316,19 +253,7 @@ def distillation_loss(
     alpha_pred: float = 0.1,
     alpha_layer: float = 0.9,
 ) -> Tensor:
-    """Total distillation loss ``α_layer · L_layer + α_pred · L_pred`` (Xia et al. 2022, Sec. 3.2).
-
-    The paper pairs (α_layer, α_pred) as (0.9, 0.1), (0.7, 0.3) or (0.5, 0.5). The ground-truth
-    cross-entropy is not part of it: with a teacher, CoFi trains on the teacher's signals only.
-
-    Args:
-        pred_loss: Scalar L_pred from :func:`prediction_distill_loss`.
-        layer_loss: Scalar L_layer from :class:`LayerDistiller`; None (layer distillation off)
-            contributes 0.
-        alpha_pred: Weight of L_pred (>= 0).
-        alpha_layer: Weight of L_layer (>= 0).
-    """
-    if alpha_pred < 0 or alpha_layer < 0:
-        raise ValueError(f"distillation weights must be >= 0, got {alpha_pred}, {alpha_layer}")
+    """``α_layer · L_layer + α_pred · L_pred`` (Xia et al. 2022, Sec. 3.2); ``layer_loss`` None
+    (layer distillation off) contributes 0. With a teacher, CoFi uses no ground-truth loss."""
     total = alpha_pred * pred_loss
     return total if layer_loss is None else total + alpha_layer * layer_loss

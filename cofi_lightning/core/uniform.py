@@ -1,13 +1,7 @@
-"""The simple baseline beside CoFi: a uniform width reduction chosen by weight magnitude
-(``pruning.method=uniform``).
-
-Every layer keeps the same number of heads and the same number of FFN dimensions (hidden size and
-layers untouched), as many as the target sparsity allows, counted with the same parameter formula
-as CoFi's masks; within a layer the units with the largest weight norms are kept (the L2 norm of
-each head's Q, K, V rows and output-projection columns; of each FFN dimension's input row and
-output column). No masks are learned: the prune stage only writes this structure, and the
-finetune stage trains it with the same distillation as CoFi's compact model. Give it CoFi's total
-budget (prune + finetune steps) as finetune steps for a like-for-like comparison.
+"""The simple baseline beside CoFi (``pruning.method=uniform``): every layer keeps the same number
+of heads and FFN dimensions, as many as the target sparsity allows, chosen by weight magnitude
+(each family's layer scores its units: ``unit_scores``). No masks are learned; the finetune stage
+trains the structure as it does CoFi's.
 """
 
 from __future__ import annotations
@@ -16,9 +10,6 @@ import torch
 from torch import nn
 
 from cofi_lightning.core.masks import CoFiMasks, Masks
-
-# Each family's layer scores its own units (``unit_scores``): the L2 norm of each head's Q, K, V
-# rows and output-projection columns, of each FFN dimension's input row(s) and output column.
 
 
 def _top(scores: torch.Tensor, keep: int) -> torch.Tensor:
@@ -29,17 +20,8 @@ def _top(scores: torch.Tensor, keep: int) -> torch.Tensor:
 
 @torch.no_grad()
 def uniform_masks(model: nn.Module, masks: CoFiMasks, target: float) -> tuple[Masks, float]:
-    """The uniform structure closest to ``target`` sparsity, and its sparsity.
-
-    Args:
-        model: An unpruned CoFi model (every layer has its attention and FFN).
-        masks: The model's :class:`CoFiMasks` (shapes and the parameter formula).
-        target: Target encoder sparsity in [0, 1).
-
-    Returns:
-        ``(masks, sparsity)``: 0/1 masks keeping k heads and f FFN dims in every layer: k from
-        the common keep fraction of heads and FFN dims nearest the target, then f adjusted.
-    """
+    """``(0/1 masks, their sparsity)``: the uniform structure of an unpruned ``model`` closest to
+    ``target``, counted by its :class:`CoFiMasks`."""
     scores = [layer.unit_scores() for layer in model.base_model.encoder_layers()]
     head_scores = [h for h, _ in scores]
     ffn_scores = [f for _, f in scores]
@@ -61,10 +43,7 @@ def uniform_masks(model: nn.Module, masks: CoFiMasks, target: float) -> tuple[Ma
 
     # A common keep fraction for heads and FFN dims, then the FFN width (fine-grained) adjusted
     # so the sparsity lands nearest the target with that head count.
-    z, _ = nearest([(max(1, round(q * heads)), max(1, round(q * ffn))) for q in _grid(200)])
+    grid = [i / 200 for i in range(1, 201)]
+    z, _ = nearest([(max(1, round(q * heads)), max(1, round(q * ffn))) for q in grid])
     k = int((z.head != 0).sum(dim=-1)[0]) if z.head is not None else heads
     return nearest([(k, f) for f in range(1, ffn + 1)])
-
-
-def _grid(n: int) -> list[float]:
-    return [i / n for i in range(1, n + 1)]

@@ -1,14 +1,11 @@
-"""Forward-pass FLOPs of a (pruned) BERT encoder, computed from its architecture.
-
-This file owns the FLOP model used for "FLOP-ideal" speedups: the speedup a pruned model would reach
-if latency were proportional to arithmetic. Only matrix multiplications are counted (2 FLOPs per
-multiply-add); element-wise work, softmax, LayerNorm, embeddings and the task head are left out, as
-they are a few percent of a BERT forward pass.
-"""
+"""Forward-pass matmul FLOPs of a (pruned) BERT encoder, for "FLOP-ideal" speedups (element-wise
+work, embeddings and the task head are a few percent of a forward pass and left out)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from cofi_lightning.modeling.structure import Structure
 
 
 def encoder_forward_flops(
@@ -19,21 +16,13 @@ def encoder_forward_flops(
     batch: int,
     seq: int,
 ) -> int:
-    """Matmul FLOPs of one encoder forward pass.
+    """Matmul FLOPs of one encoder forward pass of ``batch`` sequences of padded length ``seq``.
 
     Per layer with n heads and m FFN dimensions, for ``T = batch * seq`` tokens::
 
         Q, K, V, O projections:   2 * T * 4 * hidden * n * d
         scores and context:       2 * batch * n * seq * seq * d * 2
         FFN in and out:           2 * T * 2 * hidden * m
-
-    Args:
-        hidden: hidden size.
-        num_heads: heads per layer (0 = attention removed).
-        intermediate_sizes: FFN dimensions per layer (0 = FFN removed).
-        head_size: size of one head.
-        batch: batch size.
-        seq: padded sequence length.
     """
     tokens = batch * seq
     total = 0
@@ -46,11 +35,9 @@ def encoder_forward_flops(
 
 def config_forward_flops(config, batch: int, seq: int) -> int:
     """:func:`encoder_forward_flops` for a ``CoFiBertConfig`` (or a uniform ``BertConfig``)."""
-    L = config.num_hidden_layers
-    heads = getattr(config, "num_heads", None) or [config.num_attention_heads] * L
-    inter = getattr(config, "intermediate_sizes", None) or [config.intermediate_size] * L
+    s = Structure.from_config(config)
     d = (
         getattr(config, "attention_head_size", None)
         or config.hidden_size // config.num_attention_heads
     )
-    return encoder_forward_flops(config.hidden_size, heads, inter, d, batch, seq)
+    return encoder_forward_flops(s.hidden_size, s.num_heads, s.intermediate_sizes, d, batch, seq)

@@ -1,9 +1,7 @@
-"""Measure a :class:`LatencyTable` on this machine with the benchmark's protocol.
+"""Measure a :class:`LatencyTable` on this machine with the benchmark's protocol (``timing.py``).
 
-Each sublayer is the model's own code (``CoFiBertLayer`` with only attention, or only the FFN, at
-the given size), so the table times exactly what an exported model runs: eval mode, inference
-mode, fixed batch and padded length, warm-up rounds dropped, the median of interleaved rounds, CUDA
-events on a GPU. The fixed cost is a whole model whose layers are all removed.
+Each sublayer is the model's own ``CoFiBertLayer`` with only attention or only the FFN, so the
+table times what an exported model runs; the fixed cost is a model whose layers are all removed.
 """
 
 from __future__ import annotations
@@ -77,16 +75,8 @@ def profile(
     hidden_fractions: tuple[float, ...] = HIDDEN_FRACTIONS,
     progress: bool = True,
 ) -> LatencyTable:
-    """Time every grid point of ``config``'s shape (an unpruned BERT config).
-
-    Args:
-        config: The model to prune (its layer count, heads, FFN width, hidden and head size).
-        device, dtype, batch, seq, threads: What is measured (threads: CPU only; None keeps
-            torch's setting).
-        rounds, warmup: Timed and discarded rounds per grid point.
-        hidden_fractions: Hidden sizes, as fractions of ``config.hidden_size``.
-        progress: Show a progress bar.
-    """
+    """Time every grid point of an unpruned BERT ``config``'s shape (``threads``: CPU only, None
+    keeps torch's; ``hidden_fractions`` of ``config.hidden_size``)."""
     if not isinstance(config, CoFiBertConfig):
         config = CoFiBertConfig.from_bert_config(config)
     dev, torch_dtype = resolve_device(device), resolve_dtype(dtype)

@@ -1,21 +1,14 @@
-"""A device's latency table: sublayer latency against kept units and hidden size.
+"""A device's latency table: sublayer latency (ms per batch) against kept units and hidden size.
 
-Measured by ``profile.py`` and stored as JSON. Entries (milliseconds, one forward of the whole
-batch):
+* ``attention[i][j]`` / ``ffn[i][k]``: one sublayer with ``heads[j]`` heads / ``widths[k]`` FFN
+  dims at hidden size ``hidden_sizes[i]``;
+* ``fixed[i]``: everything outside the layers, at ``hidden_sizes[i]``; ``removed``: an empty layer;
+* ``calibration``: the whole unpruned model over the sum of its parts (sublayers timed alone run
+  with their input in cache, so the parts add up to less than the whole); every prediction is
+  scaled by it.
 
-* ``attention[i][j]``: one attention sublayer (Q/K/V, attention, output projection, residual,
-  LayerNorm) with ``heads[j]`` heads at hidden size ``hidden_sizes[i]``;
-* ``ffn[i][k]``: one FFN sublayer with ``widths[k]`` dimensions at ``hidden_sizes[i]``;
-* ``fixed[i]``: everything outside the encoder layers (embeddings, pooler, classifier) at
-  ``hidden_sizes[i]``, with every layer removed;
-* ``removed``: a layer whose two sublayers are removed (the residual passes through, ≈ 0);
-* ``calibration``: the measured latency of the whole unpruned model over the sum of its parts from
-  the table. Sublayers timed one at a time run with their input in cache; in a model each layer
-  reads the previous one's fresh output, so the parts add up to less than the whole (about 10% on
-  a 2-core EPYC). Every latency the table predicts is scaled by it.
-
-Between grid points latencies are interpolated linearly in the kept count and in the hidden size
-(bilinear), with torch ops so the result is differentiable in fractional (expected) counts.
+Between grid points latencies are interpolated bilinearly with torch ops, so the result is
+differentiable in fractional (expected) counts.
 """
 
 from __future__ import annotations
@@ -41,8 +34,7 @@ SHAPE_KEYS = {
 
 
 def model_shape(config: Any) -> dict[str, Any]:
-    """The shape a table records for a model (:data:`SHAPE_KEYS`), of a config object or its
-    ``config.json`` dict: what a table must match to serve that model."""
+    """The shape a table must match to serve a model (a config object or ``config.json`` dict)."""
     get = config.get if isinstance(config, Mapping) else lambda attr: getattr(config, attr, None)
     return {key: get(attr) for key, attr in SHAPE_KEYS.items()}
 
@@ -53,16 +45,8 @@ class LatencyTableError(ValueError):
 
 @dataclass
 class LatencyTable:
-    """Measured sublayer latencies of one model shape on one device (see the module docstring).
-
-    Attributes:
-        meta: ``device``, ``device_name``, ``torch``, ``dtype``, ``batch``, ``seq``, ``threads``,
-            ``rounds``, ``warmup`` and the model shape (``num_layers``, ``num_heads``,
-            ``intermediate_size``, ``hidden_size``, ``head_size``).
-        hidden_sizes, heads, widths: The grid (increasing).
-        attention, ffn, fixed, removed: Latencies in ms.
-        calibration: Whole model / sum of parts (see the module docstring).
-    """
+    """Measured sublayer latencies of one model shape on one device (see the module docstring);
+    ``meta`` holds the device, the protocol and the model shape."""
 
     meta: dict[str, Any]
     hidden_sizes: list[int]
@@ -100,11 +84,7 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:
-        """Read a table.
-
-        Raises:
-            LatencyTableError: the file is missing, not JSON, or not a table of this version.
-        """
+        """Read a table; LatencyTableError if it is missing, not JSON or of another version."""
         path = Path(path)
         try:
             data = json.loads(path.read_text())

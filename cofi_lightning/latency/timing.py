@@ -1,10 +1,5 @@
-"""The timing protocol: forward passes only, same inputs for every model, interleaved rounds.
-
-This file owns how a latency is measured (CoFi's protocol: fixed batch and padded sequence
-length, no gradients, eval mode, warm-up rounds discarded, the median of repeated rounds) on CPU
-(wall clock, thread count reported) or CUDA (CUDA events, synchronised). It knows nothing about
-pruning; what is compared and reported lives in ``compare.py``.
-"""
+"""The timing protocol (CoFi's): fixed batch and padded length, inference mode, warm-up rounds
+discarded, the median of interleaved rounds; wall clock on CPU, CUDA events on a GPU."""
 
 from __future__ import annotations
 
@@ -28,11 +23,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def resolve_device(name: str) -> torch.device:
-    """``cpu`` or ``cuda[:i]``, checked now so a GPU-only request fails before any loading.
-
-    Raises:
-        BenchError: unknown device, or CUDA asked for where torch sees no GPU.
-    """
+    """``cpu`` or ``cuda[:i]``, checked now so a GPU-only request fails before any loading."""
     if name == "cpu":
         return torch.device("cpu")
     if name == "cuda" or name.startswith("cuda:"):
@@ -47,11 +38,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_dtype(name: str) -> torch.dtype:
-    """``fp32`` or ``bf16``.
-
-    Raises:
-        BenchError: any other name.
-    """
+    """``fp32`` or ``bf16``."""
     if name not in DTYPES:
         raise BenchError(f"dtype must be one of {sorted(DTYPES)}, got {name!r}")
     return DTYPES[name]
@@ -72,12 +59,8 @@ def device_name(device: torch.device) -> str:
 def make_inputs(
     batch: int, seq: int, vocab_size: int, device: torch.device, seed: int = 0
 ) -> dict[str, torch.Tensor]:
-    """Random token ids padded to ``seq``, with the attention mask and token types a tokenizer
-    would give (all ones / all zeros), so every model takes its masked attention path.
-
-    Returns:
-        ``input_ids``, ``attention_mask``, ``token_type_ids``, each ``[batch, seq]`` int64.
-    """
+    """Random ``[batch, seq]`` token ids with the attention mask and token types a tokenizer would
+    give, so every model takes its masked attention path."""
     gen = torch.Generator().manual_seed(seed)
     low = 1000 if vocab_size > 2000 else 1  # above BERT's special and unused tokens
     ids = torch.randint(low, vocab_size, (batch, seq), generator=gen)
@@ -91,14 +74,8 @@ def make_inputs(
 
 @dataclass
 class Timing:
-    """Latencies of one model.
-
-    Attributes:
-        rounds_ms: Forward latency of each timed round, ms.
-        page_faults: Minor page faults of the process during each timed forward (CPU only, else
-            empty): fresh memory the allocator had to map, a cost that shows up as slow
-            element-wise ops on large activations.
-    """
+    """Latencies of one model: each timed round's ms and, on CPU, its minor page faults (fresh
+    memory the allocator had to map)."""
 
     rounds_ms: list[float] = field(default_factory=list)
     page_faults: list[int] = field(default_factory=list)
@@ -131,19 +108,10 @@ def _forward_ms(model: nn.Module, inputs: dict, cuda: bool) -> tuple[float, int 
 def time_models(
     models: dict[str, nn.Module], inputs: dict[str, torch.Tensor], warmup: int, rounds: int
 ) -> dict[str, Timing]:
-    """Time one forward of every model per round, rounds interleaved.
+    """Time one forward of every model (in eval mode) per round, after ``warmup`` rounds.
 
-    Interleaving spreads drift (clock boost, other load, thermal state) over all models alike, and
-    the order alternates each round so no model always runs with the other's data in cache.
-
-    Args:
-        models: Name -> model, in eval mode, on the inputs' device.
-        inputs: Keyword arguments of every forward (``make_inputs``).
-        warmup: Rounds run first and discarded (allocator, kernel selection, compilation).
-        rounds: Rounds timed (>= 1).
-
-    Raises:
-        ValueError: a model is in training mode, or ``rounds < 1``.
+    Interleaving spreads drift (clock boost, other load) over all models alike, and the order
+    alternates each round so no model always runs with the other's data in cache.
     """
     if rounds < 1 or warmup < 0:
         raise ValueError(f"need rounds >= 1 and warmup >= 0, got {rounds=}, {warmup=}")

@@ -1,11 +1,6 @@
-"""The prunable encoders: configs, mask-aware layers, task models, physical pruning, parameter
-counts, for each family in ``families.py`` (BERT, RoBERTa, XLM-R, DeBERTa-v2/v3,
-ModernBERT).
-
-Importing this package registers every family's CoFi ``model_type`` (``cofi_bert``,
-``cofi_roberta``, ``cofi_xlm_roberta``, ``cofi_deberta_v2``, ``cofi_modernbert``) with the
-``transformers`` Auto classes.
-"""
+"""Prunable encoders per family (``families.py``); one ``fold()`` shared by the masked forward and
+physical pruning. Importing it registers every family's CoFi ``model_type`` with the
+``transformers`` Auto classes."""
 
 from transformers import (
     AutoConfig,

@@ -1,11 +1,6 @@
-"""The prunable BERT models: encoder, sequence classification / regression head and QA head.
-
-This file owns the ``PreTrainedModel`` classes, loading, and the task models every family shares
-(a family's task model supplies only its head's modules and names): loading takes a vanilla
-Hugging Face checkpoint of the family (hub name or directory) or one of our exported compact
-checkpoints, with a clear error for anything else and never a silent partial load. The layers and
-where the masks act live in ``layers.py``, physical pruning in ``pruning.py``, parameter counting
-in ``param_count.py``.
+"""The prunable BERT models and what every family's models share: loading (a vanilla checkpoint of
+the family or an exported compact one, never a silent partial load), the pruning API and the task
+models (a family's task model supplies only its head).
 """
 
 from __future__ import annotations
@@ -44,13 +39,10 @@ def _key(mismatch) -> str:
 
 
 @contextlib.contextmanager
-def _transformers_quiet(quiet: bool):
-    """Raise transformers' log level to errors while loading, if ``quiet``."""
+def _transformers_quiet():
+    """Raise transformers' log level to errors while loading."""
     from transformers.utils import logging as hf_logging
 
-    if not quiet:
-        yield
-        return
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
@@ -64,21 +56,17 @@ class CheckpointMismatchError(ValueError):
 
 
 class CoFiBertPreTrainedModel(PreTrainedModel):
-    """Weight initialisation, loading and the pruning / counting API shared by the task models
-    of every family (a family's classes override ``config_class``, ``base_model_prefix`` and
-    ``vanilla_model_types``)."""
+    """Weight initialisation, loading and the pruning / counting API of every family's models."""
 
     config_class = CoFiBertConfig
     base_model_prefix = "bert"
-    #: The ``model_type`` of the family's vanilla ``transformers`` checkpoints.
     vanilla_model_types: tuple[str, ...] = ("bert",)
     #: Parameters a vanilla checkpoint may lack: the freshly initialised task head.
     _new_head_prefixes: tuple[str, ...] = ()
 
     @classmethod
     def task_head_prefixes(cls) -> tuple[str, ...]:
-        """Name prefixes of the task head's parameters: what a checkpoint that was never
-        fine-tuned for a task lacks (loading it initialises them anew)."""
+        """Name prefixes of the task head's parameters (what a vanilla checkpoint lacks)."""
         return cls._new_head_prefixes
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -103,19 +91,12 @@ class CoFiBertPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, config=None, **kwargs):
-        """Load a vanilla HF checkpoint of the family or an exported cofi-lightning checkpoint.
-
-        Args:
-            pretrained_model_name_or_path: hub name (e.g. ``bert-base-uncased``) or local directory.
-            config: optional config; by default read from the checkpoint.
-            **kwargs: ``num_labels`` / ``id2label`` / ``label2id`` / ``problem_type`` go to the
-            config;
-                the rest to ``transformers.PreTrainedModel.from_pretrained``.
+        """Load a vanilla HF checkpoint of the family or an exported cofi-lightning checkpoint
+        (``kwargs`` of ``_CONFIG_OVERRIDES`` go to the config).
 
         Raises:
             ValueError: the checkpoint is of another family (names the architecture found).
-            CheckpointMismatchError: weights missing, unexpected or of the wrong shape for the
-            config.
+            CheckpointMismatchError: weights missing, unexpected or of the wrong shape.
         """
         overrides = {k: kwargs.pop(k) for k in _CONFIG_OVERRIDES if k in kwargs}
         hub_kwargs = {
@@ -146,7 +127,7 @@ class CoFiBertPreTrainedModel(PreTrainedModel):
         try:
             # transformers prints a load report listing the task head of a vanilla checkpoint as
             # MISSING; a fresh head is expected here, and real mismatches raise below.
-            with _transformers_quiet(vanilla):
+            with _transformers_quiet() if vanilla else contextlib.nullcontext():
                 model, info = super().from_pretrained(
                     pretrained_model_name_or_path,
                     *args,
@@ -186,12 +167,11 @@ class CoFiBertPreTrainedModel(PreTrainedModel):
     # --- pruning API ------------------------------------------------------------------------------
 
     def num_encoder_params(self) -> int:
-        """Encoder parameters counted on the real tensors (definition: ``param_count.py``)."""
+        """Encoder parameters counted on the real tensors."""
         return sum(p.numel() for p in self.base_model.encoder_parameters())
 
     def encoder_parameters(self):
-        """The encoder's parameters (base models; a family without an ``encoder`` module
-        overrides this and :meth:`prune_encoder_`)."""
+        """The encoder's parameters (a family without an ``encoder`` module overrides this)."""
         return self.encoder.parameters()
 
     def prune_encoder_(self, keeps: list[LayerKeep], hidden: Kept) -> None:
@@ -202,8 +182,7 @@ class CoFiBertPreTrainedModel(PreTrainedModel):
         return list(self.encoder.layer)
 
     def prune(self, masks: Masks) -> CoFiBertPreTrainedModel:
-        """A new compact dense model of the same class: masks folded in, zeroed units removed
-        (each module shrinks itself, see ``pruning.py``)."""
+        """A new compact dense model of the same class (``pruning.prune_model``)."""
         return prune_model(self, masks)
 
 
@@ -239,10 +218,8 @@ class CoFiBertModel(CoFiBertPreTrainedModel):
         masks: Masks | None = None,
         output_hidden_states: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...] | None]:
-        """Returns ``(sequence [B, S, H], pooled [B, P] or None, hidden states or None)``.
-
-        Hidden states follow HF: the embedding output, then every layer's output.
-        """
+        """``(sequence [B, S, H], pooled [B, P] or None, hidden states or None)``; hidden states
+        follow HF: the embedding output, then every layer's."""
         layer_masks, emb_masks = split_masks(masks, self.config.num_hidden_layers)
         x = self.embeddings(input_ids, token_type_ids, position_ids, emb_masks)
         x, attn_mask = self.attention_inputs(x, attention_mask)
@@ -252,21 +229,16 @@ class CoFiBertModel(CoFiBertPreTrainedModel):
         return seq, pooled, hidden_states
 
     def attention_inputs(self, x: torch.Tensor, attention_mask: torch.Tensor | None):
-        """The embeddings ``x [B, S, H]`` as the encoder takes them, and the attention mask:
-        ``[B, S]`` 1 = token -> ``[B, 1, 1, S]`` bool (True = attend), broadcast over heads and
-        queries."""
+        """The embeddings ``x [B, S, H]`` as the encoder takes them, and the attention mask
+        ``[B, S]`` -> ``[B, 1, 1, S]`` bool (True = attend)."""
         return x, None if attention_mask is None else attention_mask.bool()[:, None, None, :]
 
 
 class CoFiTaskModel(CoFiBertPreTrainedModel):
     """What the task models of every family share: the family's encoder under
-    ``base_model_prefix`` and a head on it (BERT's by default).
-
-    A family's task model subclasses its ``PreTrainedModel`` and the task's class below, and
-    supplies only what differs, under ``transformers``' module names so vanilla checkpoints load
-    key for key: ``model_class``, ``pooling_layer``, :meth:`add_head`, :meth:`logits` and
-    ``head_input``.
-    """
+    ``base_model_prefix`` and a head on it. A family's task model supplies ``model_class``,
+    ``pooling_layer``, :meth:`add_head`, :meth:`logits` and ``head_input``, under
+    ``transformers``' module names."""
 
     #: The family's encoder class.
     model_class: type[nn.Module] = CoFiBertModel
@@ -283,7 +255,6 @@ class CoFiTaskModel(CoFiBertPreTrainedModel):
         self.post_init()
 
     def add_head(self, config) -> None:
-        """Create the head's modules."""
         raise NotImplementedError
 
     def logits(

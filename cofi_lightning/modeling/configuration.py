@@ -1,17 +1,6 @@
-"""Configuration of the prunable encoders: a family's config that spells out the architecture per
-layer (:class:`PerLayerSizes`, shared by every family; :class:`CoFiBertConfig` for BERT).
-
-This file owns the configs only. A pruned model differs from its family's model in four numbers, all
-stored
-explicitly in ``config.json`` so any loader can rebuild the exact shapes without guessing from
-tensors (the original CoFi checkpoints kept the unpruned sizes in their config, so plain
-loaders failed):
-
-- ``hidden_size``: the kept hidden dimensions (may be smaller than the pretrained model's);
-- ``num_heads``: heads per layer (0 = the attention sublayer is removed);
-- ``intermediate_sizes``: FFN dimensions per layer (0 = the FFN sublayer is removed);
-- ``attention_head_size``: the size of one head (unchanged by pruning);
-plus ``pooler_size``, the pooler's output size, which hidden pruning leaves untouched.
+"""Configs that spell out the architecture per layer, so any loader rebuilds a pruned model's exact
+shapes: ``hidden_size`` (kept), ``num_heads`` and ``intermediate_sizes`` per layer (0: sublayer
+removed), ``attention_head_size`` and ``pooler_size`` (unchanged by pruning).
 """
 
 from __future__ import annotations
@@ -77,7 +66,7 @@ class PerLayerSizes:
 
 @strict
 class CoFiBertConfig(PerLayerSizes, BertConfig):
-    """``BertConfig`` plus the explicit per-layer architecture (see the module docstring)."""
+    """``BertConfig`` plus the explicit per-layer architecture."""
 
     model_type = "cofi_bert"
 

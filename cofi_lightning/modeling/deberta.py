@@ -1,24 +1,9 @@
-"""The prunable DeBERTa-v2 / v3: BERT's layers with DeBERTa's disentangled attention.
-
-This file owns what DeBERTa-v2 changes on top of ``layers.py`` / ``bert.py`` (``transformers``'
-``modeling_deberta_v2``, reimplemented mask-aware; the FFN, the sublayer outputs and the pruning of
-them are BERT's):
-
-* attention: scores ``q·k + q·P_k[δ(i, j)] + k_j·P_q[δ(j, i)]`` over ``sqrt(d · (1 + #terms))``
-  (content-to-position ``c2p`` and position-to-content ``p2c``), where ``P_k`` / ``P_q`` are the
-  shared relative embeddings projected by this layer's key / query projections
-  (``share_att_key``; else by its own ``pos_key_proj`` / ``pos_query_proj``), so the position
-  projections follow the kept heads, and ``δ`` the log-bucketed relative distance;
-* the relative embeddings ``[2P, H]`` and their LayerNorm sit in the encoder: their columns are
-  hidden dims (masked and pruned with the hidden mask);
-* embeddings: no absolute positions (``position_biased_input=False``, v3) or BERT's, token types
-  only when ``type_vocab_size > 0``, and padded positions zeroed after the LayerNorm;
-* attention mask: ``m_i · m_j`` (padded queries attend uniformly, as in ``transformers``);
-* the classification head: a ``ContextPooler`` (dense + activation on the first token) and a
-  linear classifier.
-
-Not supported (refused when loading): an ``embedding_size`` different from the hidden size (its
-projection) and the convolution of ``conv_kernel_size > 0`` (DeBERTa-v2-xlarge / xxlarge).
+"""The prunable DeBERTa-v2 / v3 (``transformers``' ``modeling_deberta_v2``, mask-aware): BERT's
+layers with disentangled attention, scores ``q·k + q·P_k[δ(i, j)] + k_j·P_q[δ(j, i)]`` over
+``sqrt(d · (1 + #terms))``, where ``P_k`` / ``P_q`` are the shared relative embeddings ``[2P, H]``
+(hidden dims: masked and pruned with the hidden mask) projected for the kept heads, and ``δ`` the
+log-bucketed relative distance. Refused when loading: ``embedding_size != hidden_size`` and
+``conv_kernel_size > 0`` (DeBERTa-v2-xlarge / xxlarge).
 """
 
 from __future__ import annotations
@@ -94,9 +79,8 @@ class CoFiDebertaV2Config(PerLayerSizes, DebertaV2Config):
         return "layer_norm" in [x.strip() for x in norm.lower().split("|")]
 
     def encoder_param_terms(self) -> dict[str, int]:
-        """The parameter formula's DeBERTa terms (see ``param_count.encoder_params``): a
-        ``[h, n·d]`` projection with bias per position term without ``share_att_key``; the
-        relative embeddings' ``2P`` rows (and their LayerNorm) per hidden dim."""
+        """``param_count.encoder_params``' DeBERTa terms: a projection per position term without
+        ``share_att_key``; the relative embeddings' ``2P`` rows (and LayerNorm) per hidden dim."""
         terms = set(self.pos_att_type or ()) if self.relative_attention else set()
         per_hidden = 0
         if self.relative_attention:
@@ -152,15 +136,13 @@ class CoFiDebertaV2Attention(CoFiBertAttention):
 
     def __init__(self, config, num_heads: int):
         super().__init__(config, num_heads)
-        self.terms = [t for t in (config.pos_att_type or ()) if t in ("c2p", "p2c")]
-        self.relative = bool(config.relative_attention)
-        if not self.relative:
-            self.terms = []
+        terms = (config.pos_att_type or ()) if config.relative_attention else ()
+        self.terms = [t for t in terms if t in ("c2p", "p2c")]
         self.span = config.position_span
         self.share_att_key = bool(getattr(config, "share_att_key", False))
         self.pos_dropout_p = config.hidden_dropout_prob
         inner = num_heads * self.head_size
-        if self.relative and not self.share_att_key:
+        if not self.share_att_key:
             if "c2p" in self.terms:
                 self.self.pos_key_proj = nn.Linear(config.hidden_size, inner)
             if "p2c" in self.terms:
@@ -248,8 +230,7 @@ class CoFiDebertaV2Encoder(CoFiBertEncoder):
 
 
 class CoFiDebertaV2Embeddings(CoFiBertEmbeddings):
-    """BERT's embeddings without the tables DeBERTa's config leaves out (absolute positions when
-    ``position_biased_input`` is false, token types when ``type_vocab_size`` is 0)."""
+    """BERT's embeddings without the tables DeBERTa's config leaves out."""
 
     def __init__(self, config):
         super().__init__(config)
@@ -274,8 +255,7 @@ class CoFiDebertaV2Model(CoFiDebertaV2PreTrainedModel, CoFiBertModel):
     encoder_class = CoFiDebertaV2Encoder
 
     def attention_inputs(self, x: torch.Tensor, attention_mask: torch.Tensor | None):
-        """Padded positions zeroed; the mask ``m_i · m_j [B, 1, S, S]`` (padded queries attend
-        uniformly, as in ``transformers``)."""
+        """Padded positions zeroed; the mask ``m_i · m_j [B, 1, S, S]`` (as in ``transformers``)."""
         if attention_mask is None:
             return x, None
         keep = attention_mask.bool()

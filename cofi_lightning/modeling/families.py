@@ -1,10 +1,5 @@
-"""The encoder families cofi-lightning prunes, by ``model_type``: one source for which classes load
-a checkpoint, and for the error that lists what is supported.
-
-A family is a config class and its task models (sequence classification, question answering); its
-modules implement the pruning walk (``pruning.py``) and its parameter count is
-:func:`~cofi_lightning.modeling.param_count.encoder_params` with its config's extra terms.
-"""
+"""The encoder families cofi-lightning prunes, by ``model_type``: which classes load a checkpoint,
+and the error that lists what is supported."""
 
 from __future__ import annotations
 
@@ -36,13 +31,8 @@ class UnsupportedModelError(ValueError):
 
 @dataclass(frozen=True)
 class Family:
-    """One prunable encoder family.
-
-    Attributes:
-        name: Readable name (``BERT``).
-        sequence_classification / question_answering: The task models (their classes know the
-            config, the encoder and the ``model_type`` of the family's vanilla checkpoints).
-    """
+    """One prunable encoder family: a readable name and its task models (which know the config,
+    the encoder and the ``model_type`` of the family's vanilla checkpoints)."""
 
     name: str
     sequence_classification: type
@@ -57,10 +47,6 @@ class Family:
     def vanilla_type(self) -> str:
         """``model_type`` of the family's ``transformers`` checkpoints."""
         return self.sequence_classification.vanilla_model_types[0]
-
-    @property
-    def model_types(self) -> tuple[str, str]:
-        return (self.vanilla_type, self.config_class.model_type)
 
     def model_class(self, question_answering: bool) -> type:
         return self.question_answering if question_answering else self.sequence_classification
@@ -83,11 +69,6 @@ FAMILIES: tuple[Family, ...] = (
 )
 
 
-def supported() -> str:
-    """``BERT (bert), RoBERTa (roberta), ...`` for messages."""
-    return ", ".join(f"{f.name} ({f.vanilla_type})" for f in FAMILIES)
-
-
 def family_of(model_type: str) -> Family:
     """The family of a vanilla or CoFi ``model_type``.
 
@@ -95,9 +76,10 @@ def family_of(model_type: str) -> Family:
         UnsupportedModelError: listing the supported families.
     """
     for family in FAMILIES:
-        if model_type in family.model_types:
+        if model_type in (family.vanilla_type, family.config_class.model_type):
             return family
+    supported = ", ".join(f"{f.name} ({f.vanilla_type})" for f in FAMILIES)
     raise UnsupportedModelError(
         f"model_type '{model_type}' is not an encoder family cofi-lightning prunes; supported: "
-        f"{supported()}"
+        f"{supported}"
     )

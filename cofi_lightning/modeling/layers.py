@@ -1,27 +1,15 @@
-"""Mask-aware BERT building blocks with per-layer sizes: embeddings, attention, FFN, layer, encoder.
-
-This file owns the forward maths of one encoder and where each CoFi mask is applied (Xia et al.
-2022, Sec. 3.1). The modules never sample or learn masks; they take mask tensors as inputs.
-Submodule names follow ``transformers``' BERT exactly so vanilla checkpoints load key for key.
+"""Mask-aware BERT building blocks with per-layer sizes (Xia et al. 2022, Sec. 3.1), under
+``transformers``' BERT module names so vanilla checkpoints load key for key.
 
 Where each mask acts (B = batch, S = sequence, H = hidden, n = heads, d = head size, m = FFN dims):
-- ``hidden`` [H]: multiplies the embeddings before and after their LayerNorm, and every sublayer
-  output before the residual sum and after its LayerNorm; LayerNorm statistics use the kept
-  dimensions only.
-- ``head`` [n]: multiplies each head's context vector, before the output projection.
-- ``head_layer`` (scalar): multiplies the attention output projection.
-- ``intermediate`` [m]: multiplies the FFN activation.
-- ``mlp`` (scalar): multiplies the FFN output projection.
-The head, intermediate, layer and (sublayer-output) hidden masks are folded into the output
-projection's weight (``pruning.fold``, which physical pruning uses too).
-A sublayer that is not alive (``structure.sublayer_alive``) is *removed*: the residual passes
-through with no bias and no LayerNorm, which is exactly what the physically pruned model computes.
-In eager mode the units whose mask is exactly 0 are not computed at all (closed heads' Q/K/V rows,
-closed FFN dims, removed sublayers; one host sync per forward reads which): the
-same values and gradients as computing every unit, for a step whose cost falls with the sparsity
-(``tests/modeling/test_skip_closed_units.py``). Dropout then draws other random numbers than the
-full computation would. Under ``torch.compile`` every unit is computed and ``torch.where`` picks
-the residual of a removed sublayer.
+- ``hidden`` [H]: the embeddings before and after their LayerNorm, every sublayer output before
+  the residual sum and after its LayerNorm; LayerNorm statistics use the kept dimensions only.
+- ``head`` [n] / ``head_layer``: each head's context / the attention output projection.
+- ``intermediate`` [m] / ``mlp``: the FFN activation / the FFN output projection.
+These are folded into the output projection's weight (``pruning.fold``, shared with physical
+pruning). A sublayer that is not alive is removed: the residual passes through with no bias and
+no LayerNorm, as in the pruned model. Eagerly, units whose mask is exactly 0 are not computed
+(docs/method.md); under ``torch.compile`` every unit is.
 """
 
 from __future__ import annotations
@@ -44,12 +32,8 @@ if TYPE_CHECKING:
 
 
 class SublayerMasks(NamedTuple):
-    """The masks of one sublayer: its units (heads or FFN dims) and its gate.
-
-    A unit whose mask is exactly 0 contributes nothing and receives no gradient (its hard-concrete
-    gate is clamped at 0, where the clamp's gradient is 0 too), so computing only the others is
-    exact.
-    """
+    """The masks of one sublayer: its units (heads or FFN dims) and its gate. A unit whose mask is
+    exactly 0 gets no gradient (the gate's clamp has none there), so skipping it is exact."""
 
     units: torch.Tensor | None = None  # [k]: the computed units' masks (None: not masked)
     layer: torch.Tensor | None = None  # scalar: z_MHA or z_FFN
@@ -73,11 +57,8 @@ SKIP_CLOSED_UNITS = True
 
 
 def split_masks(masks: Masks | None, num_layers: int) -> tuple[list[LayerMasks], LayerMasks]:
-    """Per-layer :class:`LayerMasks` and the embeddings' masks from one ``Masks`` value.
-
-    Eagerly, one host sync reads which sublayers are alive and which units are open, so only
-    those are computed; compiled, every unit is (one static graph, no sync).
-    """
+    """Per-layer :class:`LayerMasks` and the embeddings' masks from one ``Masks`` value (eagerly,
+    one host sync reads which sublayers are alive and which units are open)."""
     if masks is None:
         return [LayerMasks()] * num_layers, LayerMasks()
     hidden = masks.hidden
@@ -165,11 +146,8 @@ def fold_output(linear: nn.Linear, masks: LayerMasks, sub: SublayerMasks, unit_s
 
 
 def keep_zero_grads(x: torch.Tensor, *modules: nn.Module) -> torch.Tensor:
-    """``x`` (unchanged) tied to ``modules``' parameters with weight 0, so they get zero
-    gradients, as they do when a removed sublayer is computed and then discarded.
-
-    None instead of 0 would change the optimizer step: AdamW skips a parameter without a
-    gradient, but moves one with a zero gradient by its momentum (and decays it)."""
+    """``x`` tied to ``modules``' parameters with weight 0, so they get zero gradients as when a
+    removed sublayer is computed and discarded (AdamW skips a None gradient, not a zero one)."""
     if not torch.is_grad_enabled():
         return x
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
@@ -179,18 +157,9 @@ def keep_zero_grads(x: torch.Tensor, *modules: nn.Module) -> torch.Tensor:
 
 
 def masked_layer_norm(x: torch.Tensor, ln: nn.LayerNorm, keep: torch.Tensor | None) -> torch.Tensor:
-    """LayerNorm whose mean and variance are taken over the kept hidden dimensions only.
-
-    Args:
-        x: ``[..., H]`` input.
-        ln: the LayerNorm holding weight, bias and eps.
-        keep: ``[H]`` 0/1 float (1 = kept) or None for a plain LayerNorm.
-
-    Returns:
-        ``[..., H]``; on kept dims it equals ``F.layer_norm`` of the kept sub-vector, so a model
-        whose dropped dims were physically removed computes the same numbers. Dropped dims hold
-        arbitrary values: callers multiply by the hidden mask afterwards.
-    """
+    """LayerNorm of ``x [..., H]`` with mean and variance over the dims ``keep [H]`` (0/1 float;
+    None: a plain LayerNorm). Kept dims equal the pruned model's; dropped dims hold arbitrary
+    values (callers multiply by the hidden mask)."""
     if keep is None:
         return ln(x)
     # Autocast runs layer_norm in fp32; so does this (its mat-vecs would otherwise run in bf16).
@@ -254,7 +223,6 @@ class CoFiBertEmbeddings(nn.Module):
         return x
 
     def prune_hidden_(self, hidden: Kept) -> None:
-        """Keep the hidden dims ``hidden`` (columns of every table, scaled; the LayerNorm)."""
         for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
             if getattr(self, name) is not None:
                 setattr(self, name, embedding_part(getattr(self, name), hidden))
@@ -279,9 +247,8 @@ class SublayerOutput(nn.Module):
         sub: SublayerMasks,
         unit_size: int = 1,
     ) -> torch.Tensor:
-        """``x [B, S, k * unit_size]`` (the computed units of ``sub``, each ``unit_size`` wide:
-        a head's dims or one FFN dim), ``residual [B, S, H]`` -> ``[B, S, H]``; the residual
-        itself when the sublayer is not alive."""
+        """``x [B, S, k * unit_size]`` (the computed units of ``sub``), ``residual [B, S, H]`` ->
+        ``[B, S, H]``; the residual itself when the sublayer is not alive."""
         x = self.dropout(F.linear(x, *fold_output(self.dense, masks, sub, unit_size)))
         out = masked_layer_norm(x + residual, self.LayerNorm, masks.hidden_keep)
         if masks.hidden is not None:
@@ -289,8 +256,8 @@ class SublayerOutput(nn.Module):
         return out if sub.alive is None else torch.where(sub.alive, out, residual)
 
     def prune_(self, cols: torch.Tensor, col_z: torch.Tensor, layer_z, hidden: Kept) -> None:
-        """Keep the projection's input units ``cols`` (their masks ``col_z`` folded into its
-        columns) and the hidden dims; ``layer_z`` (the sublayer's gate) scales its outputs."""
+        """Keep the input units ``cols`` (masks ``col_z``) and the hidden dims; ``layer_z`` scales
+        the outputs."""
         row_z = layer_z * hidden.scale
         self.dense = linear_part(self.dense, hidden.index, cols, col_z, row_z)
         self.LayerNorm = layer_norm_part(self.LayerNorm, hidden)
@@ -335,15 +302,12 @@ class CoFiBertAttention(nn.Module):
         return self.output(ctx, x, masks, sub, unit_size=d)
 
     def attend(self, q, k, v, attn_mask, rows) -> torch.Tensor:
-        """Scaled dot-product attention of the kept heads ``q, k, v [B, kept, S, d]`` ->
-        ``[B, kept, S, d]`` (``rows``: their Q/K/V rows, None for all). A family with another
-        attention (DeBERTa's relative terms) overrides this."""
+        """Attention of the kept heads ``q, k, v [B, kept, S, d]`` -> ``[B, kept, S, d]``
+        (``rows``: their Q/K/V rows, None for all)."""
         p = self.dropout_p if self.training else 0.0
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
 
     def prune_(self, keep: LayerKeep, hidden: Kept) -> None:
-        """Keep ``keep.heads`` (Q/K/V rows, the output projection's columns) and the hidden dims.
-        Its layer removes it when no head is kept."""
         d = self.head_size
         rows = head_rows(keep.heads.index, d)  # [kept * d]
         for name in self.qkv_names:
@@ -362,11 +326,10 @@ class Intermediate(nn.Module):
         self.intermediate_act_fn = ACT2FN[act] if isinstance(act, str) else act
 
     def forward(self, x: torch.Tensor, sub: SublayerMasks) -> torch.Tensor:
-        """``[B, S, H]`` -> ``[B, S, k]``: the computed FFN dims of ``sub``."""
+        """``[B, S, H]`` -> ``[B, S, k]`` (the computed FFN dims)."""
         return self.intermediate_act_fn(F.linear(x, *fold(self.dense, sub.index)))
 
     def prune_(self, dims: torch.Tensor, hidden: Kept) -> None:
-        """Keep the FFN dims ``dims`` (rows) and the hidden dims (columns)."""
         self.dense = linear_part(self.dense, dims, hidden.index)
 
 
@@ -400,9 +363,8 @@ class CoFiBertLayer(nn.Module):
 
     @torch.no_grad()
     def unit_scores(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``([n], [m])``: the L2 norm of each head's Q, K, V rows and output-projection columns,
-        and of each FFN dim's input row and output column (the uniform baseline keeps the
-        largest)."""
+        """``([n], [m])``: the L2 norm of each head's Q, K, V rows and output columns, and of each
+        FFN dim's input row and output column (the uniform baseline keeps the largest)."""
         attn, n, d = self.attention, self.attention.num_heads, self.attention.head_size
         rows = [getattr(attn.self, name).weight for name in attn.qkv_names]
         heads = sum(w.reshape(n, d, -1).pow(2).sum(dim=(1, 2)) for w in rows)

@@ -1,20 +1,9 @@
-"""The prunable ModernBERT: pre-norm layers, fused Q/K/V, rotary positions, alternating global and
-sliding-window attention, a gated FFN, no biases (``transformers``' ``modeling_modernbert``,
-reimplemented mask-aware).
+"""The prunable ModernBERT (``transformers``' ``modeling_modernbert``, mask-aware): pre-norm layers,
+fused Q/K/V, rotary positions, global and sliding-window attention, a gated FFN, no biases.
 
-Where the masks act (as in BERT, adapted to pre-norm; B, S, H, n, d, m as in ``layers.py``):
-
-* ``hidden`` [H]: the residual stream is masked (embeddings after their LayerNorm, every sublayer's
-  output projection), and every LayerNorm (embeddings, the pre-norms, the final norm) takes its
-  statistics over the kept dims and has its output multiplied by the mask;
-* ``head`` [n] / ``head_layer``: each head's context and the attention's output projection;
-* ``intermediate`` [m] / ``mlp``: the FFN's gated activation ``act(x W_in) * (x W_gate)`` and its
-  output projection. An FFN unit is a row of each half of ``Wi`` (``i`` and ``m + i``): they are
-  kept or removed together.
-
-A removed sublayer takes its pre-norm with it (layer 0's attention has none). The parameter count:
-``CoFiModernBertConfig.encoder_param_terms`` (no biases, ``3*h*m`` per gated FFN, one
-LayerNorm weight per hidden dim per pre-norm; the final norm is not part of the layers).
+The masks act as in BERT (``layers.py``), adapted to pre-norm: the residual stream and every
+LayerNorm's output are masked by ``hidden``. An FFN unit is a row of each half of ``Wi`` (``i``
+and ``m + i``). A removed sublayer takes its pre-norm with it.
 """
 
 from __future__ import annotations
@@ -65,8 +54,8 @@ class CoFiModernBertConfig(PerLayerSizes, ModernBertConfig):
     pooler_size: int | None = None
 
     def encoder_param_terms(self) -> dict:
-        """ModernBERT's coefficients of ``param_count.encoder_params`` (per hidden dim of a live
-        attention: its pre-norm, absent in layer 0, and the biases when configured)."""
+        """ModernBERT's coefficients of ``param_count.encoder_params`` (layer 0's attention has
+        no pre-norm)."""
         norm = 2 if self.norm_bias else 1
         attn_bias, mlp_bias = bool(self.attention_bias), bool(self.mlp_bias)
         attention = [(norm if i > 0 else 0) + attn_bias for i in range(self.num_hidden_layers)]
@@ -117,7 +106,7 @@ class CoFiModernBertAttention(nn.Module):
         self.dropout_p = config.attention_dropout
 
     def forward(self, x: torch.Tensor, masks: LayerMasks, inputs: AttentionInputs):
-        """``x [B, S, H]`` (normed) -> the sublayer's output ``[B, S, H]`` (before the residual)."""
+        """``x [B, S, H]`` (normed) -> ``[B, S, H]`` (before the residual)."""
         B, S, _ = x.shape
         sub, n, d = masks.attention, self.num_heads, self.head_size
         kept = n if sub.index is None else len(sub.index)
@@ -158,7 +147,7 @@ class CoFiModernBertMLP(nn.Module):
         self.Wo = nn.Linear(size, config.hidden_size, bias=config.mlp_bias)
 
     def forward(self, x: torch.Tensor, masks: LayerMasks) -> torch.Tensor:
-        """``x [B, S, H]`` (normed) -> the sublayer's output ``[B, S, H]`` (before the residual)."""
+        """``x [B, S, H]`` (normed) -> ``[B, S, H]`` (before the residual)."""
         rows = self._wi_rows(masks.ffn.index)
         inp, gate = F.linear(x, *fold(self.Wi, rows)).chunk(2, dim=-1)  # [B, S, k] each
         return F.linear(self.drop(self.act(inp) * gate), *fold_output(self.Wo, masks, masks.ffn))
@@ -302,8 +291,7 @@ class CoFiModernBertModel(CoFiModernBertPreTrainedModel):
         masks: Masks | None = None,
         output_hidden_states: bool = False,
     ):
-        """``(sequence [B, S, H] after the final norm, None, hidden states or None)``; hidden
-        states: the embeddings' output, then every layer's (before the final norm)."""
+        """``(sequence [B, S, H] after the final norm, None, hidden states or None)``."""
         layer_masks, emb_masks = split_masks(masks, self.config.num_hidden_layers)
         B, S = input_ids.shape
         if attention_mask is None:

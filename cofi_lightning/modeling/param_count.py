@@ -1,26 +1,17 @@
 """The one formula for the number of encoder parameters, shared by exact and expected counts.
 
-**Encoder parameters** (the quantity every sparsity in this project is measured on) are all
-parameters of the Transformer layers: Q/K/V/output projections with their biases, the FFN input and
-output projections with their biases, and both LayerNorms of every layer. Embeddings, the pooler,
-the task head and the distillation projection are excluded, as in the paper (Sec. 4.1). Unlike the
-original code, biases and LayerNorms are counted exactly, so the sparsity we report is what the
-exported model really holds.
+Encoder parameters (what every sparsity is measured on) are all parameters of the Transformer
+layers, biases and LayerNorms included; embeddings, the pooler, the task head and the distillation
+projection are excluded, as in the paper (Sec. 4.1).
 
 For a layer with hidden size h, n heads of size d and m FFN dimensions::
 
     attention = 4*h*n*d (Q, K, V, O weights) + 3*n*d (Q, K, V biases) + 3*h (O bias, LayerNorm)
     ffn       = 2*h*m (in/out weights) + m (in bias) + 3*h (out bias, LayerNorm)
 
-where the ``3*h`` terms exist only while the sublayer does (``alive``). A family changes the
-coefficients through its config's ``encoder_param_terms()`` (keyword arguments of
-:func:`encoder_params`): DeBERTa adds ``extra_projections`` (its position projections without
-``share_att_key``, ``e*(h*n*d + n*d)``) and ``per_hidden`` (its relative embeddings and their
-LayerNorm, held by the encoder outside its layers); ModernBERT has no biases, a gated FFN
-(``3*h*m``) and one pre-norm per sublayer (none before layer 0's attention). With binary masks each
-argument is a count and the formula is exact; with gate probabilities each argument is an
-expectation and, because the gates are independent, the formula is the exact expected parameter
-count (products of expectations of independent gates are expectations of products).
+where the ``3*h`` terms exist only while the sublayer does. A family changes the coefficients
+through its config's ``encoder_param_terms()``. With gate probabilities each argument is an
+expectation and, the gates being independent, the result is the exact expected count.
 """
 
 from __future__ import annotations
@@ -43,24 +34,19 @@ def encoder_params(
     ffn_bias: int = 1,
     ffn_per_hidden: int = 3,
 ) -> torch.Tensor:
-    """Encoder parameter count (exact for counts, expected for probabilities).
+    """Encoder parameter count (exact for counts, expected for probabilities), a scalar tensor.
 
     Args:
-        hidden: number (or expected number) of hidden dimensions, scalar.
-        heads: ``[L]`` (expected) number of heads per layer.
-        intermediate: ``[L]`` (expected) number of FFN dimensions per layer.
-        attn_alive: ``[L]`` 1 (probability) if the attention sublayer exists.
-        ffn_alive: ``[L]`` 1 (probability) if the FFN sublayer exists.
-        head_size: size d of one attention head.
-        extra_projections, per_hidden: a family's extra terms (see the module docstring).
-        head_bias: bias entries per head dim (Q, K, V biases: 3; none: 0).
-        attention_per_hidden: per-hidden-dim parameters of a live attention sublayer besides its
+        hidden: (Expected) hidden dimensions, scalar.
+        heads, intermediate: ``[L]`` (expected) heads and FFN dimensions per layer.
+        attn_alive, ffn_alive: ``[L]`` 1 (probability) if the sublayer exists.
+        extra_projections: Position projections ``e*(h*n*d + n*d)`` (DeBERTa).
+        per_hidden: Parameters per hidden dim outside the layers (DeBERTa's relative embeddings).
+        head_bias: Bias entries per head dim (Q, K, V biases: 3; none: 0).
+        attention_per_hidden: Per-hidden-dim parameters of a live attention besides its
             projections (O bias and LayerNorm: 3), one number or one per layer.
         ffn_weights / ffn_bias / ffn_per_hidden: an FFN dim's weights per hidden dim (2; gated:
             3), its bias entries (1), and a live FFN's per-hidden-dim parameters (3).
-
-    Returns:
-        Scalar tensor: the total over layers.
     """
     d, e = head_size, extra_projections
     per_layer = torch.as_tensor(attention_per_hidden, dtype=heads.dtype, device=heads.device)

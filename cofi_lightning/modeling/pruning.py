@@ -1,21 +1,12 @@
-"""Physical pruning: fold mask values into the weights and remove every zeroed unit.
+"""Physical pruning (Xia et al. 2022, Sec. 3.4): fold mask values into the weights and remove every
+zeroed unit, as a walk in which each prunable module shrinks itself (``prune_hidden_`` /
+``prune_``); nothing edits ``state_dict`` keys. :func:`fold` computes a projection's masked weight
+and bias for the masked forward and the compact ``nn.Linear`` alike, so masked == pruned.
 
-This file owns the surgery ``masked model -> compact dense model`` (Xia et al. 2022, Sec. 3.4 / the
-original ``prune_model_with_z``) as a walk over modules: the model is copied, and each prunable
-module shrinks itself (``prune_hidden_`` / ``prune_``) given which units it keeps and with which
-mask values. A new encoder family implements those methods on its own modules; nothing here edits
-``state_dict`` keys. After the walk, the compact model computes exactly what the masked model
-computes with those (deterministic) masks; tests check this to 1e-4 in fp32, and it holds by
-construction for the projections: :func:`fold` computes a linear's masked weight and bias for the
-masked forward and for the compact ``nn.Linear`` (:func:`linear_part`) alike.
-
-Folding, per unit (``hz`` = hidden mask, ``K`` = kept indices):
-- embeddings: every table's columns ``[:, K_hidden] * hz``; LayerNorm ``* hz``.
-- attention: Q/K/V rows of kept heads, columns ``K_hidden``; the output projection's columns are
-  scaled by each head's mask, the whole projection (and bias) by ``head_layer``, its rows by ``hz``.
-- FFN: input projection rows ``K_int``; output projection columns scaled by ``intermediate``, the
-  whole projection by ``mlp``, rows by ``hz``; LayerNorms ``* hz``.
-- task heads: input columns ``K_hidden`` (a pooler's output size is not a hidden dimension).
+Folding (``hz`` = hidden mask, ``K`` = kept indices): embedding columns ``[:, K_hidden] * hz``;
+Q/K/V rows of kept heads; output projections' columns scaled by the unit masks, the whole
+projection by the sublayer gate, rows by ``hz``; LayerNorms ``* hz``; task heads' input columns
+``K_hidden`` (a pooler's output size is not a hidden dimension).
 """
 
 from __future__ import annotations
@@ -43,14 +34,8 @@ class Kept(NamedTuple):
 
 
 class LayerKeep(NamedTuple):
-    """What one encoder layer keeps.
-
-    Attributes:
-        heads: Kept heads (scale: each head's mask value); empty index: attention removed.
-        head_layer: The attention sublayer's gate value (scalar tensor).
-        dims: Kept FFN dims (scale: the intermediate mask); empty index: FFN removed.
-        mlp: The FFN sublayer's gate value (scalar tensor).
-    """
+    """What one encoder layer keeps: heads and FFN dims (an empty index removes the sublayer) and
+    the sublayer gates' values."""
 
     heads: Kept
     head_layer: torch.Tensor
@@ -70,23 +55,17 @@ def fold(
     col_scale: torch.Tensor | None = None,
     row_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``linear``'s weight and bias restricted to ``rows`` / ``cols``, with masks folded in.
+    """``(W[rows][:, cols] * col_scale * row_scale[:, None], b[rows] * row_scale)`` of ``linear``.
 
-    The one place where "masked == pruned" is decided: the masked forward calls it on every step
-    (the masks stay differentiable), physical pruning builds the compact ``nn.Linear`` from it.
-    Folding a mask into the weight (``[out, in]`` work) instead of multiplying the activations
-    (``[B, S, in]`` and ``[B, S, out]`` work) computes the same function, cheaper.
+    The one place where "masked == pruned" is decided: the masked forward calls it every step,
+    physical pruning builds the compact ``nn.Linear`` from it. Folding masks into the weight
+    (``[out, in]`` work) is cheaper than multiplying the activations.
 
     Args:
-        linear: The full projection.
         rows: ``[r]`` long: the output units kept (None: all).
         cols: ``[c]`` long: the input units kept (None: all).
         col_scale: ``[c]``: each kept input unit's mask (heads repeated over their dims).
-        row_scale: ``[r]`` or scalar: each output's mask (the sublayer gate times the hidden mask).
-
-    Returns:
-        ``(W[rows][:, cols] * col_scale * row_scale[:, None], b[rows] * row_scale)``; the bias is
-        None when ``linear`` has none.
+        row_scale: ``[r]`` or scalar: the sublayer gate times the hidden mask.
     """
     weight, bias = linear.weight, linear.bias
     if rows is not None:
@@ -115,8 +94,7 @@ def linear_part(linear: nn.Linear, *args, **kwargs) -> nn.Linear:
 
 
 def layer_norm_part(ln: nn.LayerNorm, hidden: Kept) -> nn.LayerNorm:
-    """A LayerNorm over the kept hidden dims, its affine parameters scaled by the hidden mask
-    (what the masked forward's ``LayerNorm(x) * hz`` computes on those dims)."""
+    """A LayerNorm over the kept hidden dims, its affine parameters scaled by the hidden mask."""
     affine = ln.weight is not None
     out = nn.LayerNorm(
         len(hidden.index),
@@ -186,16 +164,9 @@ def _layer_keeps(z: Masks, config) -> list[LayerKeep]:
 
 @torch.no_grad()
 def prune_model(model, masks: Masks):
-    """Return a new compact model of ``model``'s class equivalent to ``model(..., masks=masks)``.
-
-    The walk: ``base.embeddings.prune_hidden_``, ``base.prune_encoder_`` (each layer's
-    ``prune_``), ``model.prune_head_``; then the config gets the kept sizes, and the compact model's
-    tensors are checked against a fresh model of that config (so it saves and loads as itself).
-
-    Args:
-        model: a CoFi model of any supported family (sequence classification or QA).
-        masks: the masks to apply permanently (typically ``CoFiMasks.deterministic()``); soft values
-            are folded into the weights, zeros are removed.
+    """A new compact model of ``model``'s class equivalent to ``model(..., masks=masks)``: soft
+    values folded into the weights, zeros removed, the config given the kept sizes and checked
+    against a fresh model of it (so it saves and loads as itself).
 
     Raises:
         ValueError: mask shapes do not fit the model, or every hidden dimension is pruned.

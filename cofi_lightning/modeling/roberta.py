@@ -1,16 +1,5 @@
-"""The prunable RoBERTa and XLM-R: BERT's layers with RoBERTa's embeddings and classification head.
-
-This file owns what RoBERTa changes on top of ``bert.py`` (the layers, masks and pruning walk are
-BERT's, and so is the parameter count):
-
-* embeddings: positions count real tokens from ``padding_idx + 1`` (``transformers``'
-  ``create_position_ids_from_input_ids``), the position table has a padding row, one token type;
-* no pooler: the classification head is ``dense (H -> H) + tanh + out_proj`` on the ``<s>``
-  token; its input is a hidden dimension (pruned), its output (``pooler_size``) is not;
-* XLM-R (``xlm-roberta``) is the same network with its own config class.
-
-Submodule names follow ``transformers``' RoBERTa, so vanilla checkpoints load key for key.
-"""
+"""The prunable RoBERTa and XLM-R (the same network, its own config): BERT's layers with RoBERTa's
+positions (counted from ``padding_idx + 1``) and classification head (no pooler)."""
 
 from __future__ import annotations
 
@@ -84,8 +73,7 @@ class CoFiRobertaPreTrainedModel(CoFiBertPreTrainedModel):
 
 
 class CoFiRobertaModel(CoFiRobertaPreTrainedModel, CoFiBertModel):
-    """The RoBERTa encoder (``add_pooling_layer`` as in ``transformers``: the task models have
-    none)."""
+    """The RoBERTa encoder (the task models have no pooler)."""
 
     embeddings_class = CoFiRobertaEmbeddings
 

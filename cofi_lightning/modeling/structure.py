@@ -1,18 +1,7 @@
-"""Which parts of a masked encoder exist, and the structure (kept sizes) they make.
-
-This file owns three statements that every reader of a structure shares:
-
-* :func:`sublayer_alive`, the rule "a sublayer is alive": an attention (FFN) sublayer exists while
-  its layer gate ``z_MHA`` (``z_FFN``) is open and at least one of its heads (FFN dimensions) is,
-  and :func:`sublayer_masks`, which masks those are;
-* :func:`unit_counts`, the per-layer kept heads, FFN dimensions, hidden dimensions and alive
-  sublayers of mask values, exact for 0/1 values and expected for gate probabilities (the
-  parameter count and the latency of both read it);
-* :class:`Structure`, the kept sizes of an encoder as one value, built from deterministic masks or
-  from a (pruned) config; the parameter count, the latency, the tables, the heatmap, the model card
-  and ``results.json`` all read it.
-
-It does not apply masks (the layers do) or remove units (``pruning.py``).
+"""Which parts of a masked encoder exist, and the structure (kept sizes) they make: the rule "a
+sublayer is alive" (:func:`sublayer_alive`), the translation of mask values into kept counts
+(:func:`unit_counts`, exact for 0/1 values, expected for gate probabilities) and the kept sizes as
+one value (:class:`Structure`) that counts, latency, reports and ``results.json`` read.
 """
 
 from __future__ import annotations
@@ -27,17 +16,14 @@ from .param_count import encoder_params
 
 
 def sublayer_alive(layer: torch.Tensor | None, units: torch.Tensor | None) -> torch.Tensor | None:
-    """Whether (or how probably) a sublayer exists.
+    """Whether (or how probably) a sublayer exists: its gate is open and at least one unit is.
 
     Args:
-        layer: ``[...]`` the sublayer's gate: bool (open or not) or float (probability of being
-            open). None: always open.
-        units: ``[..., k]`` its heads / FFN dimensions, in the same convention. None: all open.
+        layer: ``[...]`` the sublayer's gate, bool or probability of being open (None: open).
+        units: ``[..., k]`` its heads / FFN dimensions, in the same convention (None: all open).
 
     Returns:
-        ``[...]``: bool for bool inputs; for probabilities, the probability that the gate and at
-        least one unit are open, ``P(layer) · (1 − Π_i (1 − P(unit_i)))`` (independent gates).
-        None when both inputs are None.
+        ``[...]``: bool, or ``P(layer) · (1 − Π_i (1 − P(unit_i)))``; None when both are None.
     """
     if units is not None:
         units = units.any(-1) if units.dtype == torch.bool else 1 - (1 - units).prod(-1)
@@ -48,20 +34,14 @@ def sublayer_alive(layer: torch.Tensor | None, units: torch.Tensor | None) -> to
 
 def sublayer_masks(masks: Any) -> tuple[tuple[torch.Tensor | None, torch.Tensor | None], ...]:
     """The masks each sublayer type answers to, ``(layer gate [L], units [L, k])``: attention
-    (``head_layer``, ``head``), then FFN (``mlp``, ``intermediate``); None is all open. The one
-    map of mask units onto sublayers: the counts, the layer mapping and pruning read it."""
+    (``head_layer``, ``head``), then FFN (``mlp``, ``intermediate``); None is all open."""
     return (masks.head_layer, masks.head), (masks.mlp, masks.intermediate)
 
 
 class UnitCounts(NamedTuple):
-    """What mask values keep, per layer (counts, or expected counts for probabilities).
-
-    Attributes:
-        hidden: Scalar: kept hidden dimensions.
-        heads, widths: ``[L]`` kept heads and FFN dimensions (a unit counts while its layer gate
-            is open).
-        attention, ffn: ``[L]`` whether (the probability that) each sublayer is alive.
-    """
+    """What mask values keep (counts, or expected counts): scalar ``hidden``; ``[L]`` ``heads``
+    and ``widths`` (a unit counts while its layer gate is open); ``[L]`` ``attention`` and ``ffn``
+    alive."""
 
     hidden: torch.Tensor
     heads: torch.Tensor
@@ -85,18 +65,9 @@ def _sublayer(
 
 
 def unit_counts(keep: Any, full: Structure) -> UnitCounts:
-    """Per-layer kept units of mask values: the one translation of gates into counts.
-
-    Args:
-        keep: A ``Masks`` value of keep values, all 0/1 (exact counts) or all probabilities
-            ``P(z ≠ 0)`` (expected counts; independent gates make the products expectations):
-            ``hidden [H]``, ``head [L, N]``, ``head_layer [L]``, ``intermediate [L, I]``,
-            ``mlp [L]``. A field that is None keeps all of ``full``.
-        full: The unmasked structure (sizes for the fields that are None).
-
-    Returns:
-        :class:`UnitCounts` in ``keep``'s dtype (float64 when no field is set).
-    """
+    """Per-layer kept units of a ``Masks`` value ``keep``, all 0/1 (exact counts) or all
+    probabilities ``P(z ≠ 0)`` (expected counts: the gates are independent); a field that is None
+    keeps all of the ``full`` structure. In ``keep``'s dtype (float64 when no field is set)."""
     given = [t for _, t in keep.items()]
     ref = given[0] if given else torch.ones((), dtype=torch.float64)
     hidden = keep.hidden.sum() if keep.hidden is not None else ref.new_tensor(full.hidden_size)
@@ -108,17 +79,8 @@ def unit_counts(keep: Any, full: Structure) -> UnitCounts:
 
 @dataclass(frozen=True)
 class Structure:
-    """The kept sizes of an encoder: hidden dims and, per layer, heads and FFN width.
-
-    A width of 0 means the sublayer is removed (:func:`sublayer_alive` decided it). In
-    ``results.json`` it is ``{"hidden_size", "num_heads", "intermediate_sizes"}``, the keys a
-    pruned model's config uses for the same sizes.
-
-    Attributes:
-        hidden_size: Kept hidden dimensions.
-        num_heads: Kept heads per layer.
-        intermediate_sizes: Kept FFN dimensions per layer.
-    """
+    """The kept sizes of an encoder: hidden dims and, per layer, heads and FFN width (0: the
+    sublayer is removed), under the keys a pruned model's config uses."""
 
     hidden_size: int
     num_heads: tuple[int, ...]
@@ -194,12 +156,8 @@ class Structure:
         )
 
     def params(self, head_size: int, **terms: Any) -> int:
-        """Exact encoder parameters of this structure (``param_count.py``'s formula).
-
-        Args:
-            head_size: Size of one attention head.
-            terms: A family's extra terms of the formula (``param_count.param_terms``).
-        """
+        """Exact encoder parameters of this structure, with a family's extra ``terms``
+        (``param_count.param_terms``)."""
         heads = torch.tensor(self.num_heads, dtype=torch.float64)
         widths = torch.tensor(self.intermediate_sizes, dtype=torch.float64)
         alive = (heads > 0).double(), (widths > 0).double()

@@ -1,15 +1,5 @@
-"""The CoFi training system: a LightningModule composing the student with its stage's parts.
-
-This file owns one training / validation step of every stage (Xia et al. 2022, Sec. 3): the
-student's forward, the objective of the stage (the task loss, or distillation from a frozen
-teacher), the Lagrangian of the pruning stage, the optimizer and its schedule, and the validation
-metrics. What differs between stages comes in as parts (``cofi_lightning.training.parts``): a
-stage without masks gets :class:`~cofi_lightning.training.parts.NoPruning`, one without a teacher
-:class:`~cofi_lightning.training.parts.TaskLoss`.
-
-It does not build models or data, choose stages, or write files (``cofi_lightning.run.stages``),
-and its optimizer groups live in ``cofi_lightning.training.optim``.
-"""
+"""The CoFi training system: a LightningModule composing the student with its stage's parts
+(``parts.py``), for one training / validation step of every stage (Xia et al. 2022, Sec. 3)."""
 
 from __future__ import annotations
 
@@ -43,18 +33,8 @@ __all__ = ["CoFiSystem"]
 
 
 class CoFiSystem(L.LightningModule):
-    """Student trained by its stage's objective, with its stage's pruning.
-
-    Args:
-        student: A ``CoFiBertForSequenceClassification`` / ``...ForQuestionAnswering``.
-        task: Task name (``sst2``, ``squad``, ...); chooses metrics and the main metric.
-        stage: The stage's settings (lr, schedule, length).
-        optim: Optimizer settings shared by the stages (weight decay, clipping, warm-up ratio).
-        freeze_embeddings: Keep the embedding tables out of the optimizer.
-        objective: :class:`TaskLoss` (default) or :class:`Distillation` from a teacher.
-        pruning: :class:`Pruning` (the prune stage's gates and constraint) or
-            :class:`NoPruning` (default).
-    """
+    """Student trained by its stage's objective (default :class:`TaskLoss`), with its stage's
+    pruning (default :class:`NoPruning`); ``task`` chooses the metrics."""
 
     def __init__(
         self,
@@ -89,9 +69,7 @@ class CoFiSystem(L.LightningModule):
                 if "embeddings." in name:
                     p.requires_grad_(False)
         self.collector = ValidationCollector(self.task)
-        #: The masks of the last training step (detached), for callbacks and tests.
         self.current_masks: Masks | None = None
-        #: ``{"val/<metric>": value}`` of the last validation, for callbacks.
         self.last_val_metrics: dict[str, float] = {}
         #: Whether validations reach the loggers, and the global step of the last one that did.
         self.log_val = True
@@ -106,8 +84,7 @@ class CoFiSystem(L.LightningModule):
     # --- optimization -----------------------------------------------------------------------------
 
     def _weights(self) -> list[tuple[str, nn.Parameter]]:
-        """The student's and the layer projection's parameters (not the gates, not the
-        multipliers)."""
+        """The student's and the layer projection's parameters."""
         return [
             (name, p)
             for name, p in self.named_parameters()
@@ -115,14 +92,9 @@ class CoFiSystem(L.LightningModule):
         ]
 
     def stage_steps(self) -> tuple[int, int]:
-        """``(optimizer steps per epoch, optimizer steps of the stage)``.
-
-        Counted from the DataModule's ``train_dataset`` and ``batch_size`` (after DDP sharding,
-        ``limit_train_batches`` and accumulation) rather than
-        ``trainer.estimated_stepping_batches``: that one builds the training loader before a
-        resumed checkpoint's loader state is read, so Lightning would drop the position inside
-        the epoch.
-        """
+        """``(optimizer steps per epoch, optimizer steps of the stage)``, from the DataModule:
+        ``trainer.estimated_stepping_batches`` builds the loader before a resumed checkpoint's
+        loader state is read, so Lightning would drop the position inside the epoch."""
         trainer = self.trainer
         dm = trainer.datamodule
         if getattr(dm, "train_dataset", None) is None or not getattr(dm, "batch_size", None):
@@ -160,9 +132,7 @@ class CoFiSystem(L.LightningModule):
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """With ``pruning.restart_optimizer``: forget the weights' AdamW moments when the masks
-        switch on (the original builds a new optimizer there; its schedule restarts too, see
-        :func:`~cofi_lightning.training.optim.build_scheduler`). Idempotent until the next step, so
-        a run resumed at that step does the same."""
+        switch on, as the original (idempotent within the step, so a resumed run does the same)."""
         restart = self.pruning.restart_step()
         if restart and self.global_step == restart:
             optimizer = self.optimizers(use_pl_optimizer=False)
@@ -172,11 +142,9 @@ class CoFiSystem(L.LightningModule):
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
     ):
-        """Clip the weights' gradient norm (never log-alphas or multipliers, as CoFi).
-
-        ``optim.clip_over=optimized`` clips the weight groups of the optimizer; ``model`` every
-        student and projection gradient, frozen embeddings included, as the original's
-        ``clip_grad_norm_(model.parameters())`` (their norm then shrinks the applied updates)."""
+        """Clip the weights' gradient norm (never log-alphas or multipliers, as CoFi): the
+        optimizer's weight groups, or with ``optim.clip_over=model`` every student and projection
+        gradient, frozen embeddings included, as the original."""
         max_norm = self.optim.max_grad_norm
         if max_norm is None or max_norm <= 0:
             return
@@ -193,7 +161,6 @@ class CoFiSystem(L.LightningModule):
     # --- masks ------------------------------------------------------------------------------------
 
     def pruning_active(self) -> bool:
-        """Masks and the Lagrangian are on (pruning stage, after the distillation-only warm-up)."""
         return self.pruning.active(self.global_step)
 
     def eval_masks(self) -> Masks | None:

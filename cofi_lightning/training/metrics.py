@@ -1,16 +1,8 @@
 """GLUE and SQuAD v1.1 evaluation metrics, in percent.
 
-This file owns the metric functions the papers report. GLUE metrics come from ``torchmetrics``
-(accuracy, binary F1 of the positive class 1, Matthews correlation, Pearson and Spearman
-correlation); Matthews correlation is 0 for constant predictions or labels, as with the scikit-learn
-function GLUE uses (torchmetrics returns a small non-zero limit there). torchmetrics ranks for
-Spearman in float32, so it agrees with SciPy to about 1e-7 relative, far below the two decimals
-reported. SQuAD exact match and F1 follow the official v1.1 evaluation script: answers are
-normalised (lower case, punctuation and the articles a/an/the removed, white space collapsed),
-scored against every gold answer and the maximum kept. It is written out here rather than taken from
-``torchmetrics.functional.squad`` because that one follows the v2.0 rule for empty answers (two
-empty answers score F1 1, v1.1 scores 0) and sums in float32. Which metric a task reports is
-declared in ``cofi_lightning.data.tasks``.
+GLUE metrics come from ``torchmetrics``. SQuAD follows the official v1.1 script, written out
+because ``torchmetrics.functional.squad`` follows v2.0's rule for empty answers (two empty
+answers score F1 1, v1.1 scores 0) and sums in float32.
 """
 
 from __future__ import annotations
@@ -44,22 +36,12 @@ def _as_tensor(x: Any) -> torch.Tensor:
 
 
 def glue_metrics(task: str, predictions: Any, labels: Any) -> dict[str, float]:
-    """The task's GLUE metrics, in percent.
+    """The task's GLUE metrics (declared in ``cofi_lightning.data.tasks``), in percent.
 
     Args:
-        task: GLUE task name (``sst2``, ``mnli``, ``qnli``, ``qqp``, ``cola``, ``rte``, ``mrpc``,
-            ``stsb``).
-        predictions: ``[N]`` predicted class ids, or ``[N, C]`` logits (arg-maxed); for STS-B
-            ``[N]`` or ``[N, 1]`` predicted scores. Tensor, NumPy array or list.
-        labels: ``[N]`` gold class ids (hub schema), or gold scores for STS-B.
-
-    Returns:
-        ``{metric: value}`` with the task's metrics: ``accuracy`` (SST-2, QNLI, RTE, MNLI, MRPC,
-        QQP), ``f1`` (MRPC, QQP; positive class 1), ``matthews_correlation`` (CoLA), ``pearson`` and
-        ``spearman`` (STS-B), each multiplied by 100.
-
-    Raises:
-        KeyError: Unknown task. ValueError: SQuAD task, empty input, or mismatched lengths.
+        predictions: ``[N]`` class ids or ``[N, C]`` logits; for STS-B ``[N]`` or ``[N, 1]``
+            scores. Tensor, NumPy array or list.
+        labels: ``[N]`` gold class ids, or gold scores for STS-B.
     """
     spec = get_task(task)
     if spec.family != "glue":
@@ -94,11 +76,8 @@ def glue_metrics(task: str, predictions: Any, labels: Any) -> dict[str, float]:
 
 
 def _matthews(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Matthews correlation, 0 when predictions or labels are constant (as GLUE's scikit-learn).
-
-    torchmetrics instead returns a small non-zero limit in that case (e.g. 18 points for a model
-    that always predicts "acceptable" on a CoLA sample), which would flatter collapsed models.
-    """
+    """Matthews correlation, 0 when predictions or labels are constant (as GLUE's scikit-learn;
+    torchmetrics returns a non-zero limit that would flatter collapsed models)."""
     confusion = binary_confusion_matrix(preds, target)  # [2, 2]: rows gold, columns predicted
     if (confusion.sum(0) == 0).any() or (confusion.sum(1) == 0).any():
         return torch.tensor(0.0)
@@ -133,20 +112,9 @@ def _exact(prediction: str, gold: str) -> float:
 def squad_metrics(
     predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]
 ) -> dict[str, float]:
-    """SQuAD v1.1 exact match and F1, in percent, averaged over the questions of ``references``.
-
-    Args:
-        predictions: ``{question id: predicted answer text}``.
-        references: ``{question id: [gold answer texts]}``; a prediction is scored against each and
-            the best score kept.
-
-    Returns:
-        ``{"exact_match": .., "f1": ..}`` in percent. As in the official script, a question without
-        a prediction scores 0 (with a warning) and predictions for unknown ids are ignored.
-
-    Raises:
-        ValueError: ``references`` is empty, or a question has no gold answer.
-    """
+    """SQuAD v1.1 exact match and F1 in percent over the questions of ``references``
+    (``{id: [gold texts]}``, the best-scoring kept); as in the official script, a question without
+    a prediction scores 0 (with a warning) and predictions for unknown ids are ignored."""
     if not references:
         raise ValueError("no reference questions to score")
     exact = f1 = 0.0

@@ -1,16 +1,11 @@
-"""Optimizer and learning-rate schedule of the CoFi system: one AdamW over named parameter groups.
+"""One AdamW over named parameter groups, and their learning-rate schedule:
 
-This file owns how trainable tensors are split into groups and which learning rate and schedule each
-group gets:
-
-* ``weights`` / ``weights_no_decay``: the student and the layer-distillation projection (model lr,
-  linear decay with warm-up, or constant); biases and LayerNorm weights get no weight decay;
+* ``weights`` / ``weights_no_decay``: the student and the distillation projection (the stage's lr,
+  its schedule); biases and LayerNorm weights get no weight decay;
 * ``log_alpha``: the mask log-alphas (``reg_lr``, constant, no decay);
-* ``multipliers``: λ1, λ2 (``reg_lr``, constant, gradient *ascent* via ``maximize=True``).
+* ``multipliers``: λ1, λ2 (``reg_lr``, constant, ascent via ``maximize=True``).
 
-One optimizer with per-group ``maximize`` replaces CoFi's three AdamWs and its negative learning
-rate (see ``cofi_lightning/core/lagrangian.py``). It does not decide when pruning starts or clip
-gradients (the system does, on the weight groups only).
+It replaces CoFi's three AdamWs and its negative learning rate.
 """
 
 from __future__ import annotations
@@ -40,15 +35,8 @@ def weight_groups(
     lr: float,
     freeze_embeddings: bool = False,
 ) -> list[dict[str, Any]]:
-    """The two weight groups (decay / no decay) of the trainable weights.
-
-    Args:
-        named_parameters: ``(name, parameter)`` pairs of the student and the distillation
-            projection; parameters with ``requires_grad=False`` (a frozen teacher) are skipped.
-        cfg: Shared optimizer settings (weight decay).
-        lr: The stage's weight learning rate.
-        freeze_embeddings: Leave the embedding tables and their LayerNorm out.
-    """
+    """The two weight groups (decay / no decay) of the trainable ``named_parameters``
+    (``freeze_embeddings``: the embedding tables and their LayerNorm left out)."""
     decay, no_decay = [], []
     for name, p in named_parameters:
         if not p.requires_grad or (freeze_embeddings and "embeddings." in name):
@@ -70,18 +58,8 @@ def build_optimizer(
     log_alphas: Iterable[nn.Parameter] = (),
     multipliers: nn.Module | None = None,
 ) -> torch.optim.AdamW:
-    """One AdamW over the weight, log-alpha and multiplier groups (empty groups are dropped).
-
-    Args:
-        weights: Named weight parameters (see :func:`weight_groups`).
-        cfg: Shared optimizer settings (``optim``: weight decay, epsilon).
-        lr: The stage's weight learning rate (paper: 2e-5 GLUE, 3e-5 SQuAD).
-        reg_lr: Learning rate of the log-alphas and the multipliers (``pruning.reg_lr``).
-        freeze_embeddings: Leave the embedding tables and their LayerNorm out.
-        log_alphas: The masks' log-alphas (``CoFiMasks.mask_parameters()``); none when not pruning.
-        multipliers: The :class:`~cofi_lightning.core.lagrangian.LagrangeMultipliers`; None when not
-            pruning.
-    """
+    """One AdamW over the weight, log-alpha and multiplier groups (empty groups are dropped);
+    ``reg_lr`` is ``pruning.reg_lr``."""
     groups = weight_groups(weights, cfg, lr, freeze_embeddings)
     groups.append(
         {"name": "log_alpha", "params": list(log_alphas), "lr": reg_lr, "weight_decay": 0.0}
@@ -95,14 +73,8 @@ def build_optimizer(
 
 
 def weight_lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: Schedule) -> float:
-    """Multiplier of the weight lr at ``step``: linear warm-up, then linear decay or constant.
-
-    Args:
-        step: Optimizer steps taken in this stage.
-        total_steps: Optimizer steps of the whole stage (decay reaches 0 there).
-        warmup_steps: Warm-up length in optimizer steps.
-        schedule: ``linear`` or ``constant``.
-    """
+    """Multiplier of the weight lr at ``step``: linear warm-up, then linear decay (to 0 at
+    ``total_steps``) or constant."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     if schedule == "constant":
@@ -119,14 +91,8 @@ def build_scheduler(
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A LambdaLR: the weight schedule on the weight groups, constant 1 on the L0 groups.
 
-    Args:
-        optimizer: From :func:`build_optimizer`.
-        cfg: Shared optimizer settings (``warmup_ratio``).
-        schedule: The stage's weight schedule, ``linear`` or ``constant``.
-        total_steps: Optimizer steps of the whole stage.
-        restart_at: > 0 starts the weight schedule afresh at that step, over the remaining
-            ``total_steps - restart_at`` steps (with its own warm-up), as the original does when
-            pruning starts. A pure function of the step, so a resumed run needs no extra state.
+    ``restart_at > 0`` starts the weight schedule afresh at that step (with its own warm-up), as
+    the original does when pruning starts; a pure function of the step, so resuming needs no state.
     """
 
     def weight_factor(step: int) -> float:

@@ -1,18 +1,9 @@
-"""The parts a stage hands :class:`~cofi_lightning.training.lit_module.CoFiSystem`.
+"""What differs between stages, handed to :class:`~cofi_lightning.training.lit_module.CoFiSystem`
+as parts: the objective (:class:`TaskLoss` or :class:`Distillation`) and the pruning
+(:class:`Pruning` or :class:`NoPruning`).
 
-This file owns what differs between stages, so the system composes parts instead of asking what
-it holds:
-
-* the objective: :class:`TaskLoss` (teacher fine-tuning) or :class:`Distillation`
-  (``α_layer·L_layer + α_pred·L_pred`` from a frozen teacher's outputs);
-* the pruning: :class:`Pruning` (the gates, their Lagrange multipliers, the constraint and the
-  target schedule; Xia et al. 2022, Sec. 3) or :class:`NoPruning` (an unmasked model).
-
-The teacher is deliberately *not* a module of the system: it is never in ``state_dict``
-(checkpoints stay small; the stage reloads it from its HF directory on resume), never in
-``parameters()`` (so never in an optimizer or in DDP), and Lightning's ``.train()`` calls never
-take it out of eval mode. The parts hold the modules the system registers under its own names
-(``masks``, ``multipliers``, ``layer_distiller``), so its checkpoints keep their keys.
+The teacher is deliberately not a module of the system: never in ``state_dict`` (the stage reloads
+it on resume), never in an optimizer or DDP, never put in training mode by Lightning.
 """
 
 from __future__ import annotations
@@ -75,18 +66,9 @@ class TaskLoss:
 
 
 class Distillation:
-    """Distillation from a frozen teacher's outputs (Xia et al. 2022, Eq. 7-8).
-
-    The teacher's outputs of a training batch come from its forward, or from the on-disk cache
-    of them (``distill.teacher_cache``; the stage attaches it as ``cache``) for batches that
-    carry ``example_index``.
-
-    Args:
-        teacher: The fine-tuned teacher (put in eval mode, gradients off).
-        config: Distillation settings (weights, temperature, layer mapping).
-        layer_distiller: The projection + layer loss, or None without layer distillation
-            (``distill.alpha_layer == 0``).
-    """
+    """Distillation from a frozen teacher's outputs (Xia et al. 2022, Eq. 7-8), from its forward
+    or, for batches carrying ``example_index``, from the on-disk cache the stage attaches as
+    ``cache``; ``layer_distiller`` is None without layer distillation."""
 
     labels = False
 
@@ -98,10 +80,7 @@ class Distillation:
         self.layer_distiller = layer_distiller
         self.hidden_states = layer_distiller is not None
         self.depth = teacher.config.num_hidden_layers
-        #: The distilled teacher layers (0-based; empty without layer distillation).
         self.layers = layer_distiller.distilled_layers(self.depth) if self.hidden_states else []
-        #: A :class:`~cofi_lightning.run.teacher_cache.TeacherCache` of the teacher's outputs on
-        #: the training set, or None to run the teacher.
         self.cache = None
 
     def to(self, device: torch.device) -> None:
@@ -144,8 +123,7 @@ class Distillation:
             num_teacher_layers=self.depth,
         )
         log("train/layer_loss", layer)
-        # The student layer matched to each distilled teacher layer (0-based), logged as a tensor
-        # (no host sync): how the dynamic mapping moves as layers are pruned.
+        # How the dynamic mapping moves as layers are pruned (tensors: no host sync).
         for t_layer, s_layer in zip(self.layers, chosen, strict=True):
             log(f"distill/student_layer_for_teacher_{t_layer}", s_layer.float())
         return layer
@@ -160,11 +138,10 @@ class NoPruning:
     masks = multipliers = constraint = None
 
     def optimizer_parts(self) -> dict[str, Any]:
-        """No gates and no multipliers in the optimizer."""
         return {}
 
     def schedule(self, per_epoch: int, total: int) -> None:
-        """Nothing to schedule."""
+        pass
 
     def restart_step(self) -> int:
         return 0
@@ -179,25 +156,18 @@ class NoPruning:
         return loss
 
     def clamp_(self) -> None:
-        """Nothing to clamp."""
+        pass
 
     def eval_metrics(self, z: Masks | None) -> dict[str, float]:
         return {}
 
 
 class Pruning:
-    """The prune stage's part: gates sampled once per optimizer step, the Lagrangian
-    ``λ1(ŝ−t) + λ2(ŝ−t)²`` after an optional distillation-only warm-up, and their logs.
+    """The prune stage's part: gates sampled once per optimizer step, the Lagrangian after an
+    optional distillation-only warm-up, and their logs.
 
-    The mask noise comes from a generator seeded by ``(seed, global_step)``: identical on every
-    DDP rank without communication, and on resume.
-
-    Args:
-        masks: The student's gates.
-        config: The prune stage's settings (targets, warm-ups, ``reg_lr``, anti-windup).
-        constraint: What the Lagrangian constrains; None: the parameters, at
-            ``config.target_list``.
-        seed: Seed of the per-step mask noise.
+    The mask noise is seeded by ``(seed, global_step)``: identical on every DDP rank without
+    communication, and on resume. ``constraint`` None: the parameters, at ``config.target_list``.
     """
 
     def __init__(
@@ -218,7 +188,6 @@ class Pruning:
         self.target_path: TargetPath | None = None
         self._noise: dict[str, torch.Tensor] | None = None
         self._noise_step = -1
-        #: Number of mask noise draws (one per optimizer step while pruning); tests read it.
         self.mask_draws = 0
 
     def optimizer_parts(self) -> dict[str, Any]:
@@ -235,11 +204,7 @@ class Pruning:
         self.target_path = self._target_path(per_epoch, total)
 
     def _target_path(self, per_epoch: int, total: int | None) -> TargetPath:
-        """t(step) of this stage: the ramp to the constraint's target, or the sparsity path.
-
-        Raises:
-            ConfigError: a path (or warm-up) as long as the stage (naming the keys to change).
-        """
+        """t(step) of this stage; a ConfigError names the keys when it outlasts the stage."""
         self.config.check_fits(per_epoch, total)  # also checked at the door where it can be
         ramps, dwells = self.config.path_steps(per_epoch)  # one target: ([warm-up], [])
         targets = tuple(self.constraint.targets)
@@ -260,11 +225,7 @@ class Pruning:
 
     def train_masks(self, step: int) -> Masks | None:
         """Masks of this optimizer step (None before pruning starts): fresh noise once per step,
-        a fresh graph per micro-batch.
-
-        Re-sampling from cached noise (instead of caching the masks) gives identical values in every
-        micro-batch of an accumulated step while each backward owns its autograd graph.
-        """
+        re-sampled per micro-batch so each backward owns its autograd graph."""
         if not self.active(step):
             return None
         if self._noise_step != step:
@@ -275,11 +236,8 @@ class Pruning:
         return self.masks.sample(self._noise)
 
     def penalty(self, loss: torch.Tensor, step: int, optimizer: Any, log: Log) -> torch.Tensor:
-        """``loss`` + L_c (0 during the warm-up), logging the constraint's metrics of this step.
-
-        Args:
-            optimizer: The stage's optimizer (for the anti-windup), or None outside a trainer.
-        """
+        """``loss`` + L_c (0 during the warm-up), logging the constraint's metrics; ``optimizer``
+        (for the anti-windup) is None outside a trainer."""
         reset = None
         if self.active(step):
             s_hat = self.constraint.expected(self.masks)
@@ -298,12 +256,10 @@ class Pruning:
         return loss + lag.to(torch.float32)
 
     def clamp_(self) -> None:
-        """CoFi's log-alpha range, after every optimizer step."""
         self.masks.clamp_()
 
     def eval_metrics(self, z: Masks | None) -> dict[str, float]:
-        """The constraint's validation metrics and the kept fraction of each unit under the
-        deterministic masks ``z`` (None before pruning starts)."""
+        """The constraint's validation metrics and each unit's kept fraction under ``z``."""
         metrics = self.constraint.eval_metrics(self.masks, z)
         if z is not None:
             for unit, gate in z.items():

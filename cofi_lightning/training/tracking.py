@@ -1,14 +1,7 @@
-"""The job's one Weights & Biases run, shared by the Lightning trainers of all its stages.
-
-This file owns how a training job (one run directory: teacher, prune, finetune, export) appears in
-W&B: a single run per job, whose keys are ``<stage>/<key>`` (``prune/sparsity/expected``,
-``teacher/train/loss``) plotted against a per-stage step metric ``<stage>/step`` (the stage's
-optimizer step: every stage's trainer restarts its ``global_step`` at 0), and the job's
-``results.json`` in the run summary with the exported structure as a table.
-
-:class:`WandbRun` holds the run; :meth:`WandbRun.stage_logger` gives each stage's trainer a
-Lightning logger into it. It does not decide which stages run or when the job ends (the pipeline
-does) and never logs from a non-zero rank. ``wandb`` is imported on first use only.
+"""The job's one Weights & Biases run, shared by the Lightning trainers of all its stages: keys
+``<stage>/<key>`` plotted against a per-stage step ``<stage>/step`` (every stage's trainer restarts
+its ``global_step`` at 0), and ``results.json`` in the run summary. Rank 0 only; ``wandb`` is
+imported on first use.
 """
 
 from __future__ import annotations
@@ -33,10 +26,7 @@ STRUCTURE_COLUMNS = ("layer", "heads", "ffn_dims", "hidden")
 @runtime_checkable
 class MediaLogger(Protocol):
     """A logger that also takes tables and images (:class:`StageLogger`, Lightning's
-    ``WandbLogger``); what :class:`~cofi_lightning.training.callbacks.StructureLogger` logs through.
-
-    ``step=None`` means "with the metrics logged last" for a :class:`StageLogger`.
-    """
+    ``WandbLogger``); ``step=None`` means "with the metrics logged last" for a StageLogger."""
 
     def log_table(
         self, key: str, columns: list[str], data: list[list[Any]], step: int | None = None
@@ -48,20 +38,9 @@ class MediaLogger(Protocol):
 class WandbRun:
     """One W&B run for a whole job; ``wandb.init`` runs on first use, on global rank 0 only.
 
-    The first arguments are the ``conf/logger/wandb.yaml`` node; the pipeline adds the rest.
-
-    Args:
-        project: W&B project.
-        entity: W&B entity (user or team); ``None`` for the default one.
-        mode: ``"offline"`` (no network; ``wandb sync <run_dir>/wandb`` later), ``"online"`` or
-            ``"disabled"``.
-        group: Run group, e.g. the experiment name, so a sweep's jobs show together.
-        tags: Run tags (task, target sparsity, ...).
-        job_type: W&B job type.
-        run_dir: The job's run directory; W&B writes under ``<run_dir>/wandb``.
-        name: Display name of the run.
-        run_id: W&B run id; a restarted job with the same id resumes the run.
-        config: The job's resolved config (a plain nested dict).
+    The first arguments are the ``conf/logger/wandb.yaml`` node; the pipeline adds the rest
+    (``run_dir``, under which W&B writes ``wandb/``; ``run_id``, with which a restarted job resumes
+    the run; the resolved ``config``).
     """
 
     def __init__(
@@ -106,19 +85,12 @@ class WandbRun:
         return self._run
 
     def stage_logger(self, stage: str) -> StageLogger:
-        """A Lightning logger for ``stage``'s trainer, logging ``<stage>/...`` into this run."""
         return StageLogger(self, stage)
 
     @rank_zero_only
     def log_results(self, results: Mapping[str, Any], heatmap: str | Path | None = None) -> None:
-        """Put ``results.json`` into the run summary and log the exported structure.
-
-        Args:
-            results: The job's results (``Results.to_dict()``); nested dicts stay nested in the
-                summary. ``results["structure"]`` (``hidden_size``, per-layer ``num_heads``
-                and ``intermediate_sizes``) becomes the table ``export/structure``.
-            heatmap: Optional PNG of the final structure, logged as ``export/structure_heatmap``.
-        """
+        """Put ``results`` (``Results.to_dict()``) into the run summary, its structure as the
+        table ``export/structure``, and the ``heatmap`` PNG as ``export/structure_heatmap``."""
         import wandb
 
         run = self.experiment
@@ -142,19 +114,9 @@ class WandbRun:
 
 
 class StageLogger(Logger):
-    """One stage's Lightning logger into the job's :class:`WandbRun`.
-
-    Keys are prefixed ``<stage>/`` (unless they already are) and logged with ``<stage>/step`` set
-    to the step the trainer passes, which W&B uses as their x-axis. Lightning passes its count of
-    optimizer steps *before* the current one while fitting (``global_step - 1`` for the training
-    metrics of a step and for a validation right after it), so tables and images logged without a
-    step take the step of the latest :meth:`log_metrics` call: a callback's media after a
-    validation line up with that validation's metrics. :meth:`finalize` leaves the run open: the
-    next stage logs into it.
-
-    Args:
-        run: The job's run.
-        stage: Stage name (``teacher``, ``prune``, ``finetune``, ``export``).
+    """One stage's Lightning logger into the job's :class:`WandbRun`: keys prefixed ``<stage>/``,
+    logged with ``<stage>/step``. Tables and images logged without a step take the step of the
+    latest :meth:`log_metrics` call, so a callback's media line up with the validation's metrics.
     """
 
     def __init__(self, run: WandbRun, stage: str) -> None:
@@ -169,7 +131,7 @@ class StageLogger(Logger):
 
     @property
     def version(self) -> str:
-        """The stage, so Lightning's default per-logger directories differ between stages."""
+        """The stage, so Lightning's per-logger directories differ between stages."""
         return self.stage
 
     @property
@@ -182,7 +144,6 @@ class StageLogger(Logger):
         return self.run.experiment
 
     def key(self, name: str) -> str:
-        """``name`` as logged: ``<stage>/<name>``."""
         prefix = f"{self.stage}/"
         return name if name.startswith(prefix) else prefix + name
 
@@ -210,8 +171,6 @@ class StageLogger(Logger):
     def log_table(
         self, key: str, columns: list[str], data: list[list[Any]], step: int | None = None
     ) -> None:
-        """Log ``wandb.Table(columns, data)`` as ``<stage>/<key>`` at ``step`` (default: the
-        step of the latest :meth:`log_metrics` call)."""
         import wandb
 
         table = wandb.Table(columns=list(columns), data=data)
@@ -219,8 +178,6 @@ class StageLogger(Logger):
 
     @rank_zero_only
     def log_image(self, key: str, paths: list[str | Path], step: int | None = None) -> None:
-        """Log the image files ``paths`` as ``<stage>/<key>`` at ``step`` (default: the step of
-        the latest :meth:`log_metrics` call)."""
         import wandb
 
         images = [wandb.Image(str(p)) for p in paths]

@@ -1,14 +1,8 @@
-"""Collecting a validation pass's outputs and turning them into task metrics (percent).
+"""A validation pass's outputs, gathered across DDP ranks, as task metrics: ``val/<metric>``, or
+``val/<eval name>/<metric>`` for tasks with several evaluation splits (MNLI).
 
-This file owns the bookkeeping between ``validation_step`` and the metric functions: it keeps the
-logits of every evaluation split on the CPU, gathers them across DDP ranks, and calls
-``cofi_lightning.training.metrics`` (GLUE) or the SQuAD DataModule's post-processing plus
-``squad_metrics``. Metric keys are ``val/<metric>``, or ``val/<eval name>/<metric>`` for tasks with
-several evaluation splits (MNLI). It computes no metric itself.
-
-Under DDP the distributed sampler may repeat a few examples to even out the shards; GLUE metrics
-then count them twice (at most ``world_size - 1`` examples), SQuAD answers are keyed by question id
-and are unaffected.
+Under DDP the sampler may repeat up to ``world_size - 1`` examples, which GLUE metrics count twice
+(SQuAD answers are keyed by question id).
 """
 
 from __future__ import annotations
@@ -33,11 +27,7 @@ def _gather(rows: list) -> list:
 
 
 class ValidationCollector:
-    """Accumulates ``(outputs, targets)`` per evaluation split during one validation pass.
-
-    Args:
-        task: The task spec (family, metrics, evaluation split names).
-    """
+    """Accumulates ``(outputs, targets)`` per evaluation split during one validation pass."""
 
     def __init__(self, task: TaskSpec) -> None:
         self.task = task
@@ -60,11 +50,8 @@ class ValidationCollector:
         self.rows[split].append(row)
 
     def compute(self, trainer: Any = None) -> dict[str, float]:
-        """Metrics of the collected pass as ``{"val/...": percent}``; {} when nothing was seen.
-
-        Args:
-            trainer: The trainer, whose ``datamodule`` post-processes SQuAD logits.
-        """
+        """``{"val/...": percent}`` of the collected pass ({} when nothing was seen); the
+        ``trainer``'s datamodule post-processes SQuAD logits."""
         out: dict[str, float] = {}
         names = self.task.eval_names
         for split in sorted(self.rows):

@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from cofi_lightning.config import PruningConfig
+from cofi_lightning.config.checks import ConfigError
 from cofi_lightning.core.masks import UNIT_NAMES, CoFiMasks, Masks
 from cofi_lightning.modeling import CoFiBertConfig
 
@@ -39,8 +41,8 @@ def test_shapes_and_units(config):
 
 
 def test_unknown_unit_and_pruned_config_rejected(config):
-    with pytest.raises(ValueError, match="unknown mask units"):
-        CoFiMasks(config, units=("heads",))
+    with pytest.raises(ConfigError, match="pruning.units has unknown units"):
+        PruningConfig(units=["heads"])  # CoFiMasks trusts the checked config
     ragged = CoFiBertConfig(**tiny_bert_kwargs(num_hidden_layers=2), num_heads=[4, 2])
     with pytest.raises(ValueError, match="num_heads"):
         CoFiMasks(ragged)
@@ -51,11 +53,8 @@ def test_cofi_initialisation(config):
     masks = CoFiMasks(config)
     assert abs(masks.gates["head"].log_alpha.mean().item() - 10) < 0.01
     assert abs(masks.gates["intermediate"].log_alpha.mean().item()) < 0.01
-    custom = CoFiMasks(config, init_log_alpha={"intermediate": None}, droprate_init=0.2)
-    assert (
-        abs(custom.gates["intermediate"].log_alpha.mean().item() - torch.log(torch.tensor(4.0)))
-        < 0.01
-    )
+    custom = CoFiMasks(config, init_log_alpha={"intermediate": 1.5})
+    assert abs(custom.gates["intermediate"].log_alpha.mean().item() - 1.5) < 0.01
 
 
 def test_full_params_counts_the_real_encoder(config):

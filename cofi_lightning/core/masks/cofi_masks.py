@@ -1,14 +1,8 @@
-"""The set of CoFi masks for one model: gates per unit type, sampling, evaluation masks and the
-expected / remaining encoder parameter counts.
-
-This module owns the L0 side of CoFi (Xia et al. 2022, Sec. 3.2-3.3): which gates exist and their
-shapes, and how masks translate into parameter counts. It does not apply masks (the model does, see
-``cofi_lightning.modeling``) and does not own the Lagrangian (``cofi_lightning.core.lagrangian``).
-"""
+"""The L0 side of CoFi (Xia et al. 2022, Sec. 3.2-3.3) for one model: its gates per unit type,
+sampling, evaluation masks and the expected / remaining encoder parameter counts."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -31,53 +25,32 @@ COFI_INIT_LOG_ALPHA: dict[str, float] = {
 }
 
 
-def _uniform(config, attr_list: str, attr_scalar: str) -> int:
-    """The per-layer size of a uniform architecture (masks are defined on unpruned models)."""
-    sizes = (
-        getattr(config, attr_list, None)
-        or [getattr(config, attr_scalar)] * config.num_hidden_layers
-    )
-    if len(set(sizes)) != 1 or sizes[0] == 0:
-        raise ValueError(
-            f"CoFiMasks needs an unpruned model (the same {attr_list} > 0 in every layer); "
-            f"got {attr_list}={list(sizes)}"
-        )
-    return sizes[0]
-
-
 class CoFiMasks(nn.Module):
-    """Hard-concrete masks over a BERT encoder's hidden dims, heads, attention layers, FFN dims and
-    FFN layers. Its only trainable parameters are the gates' log-alphas.
+    """Hard-concrete masks over an encoder's hidden dims, heads, attention layers, FFN dims and FFN
+    layers. Its only trainable parameters are the gates' log-alphas.
 
     Args:
-        config: a ``BertConfig`` or ``CoFiBertConfig`` of an unpruned (uniform) model.
-        units: the unit types to mask, any subset of ``("hidden", "head", "head_layer",
-            "intermediate", "mlp")``. A unit left out is never pruned (its mask is all ones).
-        init_log_alpha: per-unit initial log-alpha means (defaults: :data:`COFI_INIT_LOG_ALPHA`).
-        droprate_init: used for a unit whose ``init_log_alpha`` is None: log(1 - p) - log(p).
-        constants: hard-concrete constants (defaults: CoFi's).
+        config: The config of an unpruned (uniform) model.
+        units: The unit types to mask (of :data:`UNIT_NAMES`); a unit left out is never pruned.
+        init_log_alpha: Per-unit initial log-alpha means (defaults: :data:`COFI_INIT_LOG_ALPHA`).
     """
 
     def __init__(
         self,
         config,
         units: Iterable[str] = UNIT_NAMES,
-        init_log_alpha: Mapping[str, float | None] | None = None,
-        droprate_init: float = 0.5,
-        constants: GateConstants | None = None,
+        init_log_alpha: Mapping[str, float] | None = None,
     ):
         super().__init__()
-        units = tuple(units)
-        unknown = sorted(set(units) - set(UNIT_NAMES))
-        if unknown:
-            raise ValueError(f"unknown mask units {unknown}; choose from {list(UNIT_NAMES)}")
-        if not 0.0 < droprate_init < 1.0:
-            raise ValueError(f"droprate_init must be in (0, 1), got {droprate_init}")
         self.units = tuple(u for u in UNIT_NAMES if u in units)
-        self.constants = constants or GateConstants()
-        _uniform(config, "num_heads", "num_attention_heads")
-        _uniform(config, "intermediate_sizes", "intermediate_size")
         self.full = Structure.from_config(config)  # the unpruned sizes
+        for key in ("num_heads", "intermediate_sizes"):
+            sizes = getattr(self.full, key)
+            if len(set(sizes)) != 1 or sizes[0] == 0:
+                raise ValueError(
+                    f"CoFiMasks needs an unpruned model (the same {key} > 0 in every layer); "
+                    f"got {key}={list(sizes)}"
+                )
         self.head_size = getattr(config, "attention_head_size", None) or (
             config.hidden_size // config.num_attention_heads
         )
@@ -92,10 +65,7 @@ class CoFiMasks(nn.Module):
         init = {**COFI_INIT_LOG_ALPHA, **(init_log_alpha or {})}
         self.gates = nn.ModuleDict()
         for unit in self.units:
-            mean = init[unit]
-            if mean is None:
-                mean = math.log(1.0 - droprate_init) - math.log(droprate_init)
-            self.gates[unit] = HardConcreteGate(shapes[unit], mean, self.constants)
+            self.gates[unit] = HardConcreteGate(shapes[unit], init[unit], GateConstants())
         self.full_params = self.full.params(self.head_size, **self.param_terms)
 
     # --- masks ------------------------------------------------------------------------------------
@@ -105,12 +75,8 @@ class CoFiMasks(nn.Module):
         return Masks(**{u: t.reshape(self.mask_shapes[u]) for u, t in values.items()})
 
     def sample(self, noise: Mapping[str, torch.Tensor] | None = None) -> Masks:
-        """Masks for one training step (one sample shared by the whole batch, as in CoFi).
-
-        Args:
-            noise: optional per-unit uniform noise of the gates' shapes (see :meth:`noise`), so that
-                every DDP rank can use the same sample.
-        """
+        """Masks for one training step (one sample for the whole batch, as in CoFi), from
+        ``noise`` (:meth:`noise`) when given, so every DDP rank can use the same sample."""
         noise = noise or {}
         return self._as_masks({u: g.sample(noise.get(u)) for u, g in self.gates.items()})
 
@@ -143,12 +109,8 @@ class CoFiMasks(nn.Module):
         return self._as_masks({u: g.prob_nonzero() for u, g in self.gates.items()})
 
     def expected_params(self) -> torch.Tensor:
-        """Differentiable expected number of encoder parameters under the gates' distribution.
-
-        The hidden mask enters as the expected number of kept hidden dimensions; without it the
-        hidden size is constant, which gives the paper's formula without hidden pruning. A unit
-        that is not masked counts as always kept.
-        """
+        """Differentiable expected number of encoder parameters under the gates (a unit that is
+        not masked counts as always kept)."""
         kept = unit_counts(self.keep_probabilities(), self.full)
         return encoder_params(*kept, self.head_size, **self.param_terms)
 

@@ -1,10 +1,5 @@
-"""Hard-concrete gates (Louizos, Welling & Kingma 2018, "Learning Sparse Neural Networks through L0
-Regularization"), with the constants and the evaluation rule CoFi uses.
-
-This file owns one gate tensor: its log-alphas, sampling, the probability of being non-zero and
-CoFi's deterministic evaluation mask. It knows nothing of BERT or of parameter counts (see
-``cofi_masks.py``).
-"""
+"""Hard-concrete gates (Louizos, Welling & Kingma 2018) with CoFi's constants and evaluation rule:
+one gate tensor, nothing of models or parameter counts."""
 
 from __future__ import annotations
 
@@ -20,14 +15,12 @@ class GateConstants:
     """Hard-concrete hyperparameters; the defaults are CoFi's.
 
     Attributes:
-        limit_l: left end of the stretch interval (l in Louizos et al., Eq. 9).
-        limit_r: right end of the stretch interval (r).
-        temperature: concrete temperature beta.
-        eps: keeps the uniform noise away from 0 and 1.
+        limit_l, limit_r: The stretch interval (l, r in Louizos et al., Eq. 9).
+        temperature: Concrete temperature beta.
+        eps: Keeps the uniform noise away from 0 and 1.
         eval_factor: CoFi's "magical number" scaling log-alpha in the soft evaluation score.
-        log_alpha_clamp: log-alphas are clamped to ``[-clamp, clamp]`` after every optimizer step
-            (CoFi: log(1e2) = 4.605).
-        init_std: standard deviation of the normal log-alpha initialisation.
+        log_alpha_clamp: Log-alphas are clamped to ``[-clamp, clamp]`` after every step.
+        init_std: Standard deviation of the normal log-alpha initialisation.
     """
 
     limit_l: float = -0.1
@@ -40,27 +33,18 @@ class GateConstants:
 
 
 class HardConcreteGate(nn.Module):
-    """A tensor of independent hard-concrete gates.
+    """A tensor of independent hard-concrete gates, e.g. ``[L, N]`` for heads, ``[L, 1]`` for
+    whole sublayers, ``[1, H]`` for hidden.
 
-    The last dimension is the *group* over which the deterministic mask keeps a rounded expected
-    count (CoFi decides heads and FFN dimensions per layer, the hidden mask globally). Layer-level
-    masks use groups of one: shape ``[L, 1]``.
-
-    Args:
-        shape: gate shape, e.g. ``[L, N]`` for heads, ``[L, 1]`` for whole sublayers, ``[1, H]``
-        for hidden. init_log_alpha: mean of the normal initialisation of log-alpha.
-        constants: the hard-concrete hyperparameters.
+    The last dimension is the group in which the deterministic mask keeps a rounded expected
+    count (CoFi decides heads and FFN dimensions per layer, the hidden dims globally).
     """
 
     def __init__(self, shape: tuple[int, ...], init_log_alpha: float, constants: GateConstants):
         super().__init__()
         self.constants = constants
         self.log_alpha = nn.Parameter(torch.empty(shape))
-        self.init_log_alpha = float(init_log_alpha)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        nn.init.normal_(self.log_alpha, mean=self.init_log_alpha, std=self.constants.init_std)
+        nn.init.normal_(self.log_alpha, mean=float(init_log_alpha), std=constants.init_std)
 
     @torch.no_grad()
     def clamp_(self) -> None:
@@ -69,22 +53,15 @@ class HardConcreteGate(nn.Module):
         self.log_alpha.clamp_(-c, c)
 
     def prob_nonzero(self) -> torch.Tensor:
-        """P(z > 0) = 1 - Q(s <= 0 | log_alpha) (Louizos et al., Eq. 12), same shape as the gates.
-
-        The stretched variable is zero when s <= x0 with x0 = -l / (r - l); Q is the concrete CDF.
-        """
+        """P(z > 0) = 1 - Q(s <= x0 | log_alpha), x0 = -l / (r - l) (Louizos et al., Eq. 12)."""
         c = self.constants
         x0 = (0.0 - c.limit_l) / (c.limit_r - c.limit_l)
         cdf_at_zero = torch.sigmoid(math.log(x0 / (1.0 - x0)) * c.temperature - self.log_alpha)
         return (1.0 - cdf_at_zero).clamp(c.eps, 1.0 - c.eps)
 
     def sample(self, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """A differentiable training sample z in [0, 1] (Louizos et al., Eq. 10).
-
-        Args:
-            noise: optional uniform noise ``u`` of the gate shape (values in (0, 1)); drawn here
-                when None. Passing it lets callers make every DDP rank use the same sample.
-        """
+        """A differentiable training sample z in [0, 1] (Louizos et al., Eq. 10) from uniform
+        ``noise`` of the gate shape (drawn here when None)."""
         c = self.constants
         if noise is None:
             noise = torch.rand_like(self.log_alpha)
@@ -100,13 +77,8 @@ class HardConcreteGate(nn.Module):
         return torch.sigmoid(self.log_alpha / c.temperature * c.eval_factor)
 
     def deterministic(self) -> torch.Tensor:
-        """CoFi's evaluation mask: per group keep round(E[#non-zero]) gates, with soft values.
-
-        In each group (last dimension) the number of zeros is ``round(size - sum P(z > 0))``; the
-        gates with the smallest soft score ``sigmoid(log_alpha / beta * eval_factor)`` are zeroed
-        and the rest keep that soft score (not 1). Implemented with a sort and a rank comparison so
-        no host sync happens.
-        """
+        """CoFi's evaluation mask: per group, the ``round(size - sum P(z > 0))`` gates of least
+        :meth:`soft_score` are zeroed and the rest keep their soft score (not 1); no host sync."""
         size = self.log_alpha.shape[-1]
         soft = self.soft_score()
         num_zeros = torch.round(size - self.prob_nonzero().sum(-1, keepdim=True))  # [..., 1]

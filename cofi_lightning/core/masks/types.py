@@ -1,8 +1,4 @@
-"""The typed value that carries one set of CoFi mask values from the mask module to the model.
-
-This file owns the :class:`Masks` dataclass only: no hard-concrete maths (see ``hard_concrete.py``)
-and no BERT code. Every field is optional; a missing field means "all ones" for that unit type.
-"""
+"""The typed value that carries one set of CoFi mask values from the mask module to the model."""
 
 from __future__ import annotations
 
@@ -16,17 +12,14 @@ UNIT_NAMES: tuple[str, ...] = ("hidden", "head", "head_layer", "intermediate", "
 
 @dataclass(frozen=True)
 class Masks:
-    """One value per CoFi mask type (Xia et al. 2022, Sec. 3).
-
-    Shapes, with L layers, N heads per layer, I FFN dimensions per layer and H hidden dimensions:
+    """One value per CoFi mask type (Xia et al. 2022, Sec. 3); a missing one means all ones.
 
     Attributes:
-        hidden: ``[H]`` shared hidden-dimension mask z_hidn, applied to the embeddings and to every
-            sublayer output.
-        head: ``[L, N]`` per-head mask z_head, applied to each head's context vector.
-        head_layer: ``[L]`` whole-attention-sublayer mask z_MHA.
-        intermediate: ``[L, I]`` per-FFN-dimension mask z_int, applied to the FFN activation.
-        mlp: ``[L]`` whole-FFN-sublayer mask z_FFN.
+        hidden: ``[H]`` z_hidn, on the embeddings and every sublayer output.
+        head: ``[L, N]`` z_head, on each head's context vector.
+        head_layer: ``[L]`` z_MHA, the whole attention sublayer.
+        intermediate: ``[L, I]`` z_int, on the FFN activation.
+        mlp: ``[L]`` z_FFN, the whole FFN sublayer.
     """
 
     hidden: torch.Tensor | None = None

@@ -1,9 +1,5 @@
-"""Keep the pruning stage's best sub-network: deterministic masks + full-size student weights.
-
-This file owns CoFi's model selection during pruning (trainer.py ``start_saving_best``, with its
-``sparsity_epsilon`` actually plumbed through). An evaluation *qualifies* when its sparsity lies
-within ``epsilon`` of the target, and the qualifying one with the best main metric is written to
-``dirpath`` as
+"""Keep the pruning stage's best sub-network: among evaluations whose sparsity lies within
+``epsilon`` of the target, the one with the best main metric is written to ``dirpath`` as
 
 * ``masks.pt``: ``{unit: tensor}`` of the deterministic (soft-valued) masks;
 * ``student.pt``: the student's full-size ``state_dict`` (masks not yet folded in);
@@ -11,16 +7,9 @@ within ``epsilon`` of the target, and the qualifying one with the best main metr
 * ``scores.pt``: the gates' soft scores (``CoFiMasks.scores``), for ``export.round_to``;
 * ``meta.json``: step, metric, expected and deterministic sparsity, ``reached_target``.
 
-Which sparsity: by default the *real* sparsity of the deterministic masks, i.e. of the model that
-will be exported (``remaining_params`` of those masks equals the compact model's parameter count),
-so an export selected in the window is on target. CoFi used the expected sparsity ŝ of the gates
-(``select_on="expected"``), which can sit several points away from what is exported.
-CoFi accepted any ŝ >= t − epsilon. Short schedules overshoot (the multipliers keep pushing after ŝ
-passes t; CoFiPruning issue #55), and the most accurate overshooting evaluation is then a *smaller*
-model than asked for, reported under the wrong target; hence the two-sided window. Until some
-evaluation qualifies, the one closest to the target is kept instead (``reached_target: false``), and
-:meth:`finalize` warns if that is what the run ends with, so a short run still yields a structure.
-Physical pruning and the finetune stage live in ``cofi_lightning.run.stages``.
+The sparsity is by default the real one of the deterministic masks (what is exported), in a
+two-sided window; docs/method.md says how this differs from CoFi. Until some evaluation qualifies,
+the one closest to the target is kept (``reached_target: false``).
 """
 
 from __future__ import annotations
@@ -45,10 +34,8 @@ def save_structure(
     scores: Masks | None = None,
     layer_distiller: torch.nn.Module | None = None,
 ) -> None:
-    """Write a structure directory (the files listed in the module docstring) that the
-    finetune stage reads: ``masks.pt``, ``student.pt``, ``meta.json`` and, when given,
-    ``scores.pt`` and ``layer_distiller.pt``. Each file is written atomically (a kill or a full
-    disk leaves the previous one whole), ``meta.json`` last."""
+    """Write a structure directory (the files listed in the module docstring), each file
+    atomically, ``meta.json`` last."""
     dirpath = Path(dirpath)
     save_atomically(dict(masks.detach().to("cpu").items()), dirpath / "masks.pt")
     if scores is not None:
@@ -65,19 +52,14 @@ def load_masks(dirpath: str | Path) -> Masks:
 
 
 class BestMasksCheckpoint(L.Callback):
-    """Save the best masks and weights among evaluations at (almost) the target sparsity.
+    """Save the best masks and weights among evaluations with ``|s − t| <= epsilon``.
 
     Args:
-        dirpath: Output directory.
-        target_sparsity: The final target t.
-        epsilon: Window: an evaluation qualifies when ``|s − t| <= epsilon`` (CoFi's
-            ``sparsity_epsilon``, one-sided there).
         select_on: ``deterministic`` (s = real sparsity of the deterministic masks, what is
             exported) or ``expected`` (s = ŝ, the gates' expected sparsity, as CoFi).
-        prefix: The constraint's metric prefix (``sparsity``; ``latency_reduction`` for the
-            latency constraint, whose target and s are latency reductions).
-        name: Tells several instances of one run apart (one per target of a sparsity path) in
-            Lightning's checkpoints; None (one target) keeps the plain state key.
+        prefix: The constraint's metric prefix (``sparsity`` or ``latency_reduction``).
+        name: Tells instances apart (one per target of a sparsity path) in checkpoints; None
+            keeps the plain state key.
     """
 
     SPARSITY_KEYS = {"deterministic": "deterministic", "expected": "expected_at_eval"}
@@ -91,10 +73,6 @@ class BestMasksCheckpoint(L.Callback):
         prefix: str = "sparsity",
         name: str | None = None,
     ) -> None:
-        if select_on not in self.SPARSITY_KEYS:
-            raise ValueError(
-                f"select_on must be one of {sorted(self.SPARSITY_KEYS)}: {select_on!r}"
-            )
         self.dirpath = Path(dirpath)
         self.target = float(target_sparsity)
         self.epsilon = float(epsilon)
@@ -134,8 +112,8 @@ class BestMasksCheckpoint(L.Callback):
             self._save(trainer, module, reached=False)
 
     def finalize(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        """After the last validation: warn if no evaluation qualified (and save the final state if
-        none was saved at all)."""
+        """After the last validation: warn if no evaluation qualified (saving the final state if
+        nothing was saved)."""
         if self.best is not None or module.masks is None:
             return
         rank_zero_warn(

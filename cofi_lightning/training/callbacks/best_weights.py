@@ -1,13 +1,5 @@
-"""Keep the student weights of the best validation in the teacher and finetune stages.
-
-CoFi's trainer (like the Hugging Face ``Trainer`` with ``load_best_model_at_end``) evaluates on the
-dev set during fine-tuning and keeps the best model; this callback does the same: whenever the main
-metric improves, the student's ``state_dict`` is written to ``path``, and :meth:`restore` loads it
-back after training so that the stage saves (and the pipeline exports) the best weights rather than
-the last ones. The best score survives resume through the callback's own state in Lightning
-checkpoints. Pruning-stage selection (which also needs the target sparsity) is
-:class:`~cofi_lightning.training.callbacks.BestMasksCheckpoint`.
-"""
+"""Keep the student weights of the best validation in the teacher and finetune stages, as CoFi's
+trainer (and HF's ``load_best_model_at_end``) did."""
 
 from __future__ import annotations
 
@@ -21,11 +13,8 @@ from cofi_lightning.run.checkpoints import save_atomically
 
 
 class BestWeights(L.Callback):
-    """Save the student's weights at each new best main metric; restore them after training.
-
-    Args:
-        path: File for the best ``state_dict`` (e.g. ``<run_dir>/finetune/best_student.pt``).
-    """
+    """Save the student's weights to ``path`` at each new best main metric; restore them after
+    training."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)

@@ -1,17 +1,6 @@
-"""Structure dashboards of the pruning stage: a per-layer table and a heatmap at every validation.
-
-This file owns what the "sparsity curves" dashboards show beyond the scalar logs of the system:
-
-* a per-layer table (``step``, ``layer``, ``heads``, ``attention``, ``ffn_dims``, ``ffn``,
-  ``hidden``) of the deterministic masks, appended to ``<dirpath>/structure.csv`` and logged as
-  a W&B table (``structure/table``; ``prune/structure/table`` through the stage logger);
-* a heatmap (layers × {heads, FFN dims} kept, counts in the cells, plus the shared hidden dims)
-  saved as ``<dirpath>/structure_step<step>.png`` and logged as a W&B image
-  (``structure/heatmap``).
-
-It reads masks from the system and never changes training; the W&B run belongs to
-``cofi_lightning.training.tracking``.
-"""
+"""Structure dashboards of the pruning stage: at every validation, a per-layer table of the
+deterministic masks (``<dirpath>/structure.csv``, ``structure/table``) and a heatmap
+(``<dirpath>/structure_step<step>.png``, ``structure/heatmap``)."""
 
 from __future__ import annotations
 
@@ -31,17 +20,8 @@ COLUMNS = ("step", "layer", "heads", "attention", "ffn_dims", "ffn", "hidden")
 
 
 def heatmap(structure: Structure, full: Structure, title: str, target: float | None = None):
-    """A matplotlib figure of the kept structure per layer, with the kept counts in the cells.
-
-    Rows are heads and FFN dims (colour: kept fraction, text: kept count) and the hidden dims
-    shared by all layers (one cell: ``kept/full``).
-
-    Args:
-        structure: The kept structure.
-        full: The unpruned one (the colour scale's 1.0).
-        title: Figure title; `` (target <target>)`` is appended when ``target`` is given.
-        target: Target sparsity (a fraction), or ``None`` if unknown.
-    """
+    """A matplotlib figure of the kept heads, FFN dims and hidden dims per layer (colour: kept
+    fraction of ``full``, text: kept count), titled with the ``target`` sparsity if known."""
     n = len(structure.num_heads)
     heads, dims, hidden = structure.num_heads, structure.intermediate_sizes, structure.hidden_size
     most_heads, most_dims = max(full.num_heads), max(full.intermediate_sizes)
@@ -83,19 +63,10 @@ def save_heatmap(path: str | Path, *args, **kwargs) -> None:
 
 
 class StructureLogger(L.Callback):
-    """Write the structure table and heatmap of the deterministic masks after each validation.
-
-    Loggers with ``log_table`` / ``log_image``
-    (:class:`~cofi_lightning.training.tracking.MediaLogger`) also get them, with no explicit step: a
-    :class:`~cofi_lightning.training.tracking.StageLogger` then logs them at the step of the
-    validation metrics Lightning just logged (Lightning's logging step, which is ``global_step - 1``
-    while fitting). ``structure.csv`` and the PNG names keep ``trainer.global_step``.
-
-    Args:
-        dirpath: Where ``structure.csv`` and the PNG heatmaps go.
-        heatmap_every_n_evals: Draw a heatmap every n-th validation (tables are cheap: always).
-        target: Target sparsity shown in the heatmap titles; ``None`` if unknown.
-    """
+    """Write the structure table and heatmap of the deterministic masks after each validation
+    (a heatmap every ``heatmap_every_n_evals``-th), and log them to the
+    :class:`~cofi_lightning.training.tracking.MediaLogger` loggers with no explicit step, so they
+    line up with the validation's metrics."""
 
     def __init__(
         self, dirpath: str | Path, heatmap_every_n_evals: int = 1, target: float | None = None

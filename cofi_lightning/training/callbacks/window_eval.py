@@ -1,17 +1,7 @@
-"""Evaluate as soon as the structure to export enters the target window.
-
-This file owns :class:`EvaluateOnWindowEntry`. After every pruning step it counts the parameters the
-deterministic masks keep (the exported model's real sparsity; a few small tensor ops, no forward)
-and, when that sparsity first enters ``target ± epsilon`` (once per target), asks Lightning for a
-validation at the end of this very step. Only the first entry: a sparsity that hovers at the
-window's edge would otherwise re-enter it every few steps and trigger dozens of evaluations (39 in
-a 3,000-step SST-2 run at 60%). A short schedule then never misses the window between two
-regular evaluations, and :class:`~cofi_lightning.training.callbacks.BestMasksCheckpoint` gets a
-qualifying candidate. Regular evaluations keep their cadence.
-
-It changes when validation runs, never what training computes: the decision depends only on the
-masks, which are identical on every DDP rank and restored bit-exactly on resume (its state is
-checkpointed).
+"""Evaluate as soon as the structure to export enters the target window, so a short schedule never
+misses it between two regular evaluations. Only the first entry per target: a sparsity hovering
+at the window's edge would otherwise trigger dozens of evaluations. It changes when validation
+runs, never what training computes.
 """
 
 from __future__ import annotations
@@ -23,17 +13,8 @@ import torch
 
 
 class EvaluateOnWindowEntry(L.Callback):
-    """Trigger a validation when the deterministic masks' sparsity enters a target window.
-
-    The sparsity is the system's constraint value (parameter sparsity, or latency reduction).
-
-    Args:
-        target_sparsity: The final target t (of the constraint), or the targets of a sparsity
-            path (one window each; they do not overlap, see ``PruningConfig``).
-        epsilon: Half-width of a window (``pruning.sparsity_epsilon``).
-        select_on: The sparsity the window reads, as in ``BestMasksCheckpoint``:
-            ``deterministic`` (the export's) or ``expected`` (the gates' ŝ).
-    """
+    """Trigger a validation when the constraint's value first enters ``target ± epsilon`` (one
+    window per target of a sparsity path); ``select_on`` as in ``BestMasksCheckpoint``."""
 
     def __init__(
         self,
@@ -75,7 +56,7 @@ class EvaluateOnWindowEntry(L.Callback):
             self._restore_pending = False
 
     def sparsity(self, module: L.LightningModule) -> float:
-        """The window's sparsity now: of the encoder the deterministic masks would export, or ŝ."""
+        """The window's sparsity now: of the deterministic masks' export, or ŝ."""
         masks, constraint = module.masks, module.constraint
         with torch.no_grad():
             if self.select_on == "expected":
