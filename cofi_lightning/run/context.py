@@ -1,11 +1,8 @@
 """What the stages of one run share: the typed config, the run directory, models, data, trainers.
 
 This file owns :class:`RunContext` (tokenizer and DataModule built once; the models of
-``model.pretrained``; how a stage's trainer, loggers and callbacks are instantiated from the
-config) and :class:`StageClock`. When checkpoints are written is
-``cofi_lightning.run.checkpoints``'; the seeding, ``cofi_lightning.run.seeding``; the rank
-helpers, ``cofi_lightning.run.ranks``. It sits below ``cofi_lightning.run.stages`` and
-``cofi_lightning.run.pipeline``, which both import it; it imports neither.
+``model.pretrained``; each stage's trainer, loggers and callbacks from the config). It sits below
+``cofi_lightning.run.stages`` and ``cofi_lightning.run.pipeline`` and imports neither.
 """
 
 from __future__ import annotations
@@ -44,8 +41,7 @@ from cofi_lightning.training.lit_module import CoFiSystem
 
 class _DropLightningNoise(logging.Filter):
     """Drop Lightning's device banner, product tips and the "`weights_only` was not set" of every
-    checkpoint it writes (Lightning 2.6): no information for a CoFi run (the accelerator is in the
-    config; full checkpoints are what resume needs; real warnings go through ``warnings``)."""
+    checkpoint it writes (Lightning 2.6): no information for a CoFi run."""
 
     NOISE = ("GPU available:", "TPU available:", "HPU available:", "\U0001f4a1 Tip:")
 
@@ -64,11 +60,8 @@ for _name in (
 
 class StageClock(L.Callback):
     """Carries a stage's elapsed seconds through its checkpoints, so a resumed stage reports the
-    time of every attempt up to its last checkpoint, not only of the attempt that finished it.
-
-    Args:
-        started: ``time.perf_counter()`` when this attempt of the stage started.
-    """
+    time of every attempt up to its last checkpoint (``started``: this attempt's
+    ``time.perf_counter()``)."""
 
     def __init__(self, started: float) -> None:
         self.started = started
@@ -90,8 +83,6 @@ class RunContext:
     """What every stage of one run shares (config, directories, data, builders).
 
     Args:
-        cfg: The typed, validated config.
-        run_dir: The run directory.
         extra_callbacks: ``{stage: [callbacks]}`` added to that stage's trainer (tests use it to
             interrupt a stage).
         run_id: A stable id of the run (its identity hash), for job-level trackers such as W&B.
@@ -121,8 +112,6 @@ class RunContext:
         self.clocks: dict[str, StageClock] = {}
         self.started: dict[str, float] = {}
 
-    # --- models and data --------------------------------------------------------------------------
-
     @property
     def family(self) -> Family:
         """The encoder family of ``model.pretrained`` (from its ``model_type``)."""
@@ -145,13 +134,8 @@ class RunContext:
         return config_class.from_pretrained_config(source)
 
     def latency_table(self, config) -> LatencyTable:
-        """The latency table of ``pruning.constraint=latency`` (prune and export stages): read, or
-        profiled here when missing.
-
-        Raises:
-            ConfigError: the table cannot serve the run (:func:`load_latency_table`; checked at the
-                door already when the file existed then).
-        """
+        """The latency table of ``pruning.constraint=latency``: read, or profiled here when
+        missing (then checked here, not at the door)."""
         from cofi_lightning.latency.profile import profile
         from cofi_lightning.latency.timing import device_name
 
@@ -195,8 +179,6 @@ class RunContext:
             node = {**self.cfg.task.datamodule, "_partial_": True}
             self._datamodule = instantiate(node)(tokenizer=self.tokenizer, seed=self.cfg.seed)
         return self._datamodule
-
-    # --- trainers ---------------------------------------------------------------------------------
 
     def trackers(self) -> dict[str, Any]:
         """The job-level trackers of ``logger`` (one W&B run for all stages), on rank 0 only."""
@@ -286,15 +268,9 @@ class RunContext:
             )
         return instantiate(self.cfg.trainer, **kwargs)
 
-    @staticmethod
-    def close_loggers(loggers: Sequence) -> None:
-        """Flush a stage's loggers (job trackers stay open for the next stage)."""
-        for lg in loggers:
-            lg.finalize("success")
-
     def resume_path(self, stage: str) -> str | None:
-        """The checkpoint ``stage`` resumes from (``cofi_lightning.run.checkpoints``: the newest
-        that loads; one that does not is set aside with a warning), or None to start it afresh."""
+        """The checkpoint ``stage`` resumes from (the newest that loads), or None to start it
+        afresh."""
         last = self.run_dir / stage / "checkpoints" / "last.ckpt"
         found = resume_checkpoint(last, fix=is_global_zero())
         if found is not None:
@@ -302,12 +278,10 @@ class RunContext:
             return str(found)
         return None
 
-    def evaluate(
-        self, model: torch.nn.Module, trainer: L.Trainer | None = None
-    ) -> dict[str, float]:
+    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
         """Validation metrics of an unmasked model as ``{metric: percent}`` (``val/`` dropped)."""
         system = CoFiSystem(model, task=self.task.name, stage=StageConfig(lr=0.0))
-        trainer = trainer or instantiate(
+        trainer = instantiate(
             self.cfg.trainer,
             logger=False,
             enable_checkpointing=False,
@@ -319,11 +293,7 @@ class RunContext:
 
 
 def cluster_plugins() -> list[SLURMEnvironment]:
-    """Under a SLURM job, Lightning's SLURM environment with its own requeue disarmed.
-
-    submitit requeues a job on ``USR2`` before its time limit, and the run resumes from its last
-    checkpoint; Lightning's handler would also requeue on ``SIGUSR1``, saving a full
-    ``hpc_ckpt_<n>.ckpt`` that a resume before the stage's first checkpoint would start from. One
-    requeue mechanism, one resume path.
-    """
+    """Under a SLURM job, Lightning's SLURM environment with its own requeue disarmed: submitit
+    requeues the job and the run resumes from its last checkpoint (Lightning's would save an
+    ``hpc_ckpt_<n>.ckpt`` as a second resume path)."""
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []

@@ -1,23 +1,11 @@
 """The four CoFi stages: teacher, prune, finetune, export. Each returns its DONE record.
 
 This file owns what each stage builds and trains and which files it leaves in the run directory:
-
-* ``teacher/model``: the fine-tuned teacher (HF format + tokenizer), unless ``distill.teacher`` is
-  given (then only evaluated) or distillation is off (skipped); a finished teacher of the same
-  teacher identity beside the run is copied instead of trained (``distill.reuse_teacher``);
-* ``prune/best``: the best deterministic masks and full-size student weights
-  (:class:`~cofi_lightning.training.callbacks.BestMasksCheckpoint`); ``prune/structure``:
-  tables/heatmaps;
-* ``finetune/model``: the compact model after fine-tuning with distillation;
-* ``pruned_model``: the exported compact model + tokenizer, loadable with the Auto classes.
-
-The student starts from the *pretrained* model in the prune stage (as in the paper), not from the
-teacher. For the finetune stage the layer-distillation projection keeps the prune stage's weights
-with its input columns cut to the kept hidden dims: the compact model's hidden states equal the
-masked model's on those dims (the soft hidden mask is folded into the weights), so the loss is
-unchanged.
-The stage order is ``cofi_lightning.config.STAGES``; resume and records live in
-``cofi_lightning.run.pipeline``.
+``teacher/model`` (unless ``distill.teacher`` is given or distillation is off; a finished teacher
+of the same teacher identity beside the run is copied instead, ``distill.reuse_teacher``),
+``prune/best`` (best deterministic masks and full-size student weights), ``finetune/model`` and
+``pruned_model`` (loadable with the Auto classes). As in the paper, the prune stage's student
+starts from the *pretrained* model, not from the teacher.
 """
 
 from __future__ import annotations
@@ -63,14 +51,12 @@ from cofi_lightning.training.parts import Distillation, Pruning
 def _objective(
     ctx: RunContext, structure: Path | None = None, masks: Masks | None = None
 ) -> Distillation | None:
-    """The prune / finetune stages' distillation from the frozen teacher (None without one: the
-    task loss), its training outputs from the teacher cache where the run uses one.
+    """The prune / finetune stages' distillation from the frozen teacher (None without one).
 
     Args:
         structure: The finetune stage's structure directory: the layer distillation keeps the
-            prune stage's projection (when saved), its input columns cut to the hidden dims
-            ``masks`` keep.
-        masks: The structure's masks.
+            prune stage's projection, its input columns cut to the hidden dims ``masks`` keep
+            (the compact model's states equal the masked model's on them: the loss is unchanged).
     """
     path = ctx.records.get("teacher", {}).get("teacher_dir")
     if path is None:
@@ -93,10 +79,8 @@ def _fit(
     ctx: RunContext, stage: str, system: CoFiSystem, trainer, best: BestWeights | None = None
 ) -> dict[str, float]:
     """Fit (resuming if possible), restore the best weights if kept, then validate once more so
-    the record has the metrics of the weights the stage saves.
-
-    That last validation reaches the loggers only when it adds a point to the curves: not for
-    restored best weights (an earlier step's model), nor at a step that was just evaluated."""
+    the record has the metrics of the weights the stage saves (logged only when it adds a point
+    to the curves)."""
     trainer.fit(system, datamodule=ctx.datamodule, ckpt_path=ctx.resume_path(stage))
     barrier()  # rank 0 wrote the best weights
     restored = best is not None and best.restore(system)
@@ -104,19 +88,14 @@ def _fit(
         rank_zero_info(f"[{stage}] keeping the best weights (step {best.best_step})")
     system.log_val = not restored and system.last_val_step != trainer.global_step
     trainer.validate(system, datamodule=ctx.datamodule, verbose=False)
-    ctx.close_loggers(trainer.loggers)
+    for logger in trainer.loggers:  # job trackers stay open for the next stage
+        logger.finalize("success")
     return system.recorded_metrics()
 
 
 def _train_and_save(ctx: RunContext, stage: str, system: CoFiSystem) -> tuple[Path, dict]:
-    """Train ``system`` for one stage and save its student to ``<run_dir>/<stage>/model``.
-
-    The stage's length, evaluation cadence and ``select_best`` (keep the weights of the best
-    validation instead of the last ones) come from ``system.stage``.
-
-    Returns:
-        The model directory and the final validation metrics (without the ``val/`` prefix).
-    """
+    """Train ``system`` for one stage (its settings: ``system.stage``) and save its student to
+    ``<run_dir>/<stage>/model``; returns the directory and the final validation metrics."""
     settings = system.stage
     best = BestWeights(ctx.run_dir / stage / "best_student.pt") if settings.select_best else None
     trainer = ctx.trainer(
@@ -301,12 +280,8 @@ def finetune_stage(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
 
 
 def export_stage(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
-    """Save the point's compact model as its export and measure what was saved (parameters,
-    metrics, structure; the table latency under ``pruning.constraint=latency``).
-
-    Returns:
-        The point's :class:`~cofi_lightning.run.results.PointResult` and ``structure_plot``.
-    """
+    """Save the point's compact model as its export and measure what was saved; returns the
+    point's :class:`~cofi_lightning.run.results.PointResult` and ``structure_plot``."""
     src = Path(ctx.records[point.stage("finetune")]["model_dir"])
     out = point.export_dir(ctx.run_dir)
     save_model(ctx.load_model(src), ctx.tokenizer, out)
