@@ -26,7 +26,7 @@ from cofi_lightning.config.identity import identity_hash
 from cofi_lightning.modeling.structure import Structure
 from cofi_lightning.run import stages
 from cofi_lightning.run.checkpoints import write_text_atomically
-from cofi_lightning.run.context import RunContext
+from cofi_lightning.run.context import RunContext, seed_stage
 from cofi_lightning.run.hub import push_export, repo_ids
 from cofi_lightning.run.interrupts import SigtermGuard
 from cofi_lightning.run.operating_points import PER_POINT_STAGES, OperatingPoint
@@ -34,7 +34,6 @@ from cofi_lightning.run.preflight import preflight
 from cofi_lightning.run.ranks import barrier, is_global_zero
 from cofi_lightning.run.results import PointResult, Results, result_points
 from cofi_lightning.run.rundir import RunLock, check_run_dir, claim
-from cofi_lightning.run.seeding import seed_stage
 
 
 def run_stage(
