@@ -2,7 +2,8 @@
 
 This file owns what each stage builds and trains and which files it leaves in the run directory:
 ``teacher/model`` (unless ``distill.teacher`` is given or distillation is off; a finished teacher
-of the same teacher identity beside the run is copied instead, ``distill.reuse_teacher``),
+of the same teacher identity in a run directory beside this one is linked or copied instead,
+``distill.reuse_teacher``),
 ``prune/best`` (best deterministic masks and full-size student weights), ``finetune/model`` and
 ``pruned_model`` (loadable with the Auto classes). As in the paper, the prune stage's student
 starts from the *pretrained* model, not from the teacher.
@@ -11,6 +12,8 @@ starts from the *pretrained* model, not from the teacher.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -34,7 +37,6 @@ from cofi_lightning.run.operating_points import OperatingPoint, recorded_target
 from cofi_lightning.run.ranks import barrier, is_global_zero
 from cofi_lightning.run.results import PointResult
 from cofi_lightning.run.teacher_cache import run_cache
-from cofi_lightning.run.teacher_reuse import as_recorded, reuse_teacher
 from cofi_lightning.training.callbacks import (
     BestMasksCheckpoint,
     BestWeights,
@@ -110,6 +112,75 @@ def _train_and_save(ctx: RunContext, stage: str, system: CoFiSystem) -> tuple[Pa
     save_model(system.student, ctx.tokenizer, out)
     barrier()
     return out, metrics
+
+
+#: The teacher stage's files in a run directory.
+TEACHER_DONE = Path("teacher") / "DONE.json"
+TEACHER_MODEL = Path("teacher") / "model"
+
+
+def as_recorded(identity: dict[str, Any]) -> dict[str, Any]:
+    """``identity`` as ``teacher/DONE.json`` records it (and reads it back): plain JSON values."""
+    return json.loads(json.dumps(identity, sort_keys=True, default=str))
+
+
+def find_teacher(run_dir: Path, identity: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
+    """``(model directory, its teacher/DONE.json record)`` of the first finished teacher of
+    ``identity`` (by directory name) beside ``run_dir``, or None."""
+    here = Path(run_dir).resolve()
+    wanted = as_recorded(identity)
+    for done in sorted(here.parent.glob(f"*/{TEACHER_DONE}")):
+        if done.parents[1] == here:
+            continue
+        try:
+            record = json.loads(done.read_text())
+        except (OSError, ValueError):
+            continue  # being written, or not ours: not a finished teacher
+        model = done.parents[1] / TEACHER_MODEL
+        if record.get("teacher_identity") == wanted and (model / "config.json").is_file():
+            return model, record
+    return None
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(src, dst)
+
+
+def copy_teacher(src: Path, dst: Path) -> None:
+    """Copy a teacher's model directory to ``dst`` through a temporary directory renamed into
+    place (the run's lock makes any other temporary one beside it a killed attempt's)."""
+    for stale in dst.parent.glob(f"{dst.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = dst.with_name(f"{dst.name}.tmp-{os.getpid()}")
+    shutil.copytree(src, tmp, copy_function=_link_or_copy)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.replace(dst)
+
+
+def reuse_teacher(ctx: RunContext, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The teacher stage's record of a matching teacher beside this run, copied into
+    ``teacher/model`` (None when there is none: the stage trains one)."""
+    found = find_teacher(ctx.run_dir, identity)
+    if found is None:
+        return None
+    src, record = found
+    out = ctx.run_dir / TEACHER_MODEL
+    if is_global_zero():
+        copy_teacher(src, out)
+    barrier()
+    rank_zero_info(
+        f"[teacher] reusing the finished teacher of {src.parents[1]} (same teacher identity; "
+        "distill.reuse_teacher=false trains one here)"
+    )
+    return {
+        "teacher_dir": str(out),
+        "metrics": record["metrics"],
+        "teacher_identity": identity,
+        "reused_from": str(src),
+    }
 
 
 def teacher_stage(ctx: RunContext) -> dict[str, Any]:
