@@ -13,6 +13,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -132,22 +133,16 @@ class RunContext:
         self.points = operating_points(cfg.pruning.target_list)
         self.extra_callbacks = extra_callbacks or {}
         self.records: dict[str, dict[str, Any]] = {}
-        self._tokenizer = None
-        self._datamodule = None
-        self._family: Family | None = None
         #: Job-level trackers (``{logger name: tracker}``), built on first use on rank 0.
         self._trackers: dict[str, Any] | None = None
         #: ``{stage: StageClock}`` of the stage's trainer; ``{stage: start}`` of this attempt.
         self.clocks: dict[str, StageClock] = {}
         self.started: dict[str, float] = {}
 
-    @property
+    @cached_property
     def family(self) -> Family:
         """The encoder family of ``model.pretrained`` (from its ``model_type``)."""
-        if self._family is None:
-            model_type = AutoConfig.from_pretrained(self.cfg.model.pretrained).model_type
-            self._family = family_of(model_type)
-        return self._family
+        return family_of(AutoConfig.from_pretrained(self.cfg.model.pretrained).model_type)
 
     @property
     def model_class(self) -> type:
@@ -195,19 +190,15 @@ class RunContext:
             kwargs.update(id2label=id2label, label2id={v: k for k, v in id2label.items()})
         return self.model_class.from_pretrained(str(path), **kwargs)
 
-    @property
+    @cached_property
     def tokenizer(self):
-        if self._tokenizer is None:
-            self._tokenizer = AutoTokenizer.from_pretrained(self.cfg.model.tokenizer, use_fast=True)
-        return self._tokenizer
+        return AutoTokenizer.from_pretrained(self.cfg.model.tokenizer, use_fast=True)
 
-    @property
+    @cached_property
     def datamodule(self) -> L.LightningDataModule:
         """The task's DataModule, built from ``task.datamodule`` (its ``_target_``)."""
-        if self._datamodule is None:
-            node = {**self.cfg.task.datamodule, "_partial_": True}
-            self._datamodule = instantiate(node)(tokenizer=self.tokenizer, seed=self.cfg.seed)
-        return self._datamodule
+        node = {**self.cfg.task.datamodule, "_partial_": True}
+        return instantiate(node)(tokenizer=self.tokenizer, seed=self.cfg.seed)
 
     def trackers(self) -> dict[str, Any]:
         """The job-level trackers of ``logger`` (one W&B run for all stages), on rank 0 only."""
