@@ -62,8 +62,9 @@ def run_stage(
             guard.check()  # a trainer call that took a SIGTERM may still have returned
             if is_global_zero():
                 write_text_atomically(done, json.dumps(record, indent=2))
-        if is_global_zero() and ctx.cfg.cleanup.checkpoints:
-            remove_checkpoints(ctx.run_dir / key)
+        if is_global_zero() and ctx.cfg.cleanup.checkpoints:  # resume files, best weights
+            shutil.rmtree(ctx.run_dir / key / "checkpoints", ignore_errors=True)
+            (ctx.run_dir / key / "best_student.pt").unlink(missing_ok=True)
         barrier()
         rank_zero_info(f"{label} done in {record['seconds']:.0f} s{_outcome(ctx, record)}")
     ctx.records[key] = record
@@ -140,12 +141,6 @@ def _point_summary(results: dict[str, Any], speed: list[Path], plot: Path, run_d
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
 
-def remove_checkpoints(stage_dir: Path) -> None:
-    """Delete a finished stage's resume checkpoints and best-weights snapshot."""
-    shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
-    (stage_dir / "best_student.pt").unlink(missing_ok=True)
-
-
 def resolve_run_dir(cfg: TrainConfig) -> Path:
     """``run_dir`` if set, else Hydra's output dir (``outputs/<experiment>/<run_name>``)."""
     if cfg.run_dir:
@@ -161,11 +156,8 @@ def train(
     """Run (or resume) the configured stages and return the ``results.json`` content.
 
     Raises:
-        ConfigError: an invalid value (naming the key), before anything is written.
-        ModelSourceError: a model, tokenizer or teacher that does not exist or does not fit.
-        RunDirError: the run directory belongs to another config or another live process.
-        RunInterrupted: a SIGTERM arrived before the run finished (the running stage is not
-            recorded as done; calling again resumes).
+        ConfigError, ModelSourceError, RunDirError: before anything is written.
+        RunInterrupted: a SIGTERM arrived before the run finished (calling again resumes).
     """
     cfg = load_config(cfg)
     run_dir = resolve_run_dir(cfg)
@@ -175,11 +167,8 @@ def train(
     if is_global_zero():  # a refused run dir: before anything is logged (DDP: rank 0 owns it)
         check_run_dir(run_dir, identity, cfg.resume)
     preflight(cfg, run_dir)  # what the run needs exists and fits, before run_dir is touched
-    lock = contextlib.nullcontext()
-    if is_global_zero():  # DDP ranks > 0 are started by rank 0, which holds the lock
-        lock = RunLock(run_dir)
-        lock.acquire()
-    try:
+    # DDP ranks > 0 are started by rank 0, which holds the lock
+    with RunLock(run_dir) if is_global_zero() else contextlib.nullcontext():
         guard = SigtermGuard()
         if is_global_zero():
             resumed = claim(run_dir, identity, cfg.resume)
@@ -193,9 +182,6 @@ def train(
         bars = cfg.trainer.get("enable_progress_bar", True)
         with guard, contextlib.nullcontext() if bars else _library_bars_off():
             return _run_stages(cfg, run_dir, run_id, extra_callbacks, guard)
-    finally:
-        if isinstance(lock, RunLock):
-            lock.release()
 
 
 @contextlib.contextmanager
