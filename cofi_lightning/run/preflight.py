@@ -38,10 +38,6 @@ class ModelSourceError(ValueError):
     """A model or tokenizer setting names nothing usable; the message starts with the key."""
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
-
-
 def _hub_config(name: str) -> Path | None:
     """``config.json`` of a hub model in the local HF cache, if there."""
     from huggingface_hub import try_to_load_from_cache
@@ -53,7 +49,7 @@ def _hub_config(name: str) -> Path | None:
 def hub_unreachable() -> str | None:
     """Why the Hugging Face hub cannot be used, or None when it answers (one HEAD request
     without retries: the libraries' own retry loops take half a minute to say the same)."""
-    if _offline():
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
         return "HF_HUB_OFFLINE is set"
     from huggingface_hub import constants
 
@@ -79,10 +75,7 @@ def _shared_note() -> str:
 
 def check_source(key: str, value: str, need: str | None = "config.json") -> dict[str, Any] | None:
     """Check one model setting (a directory or a hub name); return its ``config.json`` content
-    when it can be read locally.
-
-    Args:
-        need: A file the directory must hold (None for tokenizers, whose files vary).
+    when it can be read locally (``need``: the file a directory must hold; None for tokenizers).
 
     Raises:
         ModelSourceError: naming the key, the value and, for a hub name that cannot be fetched,

@@ -44,17 +44,9 @@ def has_run(run_dir: Path) -> bool:
 
 
 def check_identity(run_dir: Path, identity: dict[str, Any], resume: str) -> bool:
-    """Check, without writing anything, that this config may use ``run_dir``.
-
-    Args:
-        identity: ``config_identity(cfg)`` of this invocation.
-        resume: ``auto``: resume a run of the same identity, start one in an empty directory,
-            refuse a run of another identity; ``must``: refuse to start from nothing; ``never``:
-            refuse any existing run.
-
-    Returns:
-        True when ``run_dir`` holds a run of this identity (to resume), False when it holds none.
-    """
+    """Check, without writing anything, that this config (``identity``) may use ``run_dir``
+    under the ``resume`` key (``auto`` | ``must`` | ``never``); True when it holds a run of this
+    identity to resume, False when it holds none."""
     path = run_dir / RUN_FILE
     fresh = "pass run_dir=<another directory>, or delete this one to start over"
     existing = has_run(run_dir)
@@ -88,11 +80,8 @@ def check_run_dir(run_dir: Path, identity: dict[str, Any], resume: str) -> None:
 
 
 def claim(run_dir: Path, identity: dict[str, Any], resume: str) -> bool:
-    """:func:`check_identity`, then record the identity in ``run_dir`` (created if missing).
-
-    Returns:
-        True when an existing run is resumed, False when a new one starts.
-    """
+    """:func:`check_identity`, then record the identity in ``run_dir`` (created if missing);
+    True when an existing run is resumed."""
     if check_identity(run_dir, identity, resume):
         return True
     path = run_dir / RUN_FILE

@@ -263,11 +263,6 @@ def open_or_build(
         dataset: The training features (HF ``Dataset``), indexed as the training loader does.
         features_key: The features' own cache key (task, split, data, tokenizer, max length).
         layers: 0-based teacher layers whose outputs are stored (empty: logits only).
-        root: ``<cache_dir>/teacher_outputs``.
-
-    Raises:
-        ConfigError: the cache would not fit on the disk.
-        TeacherCacheError: a damaged entry that cannot be removed.
     """
     key = cache_key(teacher, features_key, layers)
     path = Path(root) / key
