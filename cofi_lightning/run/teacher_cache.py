@@ -106,6 +106,9 @@ class TeacherCache:
         self.offsets = np.load(self.path / "offsets.npy")
         self.hidden = np.load(self.path / "hidden.npy", mmap_mode="r") if layers else None
 
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
     def batch(self, index: torch.Tensor, seq_len: int, device: torch.device) -> CachedTeacher:
         """The outputs of examples ``index`` ``[B]`` padded to ``seq_len`` tokens."""
         idx = index.detach().cpu().numpy()
