@@ -40,6 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cofi_lightning.config import ConfigError
+from cofi_lightning.data import PadCollator
 from cofi_lightning.run.ranks import barrier, is_global_zero
 from cofi_lightning.run.rundir import pid_alive
 
@@ -376,19 +377,11 @@ def _write(
     device = next(teacher.parameters()).device
     order = np.argsort(-lengths, kind="stable")  # longest first: little padding per batch
     bar = tqdm(total=len(order), desc="Teacher cache", unit="ex", disable=not progress)
+    collate = PadCollator(pad_token_id)  # the training loader's padding
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        rows = dataset[[int(i) for i in chunk]]
-        width = int(lengths[chunk].max())
-        batch = {}
-        for name in _SEQUENCE_KEYS:
-            if name not in rows:
-                continue
-            fill = pad_token_id if name == "input_ids" else 0
-            t = torch.full((len(chunk), width), fill, dtype=torch.long)
-            for r, seq in enumerate(rows[name]):
-                t[r, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-            batch[name] = t.to(device)
+        padded = collate(dataset.__getitems__([int(i) for i in chunk]))
+        batch = {name: padded[name].to(device) for name in _SEQUENCE_KEYS if name in padded}
         out = teacher(**batch, output_hidden_states=bool(layers))
         logits[chunk] = out.logits.float().cpu().numpy().astype(np.float16)
         if hidden is not None:
