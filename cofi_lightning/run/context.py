@@ -35,7 +35,6 @@ from cofi_lightning.run.checkpoints import (
     AtomicCheckpointIO,
     SaveAfterValidation,
     StepCheckpoint,
-    resume_checkpoint,
 )
 from cofi_lightning.run.operating_points import operating_points
 from cofi_lightning.run.ranks import barrier, is_global_zero
@@ -287,16 +286,6 @@ class RunContext:
                 val_check_interval=eval_every_steps * accumulate, check_val_every_n_epoch=None
             )
         return instantiate(self.cfg.trainer, **kwargs)
-
-    def resume_path(self, stage: str) -> str | None:
-        """The checkpoint ``stage`` resumes from (the newest that loads), or None to start it
-        afresh."""
-        last = self.run_dir / stage / "checkpoints" / "last.ckpt"
-        found = resume_checkpoint(last, fix=is_global_zero())
-        if found is not None:
-            rank_zero_info(f"[{stage}] resuming from {found}")
-            return str(found)
-        return None
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
         """Validation metrics of an unmasked model as ``{metric: percent}`` (``val/`` dropped)."""

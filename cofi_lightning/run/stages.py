@@ -30,7 +30,7 @@ from cofi_lightning.core.distillation import LayerDistiller
 from cofi_lightning.core.masks import CoFiMasks, Masks
 from cofi_lightning.latency import structure_latency
 from cofi_lightning.modeling.structure import Structure
-from cofi_lightning.run.checkpoints import save_model
+from cofi_lightning.run.checkpoints import resume_checkpoint, save_model
 from cofi_lightning.run.context import RunContext
 from cofi_lightning.run.model_card import write_card
 from cofi_lightning.run.operating_points import OperatingPoint, recorded_target
@@ -83,7 +83,11 @@ def _fit(
     """Fit (resuming if possible), restore the best weights if kept, then validate once more so
     the record has the metrics of the weights the stage saves (logged only when it adds a point
     to the curves)."""
-    trainer.fit(system, datamodule=ctx.datamodule, ckpt_path=ctx.resume_path(stage))
+    last = ctx.run_dir / stage / "checkpoints" / "last.ckpt"
+    resume = resume_checkpoint(last, fix=is_global_zero())  # the newest that loads, or None
+    if resume is not None:
+        rank_zero_info(f"[{stage}] resuming from {resume}")
+    trainer.fit(system, datamodule=ctx.datamodule, ckpt_path=resume)
     barrier()  # rank 0 wrote the best weights
     restored = best is not None and best.restore(system)
     if restored:
