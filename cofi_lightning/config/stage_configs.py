@@ -428,7 +428,7 @@ class DistillConfig:
             key but the prune, finetune and export ones) in the run directories beside this one
             (the parent of the run directory: ``outputs/<experiment>/`` by default,
             ``multirun/<experiment>/`` in a sweep) and copy it into ``teacher/model`` instead of
-            training one (``cofi_lightning.run.teacher_reuse``); ``teacher/DONE.json`` records where
+            training one (``cofi_lightning.run.stages``); ``teacher/DONE.json`` records where
             it came from. On the same kind of machine the export is then the one a teacher
             trained here gives, so this is not part of the run's identity. False always trains.
         teacher_training: The teacher stage.

@@ -1,23 +1,10 @@
 """Files a stage writes and reads back on resume, made to survive a kill or a full disk.
 
-This file owns how they are written and which resume checkpoint a stage starts from:
-
-* :func:`write_atomically` (and :func:`save_atomically`, :func:`write_text_atomically`): the bytes
-  go to ``<name>.tmp-<pid>`` beside the target, which is renamed over it only once complete. A
-  kill, a full disk or any error while writing leaves the previous file as it was (a rename in one
-  directory is atomic; Lightning's own writer builds the file in the system temporary directory
-  and *copies* it into the run directory when that is another file system, as on most clusters,
-  so a kill or a full disk there truncated ``last.ckpt``).
-* :class:`AtomicCheckpointIO`: Lightning's checkpoint IO plugin through that writer, which also
-  keeps the checkpoint it replaces as ``<name>.prev``, the fallback of a checkpoint that does not
-  load.
-* :func:`resume_checkpoint`: the newest of ``last.ckpt`` and ``last.ckpt.prev`` that loads; one
-  that does not is renamed ``<name>.corrupt-<n>`` with a warning naming it (None: the stage
-  starts from its beginning).
-
-* :class:`StepCheckpoint` and :class:`SaveAfterValidation`: when a stage's resume checkpoint is
-  written (never between a step and its validation);
-* :func:`save_model`: a stage's model directory (HF format, readable by the group).
+This file owns how they are written (:func:`write_atomically`: through ``<name>.tmp-<pid>`` beside
+the target, renamed over it once complete; Lightning's own writer *copies* from the system
+temporary directory, which truncated ``last.ckpt`` on clusters), which resume checkpoint a stage
+starts from (:func:`resume_checkpoint`), when it is written (never between a step and its
+validation) and how a stage's model directory is saved.
 """
 
 from __future__ import annotations
@@ -49,13 +36,13 @@ def previous_of(path: Path) -> Path:
 def write_atomically(
     path: str | Path, write: Callable[[Path], Any], keep_previous: bool = False
 ) -> None:
-    """Write ``path`` through a temporary file beside it, renamed over it once complete.
+    """Write ``path`` through a temporary file beside it, renamed over it once complete (a rename
+    in one directory is atomic: a kill or a full disk leaves the previous file as it was).
 
     Args:
-        path: The file to (re)write; its directory is created if missing.
         write: Writes the whole content to the path it is given (the temporary file).
-        keep_previous: Rename the file being replaced to :func:`previous_of` first. At every
-            instant one of the two then holds a complete file.
+        keep_previous: Rename the file being replaced to :func:`previous_of` first, so that one
+            of the two holds a complete file at every instant.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,10 +89,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def unreadable(path: Path) -> str | None:
-    """Why the checkpoint at ``path`` cannot be loaded, or None when it can.
-
-    ``torch.save`` writes a zip archive with a CRC-32 per entry: a truncated file has no central
-    directory and a damaged one fails its CRC, both found without unpickling anything."""
+    """Why the checkpoint at ``path`` cannot be loaded, or None when it can (``torch.save``
+    writes a zip archive with a CRC-32 per entry: found without unpickling anything)."""
     try:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
@@ -124,14 +109,12 @@ def set_aside(path: Path) -> Path:
 
 
 def resume_checkpoint(last: Path, fix: bool = True) -> Path | None:
-    """The newest resume checkpoint of a stage that loads: ``last``, else :func:`previous_of`
-    ``last``; None when neither does (the stage then starts from its beginning).
+    """The newest resume checkpoint of a stage that loads: ``last``, else its ``.prev``; None
+    when neither does (the stage then starts from its beginning).
 
     Args:
-        last: The stage's ``last.ckpt``.
-        fix: Set aside (:func:`set_aside`) each checkpoint that does not load, with a warning
-            naming it, and delete temporaries of killed writers in the stage directory (rank 0;
-            the other ranks only read, and choose the same file).
+        fix: Set aside each checkpoint that does not load, with a warning naming it, and delete
+            temporaries of killed writers (rank 0; the other ranks only read).
     """
     if fix:
         remove_temporaries(last.parent.parent)
@@ -154,10 +137,9 @@ def resume_checkpoint(last: Path, fix: bool = True) -> Path | None:
 
 
 def validates_after_batch(trainer: L.Trainer, batch_idx: int) -> bool:
-    """Whether the fit may validate once this training batch ends: Lightning's rule (every
-    ``check_val_every_n_epoch`` epochs, after every ``val_check_batch`` batches counted in the
-    epoch, or across epochs when that is None; at an epoch's last batch) from the trainer's public
-    state. When unsure it says True: a step checkpoint left out costs a few replayed steps."""
+    """Whether the fit may validate once this training batch ends (Lightning's rule, from the
+    trainer's public state). When unsure it says True: a step checkpoint left out costs a few
+    replayed steps."""
     if not trainer.enable_validation:
         return False
     every_epochs = trainer.check_val_every_n_epoch
@@ -175,12 +157,9 @@ def validates_after_batch(trainer: L.Trainer, batch_idx: int) -> bool:
 class StepCheckpoint(ModelCheckpoint):
     """Lightning's every-n-steps resume checkpoint, left out at a step that validates.
 
-    Lightning writes a step's checkpoint when the step ends, before that step's validation, and a
-    run resumed from it skips the validation (the loop counts it as done). A kill during that
-    validation would lose its result (a best-weights or best-structure candidate), and the resumed
-    run could keep another network. At those steps :class:`SaveAfterValidation` writes the
-    checkpoint once the validation is over; a kill during it resumes from the checkpoint before
-    and replays the steps and the validation.
+    Lightning writes a step's checkpoint before that step's validation, and a run resumed from it
+    skips the validation: its result (a best-weights or best-structure candidate) would be lost.
+    At those steps :class:`SaveAfterValidation` writes the checkpoint instead.
     """
 
     def on_train_batch_end(self, trainer: L.Trainer, module, outputs, batch, batch_idx) -> None:
@@ -189,18 +168,9 @@ class StepCheckpoint(ModelCheckpoint):
 
 
 class SaveAfterValidation(Checkpoint):
-    """Write the resume checkpoint after every validation during fit.
-
-    Lightning checkpoints a step at its end, *before* that step's validation, and a run resumed
-    from that checkpoint skips the validation; its result (a best-weights or best-structure
-    candidate) would be lost and the resumed run could export another network. Saved after the
-    validation, the checkpoint holds the callbacks' state with that evaluation in it (and
-    :class:`StepCheckpoint` writes none before it). (A ``Checkpoint``, so Lightning runs it after
-    the other callbacks' validation hooks.)
-
-    Args:
-        path: The resume checkpoint (``<stage>/checkpoints/last.ckpt``).
-    """
+    """Write the resume checkpoint (``<stage>/checkpoints/last.ckpt``) after every validation
+    during fit, with that evaluation in the callbacks' state (see :class:`StepCheckpoint`; a
+    ``Checkpoint``, so Lightning runs it after the other callbacks' validation hooks)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -213,8 +183,7 @@ class SaveAfterValidation(Checkpoint):
 
 def save_model(model: torch.nn.Module, tokenizer: Any, path: Path) -> None:
     """Model + tokenizer in HF format (rank 0), readable by others as the umask allows
-    (safetensors writes its file 0600 via a temporary file: shared-cluster colleagues could not
-    read it)."""
+    (safetensors writes its file 0600)."""
     if is_global_zero():
         model.save_pretrained(path)
         tokenizer.save_pretrained(path)

@@ -1,18 +1,19 @@
 """What the stages of one run share: the typed config, the run directory, models, data, trainers.
 
 This file owns :class:`RunContext` (tokenizer and DataModule built once; the models of
-``model.pretrained``; how a stage's trainer, loggers and callbacks are instantiated from the
-config) and :class:`StageClock`. When checkpoints are written is
-``cofi_lightning.run.checkpoints``'; the seeding, ``cofi_lightning.run.seeding``; the rank
-helpers, ``cofi_lightning.run.ranks``. It sits below ``cofi_lightning.run.stages`` and
-``cofi_lightning.run.pipeline``, which both import it; it imports neither.
+``model.pretrained``; each stage's trainer, loggers and callbacks from the config) and the seeding
+of the global RNGs from where the run is, never from what ran before in the process (a resumed run
+has another history; data order and mask noise use generators of their own). It sits below
+``cofi_lightning.run.stages`` and ``cofi_lightning.run.pipeline`` and imports neither.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +35,15 @@ from cofi_lightning.run.checkpoints import (
     AtomicCheckpointIO,
     SaveAfterValidation,
     StepCheckpoint,
-    resume_checkpoint,
 )
 from cofi_lightning.run.operating_points import operating_points
 from cofi_lightning.run.ranks import barrier, is_global_zero
-from cofi_lightning.run.seeding import StepSeed
 from cofi_lightning.training.lit_module import CoFiSystem
 
 
 class _DropLightningNoise(logging.Filter):
     """Drop Lightning's device banner, product tips and the "`weights_only` was not set" of every
-    checkpoint it writes (Lightning 2.6): no information for a CoFi run (the accelerator is in the
-    config; full checkpoints are what resume needs; real warnings go through ``warnings``)."""
+    checkpoint it writes (Lightning 2.6): no information for a CoFi run."""
 
     NOISE = ("GPU available:", "TPU available:", "HPU available:", "\U0001f4a1 Tip:")
 
@@ -64,11 +62,8 @@ for _name in (
 
 class StageClock(L.Callback):
     """Carries a stage's elapsed seconds through its checkpoints, so a resumed stage reports the
-    time of every attempt up to its last checkpoint, not only of the attempt that finished it.
-
-    Args:
-        started: ``time.perf_counter()`` when this attempt of the stage started.
-    """
+    time of every attempt up to its last checkpoint (``started``: this attempt's
+    ``time.perf_counter()``)."""
 
     def __init__(self, started: float) -> None:
         self.started = started
@@ -81,6 +76,33 @@ class StageClock(L.Callback):
         self.before = float(state["seconds"])
 
 
+def derived_seed(*key: object, bits: int = 64) -> int:
+    """A seed that is a function of ``key`` only: the first ``bits`` bits of the sha256 of its
+    parts joined by ``:`` (64 for ``torch.manual_seed``; 32 for numpy)."""
+    text = ":".join(str(part) for part in key)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> (64 - bits)
+
+
+def seed_stage(seed: int, stage: str) -> None:
+    """Seed the global RNGs as ``stage`` (``prune``, ``finetune_0.5``) starts: what it builds
+    from them (heads, log-alphas, the distillation's projection) is then the same whether the
+    earlier stages ran in this process, in an earlier invocation, or were reused."""
+    L.seed_everything(derived_seed(seed, "stage", stage, bits=32), workers=True, verbose=False)
+
+
+class StepSeed(L.Callback):
+    """Seed the global RNGs (dropout) from ``(seed, optimizer step, micro-batch, rank)`` before
+    every training batch: a resumed stage draws the same dropout as an uninterrupted one
+    (Lightning's checkpoints hold no RNG states)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+
+    def on_train_batch_start(self, trainer: L.Trainer, module, batch, batch_idx: int) -> None:
+        micro = batch_idx % trainer.accumulate_grad_batches  # micro-batches of one step differ
+        torch.manual_seed(derived_seed(self.seed, trainer.global_step, micro, trainer.global_rank))
+
+
 def _is_job_tracker(node: dict[str, Any]) -> bool:
     """A logger node whose target logs the whole job (one W&B run), not one stage."""
     return hasattr(get_object(node["_target_"]), "stage_logger")
@@ -90,8 +112,6 @@ class RunContext:
     """What every stage of one run shares (config, directories, data, builders).
 
     Args:
-        cfg: The typed, validated config.
-        run_dir: The run directory.
         extra_callbacks: ``{stage: [callbacks]}`` added to that stage's trainer (tests use it to
             interrupt a stage).
         run_id: A stable id of the run (its identity hash), for job-level trackers such as W&B.
@@ -112,24 +132,16 @@ class RunContext:
         self.points = operating_points(cfg.pruning.target_list)
         self.extra_callbacks = extra_callbacks or {}
         self.records: dict[str, dict[str, Any]] = {}
-        self._tokenizer = None
-        self._datamodule = None
-        self._family: Family | None = None
         #: Job-level trackers (``{logger name: tracker}``), built on first use on rank 0.
         self._trackers: dict[str, Any] | None = None
         #: ``{stage: StageClock}`` of the stage's trainer; ``{stage: start}`` of this attempt.
         self.clocks: dict[str, StageClock] = {}
         self.started: dict[str, float] = {}
 
-    # --- models and data --------------------------------------------------------------------------
-
-    @property
+    @cached_property
     def family(self) -> Family:
         """The encoder family of ``model.pretrained`` (from its ``model_type``)."""
-        if self._family is None:
-            model_type = AutoConfig.from_pretrained(self.cfg.model.pretrained).model_type
-            self._family = family_of(model_type)
-        return self._family
+        return family_of(AutoConfig.from_pretrained(self.cfg.model.pretrained).model_type)
 
     @property
     def model_class(self) -> type:
@@ -145,13 +157,8 @@ class RunContext:
         return config_class.from_pretrained_config(source)
 
     def latency_table(self, config) -> LatencyTable:
-        """The latency table of ``pruning.constraint=latency`` (prune and export stages): read, or
-        profiled here when missing.
-
-        Raises:
-            ConfigError: the table cannot serve the run (:func:`load_latency_table`; checked at the
-                door already when the file existed then).
-        """
+        """The latency table of ``pruning.constraint=latency``: read, or profiled here when
+        missing (then checked here, not at the door)."""
         from cofi_lightning.latency.profile import profile
         from cofi_lightning.latency.timing import device_name
 
@@ -182,21 +189,15 @@ class RunContext:
             kwargs.update(id2label=id2label, label2id={v: k for k, v in id2label.items()})
         return self.model_class.from_pretrained(str(path), **kwargs)
 
-    @property
+    @cached_property
     def tokenizer(self):
-        if self._tokenizer is None:
-            self._tokenizer = AutoTokenizer.from_pretrained(self.cfg.model.tokenizer, use_fast=True)
-        return self._tokenizer
+        return AutoTokenizer.from_pretrained(self.cfg.model.tokenizer, use_fast=True)
 
-    @property
+    @cached_property
     def datamodule(self) -> L.LightningDataModule:
         """The task's DataModule, built from ``task.datamodule`` (its ``_target_``)."""
-        if self._datamodule is None:
-            node = {**self.cfg.task.datamodule, "_partial_": True}
-            self._datamodule = instantiate(node)(tokenizer=self.tokenizer, seed=self.cfg.seed)
-        return self._datamodule
-
-    # --- trainers ---------------------------------------------------------------------------------
+        node = {**self.cfg.task.datamodule, "_partial_": True}
+        return instantiate(node)(tokenizer=self.tokenizer, seed=self.cfg.seed)
 
     def trackers(self) -> dict[str, Any]:
         """The job-level trackers of ``logger`` (one W&B run for all stages), on rank 0 only."""
@@ -286,28 +287,10 @@ class RunContext:
             )
         return instantiate(self.cfg.trainer, **kwargs)
 
-    @staticmethod
-    def close_loggers(loggers: Sequence) -> None:
-        """Flush a stage's loggers (job trackers stay open for the next stage)."""
-        for lg in loggers:
-            lg.finalize("success")
-
-    def resume_path(self, stage: str) -> str | None:
-        """The checkpoint ``stage`` resumes from (``cofi_lightning.run.checkpoints``: the newest
-        that loads; one that does not is set aside with a warning), or None to start it afresh."""
-        last = self.run_dir / stage / "checkpoints" / "last.ckpt"
-        found = resume_checkpoint(last, fix=is_global_zero())
-        if found is not None:
-            rank_zero_info(f"[{stage}] resuming from {found}")
-            return str(found)
-        return None
-
-    def evaluate(
-        self, model: torch.nn.Module, trainer: L.Trainer | None = None
-    ) -> dict[str, float]:
+    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
         """Validation metrics of an unmasked model as ``{metric: percent}`` (``val/`` dropped)."""
         system = CoFiSystem(model, task=self.task.name, stage=StageConfig(lr=0.0))
-        trainer = trainer or instantiate(
+        trainer = instantiate(
             self.cfg.trainer,
             logger=False,
             enable_checkpointing=False,
@@ -319,11 +302,7 @@ class RunContext:
 
 
 def cluster_plugins() -> list[SLURMEnvironment]:
-    """Under a SLURM job, Lightning's SLURM environment with its own requeue disarmed.
-
-    submitit requeues a job on ``USR2`` before its time limit, and the run resumes from its last
-    checkpoint; Lightning's handler would also requeue on ``SIGUSR1``, saving a full
-    ``hpc_ckpt_<n>.ckpt`` that a resume before the stage's first checkpoint would start from. One
-    requeue mechanism, one resume path.
-    """
+    """Under a SLURM job, Lightning's SLURM environment with its own requeue disarmed: submitit
+    requeues the job and the run resumes from its last checkpoint (Lightning's would save an
+    ``hpc_ckpt_<n>.ckpt`` as a second resume path)."""
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []

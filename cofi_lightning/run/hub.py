@@ -1,9 +1,6 @@
-"""Upload a finished export to the Hugging Face Hub (``export.push_to_hub=<repo id>``).
-
-The upload runs after ``results.json`` is written, so a failure (no token, no network, no right
-to the repository) never costs the local export: it is reported as :class:`HubPushError` naming
-the folder that is safe and how to retry. Re-running the same command retries the upload alone
-(every stage is done).
+"""Upload a finished export to the Hugging Face Hub (``export.push_to_hub=<repo id>``), after
+``results.json`` is written: a failure never costs the local export, and re-running the same
+command retries the upload alone.
 """
 
 from __future__ import annotations
@@ -26,10 +23,7 @@ def repo_ids(repo: str, points: Sequence[Any]) -> list[str]:
 
 
 def push_export(export_dir: Path, repo_id: str, *, private: bool, message: str) -> str:
-    """Create ``repo_id`` if needed and upload ``export_dir`` (model, tokenizer, card) to it.
-
-    Returns:
-        The URL of the commit.
+    """Create ``repo_id`` if needed and upload ``export_dir`` to it; returns the commit's URL.
 
     Raises:
         HubPushError: anything the hub client raised, with the local folder and a retry hint.

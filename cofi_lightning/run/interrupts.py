@@ -1,16 +1,11 @@
 """SIGTERM (``kill``, ``timeout``, Kubernetes and SLURM preemption) ends a run as *interrupted*.
 
-This file owns :class:`SigtermGuard`, installed by ``cofi_lightning.run.pipeline.train`` for the
-stages, and :class:`RunInterrupted`, what it raises: ``train.py`` turns it into one line and the
-exit status :data:`EXIT_INTERRUPTED`, so sweep drivers, job arrays and CI never count an unfinished
-run as done. Without it Lightning stops a fit at the signal by raising ``SIGTERMException``, a
-``SystemExit`` of status 0, and a SIGTERM late in a trainer call (in its end hooks, at its last
-validation batch) was swallowed: the stage was recorded as done and the run went on.
-
-Inside a trainer call Lightning's handler is installed and calls this one too: the fit stops at
-the next batch boundary (the stage's last checkpoint is what a rerun resumes from). Anywhere else
-(loading models, building the teacher cache, exporting) this handler is the installed one and
-raises at once. Either way, the stage gets no ``DONE.json`` and no later stage runs.
+:class:`SigtermGuard` raises :class:`RunInterrupted`, which ``train.py`` turns into one line and the
+exit status :data:`EXIT_INTERRUPTED`, so nothing counts an unfinished run as done (Lightning's own
+``SIGTERMException`` is a ``SystemExit`` of status 0, and a SIGTERM late in a trainer call was
+swallowed). Inside a trainer call the fit stops at the next batch boundary; anywhere else (loading
+models, building the teacher cache, exporting) it stops at once. Either way, the stage gets no
+``DONE.json`` and no later stage runs.
 """
 
 from __future__ import annotations
@@ -28,13 +23,10 @@ EXIT_INTERRUPTED = 128 + signal.SIGTERM
 
 
 class RunInterrupted(BaseException):
-    """The process received SIGTERM before the run finished; rerunning the command resumes it.
+    """The process received SIGTERM before the run finished in ``stage`` (None: between stages).
 
     A ``BaseException`` (like ``KeyboardInterrupt``): no ``except Exception`` on the way may
     mistake it for a failure and go on.
-
-    Args:
-        stage: The stage (its directory name) that was running; None between stages.
     """
 
     def __init__(self, stage: str | None) -> None:
@@ -47,11 +39,8 @@ class RunInterrupted(BaseException):
 
 
 class SigtermGuard:
-    """Record SIGTERM while the pipeline runs and end the run with :class:`RunInterrupted`.
-
-    A context manager (the previous handler is restored on exit); a no-op outside the main
-    thread, where Python cannot install signal handlers.
-    """
+    """Record SIGTERM while the pipeline runs and end the run with :class:`RunInterrupted` (a
+    context manager; a no-op outside the main thread, where Python installs no handlers)."""
 
     def __init__(self) -> None:
         self.received = False
@@ -88,9 +77,8 @@ class SigtermGuard:
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        """Run the body as stage ``name`` (what :class:`RunInterrupted` names): Lightning's
-        ``SIGTERMException`` becomes :class:`RunInterrupted`. The body calls :meth:`check` before
-        it records the stage as done."""
+        """Run the body as stage ``name``: Lightning's ``SIGTERMException`` becomes
+        :class:`RunInterrupted`."""
         self.current = name
         try:
             yield

@@ -1,12 +1,7 @@
 """The model card (``README.md``) of an exported model: what it is, how it was made, how to load it.
 
-This file owns the card's metadata (``huggingface_hub.ModelCardData``: base model, dataset,
-pipeline tag, tags, license when the base model states one, and a ``model-index`` with the task's
-metrics) and its text: the target and the sparsity counted on the export's tensors, encoder
-parameters before and after, the per-layer structure, the structure heatmap, the teacher's metric,
-the measured speedup when the run has a ``speed_*.json``, the config that produced it, and loading
-with and without cofi-lightning. The export stage writes it; ``python -m cofi_lightning.tools.bench
-run=<dir>`` rewrites it with the speed it measured.
+The export stage writes it; ``python -m cofi_lightning.tools.bench run=<dir>`` rewrites it with the
+speed it measured (:func:`refresh_card`).
 """
 
 from __future__ import annotations
@@ -21,18 +16,14 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from cofi_lightning.config.resolvers import target_label
 from cofi_lightning.data.tasks import TaskSpec
 from cofi_lightning.modeling.structure import Structure
-from cofi_lightning.run.operating_points import OperatingPoint
 from cofi_lightning.run.results import result_points
 
 PAPER = "https://arxiv.org/abs/2204.00408"
 
 
 def _base_model(source: str) -> tuple[str | None, str | None]:
-    """``(hub id or None, license or None)`` of the pruned model's source.
-
-    A local directory has no hub id (the card names the path in its text instead); its license
-    is read from its own card when it has one.
-    """
+    """``(hub id or None, license or None)`` of the pruned model's source (a local directory's
+    license is read from its own card)."""
     path = Path(source)
     if path.exists():
         card = path / "README.md"
@@ -109,10 +100,8 @@ def build_card(
     """The card of an export.
 
     Args:
-        task: The task it was pruned on.
         base_model: ``model.pretrained`` (hub id or local directory).
-        results: The run's ``results.json`` fields (at least ``target_sparsity``, ``sparsity``,
-            ``params``, ``structure``, ``pruned``, ``teacher``, ``main_metric``).
+        results: The operating point's flat ``results.json`` record (``flat_points``).
         config_yaml: The resolved config that produced it.
         speeds: The run's ``speed_*.json`` records, if any.
     """
@@ -193,21 +182,10 @@ tokenizer = AutoTokenizer.from_pretrained("<this folder or repo>", trust_remote_
 
 
 def write_card(
-    export_dir: Path,
-    run_dir: Path,
-    task: TaskSpec,
-    base_model: str,
-    results: dict,
-    point: OperatingPoint | None = None,
-):
-    """Write ``<export_dir>/README.md`` and its ``structure.png`` from the run directory.
-
-    Args:
-        results: The operating point's ``results.json`` fields.
-        point: Which operating point of the run this export is (None: the single target).
-    """
+    export_dir: Path, run_dir: Path, task: TaskSpec, base_model: str, results: dict, point
+) -> ModelCard:
+    """Write ``<export_dir>/README.md`` and its ``structure.png`` for an operating point."""
     export_dir, run_dir = Path(export_dir), Path(run_dir)
-    point = point or OperatingPoint(results["target_sparsity"])
     config = run_dir / "config.yaml"
     speeds = [json.loads(p.read_text()) for p in point.speed_files(run_dir)]
     card = build_card(

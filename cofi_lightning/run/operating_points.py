@@ -1,19 +1,9 @@
 """The operating points of a run: one per pruning target, each with its own directories.
 
-This file owns the layout of a run's per-target outputs, for the stages, the results, the report
-and the bench alike:
-
-* one target (``pruning.target_sparsity``, or ``pruning.targets`` of one entry): the single-target
-  layout, ``prune/best``, ``finetune/``, ``pruned_model/``, ``structure.png``, ``speed_*.json``;
-* a sparsity path (``pruning.targets`` with several): every target t has ``prune/best_<t>``,
-  ``finetune_<t>/``, ``pruned_model_<t>/``, ``structure_<t>.png`` and ``speed_*_<t>.json``, where
-  ``<t>`` is the target written with ``:g`` (``0.6``, ``0.75``).
-
-The finetune and export stages run once per point (``<stage><suffix>/DONE.json`` each, so each
-resumes on its own); ``results.json`` lists the points in ``operating_points``
-(``cofi_lightning.run.results``). A run under ``pruning.constraint=latency`` has one point whose
-target is a speedup, not a sparsity: its records say ``target_sparsity: null``
-(:func:`recorded_target`) and carry the speed target in ``latency``.
+This file owns the layout of a run's per-target outputs: one target has ``prune/best``,
+``finetune/``, ``pruned_model/``, ``structure.png`` and ``speed_*.json``; a sparsity path
+(``pruning.targets`` with several) suffixes each with ``_<t>`` (the target written with ``:g``).
+The finetune and export stages run (and resume) once per point.
 """
 
 from __future__ import annotations
@@ -30,7 +20,7 @@ class OperatingPoint:
     """One target of a run and where its outputs live.
 
     Attributes:
-        target: The target sparsity of this point (a latency-constrained run: the unused
+        target: The target sparsity (a latency-constrained run: the unused
             ``pruning.target_sparsity`` in the stages, None when read back from its results).
         suffix: ``""`` in the single-target layout, ``"_<t>"`` on a sparsity path.
     """
@@ -40,15 +30,12 @@ class OperatingPoint:
 
     @property
     def label(self) -> str:
-        """The target as written in paths and logs (``0.75``)."""
         return f"{self.target:g}"
 
     def stage(self, name: str) -> str:
-        """The directory (and record) name of a per-point stage: ``finetune_0.6``."""
         return f"{name}{self.suffix}" if name in PER_POINT_STAGES else name
 
     def best_dir(self, run_dir: str | Path) -> Path:
-        """The point's best structure (``prune/best`` or ``prune/best_<t>``)."""
         return Path(run_dir) / "prune" / f"best{self.suffix}"
 
     def export_dir(self, run_dir: str | Path) -> Path:
@@ -63,15 +50,13 @@ class OperatingPoint:
 
 
 def operating_points(targets: list[float | None]) -> list[OperatingPoint]:
-    """The points of a run with these targets (``PruningConfig.target_list``; read back from a
-    latency-constrained run's results, a single target is None)."""
+    """The points of a run with these targets (``PruningConfig.target_list``)."""
     if len(targets) == 1:
         return [OperatingPoint(None if targets[0] is None else float(targets[0]))]
     return [OperatingPoint(float(t), f"_{float(t):g}") for t in targets]
 
 
 def recorded_target(point: OperatingPoint, constraint: str) -> float | None:
-    """The point's ``target_sparsity`` in what a run writes (``results.json``, the stages'
-    records, the model card): its target, or None under ``constraint=latency``, whose target is
-    ``pruning.target_speedup`` (recorded as ``latency.target_speedup``)."""
+    """The point's ``target_sparsity`` in what a run writes: None under ``constraint=latency``,
+    whose target is ``pruning.target_speedup`` (recorded as ``latency.target_speedup``)."""
     return None if constraint == "latency" else point.target

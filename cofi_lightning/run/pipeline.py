@@ -1,13 +1,8 @@
 """The CoFi pipeline: stage loop, run-directory ownership, resume bookkeeping and ``results.json``.
 
-This file owns ``train(cfg)`` (what ``train.py`` calls). Before any stage runs, the run directory is
-claimed for this config (``cofi_lightning.run.rundir``: the same identity resumes, another one is
-refused with the differing keys) and locked against a second process. A stage that finishes writes
-``<run_dir>/<stage>/DONE.json`` (its record: metrics, seconds, outputs); a rerun skips it, and an
-unfinished stage resumes from ``<run_dir>/<stage>/checkpoints/last.ckpt``. A SIGTERM ends the run
-as interrupted (``cofi_lightning.run.interrupts``): the running stage writes no ``DONE.json``. What
-each stage does lives in ``cofi_lightning.run.stages``; what they share in
-``cofi_lightning.run.context``.
+This file owns ``train(cfg)`` (what ``train.py`` calls). A stage that finishes writes
+``<run_dir>/<stage>/DONE.json`` (its record); a rerun skips it, and an unfinished stage resumes
+from its last checkpoint. What each stage does lives in ``cofi_lightning.run.stages``.
 """
 
 from __future__ import annotations
@@ -18,7 +13,7 @@ import json
 import shlex
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +26,7 @@ from cofi_lightning.config.identity import identity_hash
 from cofi_lightning.modeling.structure import Structure
 from cofi_lightning.run import stages
 from cofi_lightning.run.checkpoints import write_text_atomically
-from cofi_lightning.run.context import RunContext
+from cofi_lightning.run.context import RunContext, seed_stage
 from cofi_lightning.run.hub import push_export, repo_ids
 from cofi_lightning.run.interrupts import SigtermGuard
 from cofi_lightning.run.operating_points import PER_POINT_STAGES, OperatingPoint
@@ -39,24 +34,13 @@ from cofi_lightning.run.preflight import preflight
 from cofi_lightning.run.ranks import barrier, is_global_zero
 from cofi_lightning.run.results import PointResult, Results, result_points
 from cofi_lightning.run.rundir import RunLock, check_run_dir, claim
-from cofi_lightning.run.seeding import seed_stage
-
-# --- the stage loop -------------------------------------------------------------------------------
 
 
 def run_stage(
-    ctx: RunContext,
-    name: str,
-    fn: Callable[..., dict[str, Any]],
-    point: OperatingPoint | None = None,
-    guard: SigtermGuard | None = None,
+    ctx: RunContext, name: str, point: OperatingPoint | None, guard: SigtermGuard
 ) -> dict:
     """Run one stage (of one operating point, for the per-point stages) unless its ``DONE.json``
-    exists; write it (rank 0) when the stage ends.
-
-    Raises:
-        RunInterrupted: ``guard`` saw a SIGTERM during the stage (no ``DONE.json`` is written).
-    """
+    exists; write it (rank 0) when the stage ends, unless ``guard`` saw a SIGTERM."""
     key = point.stage(name) if point is not None else name  # directory and record name
     done = ctx.run_dir / key / "DONE.json"
     label = f"[{STAGES.index(name) + 1}/{len(STAGES)} {key}]"
@@ -67,7 +51,7 @@ def run_stage(
         rank_zero_info(f"{label} starting")
         seed_stage(ctx.cfg.seed, key)
         start = ctx.started[key] = time.perf_counter()
-        guard = guard or SigtermGuard()  # one not installed: Lightning's SIGTERMException only
+        fn = stages.STAGE_FUNCTIONS[name]
         with guard.stage(key):  # until DONE.json exists, an interrupt names this stage
             record = fn(ctx) if point is None else fn(ctx, point)
             attempt = time.perf_counter() - start
@@ -78,8 +62,9 @@ def run_stage(
             guard.check()  # a trainer call that took a SIGTERM may still have returned
             if is_global_zero():
                 write_text_atomically(done, json.dumps(record, indent=2))
-        if is_global_zero() and ctx.cfg.cleanup.checkpoints:
-            remove_checkpoints(ctx.run_dir / key)
+        if is_global_zero() and ctx.cfg.cleanup.checkpoints:  # resume files, best weights
+            shutil.rmtree(ctx.run_dir / key / "checkpoints", ignore_errors=True)
+            (ctx.run_dir / key / "best_student.pt").unlink(missing_ok=True)
         barrier()
         rank_zero_info(f"{label} done in {record['seconds']:.0f} s{_outcome(ctx, record)}")
     ctx.records[key] = record
@@ -104,8 +89,8 @@ def _outcome(ctx: RunContext, record: dict[str, Any]) -> str:
 
 
 def summary_table(results: dict[str, Any], run_dir: Path) -> str:
-    """The end-of-run summary a person reads: teacher vs pruned, sparsity, structure, where (one
-    block per operating point of a ``results.json``)."""
+    """The end-of-run summary a person reads, one block per operating point of a
+    ``results.json``."""
     return "\n\n".join(
         _point_summary(record, point.speed_files(run_dir), point.structure_plot(run_dir), run_dir)
         for point, record in result_points(results)
@@ -156,12 +141,6 @@ def _point_summary(results: dict[str, Any], speed: list[Path], plot: Path, run_d
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
 
-def remove_checkpoints(stage_dir: Path) -> None:
-    """Delete a finished stage's resume checkpoints and best-weights snapshot."""
-    shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
-    (stage_dir / "best_student.pt").unlink(missing_ok=True)
-
-
 def resolve_run_dir(cfg: TrainConfig) -> Path:
     """``run_dir`` if set, else Hydra's output dir (``outputs/<experiment>/<run_name>``)."""
     if cfg.run_dir:
@@ -176,16 +155,9 @@ def train(
 ) -> dict[str, Any]:
     """Run (or resume) the configured stages and return the ``results.json`` content.
 
-    Args:
-        cfg: The composed ``conf/train.yaml`` (or its typed :class:`TrainConfig`).
-        extra_callbacks: ``{stage: [callbacks]}`` added to that stage's trainer.
-
     Raises:
-        ConfigError: an invalid value (naming the key), before anything is written.
-        ModelSourceError: a model, tokenizer or teacher that does not exist or does not fit.
-        RunDirError: the run directory belongs to another config or another live process.
-        RunInterrupted: a SIGTERM arrived before the run finished (the running stage is not
-            recorded as done; calling again resumes).
+        ConfigError, ModelSourceError, RunDirError: before anything is written.
+        RunInterrupted: a SIGTERM arrived before the run finished (calling again resumes).
     """
     cfg = load_config(cfg)
     run_dir = resolve_run_dir(cfg)
@@ -195,11 +167,8 @@ def train(
     if is_global_zero():  # a refused run dir: before anything is logged (DDP: rank 0 owns it)
         check_run_dir(run_dir, identity, cfg.resume)
     preflight(cfg, run_dir)  # what the run needs exists and fits, before run_dir is touched
-    lock = contextlib.nullcontext()
-    if is_global_zero():  # DDP ranks > 0 are started by rank 0, which holds the lock
-        lock = RunLock(run_dir)
-        lock.acquire()
-    try:
+    # DDP ranks > 0 are started by rank 0, which holds the lock
+    with RunLock(run_dir) if is_global_zero() else contextlib.nullcontext():
         guard = SigtermGuard()
         if is_global_zero():
             resumed = claim(run_dir, identity, cfg.resume)
@@ -213,16 +182,12 @@ def train(
         bars = cfg.trainer.get("enable_progress_bar", True)
         with guard, contextlib.nullcontext() if bars else _library_bars_off():
             return _run_stages(cfg, run_dir, run_id, extra_callbacks, guard)
-    finally:
-        if isinstance(lock, RunLock):
-            lock.release()
 
 
 @contextlib.contextmanager
 def _library_bars_off():
-    """The libraries' own progress bars (``transformers``' per-load "Loading weights",
-    ``datasets``' map) off, as found afterwards: with the trainer's bars off (batch jobs, whose
-    output goes to a log file) each would write a screen of carriage returns into the log."""
+    """The libraries' own progress bars off, as found afterwards: with the trainer's bars off
+    (batch jobs) each would write a screen of carriage returns into the log."""
     import datasets
     from transformers.utils import logging as hf_logging
 
@@ -243,7 +208,7 @@ def _run_stages(
     run_dir: Path,
     run_id: str,
     extra_callbacks: dict[str, Sequence[L.Callback]] | None,
-    guard: SigtermGuard | None = None,
+    guard: SigtermGuard,
 ) -> dict[str, Any]:
     ctx = RunContext(cfg, run_dir, extra_callbacks, run_id=run_id)
     results: dict[str, Any] = {}
@@ -256,7 +221,7 @@ def _run_stages(
             key = point.stage(name) if point is not None else name
             done = run_dir / key / "DONE.json"
             if name in cfg.stages:
-                run_stage(ctx, name, stages.STAGE_FUNCTIONS[name], point, guard)
+                run_stage(ctx, name, point, guard)
             elif done.is_file():
                 ctx.records[key] = json.loads(done.read_text())
         exports = [pt.stage("export") for pt in ctx.points]
@@ -278,8 +243,7 @@ def _run_stages(
 
 
 def _push(ctx: RunContext, results: Results) -> None:
-    """Upload each operating point's export: to ``export.push_to_hub``, or on a sparsity path to
-    ``<repo>-s<t>`` per target."""
+    """Upload each operating point's export (``hub.repo_ids``)."""
     repos = repo_ids(str(ctx.cfg.export.push_to_hub), ctx.points)
     for point, result, target_repo in zip(ctx.points, results.operating_points, repos, strict=True):
         url = push_export(

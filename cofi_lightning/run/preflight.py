@@ -1,26 +1,11 @@
 """Checks at the door: everything a run will need exists and fits, before any stage starts.
 
 This file owns the checks that need the file system, the Hugging Face cache or the data's size
-rather than the config alone (those live in ``cofi_lightning.config``):
-
-* ``model.pretrained``, ``model.tokenizer`` and ``distill.teacher`` are each an existing model
-  directory or a well-formed hub name; a hub name that is not in the local cache while the hub
-  cannot be reached (``HF_HUB_OFFLINE=1``, or a short probe fails) is refused with the places
-  looked in (the shared directory, the cache, the hub) instead of a long retry loop;
-* the data splits are in the local mirror, or the hub can serve them (same rule);
-* the student is of a supported encoder family (``cofi_lightning.modeling.families``);
-* a teacher can be distilled into the student: fine-tuned for the task (its task head is in the
-  checkpoint), the same family, the same hidden size (one ``[H, H]`` projection), unpruned, and
-  deep enough for the fixed layer mapping;
-* the prune stage reaches its target before it ends, lengths in epochs converted with the
-  training set's size (``PruningConfig.check_fits``, the rule the stage applies too);
-* ``pruning.constraint=latency``: the family is supported and an existing latency table fits the
-  model and allows the target speedup (``cofi_lightning.core.constraint``, the stages' functions);
-* ``export.push_to_hub`` names valid repositories;
-* a SLURM sweep starts one process per device (:class:`SlurmTasksCheck`, before submitting).
-
-Every failure is a one-line :class:`ModelSourceError`, ``ConfigError`` or ``DataError`` naming the
-key and the value.
+rather than the config alone (those live in ``cofi_lightning.config``): model, tokenizer and teacher
+sources (a hub name that cannot be fetched is refused at once with the places looked in), the data
+splits, the encoder family, a teacher that fits the student, the prune stage's length, the latency
+table, ``export.push_to_hub`` and a SLURM sweep's tasks per device. Every failure is one line
+naming the key and the value.
 """
 
 from __future__ import annotations
@@ -53,10 +38,6 @@ class ModelSourceError(ValueError):
     """A model or tokenizer setting names nothing usable; the message starts with the key."""
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
-
-
 def _hub_config(name: str) -> Path | None:
     """``config.json`` of a hub model in the local HF cache, if there."""
     from huggingface_hub import try_to_load_from_cache
@@ -66,13 +47,9 @@ def _hub_config(name: str) -> Path | None:
 
 
 def hub_unreachable() -> str | None:
-    """Why the Hugging Face hub cannot be used, or None when it answers.
-
-    ``HF_HUB_OFFLINE`` set, or a HEAD request to the endpoint that fails within
-    :data:`HUB_PROBE_TIMEOUT_S` (no retries: the libraries' own retry loops take half a minute
-    to say the same).
-    """
-    if _offline():
+    """Why the Hugging Face hub cannot be used, or None when it answers (one HEAD request
+    without retries: the libraries' own retry loops take half a minute to say the same)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
         return "HF_HUB_OFFLINE is set"
     from huggingface_hub import constants
 
@@ -92,23 +69,17 @@ def _probe(endpoint: str) -> str | None:
 
 
 def _shared_note() -> str:
-    """Which shared directory the configs' defaults use and why, for messages."""
     env = os.environ.get("COFI_SHARED_DIR")
     return f"COFI_SHARED_DIR={env}" if env else "COFI_SHARED_DIR unset, so <repo>/../shared"
 
 
 def check_source(key: str, value: str, need: str | None = "config.json") -> dict[str, Any] | None:
-    """Check one model setting; return its ``config.json`` content when it can be read locally.
-
-    Args:
-        key: The config key (``model.pretrained``, ``distill.teacher``, ``model.tokenizer``).
-        value: Its value: a directory or a hub name.
-        need: A file the directory must hold (``config.json``; None for tokenizers, whose files
-            vary).
+    """Check one model setting (a directory or a hub name); return its ``config.json`` content
+    when it can be read locally (``need``: the file a directory must hold; None for tokenizers).
 
     Raises:
-        ModelSourceError: naming the key and the value (for a hub name that cannot be fetched,
-            every place looked in and the environment variables that point elsewhere).
+        ModelSourceError: naming the key, the value and, for a hub name that cannot be fetched,
+            every place looked in.
     """
     path = Path(value).expanduser()
     if path.is_dir():
@@ -148,10 +119,6 @@ def check_source(key: str, value: str, need: str | None = "config.json") -> dict
     )
 
 
-def _depth(config: dict[str, Any]) -> int | None:
-    return config.get("num_hidden_layers")
-
-
 def _pruned(config: dict[str, Any]) -> bool:
     """A CoFi config whose layers keep fewer heads or FFN dims than the architecture has."""
     heads, ffn = config.get("num_heads"), config.get("intermediate_sizes")
@@ -160,11 +127,7 @@ def _pruned(config: dict[str, Any]) -> bool:
 
 
 def check_family(key: str, value: str, config: dict[str, Any]):
-    """The encoder family of a model's ``config.json``.
-
-    Raises:
-        ModelSourceError: the family is not supported (listing the supported ones).
-    """
+    """The encoder family of a model's ``config.json`` (else :class:`ModelSourceError`)."""
     from cofi_lightning.modeling import UnsupportedModelError, family_of
 
     try:
@@ -174,11 +137,8 @@ def check_family(key: str, value: str, config: dict[str, Any]):
 
 
 def check_teacher_fits(student: dict[str, Any], teacher: dict[str, Any], mapping: str) -> None:
-    """A teacher that layer distillation can use with this student.
-
-    Raises:
-        ModelSourceError: naming both shapes (or both families).
-    """
+    """A teacher that layer distillation can use with this student: the same family, the same
+    hidden size (one ``[H, H]`` projection), unpruned and deep enough for the fixed mapping."""
     families = [check_family(k, "", c) for k, c in (("model", student), ("teacher", teacher))]
     if families[0] != families[1]:
         raise ModelSourceError(
@@ -186,9 +146,10 @@ def check_teacher_fits(student: dict[str, Any], teacher: dict[str, Any], mapping
             f"{families[0].name} one; the teacher is loaded with the student's classes: "
             "fine-tune the teacher from model.pretrained (or train one: distill.teacher=null)"
         )
+    depths = [c.get("num_hidden_layers") for c in (teacher, student)]
     shapes = (
-        f"teacher hidden {teacher.get('hidden_size')} x {_depth(teacher)} layers, student hidden "
-        f"{student.get('hidden_size')} x {_depth(student)} layers"
+        f"teacher hidden {teacher.get('hidden_size')} x {depths[0]} layers, student hidden "
+        f"{student.get('hidden_size')} x {depths[1]} layers"
     )
     if teacher.get("hidden_size") != student.get("hidden_size"):
         raise ModelSourceError(
@@ -202,15 +163,15 @@ def check_teacher_fits(student: dict[str, Any], teacher: dict[str, Any], mapping
             f"{teacher.get('num_heads')}, FFN sizes {teacher.get('intermediate_sizes')}); "
             "distil from the unpruned fine-tuned teacher (its <run>/teacher/model)."
         )
-    if mapping == "fixed" and (_depth(teacher) or 0) > (_depth(student) or 0):
+    if mapping == "fixed" and (depths[0] or 0) > (depths[1] or 0):
         raise ModelSourceError(
             f"distill.layer_mapping=fixed needs a student at least as deep as the teacher: {shapes}"
         )
 
 
 def _weight_names(directory: Path) -> set[str] | None:
-    """Tensor names of a checkpoint directory, read from the safetensors header or index (no
-    weights are loaded); None when it holds no safetensors file."""
+    """Tensor names of a checkpoint directory from its safetensors header or index (None: no
+    safetensors file)."""
     index = directory / "model.safetensors.index.json"
     if index.is_file():
         return set(json.loads(index.read_text()).get("weight_map", {}))
@@ -224,8 +185,7 @@ def _weight_names(directory: Path) -> set[str] | None:
 
 
 def _local_dir(value: str) -> Path | None:
-    """The directory of a model setting: itself, or its snapshot in the HF cache (None if
-    neither is on this machine)."""
+    """The directory of a model setting, or its snapshot in the HF cache (None: neither here)."""
     path = Path(value).expanduser()
     if path.is_dir():
         return path
@@ -234,15 +194,8 @@ def _local_dir(value: str) -> Path | None:
 
 
 def check_teacher_head(value: str, teacher: dict[str, Any], task_name: str) -> None:
-    """``distill.teacher`` is fine-tuned for the task: its checkpoint holds the task head.
-
-    A checkpoint without it (a pretrained encoder, or one fine-tuned for span extraction given
-    to a classification task) loads with a freshly initialised head: the teacher scores at
-    chance and the whole run distils noise.
-
-    Raises:
-        ModelSourceError: naming the missing head's parameters.
-    """
+    """``distill.teacher`` is fine-tuned for the task: its checkpoint holds the task head
+    (without it the head is initialised at random and the whole run distils noise)."""
     directory = _local_dir(value)
     names = _weight_names(directory) if directory is not None else None
     if names is None:
@@ -277,16 +230,8 @@ def _world_size(trainer: dict[str, Any]) -> int | None:
 
 
 def check_slurm_tasks(launcher: dict[str, Any], trainer: dict[str, Any]) -> None:
-    """A SLURM job starts one process per device.
-
-    ``hydra=submitit_slurm`` runs a job with ``srun``: ``tasks_per_node`` x ``nodes`` processes,
-    which Lightning's ``SLURMEnvironment`` takes as its DDP ranks only if they are as many as
-    ``trainer.devices`` x ``trainer.num_nodes``; otherwise Lightning refuses inside the job,
-    after it was queued and its run directory claimed.
-
-    Raises:
-        ConfigError: naming both keys and both values.
-    """
+    """A SLURM job starts one process per device (``srun`` starts ``tasks_per_node`` x
+    ``nodes``; Lightning would refuse any other count inside the job, after it was queued)."""
     tasks, nodes = launcher.get("tasks_per_node", 1), launcher.get("nodes", 1)
     world = _world_size(trainer)
     if world is not None and tasks * nodes != world:
@@ -299,11 +244,10 @@ def check_slurm_tasks(launcher: dict[str, Any], trainer: dict[str, Any]) -> None
 
 
 class SlurmTasksCheck(Callback):
-    """:func:`check_slurm_tasks` before a SLURM sweep submits anything (a Hydra callback:
-    ``conf/hydra/submitit_slurm.yaml``).
+    """:func:`check_slurm_tasks` before a SLURM sweep submits anything (a Hydra callback).
 
-    Hydra turns a callback's exception into a warning and goes on, so a refusal is logged as
-    one line and ends the process with status 1 (``SystemExit`` passes through Hydra).
+    Hydra turns a callback's exception into a warning and goes on, so a refusal is logged and
+    ends the process with status 1 (``SystemExit`` passes through Hydra).
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -315,13 +259,9 @@ class SlurmTasksCheck(Callback):
 
 
 def check_prune_length(cfg: TrainConfig) -> None:
-    """The prune stage reaches its (last) target before it ends, lengths in epochs converted
-    with the steps per epoch the stage will have (the training set's size, known without
-    tokenizing; SQuAD's windows are not: its stage checks for itself).
-
-    Raises:
-        ConfigError: from ``PruningConfig.check_fits``, naming the keys.
-    """
+    """The prune stage reaches its last target before it ends (``PruningConfig.check_fits``),
+    epochs converted with the training set's size (known without tokenizing; SQuAD's windows
+    are not: its stage checks for itself)."""
     p, dm = cfg.pruning, cfg.task.datamodule
     if "prune" not in cfg.stages or p.method != "cofi":
         return
@@ -341,14 +281,9 @@ def check_prune_length(cfg: TrainConfig) -> None:
 
 
 def check_latency(cfg: TrainConfig, student: dict[str, Any] | None, run_dir: Path | None) -> None:
-    """``pruning.constraint=latency`` can run: the family is supported and the latency table,
-    when it exists already, fits the model and allows ``pruning.target_speedup`` (a missing
-    table is profiled by the prune stage, which then checks it with the same function).
-
-    Raises:
-        ConfigError: naming ``pruning.constraint``, ``pruning.latency_table`` or
-            ``pruning.target_speedup``.
-    """
+    """``pruning.constraint=latency`` can run: the family is supported and an existing latency
+    table fits the model and allows ``pruning.target_speedup`` (a missing one is profiled by the
+    prune stage, which then checks it with the same function)."""
     from cofi_lightning.core.constraint import check_latency_family, load_latency_table
 
     p = cfg.pruning
@@ -363,13 +298,8 @@ def check_latency(cfg: TrainConfig, student: dict[str, Any] | None, run_dir: Pat
 
 
 def check_push(cfg: TrainConfig) -> None:
-    """``export.push_to_hub`` names a valid repository for every operating point (the upload
-    itself comes after ``results.json``; a missing token is only warned about, since the
-    upload can be retried from another machine by re-running the command).
-
-    Raises:
-        ConfigError: naming ``export.push_to_hub``.
-    """
+    """``export.push_to_hub`` names a valid repository for every operating point (a missing
+    token is only warned about: the upload can be retried by re-running the command)."""
     from huggingface_hub import get_token
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -396,7 +326,6 @@ def check_push(cfg: TrainConfig) -> None:
 
 
 def _datasets_cache(task) -> Path:
-    """Where ``datasets`` keeps the hub dataset's prepared copy."""
     import datasets
 
     folder = task.hub_path.replace("/", "___")
@@ -405,11 +334,7 @@ def _datasets_cache(task) -> Path:
 
 def check_data(cfg: TrainConfig) -> None:
     """Every split the run reads is in the local mirror, or the hub can serve it (reachable, or
-    its dataset is in the ``datasets`` cache).
-
-    Raises:
-        DataError: one line naming the split, each place looked in and what to set.
-    """
+    its dataset is in the ``datasets`` cache)."""
     dm = cfg.task.datamodule
     task = get_task(cfg.task.name)
     trains = {"teacher", "prune", "finetune"} & set(cfg.stages)
@@ -436,13 +361,8 @@ def check_data(cfg: TrainConfig) -> None:
 
 
 def preflight(cfg: TrainConfig, run_dir: str | Path | None = None) -> None:
-    """Run every check of this file on a config (once, at the start of a run, before the run
-    directory is touched).
-
-    Args:
-        cfg: The typed, validated config.
-        run_dir: The run directory (where a latency table profiled by an earlier attempt is).
-    """
+    """Run every check of this file on a config, before the run directory is touched (where a
+    latency table profiled by an earlier attempt may be)."""
     student = check_source("model.pretrained", cfg.model.pretrained)
     if student is not None:
         check_family("model.pretrained", cfg.model.pretrained, student)

@@ -1,7 +1,5 @@
-"""The rank helpers of a run: who writes (global rank 0) and where the others wait.
-
-They sit below every module of ``cofi_lightning.run`` (which all import them) and import none.
-"""
+"""The rank helpers of a run: who writes (global rank 0) and where the others wait (below every
+module of ``cofi_lightning.run``)."""
 
 from __future__ import annotations
 

@@ -1,19 +1,9 @@
 """What a finished run records: ``results.json`` and its operating points, as typed records.
 
-This file owns the two records and their JSON form (the pipeline writes them, a sweep's objective
-reads them), and the flat per-point view of a ``results.json`` (:func:`flat_points`,
-:func:`result_points`) for readers of a few keys of a file any version wrote (the summary, the
-model card, the bench, the report):
-
-* :class:`PointResult`: one operating point's export (target, sparsity, parameters, metrics,
-  structure, directory, latency); the export stage's ``DONE.json`` is this record plus
-  ``structure_plot``;
-* :class:`Results`: the run's shared fields and its points. With a single target the point's
-  fields also sit at the top level of ``results.json`` (the layout every version wrote);
-  ``operating_points`` lists every point. A file without ``operating_points`` (the older
-  single-target layout) reads as one point.
-
-Where each point's files live is ``cofi_lightning.run.operating_points``.
+:class:`Results` is the run's shared fields and its :class:`PointResult` s (the export stage's
+``DONE.json`` is a point plus ``structure_plot``). With a single target the point's fields also
+sit at the top level of ``results.json``; a file without ``operating_points`` (the older layout)
+reads as one point. :func:`flat_points` and :func:`result_points` serve readers of a few keys.
 """
 
 from __future__ import annotations
@@ -34,9 +24,7 @@ class PointResult:
         sparsity: ``1 - pruned / unpruned`` encoder parameters, counted on the export.
         params: ``{"unpruned": n, "pruned": n}`` encoder parameters.
         pruned: The export's validation metrics (``{metric: percent}``).
-        structure: What the export keeps: ``hidden_size``, per-layer ``num_heads`` and
-            ``intermediate_sizes``.
-        export_dir: The exported model's directory.
+        structure: ``Structure.as_dict()`` of the export.
         latency: With ``pruning.constraint=latency``: ``target_speedup``, ``table_ms``,
             ``unpruned_table_ms``, ``table_speedup``, ``table_device``; else None.
     """
@@ -60,14 +48,10 @@ class Results:
     """A run's ``results.json``.
 
     Attributes:
-        task: The task's name.
         teacher: The teacher's validation metrics (empty without a teacher).
         main_metric: The key of ``teacher`` / each point's ``pruned`` a sweep optimises.
         ablation: The ablation's name (None: full CoFi).
-        method: ``pruning.method`` (``cofi`` or ``uniform``).
-        constraint: ``pruning.constraint`` (``params`` or ``latency``).
         fidelity: The fidelity preset's name (None: the defaults).
-        seed: The run's seed.
         stage_seconds: ``{stage: seconds}`` of every stage recorded.
         operating_points: One :class:`PointResult` per target, in the run's order.
     """
@@ -108,8 +92,7 @@ class Results:
 
 def flat_points(data: dict[str, Any]) -> list[dict[str, Any]]:
     """One flat record per operating point of a ``results.json`` dict: the run's shared keys with
-    the point's keys (what the report and the model card read, unknown keys included). A file
-    without ``operating_points`` is its own single point."""
+    the point's (unknown keys included)."""
     points = data.get("operating_points")
     shared = {k: v for k, v in data.items() if k != "operating_points"}
     if not points:
@@ -118,9 +101,8 @@ def flat_points(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def result_points(data: dict[str, Any]) -> list[tuple[OperatingPoint, dict[str, Any]]]:
-    """Each operating point of a ``results.json`` dict with its flat record (:func:`flat_points`),
-    for readers of a few keys of a file any version wrote (the summary, the model card, the
-    bench); a single point's target may be None (a latency-constrained run)."""
+    """Each operating point of a ``results.json`` dict with its flat record (:func:`flat_points`);
+    a single point's target may be None (a latency-constrained run)."""
     records = flat_points(data)
     points = operating_points([record.get("target_sparsity") for record in records])
     return list(zip(points, records, strict=True))

@@ -1,24 +1,10 @@
 """Ownership of a run directory: which config it belongs to, and which process is using it.
 
-This file owns two files in every run directory:
-
-* ``run.json``: the identity of the config that created the run (``cofi_lightning.config.identity``)
-  and its hash. A later invocation may resume the run only with the same identity; otherwise it
-  stops before touching anything, listing the keys that differ. ``resume`` decides what an empty
-  or foreign directory means (``auto`` | ``never`` | ``must``).
-* ``.lock``: created atomically by the process that runs the pipeline (pid, host, start time),
-  refreshed by a heartbeat and removed on exit. A second process on the same directory stops at
-  once. A lock whose owner is dead (same host: no such pid; an earlier attempt of the same SLURM
-  job, which SLURM ended before requeueing it; other host: heartbeat older than
-  :data:`STALE_SECONDS`) is taken over with a warning, so a killed job never blocks its requeue,
-  on whichever node it lands.
-
-A refused invocation writes nothing into the run directory, not even Hydra's files: the
-``${cofi.unless_refused:<value>,<refused>}`` resolver (registered here) tells Hydra where to save
-``.hydra/`` (``conf/hydra/default.yaml``) and the job log (``conf/hydra/job_logging/cofi.yaml``),
-before Hydra writes them.
-
-It does not decide what the stages write (``cofi_lightning.run.stages``).
+This file owns ``run.json`` (the identity of the config that created the run: a later invocation
+resumes only with the same identity, else stops listing the keys that differ) and ``.lock``
+(created atomically by the process running the pipeline, refreshed by a heartbeat; a dead owner's
+lock is taken over with a warning, so a killed job never blocks its requeue). A refused
+invocation writes nothing there, not even Hydra's files: see :func:`unless_refused`.
 """
 
 from __future__ import annotations
@@ -58,21 +44,9 @@ def has_run(run_dir: Path) -> bool:
 
 
 def check_identity(run_dir: Path, identity: dict[str, Any], resume: str) -> bool:
-    """Check, without writing anything, that this config may use ``run_dir``.
-
-    Args:
-        run_dir: The run directory (may not exist).
-        identity: ``config_identity(cfg)`` of this invocation.
-        resume: ``auto``: resume a run of the same identity, start one in an empty directory,
-            refuse a run of another identity; ``must``: refuse to start from nothing; ``never``:
-            refuse any existing run.
-
-    Returns:
-        True when ``run_dir`` holds a run of this identity (to resume), False when it holds none.
-
-    Raises:
-        RunDirError: with the differing keys and how to start fresh.
-    """
+    """Check, without writing anything, that this config (``identity``) may use ``run_dir``
+    under the ``resume`` key (``auto`` | ``must`` | ``never``); True when it holds a run of this
+    identity to resume, False when it holds none."""
     path = run_dir / RUN_FILE
     fresh = "pass run_dir=<another directory>, or delete this one to start over"
     existing = has_run(run_dir)
@@ -99,32 +73,15 @@ def check_identity(run_dir: Path, identity: dict[str, Any], resume: str) -> bool
 
 def check_run_dir(run_dir: Path, identity: dict[str, Any], resume: str) -> None:
     """Raise :class:`RunDirError` if this invocation would be refused ``run_dir`` (another
-    config's run, or a live process's lock), without writing anything.
-
-    A refused invocation must leave the run as it was, so this runs before anything would write
-    there: before Hydra saves ``.hydra/`` and opens the job log (the ``cofi.unless_refused``
-    resolver) and before the pipeline logs a line. :func:`claim` and :class:`RunLock`, taken
-    afterwards, stay the authority (two processes starting at once are still told apart there).
-    """
+    config's run, or a live process's lock), without writing anything; :func:`claim` and
+    :class:`RunLock`, taken afterwards, stay the authority."""
     check_identity(run_dir, identity, resume)
     RunLock(run_dir).check_free()
 
 
 def claim(run_dir: Path, identity: dict[str, Any], resume: str) -> bool:
-    """Check that this config may use ``run_dir`` (:func:`check_identity`) and record its
-    identity there.
-
-    Args:
-        run_dir: The run directory (created if missing).
-        identity: ``config_identity(cfg)`` of this invocation.
-        resume: See :func:`check_identity`.
-
-    Returns:
-        True when an existing run is resumed, False when a new one starts.
-
-    Raises:
-        RunDirError: with the differing keys and how to start fresh.
-    """
+    """:func:`check_identity`, then record the identity in ``run_dir`` (created if missing);
+    True when an existing run is resumed."""
     if check_identity(run_dir, identity, resume):
         return True
     path = run_dir / RUN_FILE
@@ -155,10 +112,9 @@ def pid_alive(pid: int) -> bool:
 class RunLock:
     """An exclusive, self-expiring lock on a run directory (a context manager).
 
-    Args:
-        run_dir: The run directory (created if missing).
-        heartbeat_seconds: How often the owner refreshes the lock's mtime.
-        stale_seconds: A lock of another host not refreshed for this long is taken over.
+    A lock whose owner is dead is stale: same host, no such pid; an earlier attempt of the same
+    SLURM job (SLURM ended it before requeueing); another host, not refreshed for
+    ``stale_seconds``.
     """
 
     def __init__(
@@ -255,17 +211,9 @@ class RunLock:
 def unless_refused(value: Any, refused: Any, *, _root_: DictConfig) -> Any:
     """``value``, or ``refused`` when this invocation will be refused Hydra's output dir.
 
-    Hydra saves ``.hydra/*.yaml`` and opens ``<job name>.log`` in the output dir before it calls
-    the task function, so ``train()``'s refusal would come after both. ``conf/hydra`` reads
-    ``hydra.output_subdir`` and the log file's name through this resolver, which Hydra evaluates
-    inside its ``run_job`` right before writing: a refused invocation gets no
-    ``.hydra/`` (``refused`` = null) and logs to ``/dev/null``; the console still shows the error.
-    DDP ranks > 0 (started by rank 0, which holds the lock) keep their own logs.
-
-    Args:
-        value: What Hydra uses normally.
-        refused: What it uses when :func:`check_run_dir` refuses the output dir.
-        _root_: The whole config (OmegaConf passes it).
+    Hydra saves ``.hydra/`` and opens the job log before it calls ``train()``; ``conf/hydra``
+    reads both through this resolver, which Hydra evaluates right before writing, so a refused
+    invocation gets no ``.hydra/`` and logs to ``/dev/null`` (the console still shows the error).
     """
     output_dir = OmegaConf.select(_root_, "hydra.runtime.output_dir", default=None)
     if not output_dir or not is_global_zero():  # outside a job (--cfg); a DDP rank > 0 of a run

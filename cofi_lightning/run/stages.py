@@ -1,28 +1,19 @@
 """The four CoFi stages: teacher, prune, finetune, export. Each returns its DONE record.
 
 This file owns what each stage builds and trains and which files it leaves in the run directory:
-
-* ``teacher/model``: the fine-tuned teacher (HF format + tokenizer), unless ``distill.teacher`` is
-  given (then only evaluated) or distillation is off (skipped); a finished teacher of the same
-  teacher identity beside the run is copied instead of trained (``distill.reuse_teacher``);
-* ``prune/best``: the best deterministic masks and full-size student weights
-  (:class:`~cofi_lightning.training.callbacks.BestMasksCheckpoint`); ``prune/structure``:
-  tables/heatmaps;
-* ``finetune/model``: the compact model after fine-tuning with distillation;
-* ``pruned_model``: the exported compact model + tokenizer, loadable with the Auto classes.
-
-The student starts from the *pretrained* model in the prune stage (as in the paper), not from the
-teacher. For the finetune stage the layer-distillation projection keeps the prune stage's weights
-with its input columns cut to the kept hidden dims: the compact model's hidden states equal the
-masked model's on those dims (the soft hidden mask is folded into the weights), so the loss is
-unchanged.
-The stage order is ``cofi_lightning.config.STAGES``; resume and records live in
-``cofi_lightning.run.pipeline``.
+``teacher/model`` (unless ``distill.teacher`` is given or distillation is off; a finished teacher
+of the same teacher identity in a run directory beside this one is linked or copied instead,
+``distill.reuse_teacher``),
+``prune/best`` (best deterministic masks and full-size student weights), ``finetune/model`` and
+``pruned_model`` (loadable with the Auto classes). As in the paper, the prune stage's student
+starts from the *pretrained* model, not from the teacher.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -39,14 +30,13 @@ from cofi_lightning.core.distillation import LayerDistiller
 from cofi_lightning.core.masks import CoFiMasks, Masks
 from cofi_lightning.latency import structure_latency
 from cofi_lightning.modeling.structure import Structure
-from cofi_lightning.run.checkpoints import save_model
+from cofi_lightning.run.checkpoints import resume_checkpoint, save_model
 from cofi_lightning.run.context import RunContext
 from cofi_lightning.run.model_card import write_card
 from cofi_lightning.run.operating_points import OperatingPoint, recorded_target
 from cofi_lightning.run.ranks import barrier, is_global_zero
 from cofi_lightning.run.results import PointResult
 from cofi_lightning.run.teacher_cache import run_cache
-from cofi_lightning.run.teacher_reuse import as_recorded, reuse_teacher
 from cofi_lightning.training.callbacks import (
     BestMasksCheckpoint,
     BestWeights,
@@ -63,14 +53,12 @@ from cofi_lightning.training.parts import Distillation, Pruning
 def _objective(
     ctx: RunContext, structure: Path | None = None, masks: Masks | None = None
 ) -> Distillation | None:
-    """The prune / finetune stages' distillation from the frozen teacher (None without one: the
-    task loss), its training outputs from the teacher cache where the run uses one.
+    """The prune / finetune stages' distillation from the frozen teacher (None without one).
 
     Args:
         structure: The finetune stage's structure directory: the layer distillation keeps the
-            prune stage's projection (when saved), its input columns cut to the hidden dims
-            ``masks`` keep.
-        masks: The structure's masks.
+            prune stage's projection, its input columns cut to the hidden dims ``masks`` keep
+            (the compact model's states equal the masked model's on them: the loss is unchanged).
     """
     path = ctx.records.get("teacher", {}).get("teacher_dir")
     if path is None:
@@ -93,30 +81,27 @@ def _fit(
     ctx: RunContext, stage: str, system: CoFiSystem, trainer, best: BestWeights | None = None
 ) -> dict[str, float]:
     """Fit (resuming if possible), restore the best weights if kept, then validate once more so
-    the record has the metrics of the weights the stage saves.
-
-    That last validation reaches the loggers only when it adds a point to the curves: not for
-    restored best weights (an earlier step's model), nor at a step that was just evaluated."""
-    trainer.fit(system, datamodule=ctx.datamodule, ckpt_path=ctx.resume_path(stage))
+    the record has the metrics of the weights the stage saves (logged only when it adds a point
+    to the curves)."""
+    last = ctx.run_dir / stage / "checkpoints" / "last.ckpt"
+    resume = resume_checkpoint(last, fix=is_global_zero())  # the newest that loads, or None
+    if resume is not None:
+        rank_zero_info(f"[{stage}] resuming from {resume}")
+    trainer.fit(system, datamodule=ctx.datamodule, ckpt_path=resume)
     barrier()  # rank 0 wrote the best weights
     restored = best is not None and best.restore(system)
     if restored:
         rank_zero_info(f"[{stage}] keeping the best weights (step {best.best_step})")
     system.log_val = not restored and system.last_val_step != trainer.global_step
     trainer.validate(system, datamodule=ctx.datamodule, verbose=False)
-    ctx.close_loggers(trainer.loggers)
+    for logger in trainer.loggers:  # job trackers stay open for the next stage
+        logger.finalize("success")
     return system.recorded_metrics()
 
 
 def _train_and_save(ctx: RunContext, stage: str, system: CoFiSystem) -> tuple[Path, dict]:
-    """Train ``system`` for one stage and save its student to ``<run_dir>/<stage>/model``.
-
-    The stage's length, evaluation cadence and ``select_best`` (keep the weights of the best
-    validation instead of the last ones) come from ``system.stage``.
-
-    Returns:
-        The model directory and the final validation metrics (without the ``val/`` prefix).
-    """
+    """Train ``system`` for one stage (its settings: ``system.stage``) and save its student to
+    ``<run_dir>/<stage>/model``; returns the directory and the final validation metrics."""
     settings = system.stage
     best = BestWeights(ctx.run_dir / stage / "best_student.pt") if settings.select_best else None
     trainer = ctx.trainer(
@@ -131,6 +116,75 @@ def _train_and_save(ctx: RunContext, stage: str, system: CoFiSystem) -> tuple[Pa
     save_model(system.student, ctx.tokenizer, out)
     barrier()
     return out, metrics
+
+
+#: The teacher stage's files in a run directory.
+TEACHER_DONE = Path("teacher") / "DONE.json"
+TEACHER_MODEL = Path("teacher") / "model"
+
+
+def as_recorded(identity: dict[str, Any]) -> dict[str, Any]:
+    """``identity`` as ``teacher/DONE.json`` records it (and reads it back): plain JSON values."""
+    return json.loads(json.dumps(identity, sort_keys=True, default=str))
+
+
+def find_teacher(run_dir: Path, identity: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
+    """``(model directory, its teacher/DONE.json record)`` of the first finished teacher of
+    ``identity`` (by directory name) beside ``run_dir``, or None."""
+    here = Path(run_dir).resolve()
+    wanted = as_recorded(identity)
+    for done in sorted(here.parent.glob(f"*/{TEACHER_DONE}")):
+        if done.parents[1] == here:
+            continue
+        try:
+            record = json.loads(done.read_text())
+        except (OSError, ValueError):
+            continue  # being written, or not ours: not a finished teacher
+        model = done.parents[1] / TEACHER_MODEL
+        if record.get("teacher_identity") == wanted and (model / "config.json").is_file():
+            return model, record
+    return None
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(src, dst)
+
+
+def copy_teacher(src: Path, dst: Path) -> None:
+    """Copy a teacher's model directory to ``dst`` through a temporary directory renamed into
+    place (the run's lock makes any other temporary one beside it a killed attempt's)."""
+    for stale in dst.parent.glob(f"{dst.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = dst.with_name(f"{dst.name}.tmp-{os.getpid()}")
+    shutil.copytree(src, tmp, copy_function=_link_or_copy)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.replace(dst)
+
+
+def reuse_teacher(ctx: RunContext, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The teacher stage's record of a matching teacher beside this run, copied into
+    ``teacher/model`` (None when there is none: the stage trains one)."""
+    found = find_teacher(ctx.run_dir, identity)
+    if found is None:
+        return None
+    src, record = found
+    out = ctx.run_dir / TEACHER_MODEL
+    if is_global_zero():
+        copy_teacher(src, out)
+    barrier()
+    rank_zero_info(
+        f"[teacher] reusing the finished teacher of {src.parents[1]} (same teacher identity; "
+        "distill.reuse_teacher=false trains one here)"
+    )
+    return {
+        "teacher_dir": str(out),
+        "metrics": record["metrics"],
+        "teacher_identity": identity,
+        "reused_from": str(src),
+    }
 
 
 def teacher_stage(ctx: RunContext) -> dict[str, Any]:
@@ -301,12 +355,8 @@ def finetune_stage(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
 
 
 def export_stage(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
-    """Save the point's compact model as its export and measure what was saved (parameters,
-    metrics, structure; the table latency under ``pruning.constraint=latency``).
-
-    Returns:
-        The point's :class:`~cofi_lightning.run.results.PointResult` and ``structure_plot``.
-    """
+    """Save the point's compact model as its export and measure what was saved; returns the
+    point's :class:`~cofi_lightning.run.results.PointResult` and ``structure_plot``."""
     src = Path(ctx.records[point.stage("finetune")]["model_dir"])
     out = point.export_dir(ctx.run_dir)
     save_model(ctx.load_model(src), ctx.tokenizer, out)

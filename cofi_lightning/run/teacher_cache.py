@@ -1,38 +1,21 @@
 """An on-disk cache of the frozen teacher's outputs on the training set (``distill.teacher_cache``).
 
-The teacher is frozen, in eval mode and deterministic, so its logits and distilled hidden states on
-a training example are the same at every step, in every job of a sweep: computing them once saves a
-teacher forward per step (about a fifth of a pruning step on CPU). This file owns building the
-cache, finding it again (:func:`run_cache`: a stage's, on the ranks of a run) and serving a batch
-from it.
-
+The teacher is frozen and deterministic, so its logits and distilled states on a training example
+are the same at every step of every job: computing them once saves a teacher forward per step.
 Layout of ``<cache_dir>/teacher_outputs/<key>/`` (``key``: a hash of the teacher's weights, the
-training features' cache key, the distilled layers and the format version, so a changed teacher,
-dataset, tokenizer or max length can never be served a stale entry):
+features' cache key, the distilled layers and the format version, so nothing stale is served):
 
-* ``logits.npy`` ``[N, C]`` float16: logits of example i (C = 1 for regression);
-* ``hidden.npy`` ``[T, n_t, H]`` float16, memory-mapped: the distilled layers' states of every
-  real token, example i at rows ``offsets[i]:offsets[i + 1]`` (padding is not stored: with
-  ``distill.layer_loss_tokens=real`` padding positions carry no weight);
-* ``offsets.npy`` ``[N + 1]`` int64; ``meta.json`` written last (its presence marks a finished
-  build; builds go to a temporary folder renamed into place, so a killed build leaves no entry).
+* ``logits.npy`` ``[N, C]`` float16; ``offsets.npy`` ``[N + 1]`` int64;
+* ``hidden.npy`` ``[T, n_t, H]`` float16: the distilled layers' states of every real token, example
+  i at rows ``offsets[i]:offsets[i + 1]`` (padding carries no weight with
+  ``distill.layer_loss_tokens=real``, so it is not stored);
+* ``meta.json``, written last, records each file's size and CRC-32: a damaged entry is rebuilt (or
+  refused with one line), never served.
 
-Integrity. ``meta.json`` records each file's size and CRC-32; opening an entry checks both, so a
-truncated, damaged or half-copied file is never served: the job rebuilds the entry (one warning
-naming it and the file) or, when it cannot, stops with one line naming it. A CRC-32 of each whole
-file is cheap next to a training run and, unlike sampled blocks, catches damage anywhere: opening
-went from <1 ms to ~90 ms for a 100 MB entry and to ~0.8 s for SST-2's 1.4 GB (page cache, 2 shared
-CPU cores; a cold disk adds its read time). Entries built before sizes and checksums were recorded
-are rebuilt once, in place. The temporary folder of a build is
-``<key>.tmp-<host>-<pid>``: a build killed outright (SIGKILL, out of memory) cannot remove it, so
-every job removes those of this host whose process is gone and whose key nobody is building
-(another host's, or a live builder's, are never touched).
-
-Concurrent jobs (a Hydra multirun on one machine) build it once: the first takes an exclusive
-``flock`` on ``<key>.lock`` and the others wait for it. fp16 keeps ~3 significant digits, the
-same order as bf16 training; the cached losses match the live teacher's to that tolerance
-(``tests/test_teacher_cache.py``). Question answering is not cached: its logits at padding
-positions, which the prediction loss reads, depend on the batch.
+Builds go to ``<key>.tmp-<host>-<pid>`` renamed into place, under an exclusive ``flock`` on
+``<key>.lock`` (concurrent jobs build once). fp16 matches the live teacher's losses to bf16-like
+tolerance (``tests/test_teacher_cache.py``). Question answering is not cached: its logits at
+padding positions, which the prediction loss reads, depend on the batch.
 """
 
 from __future__ import annotations
@@ -57,6 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cofi_lightning.config import ConfigError
+from cofi_lightning.data import PadCollator
 from cofi_lightning.run.ranks import barrier, is_global_zero
 from cofi_lightning.run.rundir import pid_alive
 
@@ -69,18 +53,13 @@ log = logging.getLogger(__name__)
 #: Bump when the layout or what is stored changes.
 CACHE_VERSION = 1
 _SEQUENCE_KEYS = ("input_ids", "attention_mask", "token_type_ids")
-#: ``<key>.tmp-<host>-<pid>``; names without a host (written before hosts were recorded) are this
-#: host's.
+#: ``<key>.tmp-<host>-<pid>``; a name without a host is this host's.
 _TMP_NAME = re.compile(r"^(?P<key>[0-9a-f]+)\.tmp-(?:(?P<host>.+)-)?(?P<pid>\d+)$")
 _CHUNK_BYTES = 16 << 20
 
 
 class TeacherCacheError(ConfigError):
-    """A cache entry is damaged (and could not be rebuilt); the message names the entry.
-
-    Attributes:
-        problem: What is wrong with it, a short phrase (see :func:`entry_problem`).
-    """
+    """A cache entry is damaged (and could not be rebuilt); ``problem`` says how, in a phrase."""
 
     def __init__(self, message: str, problem: str) -> None:
         super().__init__(message)
@@ -97,36 +76,25 @@ def weights_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _lengths(dataset) -> np.ndarray:
-    """Tokens per example ``[N]`` (the ``attention_mask`` sums of the unpadded features)."""
-    return np.asarray([int(sum(m)) for m in dataset["attention_mask"]], dtype=np.int64)
-
-
 @dataclass
 class CachedTeacher:
-    """Teacher outputs for one batch, shaped as the live teacher's would be.
-
-    Attributes:
-        logits: ``[B, C]`` float32.
-        hidden: ``[n_t, B, S, H]`` float32 states of the distilled layers (zeros at padding), or
-            None when no layers are cached.
-    """
+    """Teacher outputs for one batch: ``logits`` ``[B, C]`` and ``hidden`` ``[n_t, B, S, H]``
+    (zeros at padding; None without distilled layers), float32 as the live teacher's."""
 
     logits: torch.Tensor
     hidden: torch.Tensor | None
 
 
 class TeacherCache:
-    """Read side of a finished cache directory (see the module docstring)."""
+    """A finished entry, checked against its ``meta.json`` when opened.
+
+    Raises:
+        TeacherCacheError: a file is missing, or its size or checksum is not the recorded one.
+    """
 
     def __init__(self, path: Path) -> None:
-        """Open a finished entry after checking every file against ``meta.json``.
-
-        Raises:
-            TeacherCacheError: a file is missing or its size or checksum differs from the one
-                recorded at build time (the message names the entry, the file and what to do).
-        """
         self.path = Path(path)
+        log.info("teacher cache: reading %s", self.path)
         problem = entry_problem(self.path)
         if problem is not None:
             raise TeacherCacheError(
@@ -134,25 +102,17 @@ class TeacherCache:
                 "set distill.teacher_cache=false",
                 problem,
             )
-        self.meta = json.loads((self.path / "meta.json").read_text())
-        self.layers: list[int] = list(self.meta["layers"])
+        layers = json.loads((self.path / "meta.json").read_text())["layers"]
         self.logits = np.load(self.path / "logits.npy", mmap_mode="r")
         self.offsets = np.load(self.path / "offsets.npy")
-        self.hidden = np.load(self.path / "hidden.npy", mmap_mode="r") if self.layers else None
+        self.hidden = np.load(self.path / "hidden.npy", mmap_mode="r") if layers else None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
     def batch(self, index: torch.Tensor, seq_len: int, device: torch.device) -> CachedTeacher:
-        """The outputs of examples ``index`` ``[B]`` padded to ``seq_len`` tokens.
-
-        Raises:
-            RuntimeError: an index outside the cache or an example longer than ``seq_len``
-                (features that do not match the cache; its key should have prevented this).
-        """
+        """The outputs of examples ``index`` ``[B]`` padded to ``seq_len`` tokens."""
         idx = index.detach().cpu().numpy()
-        if idx.min() < 0 or idx.max() >= len(self):
-            raise RuntimeError(f"teacher cache {self.path} has {len(self)} examples, got {idx}")
         logits = torch.from_numpy(np.asarray(self.logits[idx], dtype=np.float32))
         hidden = None
         if self.hidden is not None:
@@ -160,23 +120,18 @@ class TeacherCache:
             out = np.zeros((len(idx), seq_len, n_t, h), dtype=np.float32)
             for row, i in enumerate(idx):
                 start, stop = self.offsets[i], self.offsets[i + 1]
-                if stop - start > seq_len:
-                    raise RuntimeError(
-                        f"teacher cache {self.path}: example {i} has {stop - start} tokens, "
-                        f"the batch {seq_len}"
-                    )
                 out[row, : stop - start] = self.hidden[start:stop]
             hidden = torch.from_numpy(out).permute(2, 0, 1, 3).to(device)  # [n_t, B, S, H]
         return CachedTeacher(logits.to(device), hidden)
 
 
 def _file_names(layers: list[int]) -> list[str]:
-    """The data files of an entry (``hidden.npy`` only when layers are distilled)."""
     return ["logits.npy", "offsets.npy"] + (["hidden.npy"] if layers else [])
 
 
 def _crc32(path: Path) -> str:
-    """The CRC-32 of a file, read in chunks (flat memory whatever its size)."""
+    """The CRC-32 of a file, read in chunks (flat memory whatever its size): unlike sampled
+    blocks it catches damage anywhere, for ~1 s per GB."""
     crc = 0
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK_BYTES):
@@ -184,19 +139,9 @@ def _crc32(path: Path) -> str:
     return f"{crc:08x}"
 
 
-def _file_records(path: Path, layers: list[int]) -> dict[str, dict]:
-    """What ``meta.json`` records of each data file: its size in bytes and its CRC-32."""
-    return {
-        name: {"bytes": (path / name).stat().st_size, "crc32": _crc32(path / name)}
-        for name in _file_names(layers)
-    }
-
-
 def entry_problem(path: Path) -> str | None:
-    """Why the entry at ``path`` cannot be served (a short phrase), or None when it is sound.
-
-    Sizes are compared first (a truncated file costs a ``stat``), checksums after.
-    """
+    """Why the entry at ``path`` cannot be served (a short phrase), or None when it is sound
+    (sizes first: a truncated file costs a ``stat``; checksums after)."""
     try:
         meta = json.loads((path / "meta.json").read_text())
     except FileNotFoundError:
@@ -222,16 +167,15 @@ def entry_problem(path: Path) -> str | None:
 
 
 def _tmp_dir(path: Path) -> Path:
-    """This process's temporary build folder for the entry ``path``."""
     return path.parent / f"{path.name}.tmp-{socket.gethostname()}-{os.getpid()}"
 
 
 def remove_stale_builds(root: Path) -> list[Path]:
-    """Remove the temporary folders of builds that were killed on this host; returns them.
+    """Remove the temporary folders of builds killed on this host (SIGKILL, out of memory);
+    returns them.
 
-    A folder is stale when it names this host, its process is gone and no job holds its key's
-    lock (so a live builder's folder, even one whose pid was reused, is never touched). Folders
-    of other hosts are left alone: whether their process lives cannot be known from here.
+    Stale: this host's, its process gone and its key's lock free (a live builder's folder, even
+    one whose pid was reused, is never touched; whether another host's process lives is unknown).
     """
     removed = []
     host = socket.gethostname()
@@ -251,11 +195,7 @@ def remove_stale_builds(root: Path) -> list[Path]:
 
 
 def _discard(path: Path, problem: str) -> None:
-    """Remove a damaged entry (under its key's lock) so that it can be rebuilt.
-
-    Raises:
-        TeacherCacheError: it cannot be removed (e.g. a read-only cache directory).
-    """
+    """Remove a damaged entry (under its key's lock) so that it can be rebuilt."""
     log.warning("teacher cache: entry %s %s: rebuilding it", path, problem)
     tmp = _tmp_dir(path)
     try:
@@ -282,18 +222,9 @@ def cache_key(teacher: nn.Module, features_key: str, layers: list[int]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def estimate_bytes(lengths: np.ndarray, n_layers: int, hidden: int, num_labels: int) -> int:
-    """Disk size of a cache: fp16 states of every real token plus fp16 logits and offsets."""
-    return int(lengths.sum()) * n_layers * hidden * 2 + len(lengths) * (num_labels * 2 + 8)
-
-
 def run_cache(ctx: RunContext, distillation: Distillation) -> TeacherCache | None:
-    """The cache of a stage's teacher outputs on the run's training set
-    (``distill.teacher_cache``), or None when the run does not use one (off, or question
-    answering: its padding logits depend on the batch).
-
-    Built on first use by the job that needs it (rank 0 under DDP; the others wait at the
-    barrier) and shared by every later job with the same teacher, features and layers."""
+    """The cache of a stage's teacher outputs on the run's training set, or None when the run
+    uses none (built by rank 0 under DDP; the others wait at the barrier)."""
     if not ctx.cfg.distill.teacher_cache:
         return None
     if ctx.task.family == "squad":
@@ -330,26 +261,12 @@ def open_or_build(
     batch_size: int = 128,
     progress: bool = True,
 ) -> TeacherCache:
-    """The cache of ``teacher`` on ``dataset``, built on first use.
+    """The cache of ``teacher`` on ``dataset``, built on first use; a damaged entry is rebuilt.
 
     Args:
-        teacher: The frozen teacher (any device); left in eval mode.
-        dataset: The training features (HF ``Dataset`` with ``input_ids``, ``attention_mask``,
-            optionally ``token_type_ids``), indexed as the training loader indexes them.
+        dataset: The training features (HF ``Dataset``), indexed as the training loader does.
         features_key: The features' own cache key (task, split, data, tokenizer, max length).
         layers: 0-based teacher layers whose outputs are stored (empty: logits only).
-        root: ``<cache_dir>/teacher_outputs``.
-        pad_token_id: Pad id for the build batches.
-        batch_size: Examples per teacher forward while building (sorted by length).
-        progress: Show a progress bar while building.
-
-    A damaged entry (see :func:`entry_problem`) is rebuilt in place; the temporary folders of
-    builds killed on this host are removed first (:func:`remove_stale_builds`).
-
-    Raises:
-        ConfigError: the cache would not fit on the disk (naming ``distill.teacher_cache``).
-        TeacherCacheError: a damaged entry that cannot be removed, or a fresh build that does not
-            read back as written.
     """
     key = cache_key(teacher, features_key, layers)
     path = Path(root) / key
@@ -357,7 +274,7 @@ def open_or_build(
     remove_stale_builds(path.parent)
     if (path / "meta.json").is_file():
         try:
-            return _read(path)
+            return TeacherCache(path)
         except TeacherCacheError:
             pass  # repaired below, under the lock
     with open(path.parent / f"{key}.lock", "w") as lock:
@@ -368,20 +285,13 @@ def open_or_build(
             fcntl.flock(lock, fcntl.LOCK_EX)
         if path.exists():  # checked again: another job may have built or repaired it meanwhile
             try:
-                return _read(path)
+                return TeacherCache(path)
             except TeacherCacheError as err:
                 _discard(path, err.problem)
         _build(teacher, dataset, path, layers, pad_token_id, batch_size, progress)
     return TeacherCache(path)
 
 
-def _read(path: Path) -> TeacherCache:
-    """Open a finished entry (checked; raises :class:`TeacherCacheError` when damaged)."""
-    log.info("teacher cache: reading %s", path)
-    return TeacherCache(path)
-
-
-@torch.no_grad()
 def _build(
     teacher: nn.Module,
     dataset,
@@ -391,10 +301,11 @@ def _build(
     batch_size: int,
     progress: bool,
 ) -> None:
-    lengths = _lengths(dataset)
+    lengths = np.asarray([int(sum(m)) for m in dataset["attention_mask"]], dtype=np.int64)
     config = teacher.config
-    hidden_size, num_labels = config.hidden_size, config.num_labels
-    size = estimate_bytes(lengths, len(layers), hidden_size, num_labels)
+    # fp16 states of every real token, fp16 logits and int64 offsets
+    size = int(lengths.sum()) * len(layers) * config.hidden_size * 2
+    size += len(lengths) * (config.num_labels * 2 + 8)
     free = shutil.disk_usage(path.parent).free
     log.info(
         "teacher cache: building %s (%d examples, %d tokens, %d layers: %.1f MB on disk, %.1f GB "
@@ -423,7 +334,10 @@ def _build(
             "examples": len(lengths),
             "tokens": int(lengths.sum()),
             "bytes": size,
-            "files": _file_records(tmp, layers),
+            "files": {
+                name: {"bytes": (tmp / name).stat().st_size, "crc32": _crc32(tmp / name)}
+                for name in _file_names(layers)
+            },
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         os.replace(tmp, path)
@@ -463,19 +377,11 @@ def _write(
     device = next(teacher.parameters()).device
     order = np.argsort(-lengths, kind="stable")  # longest first: little padding per batch
     bar = tqdm(total=len(order), desc="Teacher cache", unit="ex", disable=not progress)
+    collate = PadCollator(pad_token_id)  # the training loader's padding
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        rows = dataset[[int(i) for i in chunk]]
-        width = int(lengths[chunk].max())
-        batch = {}
-        for name in _SEQUENCE_KEYS:
-            if name not in rows:
-                continue
-            fill = pad_token_id if name == "input_ids" else 0
-            t = torch.full((len(chunk), width), fill, dtype=torch.long)
-            for r, seq in enumerate(rows[name]):
-                t[r, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-            batch[name] = t.to(device)
+        padded = collate(dataset.__getitems__([int(i) for i in chunk]))
+        batch = {name: padded[name].to(device) for name in _SEQUENCE_KEYS if name in padded}
         out = teacher(**batch, output_hidden_states=bool(layers))
         logits[chunk] = out.logits.float().cpu().numpy().astype(np.float16)
         if hidden is not None:

@@ -130,7 +130,7 @@ def test_teacher_identity_is_what_the_teacher_stage_reads(compose_train):
 def test_a_teacher_is_found_beside_the_run_only_with_its_identity(tmp_path):
     """Not in this run's own directory, not of another identity, not without its model, not from
     a record that does not parse; the copy replaces what a killed copy left."""
-    from cofi_lightning.run.teacher_reuse import (
+    from cofi_lightning.run.stages import (
         TEACHER_DONE,
         TEACHER_MODEL,
         copy_teacher,
