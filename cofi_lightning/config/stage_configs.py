@@ -1,8 +1,5 @@
-"""The schema of the training stages: teacher, prune (with the Lagrangian schedule), finetune, and
-the distillation settings they share. Each dataclass validates itself on creation, naming the key.
-
-Part of the one config schema (``cofi_lightning.config.schema`` assembles it).
-"""
+"""The schema of the training stages (teacher, prune, finetune) and of distillation; part of the
+one config schema that ``schema.py`` assembles."""
 
 from __future__ import annotations
 
@@ -10,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from cofi_lightning.config.checks import ConfigError, at_least, require
+from cofi_lightning.config.checks import ConfigError, at_least, fractions, one_of, require
 from cofi_lightning.core.masks import UNIT_NAMES
 
 SCHEDULES: tuple[str, ...] = ("linear", "constant")
@@ -44,17 +41,12 @@ class StageConfig:
     def __post_init__(self) -> None:
         at_least(self, self.KEY, ("epochs", "lr"), 0, strict=False)
         require(
-            self.max_steps == -1 or self.max_steps >= 0,
+            self.max_steps >= -1,
             f"{self.KEY}.max_steps",
             "must be -1 (epochs decide) or >= 0",
             self.max_steps,
         )
-        require(
-            self.schedule in SCHEDULES,
-            f"{self.KEY}.schedule",
-            f"must be in {SCHEDULES}",
-            self.schedule,
-        )
+        one_of(self, self.KEY, {"schedule": SCHEDULES})
         require(
             self.eval_every_steps is None or self.eval_every_steps >= 1,
             f"{self.KEY}.eval_every_steps",
@@ -63,14 +55,8 @@ class StageConfig:
         )
 
     def check_trains(self, stage: str) -> None:
-        """A stage that runs must train at least one step: Lightning stops at once when
-        ``max_epochs`` or ``max_steps`` is 0, and the stage would save its untrained model as if
-        trained (checked only for the stages a run includes, as a skipped stage's length is
-        unused).
-
-        Raises:
-            ConfigError: naming the key and the stage.
-        """
+        """A stage that runs trains at least one step (Lightning stops at once on a length of 0,
+        and the stage would save its untrained model as if trained)."""
         for name in ("epochs", "max_steps"):
             require(
                 getattr(self, name) != 0,
@@ -123,12 +109,9 @@ class FinetuneConfig(StageConfig):
 
 @dataclass
 class PathConfig:
-    """The schedule of a sparsity path (``pruning.targets`` with several targets).
-
-    The prune stage ramps t to the first target over the Lagrangian warm-up, holds it for a dwell,
-    ramps to the next target, holds it, and so on; the last target is held until the stage ends.
-    Lengths in epochs are converted with the stage's optimizer steps per epoch; steps, when given,
-    win.
+    """The schedule of a sparsity path (``pruning.targets`` with several targets): ramp to each
+    target, hold it for a dwell, ramp to the next; the last is held to the end (steps win over
+    epochs).
 
     Attributes:
         ramp_epochs / ramp_steps: Length of each ramp between consecutive targets (None: at the
@@ -154,10 +137,8 @@ class PathConfig:
 
 @dataclass
 class PruningConfig(StageConfig):
-    """The prune stage (masks + Lagrangian, Xia et al. 2022 Sec. 3) and the finetune stage after it.
-
-    Lengths in epochs are converted with the stage's optimizer steps per epoch; a length in steps,
-    when given, wins.
+    """The prune stage (masks + Lagrangian, Xia et al. 2022 Sec. 3) and the finetune stage after it
+    (a length in steps, when given, wins over one in epochs).
 
     Attributes:
         method: ``cofi`` learns the structure; ``uniform`` is the simple baseline: every layer
@@ -227,9 +208,7 @@ class PruningConfig(StageConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("target_sparsity", "start_sparsity"):
-            value = getattr(self, name)
-            require(0.0 <= value < 1.0, f"pruning.{name}", "must be in [0, 1)", value)
+        fractions(self, "pruning", ("target_sparsity", "start_sparsity"))
         self._check_targets()
         units = list(self.units)
         unknown = sorted(set(units) - set(UNIT_NAMES))
@@ -250,13 +229,7 @@ class PruningConfig(StageConfig):
             strict=False,
         )
         at_least(self, "pruning", ("checkpoint_every_steps",), 1, strict=False)
-        require(self.method in METHODS, "pruning.method", f"must be in {METHODS}", self.method)
-        require(
-            self.constraint in CONSTRAINTS,
-            "pruning.constraint",
-            f"must be in {CONSTRAINTS}",
-            self.constraint,
-        )
+        one_of(self, "pruning", {"method": METHODS, "constraint": CONSTRAINTS})
         if self.constraint == "latency":
             require(
                 self.target_speedup is not None and self.target_speedup > 1,
@@ -264,12 +237,7 @@ class PruningConfig(StageConfig):
                 "must be > 1 with pruning.constraint=latency (the unpruned latency / target)",
                 self.target_speedup,
             )
-        require(
-            self.select_on in SELECT_ON,
-            "pruning.select_on",
-            f"must be in {SELECT_ON}",
-            self.select_on,
-        )
+        one_of(self, "pruning", {"select_on": SELECT_ON})
 
     def _check_targets(self) -> None:
         if self.targets is None:
@@ -301,20 +269,14 @@ class PruningConfig(StageConfig):
         )
 
     def check_fits(self, steps_per_epoch: int | None, total: int | None, stage: str = "") -> None:
-        """The target is reached before the prune stage ends: pre-pruning + the ramps (+ the
-        dwells of a path) are shorter than the stage, so it spends at least one step at its
-        (last) target. One rule for every place that can know the lengths: the config (every
-        length in steps, ``max_steps`` set), the door (epochs converted with the training set's
-        size) and the stage itself (its real steps per epoch).
+        """Pre-pruning + the ramps (+ the dwells of a path) end before the prune stage does, so it
+        spends at least one step at its (last) target. Called by the config (lengths in steps),
+        the door and the stage itself, whichever knows the lengths.
 
         Args:
-            steps_per_epoch: Optimizer steps per epoch; None when unknown (then only lengths all
-                given in steps are checked).
-            total: Optimizer steps of the stage (None: unknown, nothing is checked).
+            steps_per_epoch: Optimizer steps per epoch; None: only lengths all in steps are checked.
+            total: Optimizer steps of the stage (None: nothing is checked).
             stage: How ``total`` was counted, for the message (``"pruning.max_steps=10"``).
-
-        Raises:
-            ConfigError: naming the keys to change.
         """
         p, path = self.path, len(self.target_list) > 1
         in_epochs = [self.pre_pruning_steps, self.lagrangian_warmup_steps]
@@ -418,19 +380,12 @@ class DistillConfig:
         layer_mapping: ``dynamic`` (CoFi) or ``fixed`` teacher -> student layer matching.
         layer_loss_tokens: Which positions the layer MSE averages over: ``real`` tokens, or
             ``all`` positions of the batch (padding included, as the original).
-        teacher_cache: Read the teacher's logits and distilled hidden states from an on-disk
-            cache built once per (teacher weights, training features, layers) and shared by
-            every job that needs it, instead of running the teacher at every step
-            (``cofi_lightning.run.teacher_cache``). Needs ``layer_loss_tokens=real``: the states at
-            padding positions depend on the batch.
-        reuse_teacher: Before the teacher stage trains, look for a finished teacher of the same
-            teacher identity (``cofi_lightning.config.identity.teacher_identity``: every identity
-            key but the prune, finetune and export ones) in the run directories beside this one
-            (the parent of the run directory: ``outputs/<experiment>/`` by default,
-            ``multirun/<experiment>/`` in a sweep) and copy it into ``teacher/model`` instead of
-            training one (``cofi_lightning.run.teacher_reuse``); ``teacher/DONE.json`` records where
-            it came from. On the same kind of machine the export is then the one a teacher
-            trained here gives, so this is not part of the run's identity. False always trains.
+        teacher_cache: Read the teacher's logits and hidden states from an on-disk cache shared
+            by every job that needs it instead of running the teacher at every step
+            (``cofi_lightning.run.teacher_cache``; needs ``layer_loss_tokens=real``).
+        reuse_teacher: Copy a finished teacher of the same teacher identity from a run directory
+            beside this one into ``teacher/model`` instead of training one
+            (``docs/running.md``; not part of the run's identity).
         teacher_training: The teacher stage.
     """
 
@@ -448,19 +403,12 @@ class DistillConfig:
     teacher_training: TeacherTrainingConfig = field(default_factory=TeacherTrainingConfig)
 
     def __post_init__(self) -> None:
-        require(self.temperature > 0, "distill.temperature", "must be > 0", self.temperature)
+        at_least(self, "distill", ("temperature",), 0, strict=True)
         at_least(self, "distill", ("alpha_pred", "alpha_layer"), 0, strict=False)
-        require(
-            self.layer_mapping in LAYER_MAPPINGS,
-            "distill.layer_mapping",
-            f"must be in {LAYER_MAPPINGS}",
-            self.layer_mapping,
-        )
-        require(
-            self.layer_loss_tokens in LAYER_LOSS_TOKENS,
-            "distill.layer_loss_tokens",
-            f"must be in {LAYER_LOSS_TOKENS}",
-            self.layer_loss_tokens,
+        one_of(
+            self,
+            "distill",
+            {"layer_mapping": LAYER_MAPPINGS, "layer_loss_tokens": LAYER_LOSS_TOKENS},
         )
         require(
             not (self.teacher_cache and self.layer_loss_tokens == "all"),
