@@ -1,9 +1,6 @@
-"""The SQuAD v1.1 LightningDataModule: windowed training features, post-processed evaluation.
-
-This file owns the module that serves SQuAD batches and turns a validation pass's start/end logits
-back into ``{id: answer text}`` (``postprocess``) next to the gold answers (``references``), so the
-training system can call ``cofi_lightning.training.metrics.squad_metrics`` at the end of validation.
-The window/offset arithmetic is in ``squad_features.py``.
+"""The SQuAD v1.1 LightningDataModule: windowed features, and a validation pass's start/end logits
+back to ``{id: answer text}`` (``postprocess``) beside the gold answers (``references``). The
+window/offset arithmetic is in ``squad_features.py``.
 """
 
 from __future__ import annotations
@@ -45,8 +42,6 @@ class SquadDataModule(TaskDataModule):
     ``limit_eval_samples`` counts questions, not windows.
 
     Args:
-        task: Must be ``"squad"``.
-        tokenizer: The model's fast tokenizer.
         doc_stride: Overlap in tokens between consecutive windows of a context (128 in the paper).
         n_best: Start/end candidates per window in post-processing (20).
         max_answer_length: Longest answer in tokens (30).
@@ -145,18 +140,14 @@ class SquadDataModule(TaskDataModule):
     def postprocess(
         self, start_logits: Logits, end_logits: Logits, feature_index: Logits | None = None
     ) -> dict[str, str]:
-        """Turn start/end logits of evaluation windows into one answer text per question.
+        """Turn start/end logits of evaluation windows into one answer text per question
+        (``""`` when no valid span exists), for each question with a scored window.
 
         Args:
-            start_logits: ``[F, T]`` array/tensor, or a list of per-batch ``[B_i, T_i]`` tensors
-                (batch lengths may differ with dynamic padding), in the order of ``feature_index``.
-            end_logits: Same layout as ``start_logits``.
+            start_logits / end_logits: ``[F, T]``, or per-batch ``[B_i, T_i]`` (lengths may differ
+                with dynamic padding), in the order of ``feature_index``.
             feature_index: ``[F]`` or per-batch ``[B_i]`` rows of ``eval_features`` the logits
                 belong to; ``None`` means ``0..F-1`` in order.
-
-        Returns:
-            ``{id: answer text}`` for each question with at least one scored window (all of them
-            after a full validation pass); ``""`` when no valid span exists.
         """
         feats = self._require(self.eval_features, "the evaluation split")
         examples = self._require(self.eval_examples, "the evaluation split")
