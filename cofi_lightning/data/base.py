@@ -15,7 +15,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from datasets import Dataset, Features
+from datasets import Dataset, Features, List, Value
 from torch.utils.data import DataLoader
 
 from cofi_lightning.data.loaders import EpochShuffleSampler, ResumableDataLoader, eval_sampler
@@ -30,6 +30,12 @@ FEATURE_VERSION = 1
 #: Sequence columns and their padding values (``None``: the tokenizer's pad id).
 _SEQUENCE_PAD: dict[str, int | None] = {"input_ids": None, "attention_mask": 0, "token_type_ids": 0}
 _SCALAR_KEYS = ("labels", "start_positions", "end_positions", "feature_index", "example_index")
+#: The model inputs of every task's cached features (their columns come first).
+MODEL_FEATURES = {
+    "input_ids": List(Value("int32")),
+    "token_type_ids": List(Value("int8")),
+    "attention_mask": List(Value("int8")),
+}
 
 
 class IndexedDataset(torch.utils.data.Dataset):
@@ -198,29 +204,26 @@ class TaskDataModule(L.LightningDataModule):
         state = getattr(self.trainer, "state", None)
         self.setup(None if state is None or state.fn is None else str(state.fn.value))
 
-    def _load(self, split: str, limit: int | None) -> tuple[Dataset, str]:
-        """Raw rows of ``split`` (validated), cut to the first ``limit``; and their fingerprint."""
+    def _features(
+        self,
+        split: str,
+        limit: int | None,
+        kind: str,
+        function: Callable[..., dict],
+        columns: dict[str, Any],
+        key_extra: dict[str, Any],
+        with_indices: bool = False,
+        **fn_kwargs: Any,
+    ) -> tuple[Dataset, Dataset]:
+        """The raw rows of ``split`` (validated, cut to the first ``limit``) and their features:
+        ``function(batch, tokenizer=, max_length=, **fn_kwargs)`` mapped over them, giving the
+        model inputs and ``columns``, cached on disk under a key of what they depend on."""
         ds, origin, fingerprint = load_split(
             self.task, split, self.data_dir, self.use_hub, self.check_num_rows
         )
         if limit is not None and limit < len(ds):
             ds = ds.select(range(limit))
         log.info("%s %s: %d examples from %s", self.task.name, split, len(ds), origin)
-        return ds, fingerprint
-
-    def _tokenize(
-        self,
-        ds: Dataset,
-        split: str,
-        kind: str,
-        fingerprint: str,
-        function: Callable[..., dict],
-        fn_kwargs: dict[str, Any],
-        features: Features,
-        key_extra: dict[str, Any],
-        with_indices: bool = False,
-    ) -> Dataset:
-        """Map ``function`` over ``ds`` (``datasets.map``), cached on disk under a content key."""
         key = {
             "version": FEATURE_VERSION,
             "task": self.task.name,
@@ -250,9 +253,9 @@ class TaskDataModule(L.LightningDataModule):
             function,
             batched=True,
             with_indices=with_indices,
-            fn_kwargs=fn_kwargs,
+            fn_kwargs={"tokenizer": self.tokenizer, "max_length": self.max_seq_length, **fn_kwargs},
             remove_columns=ds.column_names,
-            features=features,
+            features=Features({**MODEL_FEATURES, **columns}),
             cache_file_name=str(path),
             load_from_cache_file=True,
             new_fingerprint=digest,
@@ -260,7 +263,7 @@ class TaskDataModule(L.LightningDataModule):
         )
         if len(out) == 0:
             raise RuntimeError(f"{self.task.name} {split}: tokenization produced no features")
-        return out
+        return ds, out
 
     def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         """Training (``shuffle``): resumable mid-epoch, order seeded by ``(seed, epoch)``, rows

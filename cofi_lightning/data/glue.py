@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from datasets import Dataset, Features, List, Value
+from datasets import Dataset, Value
 from torch.utils.data import DataLoader
 
-from cofi_lightning.data.base import TaskDataModule
+from cofi_lightning.data.base import MODEL_FEATURES, TaskDataModule
 
 
 def encode_glue(
@@ -20,12 +20,7 @@ def encode_glue(
     ``max_length`` tokens with the special ones); ``labels`` is ``label`` unchanged."""
     texts = [batch[c] for c in text_columns]
     enc = tokenizer(*texts, truncation=True, max_length=max_length, return_token_type_ids=True)
-    return {
-        "input_ids": enc["input_ids"],
-        "token_type_ids": enc["token_type_ids"],
-        "attention_mask": enc["attention_mask"],
-        "labels": batch["label"],
-    }
+    return {**{k: enc[k] for k in MODEL_FEATURES}, "labels": batch["label"]}
 
 
 class GlueDataModule(TaskDataModule):
@@ -46,30 +41,22 @@ class GlueDataModule(TaskDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Load and tokenize the splits ``stage`` needs (``fit``: train and eval; else eval)."""
         if stage in (None, "fit") and self.train_dataset is None:
-            self.train_dataset = self._features(self.task.train_split, self.limit_train_samples)
+            self.train_dataset = self._glue_features(
+                self.task.train_split, self.limit_train_samples
+            )
         if self.eval_datasets is None:
             self.eval_datasets = {
-                split: self._features(split, self.limit_eval_samples)
+                split: self._glue_features(split, self.limit_eval_samples)
                 for split in self.task.eval_splits
             }
 
-    def _features(self, split: str, limit: int | None) -> Dataset:
-        ds, fingerprint = self._load(split, limit)
+    def _glue_features(self, split: str, limit: int | None) -> Dataset:
         label = Value("float32") if self.task.is_regression else Value("int64")
-        features = Features(
-            {
-                "input_ids": List(Value("int32")),
-                "token_type_ids": List(Value("int8")),
-                "attention_mask": List(Value("int8")),
-                "labels": label,
-            }
+        columns = list(self.task.text_columns)
+        _, features = self._features(
+            split, limit, "glue", encode_glue, {"labels": label}, {}, text_columns=columns
         )
-        kwargs = {
-            "tokenizer": self.tokenizer,
-            "text_columns": list(self.task.text_columns),
-            "max_length": self.max_seq_length,
-        }
-        return self._tokenize(ds, split, "glue", fingerprint, encode_glue, kwargs, features, {})
+        return features
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches."""

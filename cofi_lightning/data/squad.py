@@ -11,22 +11,15 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 import torch
-from datasets import Dataset, Features, List, Value
+from datasets import Dataset, List, Value
 from torch.utils.data import DataLoader
 
-from cofi_lightning.data.base import TaskDataModule
+from cofi_lightning.data.base import MODEL_FEATURES, TaskDataModule
 from cofi_lightning.data.squad_features import (
     best_spans,
     prepare_eval_features,
     prepare_train_features,
 )
-
-_MODEL_COLUMNS = ["input_ids", "token_type_ids", "attention_mask"]
-_COMMON = {
-    "input_ids": List(Value("int32")),
-    "token_type_ids": List(Value("int8")),
-    "attention_mask": List(Value("int8")),
-}
 
 Logits = torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray]
 
@@ -74,43 +67,22 @@ class SquadDataModule(TaskDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Load and tokenize the splits ``stage`` needs (``fit``: train and eval; else eval)."""
-        params = {"doc_stride": self.doc_stride}
-        kwargs = {
-            "tokenizer": self.tokenizer,
-            "max_length": self.max_seq_length,
-            "doc_stride": self.doc_stride,
-        }
+        stride = {"doc_stride": self.doc_stride}
         if stage in (None, "fit") and self.train_dataset is None:
-            split = self.task.train_split
-            ds, fingerprint = self._load(split, self.limit_train_samples)
-            features = Features(
-                {**_COMMON, "start_positions": Value("int32"), "end_positions": Value("int32")}
-            )
-            self.train_dataset = self._tokenize(
-                ds, split, "train", fingerprint, prepare_train_features, kwargs, features, params
+            split, limit = self.task.train_split, self.limit_train_samples
+            columns = {"start_positions": Value("int32"), "end_positions": Value("int32")}
+            _, self.train_dataset = self._features(
+                split, limit, "train", prepare_train_features, columns, stride, **stride
             )
         if self.eval_features is None:
-            split = self.task.eval_splits[0]
-            ds, fingerprint = self._load(split, self.limit_eval_samples)
-            features = Features(
-                {
-                    **_COMMON,
-                    "example_index": Value("int64"),
-                    "offset_mapping": List(List(Value("int32"))),
-                }
+            split, limit = self.task.eval_splits[0], self.limit_eval_samples
+            columns = {
+                "example_index": Value("int64"),
+                "offset_mapping": List(List(Value("int32"))),
+            }
+            self.eval_examples, feats = self._features(
+                split, limit, "eval", prepare_eval_features, columns, stride, True, **stride
             )
-            feats = self._tokenize(
-                ds,
-                split,
-                "eval",
-                fingerprint,
-                prepare_eval_features,
-                kwargs,
-                features,
-                params,
-                with_indices=True,
-            )
-            self.eval_examples = ds
             self.eval_features = feats.add_column("feature_index", np.arange(len(feats)))
 
     def train_dataloader(self) -> DataLoader:
@@ -122,7 +94,7 @@ class SquadDataModule(TaskDataModule):
         """Evaluation windows in feature order, with ``feature_index``."""
         feats = self._require(self.eval_features, "the evaluation split")
         return self._loader(
-            feats.select_columns([*_MODEL_COLUMNS, "feature_index"]), self.eval_batch_size, False
+            feats.select_columns([*MODEL_FEATURES, "feature_index"]), self.eval_batch_size, False
         )
 
     def test_dataloader(self) -> DataLoader:

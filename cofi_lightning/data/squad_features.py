@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from cofi_lightning.data.base import MODEL_FEATURES
+
 #: Offset written for tokens outside the context (question, special tokens) in evaluation features.
 NO_OFFSET = (-1, -1)
 
@@ -57,6 +59,10 @@ def _windows(batch: dict[str, list], tokenizer: Any, max_length: int, doc_stride
     )
 
 
+def _model_inputs(enc: Any) -> dict[str, list]:
+    return {k: enc[k] for k in MODEL_FEATURES}
+
+
 def prepare_train_features(
     batch: dict[str, list], tokenizer: Any, max_length: int, doc_stride: int
 ) -> dict[str, list]:
@@ -74,13 +80,7 @@ def prepare_train_features(
         start, end = span if span is not None else (cls, cls)
         starts.append(start)
         ends.append(end)
-    return {
-        "input_ids": enc["input_ids"],
-        "token_type_ids": enc["token_type_ids"],
-        "attention_mask": enc["attention_mask"],
-        "start_positions": starts,
-        "end_positions": ends,
-    }
+    return {**_model_inputs(enc), "start_positions": starts, "end_positions": ends}
 
 
 def prepare_eval_features(
@@ -98,13 +98,8 @@ def prepare_eval_features(
     for i, pairs in enumerate(enc["offset_mapping"]):
         seq = enc.sequence_ids(i)
         offsets.append([tuple(p) if s == 1 else NO_OFFSET for p, s in zip(pairs, seq, strict=True)])
-    return {
-        "input_ids": enc["input_ids"],
-        "token_type_ids": enc["token_type_ids"],
-        "attention_mask": enc["attention_mask"],
-        "example_index": [indices[e] for e in enc["overflow_to_sample_mapping"]],
-        "offset_mapping": offsets,
-    }
+    example_index = [indices[e] for e in enc["overflow_to_sample_mapping"]]
+    return {**_model_inputs(enc), "example_index": example_index, "offset_mapping": offsets}
 
 
 def best_spans(

@@ -68,8 +68,6 @@ class TaskSpec:
             raise ValueError(f"task {self.name!r}: eval_names and eval_splits differ in length")
         if self.family == "glue" and self.is_regression == (self.label_range is None):
             raise ValueError(f"task {self.name!r}: a regression task needs label_range, others not")
-        if self.label_names and len(self.label_names) != len(self.label_values):
-            raise ValueError(f"task {self.name!r}: one label name per label value")
 
     def id2label(self) -> dict[int, str] | None:
         """``{class id: name}`` for a model config, or None (regression, span extraction)."""
