@@ -30,6 +30,13 @@ def at_least(node: object, key: str, names: tuple[str, ...], low: float, strict:
         require(ok, f"{key}.{name}", f"must be {'>' if strict else '>='} {low:g}", value)
 
 
+def counts_or_null(node: object, key: str, names: tuple[str, ...]) -> None:
+    """Each of ``node``'s fields ``names`` is None or an integer >= 1."""
+    for name in names:
+        value = getattr(node, name)
+        require(value is None or value >= 1, f"{key}.{name}", "must be null or >= 1", value)
+
+
 def fractions(node: object, key: str, names: tuple[str, ...]) -> None:
     """Each of ``node``'s fields ``names`` is in [0, 1)."""
     for name in names:

@@ -3,12 +3,8 @@
 * ``${cofi.shared_dir:}``: ``$COFI_SHARED_DIR``, else ``<repo>/../shared`` (read-only models, data);
 * ``${cofi.local_or_hub:<dir>,<hub name>}``: the directory if it exists, else the hub name;
 * ``${cofi.default:<value>,<default>}``: ``value`` unless it is null;
-* ``${cofi.target_label:<target_sparsity>,<targets>,<constraint>,<target_speedup>}``: what the run
-  prunes to, ``s0.6`` for one sparsity target, ``s0.6-0.75-0.9`` for a sparsity path
-  (``pruning.targets``), ``x2.0`` for a speed target (``pruning.constraint=latency``), used in the
-  default ``run_name`` and the W&B tags;
-* ``${cofi.config_hash:}``: the short hash of the config's identity, used in the default
-  ``run_name``;
+* ``${cofi.target_label:<target_sparsity>,<targets>,<constraint>,<target_speedup>}`` and
+  ``${cofi.config_hash:}``: what the run prunes to and its identity's short hash, in ``run_name``;
 * ``${cofi.data_dir:}`` / ``${cofi.cache_dir:}``: the defaults of ``paths.*``.
 """
 

@@ -51,8 +51,7 @@ class ModelConfig:
         pretrained: A Hugging Face BERT (hub name or directory); the student starts from it.
         tokenizer: A directory or hub name with the matching fast tokenizer.
         freeze_embeddings: Keep the embedding tables out of the optimizer in the prune and
-            finetune stages (the original code froze them unconditionally, so the published numbers
-            used frozen embeddings); the teacher stage always trains them.
+            finetune stages, as the original code (the teacher stage always trains them).
     """
 
     pretrained: str = "bert-base-uncased"
@@ -103,11 +102,8 @@ class OptimConfig:
         weight_decay: AdamW decay of the weight matrices (not biases / LayerNorm); CoFi: 0.
         warmup_ratio: Fraction of a stage's steps warming the weight lr up.
         max_grad_norm: Clip norm of the weight gradients (None or <= 0: no clipping); CoFi: 1.0.
-            Log-alphas and multipliers are never clipped.
-        clip_over: The parameters whose gradient norm is clipped: ``optimized`` (the weights in
-            the optimizer) or ``model`` (every student and projection parameter with a gradient,
-            frozen embeddings included, as the original's ``clip_grad_norm_(model.parameters())``;
-            their gradients are then computed although nothing applies them).
+        clip_over: Whose gradient norm is clipped: ``optimized`` (the weights in the optimizer) or
+            ``model`` (every student parameter, frozen ones too, as the original; docs/method.md).
         adam_eps: AdamW epsilon.
     """
 
@@ -129,10 +125,8 @@ class PathsConfig:
     """Where data and caches live.
 
     Attributes:
-        data_dir: A local Parquet mirror (``glue/<task>/<split>.parquet``,
-            ``squad/<split>.parquet``; write one with ``python -m cofi_lightning.tools.prepare``):
-            ``$COFI_DATA_DIR``, else ``data/`` of the shared directory (``$COFI_SHARED_DIR``,
-            else ``<repo>/../shared``) if it exists, else None (the hub).
+        data_dir: A local Parquet mirror (``python -m cofi_lightning.tools.prepare`` writes one):
+            ``$COFI_DATA_DIR``, else ``<shared dir>/data`` if it exists, else None (the hub).
         cache_dir: Tokenized features (``$COFI_CACHE_DIR``, else ``~/.cache/cofi_lightning``).
     """
 
@@ -148,10 +142,9 @@ class ExportConfig:
         round_to: Round every layer's kept FFN width to a multiple of this before the finetune
             stage (``cofi_lightning.core.rounding``; 1 = as pruned). Part of the run's identity.
         round_hidden: Round the kept hidden size too.
-        push_to_hub: A hub repository id (``user/name``) to upload ``pruned_model/`` (model,
-            tokenizer, model card) to once ``results.json`` is written; None keeps it local.
-        private: Create that repository private. (``push_to_hub`` and ``private`` are not part
-            of the run's identity.)
+        push_to_hub: A hub repository id (``user/name``) to upload ``pruned_model/`` to once
+            ``results.json`` is written; None keeps it local.
+        private: Create that repository private.
     """
 
     push_to_hub: str | None = None
@@ -188,10 +181,10 @@ class TrainConfig:
             ``DONE.json`` exists.
         experiment_name: Output folder and W&B group (set by ``conf/experiment``).
         ablation_name: Set by ``conf/ablation``; recorded in ``results.json``.
-        fidelity_name: ``ours``, or ``original`` when ``conf/fidelity/original.yaml`` switched
-            to the original code's training choices; recorded in ``results.json``.
-        run_name: Readable run name + a short hash of the config's identity (see
-            ``cofi_lightning.config.identity``), so different configs never share a run dir.
+        fidelity_name: ``ours`` or ``original`` (set by ``conf/fidelity``); recorded in
+            ``results.json``.
+        run_name: Readable run name + a short hash of the config's identity, so different
+            configs never share a run dir.
         run_dir: The run directory (None: Hydra's output dir, ``outputs/<experiment>/<run_name>``).
         resume: ``auto`` (resume a run dir of the same config, refuse one of another), ``must``
             (also refuse to start from nothing) or ``never`` (refuse any existing run).
@@ -342,8 +335,6 @@ def load_config(cfg: DictConfig | TrainConfig) -> TrainConfig:
         return cfg
     try:
         out = OmegaConf.to_object(cfg)
-    except ConfigError:
-        raise
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "config"
         raise ConfigError(f"{key}: {getattr(err, 'msg', err)}") from None

@@ -7,7 +7,14 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from cofi_lightning.config.checks import ConfigError, at_least, fractions, one_of, require
+from cofi_lightning.config.checks import (
+    ConfigError,
+    at_least,
+    counts_or_null,
+    fractions,
+    one_of,
+    require,
+)
 from cofi_lightning.core.masks import UNIT_NAMES
 
 SCHEDULES: tuple[str, ...] = ("linear", "constant")
@@ -47,12 +54,7 @@ class StageConfig:
             self.max_steps,
         )
         one_of(self, self.KEY, {"schedule": SCHEDULES})
-        require(
-            self.eval_every_steps is None or self.eval_every_steps >= 1,
-            f"{self.KEY}.eval_every_steps",
-            "must be null or >= 1",
-            self.eval_every_steps,
-        )
+        counts_or_null(self, self.KEY, ("eval_every_steps",))
 
     def check_trains(self, stage: str) -> None:
         """A stage that runs trains at least one step (Lightning stops at once on a length of 0,
@@ -99,12 +101,7 @@ class FinetuneConfig(StageConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(
-            self.batch_size is None or self.batch_size >= 1,
-            f"{self.KEY}.batch_size",
-            "must be null or >= 1",
-            self.batch_size,
-        )
+        counts_or_null(self, self.KEY, ("batch_size",))
 
 
 @dataclass
@@ -148,16 +145,13 @@ class PruningConfig(StageConfig):
             ``targets`` is set).
         targets: A sparsity path: ascending targets in [0, 1) pruned to one after the other in
             one prune stage (``path`` sets the schedule), each with its own best structure,
-            finetune and export (``cofi_lightning.run.operating_points``). None: the single
-            ``target_sparsity``, today's layout.
+            finetune and export. None: the single ``target_sparsity``.
         constraint: What the Lagrangian constrains: ``params`` (CoFi: the expected encoder
             parameters, to ``target_sparsity``) or ``latency`` (the expected latency on a device,
             to ``target_speedup``; ``cofi_lightning.core.constraint``).
-        target_speedup: With ``constraint=latency``: x > 1, the target latency is the unpruned
-            latency / x (both from the latency table).
-        latency_table: With ``constraint=latency``: the device's latency table (``python -m
-            cofi_lightning.latency profile``); profiled on this machine (fp32, batch 32 x 128)
-            into this file when missing, or into ``<run_dir>/prune/latency_table.json`` if None.
+        target_speedup: With ``constraint=latency``: x > 1, the target is the unpruned latency / x.
+        latency_table: With ``constraint=latency``: the device's latency table, profiled on this
+            machine into this file when missing (None: ``<run_dir>/prune/latency_table.json``).
         start_sparsity: t at the first pruning step (0 in CoFi).
         units: Mask types (``hidden``, ``head``, ``head_layer``, ``intermediate``, ``mlp``).
         reg_lr: Learning rate of the mask log-alphas and the multipliers (paper: 0.01).
@@ -165,16 +159,14 @@ class PruningConfig(StageConfig):
             Lagrangian switch on (CoFi README: 1 epoch large GLUE, 4 small).
         lagrangian_warmup_epochs / lagrangian_warmup_steps: Linear ramp of t from
             ``start_sparsity`` to the target (paper: 2 epochs large GLUE, 20 small).
-        multiplier_reset: Anti-windup of the Lagrangian: zero λ1 and its optimizer state when it
-            pushes ŝ away from t (see ``LagrangeMultipliers.reset_windup_``); False is the
-            original's plain ascent.
+        multiplier_reset: Anti-windup of the Lagrangian (docs/method.md); False is the original's
+            plain ascent.
         sparsity_epsilon: An evaluation competes for "best" when |s − t| <= epsilon.
         select_on: Which sparsity s that window reads: ``deterministic`` (the real sparsity of the
             deterministic masks, i.e. of the export) or ``expected`` (the gates' ŝ, as CoFi).
         checkpoint_every_steps: Resume granularity (``last.ckpt``) of every stage.
-        restart_optimizer: When the masks switch on, reset the weights' AdamW state and restart
-            their schedule over the remaining steps (the original re-creates its optimizer and
-            linear schedule there); False keeps one optimizer and schedule for the whole stage.
+        restart_optimizer: When the masks switch on, restart the weights' AdamW state and schedule
+            as the original; False keeps one optimizer and schedule for the whole stage.
         structure_dir: Finetune-only runs: a ``prune/best`` dir (``masks.pt``, ``student.pt``).
         path: Ramp and dwell lengths of a sparsity path (``targets``).
         finetune: The finetune stage.
@@ -244,8 +236,8 @@ class PruningConfig(StageConfig):
             return
         targets = [float(t) for t in self.targets]
         require(bool(targets), "pruning.targets", "must list at least one target (or be null)")
-        for t in targets:
-            require(0.0 <= t < 1.0, "pruning.targets", "must all be in [0, 1)", targets)
+        ok = all(0.0 <= t < 1.0 for t in targets)
+        require(ok, "pruning.targets", "must all be in [0, 1)", targets)
         require(
             targets[0] > self.start_sparsity,
             "pruning.targets",

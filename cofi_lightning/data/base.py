@@ -191,6 +191,7 @@ class TaskDataModule(L.LightningDataModule):
         self.use_hub = use_hub
         self.check_num_rows = check_num_rows
         self.seed = int(seed)
+        self.train_dataset: Dataset | None = None
         #: ``{"<split>/<kind>": True if the features came from the cache}``, filled by ``setup``.
         self.cache_hits: dict[str, bool] = {}
         #: ``{"<split>/<kind>": the features' cache key}`` (what they depend on, hashed).
@@ -241,14 +242,8 @@ class TaskDataModule(L.LightningDataModule):
         hit = path.is_file()
         self.cache_hits[f"{split}/{kind}"] = hit
         self.feature_keys[f"{split}/{kind}"] = digest
-        log.info(
-            "%s %s/%s features: %s %s",
-            self.task.name,
-            split,
-            kind,
-            "cache hit" if hit else "tokenizing into",
-            path,
-        )
+        state = "cache hit" if hit else "tokenizing into"
+        log.info("%s %s/%s features: %s %s", self.task.name, split, kind, state, path)
         out = ds.map(
             function,
             batched=True,
@@ -265,18 +260,26 @@ class TaskDataModule(L.LightningDataModule):
             raise RuntimeError(f"{self.task.name} {split}: tokenization produced no features")
         return ds, out
 
-    def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        """Training (``shuffle``): resumable mid-epoch, order seeded by ``(seed, epoch)``, rows
-        carry ``example_index``. Evaluation: file order; under DDP each example on one rank."""
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches."""
+        return self._loader(self._require(self.train_dataset, "the training split"), True)
+
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The validation loaders (GLUE and SQuAD v1.1 test labels are not public)."""
+        return self.val_dataloader()
+
+    def _loader(self, ds: Dataset, train: bool) -> DataLoader:
+        """Training: shuffled, resumable mid-epoch, order seeded by ``(seed, epoch)``, rows carry
+        ``example_index``. Evaluation: file order; under DDP each example on one rank."""
         pad_to = self.max_seq_length if self.pad_to_max_length else None
         collate = PadCollator(self.tokenizer.pad_token_id, pad_to, self.task.is_regression)
         common = dict(
-            batch_size=batch_size,
+            batch_size=self.batch_size if train else self.eval_batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate,
         )
-        if shuffle:
+        if train:
             sampler = EpochShuffleSampler(len(ds), self.seed)
             return ResumableDataLoader(IndexedDataset(ds), sampler=sampler, **common)
         return DataLoader(ds, sampler=eval_sampler(ds), **common)

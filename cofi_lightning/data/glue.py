@@ -35,7 +35,6 @@ class GlueDataModule(TaskDataModule):
 
     def __init__(self, task: str, tokenizer: Any, **kwargs: Any) -> None:
         super().__init__(task, tokenizer, **kwargs)
-        self.train_dataset: Dataset | None = None
         self.eval_datasets: dict[str, Dataset] | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -58,19 +57,8 @@ class GlueDataModule(TaskDataModule):
         )
         return features
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches."""
-        ds = self._require(self.train_dataset, "the training split")
-        return self._loader(ds, self.batch_size, True)
-
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         """Evaluation batches in file order: one loader, or one per split of ``eval_splits``."""
         evals = self._require(self.eval_datasets, "the evaluation splits")
-        loaders = [
-            self._loader(evals[s], self.eval_batch_size, False) for s in self.task.eval_splits
-        ]
+        loaders = [self._loader(evals[s], False) for s in self.task.eval_splits]
         return loaders[0] if len(loaders) == 1 else loaders
-
-    def test_dataloader(self) -> DataLoader | list[DataLoader]:
-        """The validation loaders (GLUE test labels are not public)."""
-        return self.val_dataloader()

@@ -14,6 +14,7 @@ import logging
 import os
 from pathlib import Path
 
+import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -81,8 +82,6 @@ def train_rows(task: TaskSpec, data_dir: str | os.PathLike | None, limit: int | 
 
 def load_from_hub(path: str, config: str | None, split: str) -> Dataset:
     """Load one split from the Hugging Face hub (or its local ``datasets`` cache)."""
-    import datasets
-
     return datasets.load_dataset(path, config, split=split)
 
 

@@ -60,7 +60,6 @@ class SquadDataModule(TaskDataModule):
         self.doc_stride = doc_stride
         self.n_best = n_best
         self.max_answer_length = max_answer_length
-        self.train_dataset: Dataset | None = None
         self.eval_examples: Dataset | None = None
         self.eval_features: Dataset | None = None
         self._lookup: tuple | None = None  # post-processing arrays, built on first use
@@ -85,21 +84,10 @@ class SquadDataModule(TaskDataModule):
             )
             self.eval_features = feats.add_column("feature_index", np.arange(len(feats)))
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training windows with their answer positions."""
-        ds = self._require(self.train_dataset, "the training split")
-        return self._loader(ds, self.batch_size, shuffle=True)
-
     def val_dataloader(self) -> DataLoader:
         """Evaluation windows in feature order, with ``feature_index``."""
         feats = self._require(self.eval_features, "the evaluation split")
-        return self._loader(
-            feats.select_columns([*MODEL_FEATURES, "feature_index"]), self.eval_batch_size, False
-        )
-
-    def test_dataloader(self) -> DataLoader:
-        """The validation loader (SQuAD v1.1 has no public test set)."""
-        return self.val_dataloader()
+        return self._loader(feats.select_columns([*MODEL_FEATURES, "feature_index"]), False)
 
     def references(self) -> dict[str, list[str]]:
         """Gold answers of the evaluation questions: ``{id: [answer texts]}`` (duplicates kept)."""

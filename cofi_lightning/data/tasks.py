@@ -9,13 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 #: Metric names, one spelling each (the keys ``cofi_lightning.training.metrics`` returns).
-GLUE_METRIC_NAMES: tuple[str, ...] = (
-    "accuracy",
-    "f1",
-    "matthews_correlation",
-    "pearson",
-    "spearman",
-)
+GLUE_METRIC_NAMES = ("accuracy", "f1", "matthews_correlation", "pearson", "spearman")
 SQUAD_METRIC_NAMES: tuple[str, ...] = ("exact_match", "f1")
 
 
