@@ -123,13 +123,8 @@ class PathConfig:
     dwell_steps: int | None = None
 
     def __post_init__(self) -> None:
-        at_least(
-            self,
-            "pruning.path",
-            ("ramp_epochs", "ramp_steps", "dwell_epochs", "dwell_steps"),
-            0,
-            strict=False,
-        )
+        lengths = ("ramp_epochs", "ramp_steps", "dwell_epochs", "dwell_steps")
+        at_least(self, "pruning.path", lengths, 0, strict=False)
 
 
 @dataclass
@@ -206,20 +201,9 @@ class PruningConfig(StageConfig):
         unknown = sorted(set(units) - set(UNIT_NAMES))
         require(not unknown, "pruning.units", f"has unknown units {unknown}; known {UNIT_NAMES}")
         require(bool(units), "pruning.units", "must name at least one unit")
-        at_least(
-            self,
-            "pruning",
-            (
-                "reg_lr",
-                "sparsity_epsilon",
-                "pre_pruning_epochs",
-                "pre_pruning_steps",
-                "lagrangian_warmup_epochs",
-                "lagrangian_warmup_steps",
-            ),
-            0,
-            strict=False,
-        )
+        lengths = ("pre_pruning_epochs", "pre_pruning_steps")
+        lengths += ("lagrangian_warmup_epochs", "lagrangian_warmup_steps")
+        at_least(self, "pruning", ("reg_lr", "sparsity_epsilon", *lengths), 0, strict=False)
         at_least(self, "pruning", ("checkpoint_every_steps",), 1, strict=False)
         one_of(self, "pruning", {"method": METHODS, "constraint": CONSTRAINTS})
         if self.constraint == "latency":
