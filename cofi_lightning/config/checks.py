@@ -1,8 +1,5 @@
-"""The checks every config node uses: :class:`ConfigError` (a message that starts with the key) and
-the argument check of instantiable nodes (a key its ``_target_`` does not take is an error).
-
-It knows no config keys itself (``cofi_lightning.config.schema`` and ``.stages`` do).
-"""
+"""The checks every config node uses; each error message starts with the key. It knows no config
+keys itself (``schema.py`` and ``stage_configs.py`` do)."""
 
 from __future__ import annotations
 
@@ -24,6 +21,7 @@ def require(ok: bool, key: str, message: str, value: Any = None) -> None:
 
 
 def at_least(node: object, key: str, names: tuple[str, ...], low: float, strict: bool) -> None:
+    """Each of ``node``'s fields ``names`` is None or above ``low`` (``>=`` unless ``strict``)."""
     for name in names:
         value = getattr(node, name)
         if value is None:
@@ -32,14 +30,30 @@ def at_least(node: object, key: str, names: tuple[str, ...], low: float, strict:
         require(ok, f"{key}.{name}", f"must be {'>' if strict else '>='} {low:g}", value)
 
 
-def check_target_kwargs(node: dict[str, Any], key: str, passed: tuple[str, ...] = ()) -> None:
-    """The keys of an instantiable node are arguments of its ``_target_``.
+def counts_or_null(node: object, key: str, names: tuple[str, ...]) -> None:
+    """Each of ``node``'s fields ``names`` is None or an integer >= 1."""
+    for name in names:
+        value = getattr(node, name)
+        require(value is None or value >= 1, f"{key}.{name}", "must be null or >= 1", value)
 
-    Args:
-        node: ``{"_target_": "pkg.Class", "arg": value, ...}`` (empty: nothing to check).
-        key: The node's config key, for messages.
-        passed: Arguments the pipeline adds itself; setting them in the config is an error too.
-    """
+
+def fractions(node: object, key: str, names: tuple[str, ...]) -> None:
+    """Each of ``node``'s fields ``names`` is in [0, 1)."""
+    for name in names:
+        value = getattr(node, name)
+        require(0.0 <= value < 1.0, f"{key}.{name}", "must be in [0, 1)", value)
+
+
+def one_of(node: object, key: str, choices: dict[str, tuple[str, ...]]) -> None:
+    """Each field named in ``choices`` holds one of its allowed values."""
+    for name, allowed in choices.items():
+        value = getattr(node, name)
+        require(value in allowed, f"{key}.{name}", f"must be in {allowed}", value)
+
+
+def check_target_kwargs(node: dict[str, Any], key: str, passed: tuple[str, ...] = ()) -> None:
+    """The keys of an instantiable node (empty: nothing to check) are arguments of its
+    ``_target_``, other than those the pipeline ``passed`` itself."""
     if not node:
         return
     target = node.get("_target_")

@@ -1,20 +1,9 @@
 """A config's identity: the resolved values that change what a run computes, and their hash.
 
-A run directory belongs to one identity. The default ``run_name`` ends in the identity's short hash
-(the ``cofi.config_hash`` resolver), so a sweep over any key (``pruning.lr=1e-5,3e-5``) gets one
-directory per value, and ``cofi_lightning.run.rundir`` refuses to resume a directory whose stored
-identity differs, naming the keys.
-
-Keys that do not change results are left out (:data:`NON_IDENTITY_KEYS`): where logs go, progress
-bars, which stages this invocation runs, how often checkpoints are written, whether a finished
-teacher is reused. So are keys added later while they hold the value that reproduces earlier runs
-(:data:`LATER_KEYS`), so a new option never orphans a run directory; the task's metrics and
-evaluation splits are taken from the task registry (:data:`TASK_REGISTRY_KEYS`). A changed
-``model.pretrained`` or ``distill.teacher`` path is a different identity.
-
-The teacher's identity (:func:`teacher_identity`) is the part of it the teacher stage computes
-from: two runs that share it train the same teacher, so one may reuse the other's
-(``distill.reuse_teacher``).
+A run directory belongs to one identity: the default ``run_name`` ends in its short hash, so a sweep
+over any key gets one directory per value, and ``cofi_lightning.run.rundir`` refuses to resume a
+directory whose stored identity differs. The teacher's identity is the part the teacher stage
+computes from (runs that share it may reuse one teacher). See ``docs/running.md``.
 """
 
 from __future__ import annotations
@@ -55,23 +44,18 @@ NON_IDENTITY_KEYS: frozenset[str] = frozenset(
     }
 )
 
-#: Keys added after runs existed, each with the value that reproduces the runs made before it.
-#: At that value a key is left out of the identity, so adding an option keeps every existing run's
-#: hash and directory and lets it resume; any other value is part of the identity as usual. A new
-#: key belongs here unless its default changes what earlier configs compute
-#: (``tests/training/identity_keys.txt`` records the identity's keys, ``test_run_identity.py``
-#: checks them).
+#: Keys added after runs existed, each with the value that reproduces the runs made before it: at
+#: that value a key is left out of the identity, so a new option never orphans a run directory
+#: (``tests/training/identity_keys.txt`` records the identity's keys).
 LATER_KEYS: dict[str, Any] = {}
 
-#: Keys the task config once repeated from the registry (``cofi_lightning.data.tasks.TASKS``),
-#: which now holds them alone. Identities keep them, with the registry's values, so every run
-#: made while they were config keys keeps its hash and resumes.
+#: Keys the task config once repeated from the registry (``TASKS``); identities keep them, with the
+#: registry's values, so runs made while they were config keys keep their hash.
 TASK_REGISTRY_KEYS: tuple[str, ...] = ("metrics", "main_metric", "eval_splits", "eval_names")
 
 #: Identity keys (and subtrees) that only the stages after the teacher read, except
-#: :data:`TEACHER_STAGE_KEYS`; every other key is in the teacher's identity, a new one too, so an
-#: unclassified key can only prevent a reuse, never allow a wrong one. The labels
-#: ``ablation_name`` and ``fidelity_name`` are out: the values they set are in the identity.
+#: :data:`TEACHER_STAGE_KEYS`; any other key, a new one too, is in the teacher's identity, so an
+#: unclassified key can only prevent a reuse, never allow a wrong one.
 AFTER_TEACHER_KEYS: tuple[str, ...] = (
     "pruning",
     "export",
@@ -103,12 +87,8 @@ def _leaves(tree: Any, prefix: str = "") -> list[str]:
 
 
 def config_identity(cfg: DictConfig) -> dict[str, Any]:
-    """``{dotted key: resolved value}`` of every key in the identity, sorted by key.
-
-    Args:
-        cfg: A composed config (with or without Hydra's node); ``run_name`` is never resolved, so
-            this is safe to call from the resolver that builds ``run_name``.
-    """
+    """``{dotted key: resolved value}`` of every key in the identity, sorted by key (``run_name``
+    is never resolved, so the resolver that builds it may call this)."""
     raw = OmegaConf.to_container(cfg, resolve=False)
     out: dict[str, Any] = {}
     for path in sorted(_leaves(raw)):

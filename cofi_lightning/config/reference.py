@@ -1,11 +1,6 @@
-"""The config reference (``docs/config.md``), rendered from the schema's dataclasses.
-
-This file owns turning :class:`~cofi_lightning.config.schema.TrainConfig` into a Markdown page: one
-table per node, one row per key with its type, its schema default and the ``Attributes:`` text of
-its dataclass docstring. The schema stays the one source of truth; the page is regenerated, never
-edited by hand, and a test fails when it is stale:
-
-    python -m cofi_lightning.config.reference --out docs/config.md
+"""The config reference (``docs/config.md``) rendered from the schema's dataclasses: one table per
+node, one row per key with its type, default and ``Attributes:`` text. Regenerate it with
+``python -m cofi_lightning.config.reference --out docs/config.md`` (a test fails when it is stale).
 """
 
 from __future__ import annotations
@@ -30,7 +25,6 @@ trainer, logger, callbacks) set their own values on top. `python train.py --cfg 
 composed config of a command.
 """
 
-#: Nodes built with ``hydra.utils.instantiate``: free-form, their keys checked against the target.
 FREE_FORM = (
     "a free-form node built with `hydra.utils.instantiate`; its keys are checked against the "
     "target's signature"

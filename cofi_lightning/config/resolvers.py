@@ -3,14 +3,9 @@
 * ``${cofi.shared_dir:}``: ``$COFI_SHARED_DIR``, else ``<repo>/../shared`` (read-only models, data);
 * ``${cofi.local_or_hub:<dir>,<hub name>}``: the directory if it exists, else the hub name;
 * ``${cofi.default:<value>,<default>}``: ``value`` unless it is null;
-* ``${cofi.target_label:<target_sparsity>,<targets>,<constraint>,<target_speedup>}``: what the run
-  prunes to, ``s0.6`` for one sparsity target, ``s0.6-0.75-0.9`` for a sparsity path
-  (``pruning.targets``), ``x2.0`` for a speed target (``pruning.constraint=latency``), used in the
-  default ``run_name`` and the W&B tags;
-* ``${cofi.config_hash:}``: the short hash of the config's identity
-  (``cofi_lightning.config.identity``), used in the default ``run_name``.
-
-``cofi.data_dir`` / ``cofi.cache_dir`` are registered by ``cofi_lightning.data.sources``.
+* ``${cofi.target_label:<target_sparsity>,<targets>,<constraint>,<target_speedup>}`` and
+  ``${cofi.config_hash:}``: what the run prunes to and its identity's short hash, in ``run_name``;
+* ``${cofi.data_dir:}`` / ``${cofi.cache_dir:}``: the defaults of ``paths.*``.
 """
 
 from __future__ import annotations
@@ -20,7 +15,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from cofi_lightning.config.identity import config_hash
-from cofi_lightning.data.sources import shared_dir  # also registers cofi.data_dir / cache_dir
+from cofi_lightning.data.sources import default_cache_dir, default_data_dir, shared_dir
 
 #: ``{hub name: the local directory tried first}`` of every ``local_or_hub`` that fell back to
 #: the hub, so an error about the hub name can say where the local copy was looked for.
@@ -41,6 +36,8 @@ def looked_for(hub_name: str) -> str | None:
 
 
 OmegaConf.register_new_resolver("cofi.shared_dir", shared_dir, replace=True)
+OmegaConf.register_new_resolver("cofi.data_dir", default_data_dir, replace=True)
+OmegaConf.register_new_resolver("cofi.cache_dir", default_cache_dir, replace=True)
 OmegaConf.register_new_resolver("cofi.local_or_hub", local_or_hub, replace=True)
 OmegaConf.register_new_resolver(
     "cofi.default", lambda value, default: default if value is None else value, replace=True

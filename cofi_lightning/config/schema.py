@@ -1,18 +1,10 @@
-"""The training config's one schema: typed dataclasses registered in Hydra's ConfigStore.
+"""The training config's one schema: every key of ``conf/train.yaml``'s composition, its type, its
+default and its rules, as typed dataclasses registered in Hydra's ConfigStore.
 
-This file owns every key of ``conf/train.yaml``'s composition, its type, its default and the rules
-its values must satisfy. Hydra merges the YAML groups (``conf/task``, ``conf/experiment``,
-``conf/ablation``, ``conf/trainer``, ...) into :class:`TrainConfig`, so an unknown key or a value of
-the wrong type fails at compose time with the key named by Hydra; :func:`load_config` then builds
-the dataclasses (``OmegaConf.to_object``), whose ``__post_init__`` checks ranges and names
-(``pruning.target_sparsity must be in [0, 1), got 1.2``). The rest of the package reads these
-objects; nothing copies their values into other settings classes.
-
-Nodes that are built with ``hydra.utils.instantiate`` (``trainer``, ``logger.*``, ``callbacks.*``,
-``task.datamodule``) stay free-form dicts; their keys are checked against the target's signature.
-The stages' nodes live in ``stage_configs.py``, the shared checks in ``checks.py``. It does not
-resolve paths or own the run directory (``cofi_lightning.config.identity``,
-``cofi_lightning.run.rundir``).
+Hydra refuses unknown keys and wrong types at compose time; :func:`load_config` builds the
+dataclasses, whose ``__post_init__`` checks ranges and names. Nodes built with
+``hydra.utils.instantiate`` (``trainer``, ``logger.*``, ``callbacks.*``, ``task.datamodule``) stay
+free-form dicts whose keys are checked against the target's signature.
 """
 
 from __future__ import annotations
@@ -27,25 +19,17 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cofi_lightning.config.checks import ConfigError, at_least, check_target_kwargs, require
-from cofi_lightning.config.stage_configs import (
-    DistillConfig,
-    FinetuneConfig,
-    PruningConfig,
-    StageConfig,
-    TeacherTrainingConfig,
+from cofi_lightning.config.checks import (
+    ConfigError,
+    at_least,
+    check_target_kwargs,
+    fractions,
+    one_of,
+    require,
 )
+from cofi_lightning.config.stage_configs import DistillConfig, PruningConfig
 from cofi_lightning.data.base import SIZE_ARGUMENTS, check_sizes
 from cofi_lightning.data.tasks import TASKS
-
-__all__ = [
-    "ConfigError",
-    "DistillConfig",
-    "FinetuneConfig",
-    "PruningConfig",
-    "StageConfig",
-    "TeacherTrainingConfig",
-]
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +51,7 @@ class ModelConfig:
         pretrained: A Hugging Face BERT (hub name or directory); the student starts from it.
         tokenizer: A directory or hub name with the matching fast tokenizer.
         freeze_embeddings: Keep the embedding tables out of the optimizer in the prune and
-            finetune stages (the original code froze them unconditionally, so the published numbers
-            used frozen embeddings); the teacher stage always trains them.
+            finetune stages, as the original code (the teacher stage always trains them).
     """
 
     pretrained: str = "bert-base-uncased"
@@ -78,9 +61,8 @@ class ModelConfig:
 
 @dataclass
 class TaskConfig:
-    """A GLUE task or SQuAD v1.1 (values in ``conf/task/<name>.yaml``). Its metrics, main metric
-    and evaluation splits are not settings: the registry ``cofi_lightning.data.tasks.TASKS`` holds
-    them.
+    """A GLUE task or SQuAD v1.1 (values in ``conf/task/<name>.yaml``; its metrics and evaluation
+    splits are in the registry ``cofi_lightning.data.tasks.TASKS``).
 
     Attributes:
         name: The task (a key of ``TASKS``: the 8 GLUE tasks and ``squad``).
@@ -120,11 +102,8 @@ class OptimConfig:
         weight_decay: AdamW decay of the weight matrices (not biases / LayerNorm); CoFi: 0.
         warmup_ratio: Fraction of a stage's steps warming the weight lr up.
         max_grad_norm: Clip norm of the weight gradients (None or <= 0: no clipping); CoFi: 1.0.
-            Log-alphas and multipliers are never clipped.
-        clip_over: The parameters whose gradient norm is clipped: ``optimized`` (the weights in
-            the optimizer) or ``model`` (every student and projection parameter with a gradient,
-            frozen embeddings included, as the original's ``clip_grad_norm_(model.parameters())``;
-            their gradients are then computed although nothing applies them).
+        clip_over: Whose gradient norm is clipped: ``optimized`` (the weights in the optimizer) or
+            ``model`` (every student parameter, frozen ones too, as the original; docs/method.md).
         adam_eps: AdamW epsilon.
     """
 
@@ -135,20 +114,10 @@ class OptimConfig:
     adam_eps: float = 1.0e-8
 
     def __post_init__(self) -> None:
-        require(
-            0.0 <= self.warmup_ratio < 1.0,
-            "optim.warmup_ratio",
-            "must be in [0, 1)",
-            self.warmup_ratio,
-        )
+        fractions(self, "optim", ("warmup_ratio",))
         at_least(self, "optim", ("weight_decay",), 0, strict=False)
         at_least(self, "optim", ("adam_eps",), 0, strict=True)
-        require(
-            self.clip_over in CLIP_OVER,
-            "optim.clip_over",
-            f"must be in {CLIP_OVER}",
-            self.clip_over,
-        )
+        one_of(self, "optim", {"clip_over": CLIP_OVER})
 
 
 @dataclass
@@ -156,10 +125,8 @@ class PathsConfig:
     """Where data and caches live.
 
     Attributes:
-        data_dir: A local Parquet mirror (``glue/<task>/<split>.parquet``,
-            ``squad/<split>.parquet``; write one with ``python -m cofi_lightning.tools.prepare``):
-            ``$COFI_DATA_DIR``, else ``data/`` of the shared directory (``$COFI_SHARED_DIR``,
-            else ``<repo>/../shared``) if it exists, else None (the hub).
+        data_dir: A local Parquet mirror (``python -m cofi_lightning.tools.prepare`` writes one):
+            ``$COFI_DATA_DIR``, else ``<shared dir>/data`` if it exists, else None (the hub).
         cache_dir: Tokenized features (``$COFI_CACHE_DIR``, else ``~/.cache/cofi_lightning``).
     """
 
@@ -175,10 +142,9 @@ class ExportConfig:
         round_to: Round every layer's kept FFN width to a multiple of this before the finetune
             stage (``cofi_lightning.core.rounding``; 1 = as pruned). Part of the run's identity.
         round_hidden: Round the kept hidden size too.
-        push_to_hub: A hub repository id (``user/name``) to upload ``pruned_model/`` (model,
-            tokenizer, model card) to once ``results.json`` is written; None keeps it local.
-        private: Create that repository private. (``push_to_hub`` and ``private`` are not part
-            of the run's identity.)
+        push_to_hub: A hub repository id (``user/name``) to upload ``pruned_model/`` to once
+            ``results.json`` is written; None keeps it local.
+        private: Create that repository private.
     """
 
     push_to_hub: str | None = None
@@ -195,10 +161,8 @@ class CleanupConfig:
     """What a finished stage deletes (after its ``DONE.json``; never results or exports).
 
     Attributes:
-        checkpoints: Delete the stage's Lightning checkpoints (``<stage>/checkpoints/``) and
-            best-weights snapshot (``<stage>/best_student.pt``): a finished stage is never resumed,
-            and what later stages read (``teacher/model``, ``prune/best``, ``finetune/model``)
-            stays. False keeps them (e.g. to inspect the optimizer state).
+        checkpoints: Delete the stage's Lightning checkpoints and ``best_student.pt`` (a finished
+            stage is never resumed; what later stages read stays). False keeps them.
     """
 
     checkpoints: bool = True
@@ -217,10 +181,10 @@ class TrainConfig:
             ``DONE.json`` exists.
         experiment_name: Output folder and W&B group (set by ``conf/experiment``).
         ablation_name: Set by ``conf/ablation``; recorded in ``results.json``.
-        fidelity_name: ``ours``, or ``original`` when ``conf/fidelity/original.yaml`` switched
-            to the original code's training choices; recorded in ``results.json``.
-        run_name: Readable run name + a short hash of the config's identity (see
-            ``cofi_lightning.config.identity``), so different configs never share a run dir.
+        fidelity_name: ``ours`` or ``original`` (set by ``conf/fidelity``); recorded in
+            ``results.json``.
+        run_name: Readable run name + a short hash of the config's identity, so different
+            configs never share a run dir.
         run_dir: The run directory (None: Hydra's output dir, ``outputs/<experiment>/<run_name>``).
         resume: ``auto`` (resume a run dir of the same config, refuse one of another), ``must``
             (also refuse to start from nothing) or ``never`` (refuse any existing run).
@@ -255,21 +219,13 @@ class TrainConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
 
     def __post_init__(self) -> None:
-        require(
-            self.resume in RESUME_MODES, "resume", f"must be one of {RESUME_MODES}", self.resume
-        )
-        require(
-            self.ablation_name is None or self.ablation_name in ABLATIONS,
-            "ablation",
-            f"must be one of {ABLATIONS}",
-            self.ablation_name,
-        )
-        require(
-            self.fidelity_name in FIDELITIES,
-            "fidelity",
-            f"must be one of {FIDELITIES}",
-            self.fidelity_name,
-        )
+        for key, value, allowed in (
+            ("resume", self.resume, RESUME_MODES),
+            ("ablation", self.ablation_name, ABLATIONS),
+            ("fidelity", self.fidelity_name, FIDELITIES),
+        ):
+            ok = value in allowed or (key == "ablation" and value is None)  # None: the full model
+            require(ok, key, f"must be one of {allowed}", value)
         stages = list(self.stages)
         require(bool(stages), "stages", "must list at least one stage")
         bad = [s for s in stages if s not in STAGES]
@@ -279,10 +235,10 @@ class TrainConfig:
         )
         self._check_stage_lengths(stages)
         check_target_kwargs(self.trainer, "trainer", TRAINER_PIPELINE_KWARGS)
-        for group in ("logger", "callbacks"):
+        for group, passed in (("logger", LOGGER_PIPELINE_KWARGS), ("callbacks", ())):
             for name, node in getattr(self, group).items():
                 if isinstance(node, dict) and "_target_" in node:
-                    check_target_kwargs(node, f"{group}.{name}", PIPELINE_KWARGS.get(group, ()))
+                    check_target_kwargs(node, f"{group}.{name}", passed)
         self._check_teacher()
 
     def _check_stage_lengths(self, stages: list[str]) -> None:
@@ -296,15 +252,14 @@ class TrainConfig:
             "prune": self.pruning if self.pruning.method == "cofi" else None,
             "finetune": self.pruning.finetune,
         }
-        for stage in stages:
-            settings = trained.get(stage)
-            if settings is not None:
-                settings.check_trains(stage)
+        training = [s for s in stages if trained.get(s) is not None]
+        for stage in training:
+            trained[stage].check_trains(stage)
         p = self.pruning
-        if "prune" in stages and trained["prune"] is not None and p.max_steps > 0:
+        if "prune" in training and p.max_steps > 0:
             # lengths all in steps: known now; in epochs: at the door (``preflight``)
             p.check_fits(None, p.max_steps, f"pruning.max_steps={p.max_steps}")
-        if any(trained.get(s) is not None for s in stages):
+        if training:
             require(
                 self.trainer.get("limit_train_batches") != 0,
                 "trainer.limit_train_batches",
@@ -326,11 +281,7 @@ class TrainConfig:
             )
 
     def check_stage_inputs(self, run_dir: str | Path) -> None:
-        """Stages that start midway find what the skipped stages leave in ``run_dir``.
-
-        Raises:
-            ConfigError: naming ``stages``.
-        """
+        """Stages that start midway find what the skipped stages leave in ``run_dir``."""
         from cofi_lightning.run.operating_points import operating_points
 
         stages = list(self.stages)
@@ -362,13 +313,8 @@ class TrainConfig:
 
 
 #: Arguments the pipeline passes itself when it instantiates a node (not config keys).
-
-
 TRAINER_PIPELINE_KWARGS = ("max_epochs", "max_steps", "logger", "callbacks", "default_root_dir")
-PIPELINE_KWARGS = {
-    "logger": ("save_dir", "name", "run_dir", "run_id", "config"),
-    "callbacks": (),
-}
+LOGGER_PIPELINE_KWARGS = ("save_dir", "name", "run_dir", "run_id", "config")
 
 
 def _teacher_num_labels(teacher: str) -> int | None:
@@ -383,18 +329,12 @@ def _teacher_num_labels(teacher: str) -> int | None:
 
 
 def load_config(cfg: DictConfig | TrainConfig) -> TrainConfig:
-    """The typed, validated config of a composed ``conf/train.yaml``.
-
-    Raises:
-        ConfigError: naming the key, for a value outside its range or an interpolation that does
-            not resolve.
-    """
+    """The typed, validated config of a composed ``conf/train.yaml`` (a bad value or an
+    interpolation that does not resolve raises :class:`ConfigError` naming the key)."""
     if isinstance(cfg, TrainConfig):
         return cfg
     try:
         out = OmegaConf.to_object(cfg)
-    except ConfigError:
-        raise
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "config"
         raise ConfigError(f"{key}: {getattr(err, 'msg', err)}") from None

@@ -1,8 +1,5 @@
-"""The schema of the training stages: teacher, prune (with the Lagrangian schedule), finetune, and
-the distillation settings they share. Each dataclass validates itself on creation, naming the key.
-
-Part of the one config schema (``cofi_lightning.config.schema`` assembles it).
-"""
+"""The schema of the training stages (teacher, prune, finetune) and of distillation; part of the
+one config schema that ``schema.py`` assembles."""
 
 from __future__ import annotations
 
@@ -10,7 +7,14 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from cofi_lightning.config.checks import ConfigError, at_least, require
+from cofi_lightning.config.checks import (
+    ConfigError,
+    at_least,
+    counts_or_null,
+    fractions,
+    one_of,
+    require,
+)
 from cofi_lightning.core.masks import UNIT_NAMES
 
 SCHEDULES: tuple[str, ...] = ("linear", "constant")
@@ -44,33 +48,17 @@ class StageConfig:
     def __post_init__(self) -> None:
         at_least(self, self.KEY, ("epochs", "lr"), 0, strict=False)
         require(
-            self.max_steps == -1 or self.max_steps >= 0,
+            self.max_steps >= -1,
             f"{self.KEY}.max_steps",
             "must be -1 (epochs decide) or >= 0",
             self.max_steps,
         )
-        require(
-            self.schedule in SCHEDULES,
-            f"{self.KEY}.schedule",
-            f"must be in {SCHEDULES}",
-            self.schedule,
-        )
-        require(
-            self.eval_every_steps is None or self.eval_every_steps >= 1,
-            f"{self.KEY}.eval_every_steps",
-            "must be null or >= 1",
-            self.eval_every_steps,
-        )
+        one_of(self, self.KEY, {"schedule": SCHEDULES})
+        counts_or_null(self, self.KEY, ("eval_every_steps",))
 
     def check_trains(self, stage: str) -> None:
-        """A stage that runs must train at least one step: Lightning stops at once when
-        ``max_epochs`` or ``max_steps`` is 0, and the stage would save its untrained model as if
-        trained (checked only for the stages a run includes, as a skipped stage's length is
-        unused).
-
-        Raises:
-            ConfigError: naming the key and the stage.
-        """
+        """A stage that runs trains at least one step (Lightning stops at once on a length of 0,
+        and the stage would save its untrained model as if trained)."""
         for name in ("epochs", "max_steps"):
             require(
                 getattr(self, name) != 0,
@@ -113,22 +101,14 @@ class FinetuneConfig(StageConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(
-            self.batch_size is None or self.batch_size >= 1,
-            f"{self.KEY}.batch_size",
-            "must be null or >= 1",
-            self.batch_size,
-        )
+        counts_or_null(self, self.KEY, ("batch_size",))
 
 
 @dataclass
 class PathConfig:
-    """The schedule of a sparsity path (``pruning.targets`` with several targets).
-
-    The prune stage ramps t to the first target over the Lagrangian warm-up, holds it for a dwell,
-    ramps to the next target, holds it, and so on; the last target is held until the stage ends.
-    Lengths in epochs are converted with the stage's optimizer steps per epoch; steps, when given,
-    win.
+    """The schedule of a sparsity path (``pruning.targets`` with several targets): ramp to each
+    target, hold it for a dwell, ramp to the next; the last is held to the end (steps win over
+    epochs).
 
     Attributes:
         ramp_epochs / ramp_steps: Length of each ramp between consecutive targets (None: at the
@@ -143,21 +123,14 @@ class PathConfig:
     dwell_steps: int | None = None
 
     def __post_init__(self) -> None:
-        at_least(
-            self,
-            "pruning.path",
-            ("ramp_epochs", "ramp_steps", "dwell_epochs", "dwell_steps"),
-            0,
-            strict=False,
-        )
+        lengths = ("ramp_epochs", "ramp_steps", "dwell_epochs", "dwell_steps")
+        at_least(self, "pruning.path", lengths, 0, strict=False)
 
 
 @dataclass
 class PruningConfig(StageConfig):
-    """The prune stage (masks + Lagrangian, Xia et al. 2022 Sec. 3) and the finetune stage after it.
-
-    Lengths in epochs are converted with the stage's optimizer steps per epoch; a length in steps,
-    when given, wins.
+    """The prune stage (masks + Lagrangian, Xia et al. 2022 Sec. 3) and the finetune stage after it
+    (a length in steps, when given, wins over one in epochs).
 
     Attributes:
         method: ``cofi`` learns the structure; ``uniform`` is the simple baseline: every layer
@@ -167,16 +140,13 @@ class PruningConfig(StageConfig):
             ``targets`` is set).
         targets: A sparsity path: ascending targets in [0, 1) pruned to one after the other in
             one prune stage (``path`` sets the schedule), each with its own best structure,
-            finetune and export (``cofi_lightning.run.operating_points``). None: the single
-            ``target_sparsity``, today's layout.
+            finetune and export. None: the single ``target_sparsity``.
         constraint: What the Lagrangian constrains: ``params`` (CoFi: the expected encoder
             parameters, to ``target_sparsity``) or ``latency`` (the expected latency on a device,
             to ``target_speedup``; ``cofi_lightning.core.constraint``).
-        target_speedup: With ``constraint=latency``: x > 1, the target latency is the unpruned
-            latency / x (both from the latency table).
-        latency_table: With ``constraint=latency``: the device's latency table (``python -m
-            cofi_lightning.latency profile``); profiled on this machine (fp32, batch 32 x 128)
-            into this file when missing, or into ``<run_dir>/prune/latency_table.json`` if None.
+        target_speedup: With ``constraint=latency``: x > 1, the target is the unpruned latency / x.
+        latency_table: With ``constraint=latency``: the device's latency table, profiled on this
+            machine into this file when missing (None: ``<run_dir>/prune/latency_table.json``).
         start_sparsity: t at the first pruning step (0 in CoFi).
         units: Mask types (``hidden``, ``head``, ``head_layer``, ``intermediate``, ``mlp``).
         reg_lr: Learning rate of the mask log-alphas and the multipliers (paper: 0.01).
@@ -184,16 +154,14 @@ class PruningConfig(StageConfig):
             Lagrangian switch on (CoFi README: 1 epoch large GLUE, 4 small).
         lagrangian_warmup_epochs / lagrangian_warmup_steps: Linear ramp of t from
             ``start_sparsity`` to the target (paper: 2 epochs large GLUE, 20 small).
-        multiplier_reset: Anti-windup of the Lagrangian: zero λ1 and its optimizer state when it
-            pushes ŝ away from t (see ``LagrangeMultipliers.reset_windup_``); False is the
-            original's plain ascent.
+        multiplier_reset: Anti-windup of the Lagrangian (docs/method.md); False is the original's
+            plain ascent.
         sparsity_epsilon: An evaluation competes for "best" when |s − t| <= epsilon.
         select_on: Which sparsity s that window reads: ``deterministic`` (the real sparsity of the
             deterministic masks, i.e. of the export) or ``expected`` (the gates' ŝ, as CoFi).
         checkpoint_every_steps: Resume granularity (``last.ckpt``) of every stage.
-        restart_optimizer: When the masks switch on, reset the weights' AdamW state and restart
-            their schedule over the remaining steps (the original re-creates its optimizer and
-            linear schedule there); False keeps one optimizer and schedule for the whole stage.
+        restart_optimizer: When the masks switch on, restart the weights' AdamW state and schedule
+            as the original; False keeps one optimizer and schedule for the whole stage.
         structure_dir: Finetune-only runs: a ``prune/best`` dir (``masks.pt``, ``student.pt``).
         path: Ramp and dwell lengths of a sparsity path (``targets``).
         finetune: The finetune stage.
@@ -227,36 +195,17 @@ class PruningConfig(StageConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("target_sparsity", "start_sparsity"):
-            value = getattr(self, name)
-            require(0.0 <= value < 1.0, f"pruning.{name}", "must be in [0, 1)", value)
+        fractions(self, "pruning", ("target_sparsity", "start_sparsity"))
         self._check_targets()
         units = list(self.units)
         unknown = sorted(set(units) - set(UNIT_NAMES))
         require(not unknown, "pruning.units", f"has unknown units {unknown}; known {UNIT_NAMES}")
         require(bool(units), "pruning.units", "must name at least one unit")
-        at_least(
-            self,
-            "pruning",
-            (
-                "reg_lr",
-                "sparsity_epsilon",
-                "pre_pruning_epochs",
-                "pre_pruning_steps",
-                "lagrangian_warmup_epochs",
-                "lagrangian_warmup_steps",
-            ),
-            0,
-            strict=False,
-        )
+        lengths = ("pre_pruning_epochs", "pre_pruning_steps")
+        lengths += ("lagrangian_warmup_epochs", "lagrangian_warmup_steps")
+        at_least(self, "pruning", ("reg_lr", "sparsity_epsilon", *lengths), 0, strict=False)
         at_least(self, "pruning", ("checkpoint_every_steps",), 1, strict=False)
-        require(self.method in METHODS, "pruning.method", f"must be in {METHODS}", self.method)
-        require(
-            self.constraint in CONSTRAINTS,
-            "pruning.constraint",
-            f"must be in {CONSTRAINTS}",
-            self.constraint,
-        )
+        one_of(self, "pruning", {"method": METHODS, "constraint": CONSTRAINTS})
         if self.constraint == "latency":
             require(
                 self.target_speedup is not None and self.target_speedup > 1,
@@ -264,20 +213,15 @@ class PruningConfig(StageConfig):
                 "must be > 1 with pruning.constraint=latency (the unpruned latency / target)",
                 self.target_speedup,
             )
-        require(
-            self.select_on in SELECT_ON,
-            "pruning.select_on",
-            f"must be in {SELECT_ON}",
-            self.select_on,
-        )
+        one_of(self, "pruning", {"select_on": SELECT_ON})
 
     def _check_targets(self) -> None:
         if self.targets is None:
             return
         targets = [float(t) for t in self.targets]
         require(bool(targets), "pruning.targets", "must list at least one target (or be null)")
-        for t in targets:
-            require(0.0 <= t < 1.0, "pruning.targets", "must all be in [0, 1)", targets)
+        ok = all(0.0 <= t < 1.0 for t in targets)
+        require(ok, "pruning.targets", "must all be in [0, 1)", targets)
         require(
             targets[0] > self.start_sparsity,
             "pruning.targets",
@@ -301,20 +245,14 @@ class PruningConfig(StageConfig):
         )
 
     def check_fits(self, steps_per_epoch: int | None, total: int | None, stage: str = "") -> None:
-        """The target is reached before the prune stage ends: pre-pruning + the ramps (+ the
-        dwells of a path) are shorter than the stage, so it spends at least one step at its
-        (last) target. One rule for every place that can know the lengths: the config (every
-        length in steps, ``max_steps`` set), the door (epochs converted with the training set's
-        size) and the stage itself (its real steps per epoch).
+        """Pre-pruning + the ramps (+ the dwells of a path) end before the prune stage does, so it
+        spends at least one step at its (last) target. Called by the config (lengths in steps),
+        the door and the stage itself, whichever knows the lengths.
 
         Args:
-            steps_per_epoch: Optimizer steps per epoch; None when unknown (then only lengths all
-                given in steps are checked).
-            total: Optimizer steps of the stage (None: unknown, nothing is checked).
+            steps_per_epoch: Optimizer steps per epoch; None: only lengths all in steps are checked.
+            total: Optimizer steps of the stage (None: nothing is checked).
             stage: How ``total`` was counted, for the message (``"pruning.max_steps=10"``).
-
-        Raises:
-            ConfigError: naming the keys to change.
         """
         p, path = self.path, len(self.target_list) > 1
         in_epochs = [self.pre_pruning_steps, self.lagrangian_warmup_steps]
@@ -418,19 +356,12 @@ class DistillConfig:
         layer_mapping: ``dynamic`` (CoFi) or ``fixed`` teacher -> student layer matching.
         layer_loss_tokens: Which positions the layer MSE averages over: ``real`` tokens, or
             ``all`` positions of the batch (padding included, as the original).
-        teacher_cache: Read the teacher's logits and distilled hidden states from an on-disk
-            cache built once per (teacher weights, training features, layers) and shared by
-            every job that needs it, instead of running the teacher at every step
-            (``cofi_lightning.run.teacher_cache``). Needs ``layer_loss_tokens=real``: the states at
-            padding positions depend on the batch.
-        reuse_teacher: Before the teacher stage trains, look for a finished teacher of the same
-            teacher identity (``cofi_lightning.config.identity.teacher_identity``: every identity
-            key but the prune, finetune and export ones) in the run directories beside this one
-            (the parent of the run directory: ``outputs/<experiment>/`` by default,
-            ``multirun/<experiment>/`` in a sweep) and copy it into ``teacher/model`` instead of
-            training one (``cofi_lightning.run.stages``); ``teacher/DONE.json`` records where
-            it came from. On the same kind of machine the export is then the one a teacher
-            trained here gives, so this is not part of the run's identity. False always trains.
+        teacher_cache: Read the teacher's logits and hidden states from an on-disk cache shared
+            by every job that needs it instead of running the teacher at every step
+            (``cofi_lightning.run.teacher_cache``; needs ``layer_loss_tokens=real``).
+        reuse_teacher: Copy a finished teacher of the same teacher identity from a run directory
+            beside this one into ``teacher/model`` instead of training one
+            (``docs/running.md``; not part of the run's identity).
         teacher_training: The teacher stage.
     """
 
@@ -448,19 +379,12 @@ class DistillConfig:
     teacher_training: TeacherTrainingConfig = field(default_factory=TeacherTrainingConfig)
 
     def __post_init__(self) -> None:
-        require(self.temperature > 0, "distill.temperature", "must be > 0", self.temperature)
+        at_least(self, "distill", ("temperature",), 0, strict=True)
         at_least(self, "distill", ("alpha_pred", "alpha_layer"), 0, strict=False)
-        require(
-            self.layer_mapping in LAYER_MAPPINGS,
-            "distill.layer_mapping",
-            f"must be in {LAYER_MAPPINGS}",
-            self.layer_mapping,
-        )
-        require(
-            self.layer_loss_tokens in LAYER_LOSS_TOKENS,
-            "distill.layer_loss_tokens",
-            f"must be in {LAYER_LOSS_TOKENS}",
-            self.layer_loss_tokens,
+        one_of(
+            self,
+            "distill",
+            {"layer_mapping": LAYER_MAPPINGS, "layer_loss_tokens": LAYER_LOSS_TOKENS},
         )
         require(
             not (self.teacher_cache and self.layer_loss_tokens == "all"),

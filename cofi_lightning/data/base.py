@@ -1,13 +1,6 @@
-"""What the GLUE and SQuAD DataModules share: arguments, feature cache, padding, loaders.
-
-This file owns the on-disk cache of tokenized features (``datasets`` map cache files whose names are
-keyed by task, split, tokenizer content, max length, stride and sample limit), the collator that
-pads a batch (to its longest sequence, or to a fixed length for speed benchmarks) and the DataLoader
-settings. Task-specific tokenization lives in ``glue.py`` and ``squad.py``; raw data loading in
-``sources.py``.
-
-Padding is applied at collate time, never in the cache, so the padding mode is deliberately not part
-of the cache key: both modes read the same cached features.
+"""What the GLUE and SQuAD DataModules share: arguments, the on-disk feature cache (keyed by the
+content it depends on), padding and loaders. Padding happens at collate time, never in the cache, so
+the padding mode is not part of the cache key.
 """
 
 from __future__ import annotations
@@ -22,7 +15,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from datasets import Dataset, Features
+from datasets import Dataset, Features, List, Value
 from torch.utils.data import DataLoader
 
 from cofi_lightning.data.loaders import EpochShuffleSampler, ResumableDataLoader, eval_sampler
@@ -37,6 +30,12 @@ FEATURE_VERSION = 1
 #: Sequence columns and their padding values (``None``: the tokenizer's pad id).
 _SEQUENCE_PAD: dict[str, int | None] = {"input_ids": None, "attention_mask": 0, "token_type_ids": 0}
 _SCALAR_KEYS = ("labels", "start_positions", "end_positions", "feature_index", "example_index")
+#: The model inputs of every task's cached features (their columns come first).
+MODEL_FEATURES = {
+    "input_ids": List(Value("int32")),
+    "token_type_ids": List(Value("int8")),
+    "attention_mask": List(Value("int8")),
+}
 
 
 class IndexedDataset(torch.utils.data.Dataset):
@@ -58,15 +57,9 @@ class IndexedDataset(torch.utils.data.Dataset):
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """A content hash of a fast tokenizer (vocabulary, normalizer, special tokens).
-
-    The path or hub name is deliberately left out: the same tokenizer copied elsewhere hits the same
-    cache, and a different tokenizer saved under the same path does not. Transient truncation and
-    padding settings, which the fast backend keeps from its last call, are dropped.
-
-    Raises:
-        TypeError: ``tokenizer`` is not a fast (Rust ``tokenizers``-backed) tokenizer.
-    """
+    """A content hash of a fast tokenizer (vocabulary, normalizer, special tokens), not of its
+    path, so a copy elsewhere hits the same cache; the truncation and padding settings the fast
+    backend keeps from its last call are dropped."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or not getattr(tokenizer, "is_fast", False):
         raise TypeError(
@@ -82,18 +75,9 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 
 class PadCollator:
-    """Stack tokenized features into a batch of tensors, right-padding the sequences.
-
-    Args:
-        pad_token_id: Id written into padded ``input_ids`` positions.
-        pad_to: Fixed length to pad every batch to; ``None`` pads to the batch's longest sequence.
-        float_labels: Labels are regression targets (``float32``) rather than class ids (``int64``).
-
-    Returns (from ``__call__``):
-        ``input_ids``, ``attention_mask``, ``token_type_ids``: ``[B, T]`` int64, with ``T`` the
-        longest sequence (or ``pad_to``); and whichever of ``labels`` (``[B]``),
-        ``start_positions``, ``end_positions``, ``feature_index``, ``example_index`` (``[B]``
-        int64) the features carry.
+    """Stack tokenized features into a batch of tensors, right-padding the sequences to the
+    longest one (or to ``pad_to``): ``[B, T]`` int64 sequences and whichever ``[B]`` scalars the
+    features carry (``labels`` float32 when ``float_labels``, regression targets).
     """
 
     def __init__(self, pad_token_id: int, pad_to: int | None = None, float_labels: bool = False):
@@ -132,14 +116,8 @@ SIZE_ARGUMENTS: dict[str, bool] = {
 
 
 def check_sizes(**sizes: Any) -> None:
-    """The DataModule's batch sizes and sample limits are counts >= 1 (None where allowed).
-
-    Called by :class:`TaskDataModule` and by the config schema on ``task.datamodule``, so a bad
-    value is refused before any stage starts.
-
-    Raises:
-        ValueError: ``"<name> must be ..., got <value>"`` (the message starts with the name).
-    """
+    """The DataModule's batch sizes and sample limits are counts >= 1 (None where allowed); the
+    config schema calls it too, so a bad value is refused before any stage starts."""
     for name, value in sizes.items():
         optional = SIZE_ARGUMENTS[name]
         if value is None and optional:
@@ -153,17 +131,11 @@ class TaskDataModule(L.LightningDataModule):
     """Base class: argument checks, cached tokenization and loaders. See the subclasses.
 
     Args:
-        task: Task name (``sst2``, ``mnli``, ..., ``squad``).
-        tokenizer: The model's fast tokenizer.
         data_dir: Local mirror directory; ``None`` loads from the hub.
-        batch_size: Training batch size.
         eval_batch_size: Evaluation batch size (default: ``batch_size``).
         max_seq_length: Maximum tokens per sequence (default: the task's paper value).
-        pad_to_max_length: Pad every batch to ``max_seq_length`` (speed benchmarks) instead of to
-            the batch's longest sequence.
-        limit_train_samples: Use only the first N training examples (quick runs).
-        limit_eval_samples: Use only the first N evaluation examples of each evaluation split.
-        num_workers: DataLoader worker processes.
+        pad_to_max_length: Pad every batch to ``max_seq_length`` (speed benchmarks).
+        limit_train_samples / limit_eval_samples: Use only the first N examples of each split.
         cache_dir: Tokenized-feature cache (default ``$COFI_CACHE_DIR`` or
             ``~/.cache/cofi_lightning``).
         use_hub: Fall back to the hub for splits missing from ``data_dir``.
@@ -219,6 +191,7 @@ class TaskDataModule(L.LightningDataModule):
         self.use_hub = use_hub
         self.check_num_rows = check_num_rows
         self.seed = int(seed)
+        self.train_dataset: Dataset | None = None
         #: ``{"<split>/<kind>": True if the features came from the cache}``, filled by ``setup``.
         self.cache_hits: dict[str, bool] = {}
         #: ``{"<split>/<kind>": the features' cache key}`` (what they depend on, hashed).
@@ -226,37 +199,32 @@ class TaskDataModule(L.LightningDataModule):
         self.save_hyperparameters(ignore=["tokenizer"])
 
     def prepare_data(self) -> None:
-        """Fill the feature cache once, on one process, for the splits the trainer's stage needs.
-
-        ``trainer.validate``/``test`` tokenize only the evaluation splits, so evaluating works when
-        the training split is absent; without a trainer every split is prepared.
+        """Fill the feature cache once, on one process, for the splits the trainer's stage needs
+        (evaluating works without the training split; without a trainer every split is prepared).
         """
         state = getattr(self.trainer, "state", None)
         self.setup(None if state is None or state.fn is None else str(state.fn.value))
 
-    def _load(self, split: str, limit: int | None) -> tuple[Dataset, str]:
-        """Raw rows of ``split`` (validated), cut to the first ``limit``; and their fingerprint."""
+    def _features(
+        self,
+        split: str,
+        limit: int | None,
+        kind: str,
+        function: Callable[..., dict],
+        columns: dict[str, Any],
+        key_extra: dict[str, Any],
+        with_indices: bool = False,
+        **fn_kwargs: Any,
+    ) -> tuple[Dataset, Dataset]:
+        """The raw rows of ``split`` (validated, cut to the first ``limit``) and their features:
+        ``function(batch, tokenizer=, max_length=, **fn_kwargs)`` mapped over them, giving the
+        model inputs and ``columns``, cached on disk under a key of what they depend on."""
         ds, origin, fingerprint = load_split(
             self.task, split, self.data_dir, self.use_hub, self.check_num_rows
         )
         if limit is not None and limit < len(ds):
             ds = ds.select(range(limit))
         log.info("%s %s: %d examples from %s", self.task.name, split, len(ds), origin)
-        return ds, fingerprint
-
-    def _tokenize(
-        self,
-        ds: Dataset,
-        split: str,
-        kind: str,
-        fingerprint: str,
-        function: Callable[..., dict],
-        fn_kwargs: dict[str, Any],
-        features: Features,
-        key_extra: dict[str, Any],
-        with_indices: bool = False,
-    ) -> Dataset:
-        """Map ``function`` over ``ds`` (``datasets.map``), cached on disk under a content key."""
         key = {
             "version": FEATURE_VERSION,
             "task": self.task.name,
@@ -274,21 +242,15 @@ class TaskDataModule(L.LightningDataModule):
         hit = path.is_file()
         self.cache_hits[f"{split}/{kind}"] = hit
         self.feature_keys[f"{split}/{kind}"] = digest
-        log.info(
-            "%s %s/%s features: %s %s",
-            self.task.name,
-            split,
-            kind,
-            "cache hit" if hit else "tokenizing into",
-            path,
-        )
+        state = "cache hit" if hit else "tokenizing into"
+        log.info("%s %s/%s features: %s %s", self.task.name, split, kind, state, path)
         out = ds.map(
             function,
             batched=True,
             with_indices=with_indices,
-            fn_kwargs=fn_kwargs,
+            fn_kwargs={"tokenizer": self.tokenizer, "max_length": self.max_seq_length, **fn_kwargs},
             remove_columns=ds.column_names,
-            features=features,
+            features=Features({**MODEL_FEATURES, **columns}),
             cache_file_name=str(path),
             load_from_cache_file=True,
             new_fingerprint=digest,
@@ -296,22 +258,28 @@ class TaskDataModule(L.LightningDataModule):
         )
         if len(out) == 0:
             raise RuntimeError(f"{self.task.name} {split}: tokenization produced no features")
-        return out
+        return ds, out
 
-    def _collator(self, float_labels: bool = False) -> PadCollator:
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches."""
+        return self._loader(self._require(self.train_dataset, "the training split"), True)
+
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The validation loaders (GLUE and SQuAD v1.1 test labels are not public)."""
+        return self.val_dataloader()
+
+    def _loader(self, ds: Dataset, train: bool) -> DataLoader:
+        """Training: shuffled, resumable mid-epoch, order seeded by ``(seed, epoch)``, rows carry
+        ``example_index``. Evaluation: file order; under DDP each example on one rank."""
         pad_to = self.max_seq_length if self.pad_to_max_length else None
-        return PadCollator(self.tokenizer.pad_token_id, pad_to, float_labels)
-
-    def _loader(self, ds: Dataset, batch_size: int, shuffle: bool, **collate: Any) -> DataLoader:
-        """Training (``shuffle``): resumable mid-epoch, order seeded by ``(seed, epoch)``, rows
-        carry ``example_index``. Evaluation: file order; under DDP each example on one rank."""
+        collate = PadCollator(self.tokenizer.pad_token_id, pad_to, self.task.is_regression)
         common = dict(
-            batch_size=batch_size,
+            batch_size=self.batch_size if train else self.eval_batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            collate_fn=self._collator(**collate),
+            collate_fn=collate,
         )
-        if shuffle:
+        if train:
             sampler = EpochShuffleSampler(len(ds), self.seed)
             return ResumableDataLoader(IndexedDataset(ds), sampler=sampler, **common)
         return DataLoader(ds, sampler=eval_sampler(ds), **common)

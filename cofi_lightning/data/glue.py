@@ -1,112 +1,64 @@
-"""The GLUE LightningDataModule: eight tasks, hub-schema labels, cached tokenization, padding.
-
-This file owns GLUE tokenization (``encode_glue``) and the module that serves its batches. Labels
-are passed through exactly as in the hub schema whatever the model is called (the original CoFi code
-remapped MNLI labels depending on the model path). Loading and validation live in ``sources.py``;
-the cache and padding in ``base.py``; metrics in ``cofi_lightning.training.metrics``.
+"""The GLUE LightningDataModule: tokenization (``encode_glue``) and batches. Labels pass through as
+in the hub schema whatever the model is called (the original CoFi code remapped MNLI labels
+depending on the model path).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from datasets import Dataset, Features, List, Value
+from datasets import Dataset, Value
 from torch.utils.data import DataLoader
 
-from cofi_lightning.data.base import TaskDataModule
+from cofi_lightning.data.base import MODEL_FEATURES, TaskDataModule
 
 
 def encode_glue(
     batch: dict[str, list], tokenizer: Any, text_columns: list[str], max_length: int
 ) -> dict[str, list]:
-    """Tokenize a batch of GLUE rows (unpadded; longest-first truncation of pairs).
-
-    Args:
-        batch: Columns of ``n`` rows in hub schema: the text columns and ``label``.
-        tokenizer: Fast tokenizer.
-        text_columns: One column (single sentence) or two (sentence pair).
-        max_length: Maximum tokens per sequence, special tokens included.
-
-    Returns:
-        ``input_ids``, ``token_type_ids``, ``attention_mask`` (``n`` lists of up to ``max_length``
-        ids) and ``labels`` (``n`` values, unchanged from ``label``).
-    """
+    """Tokenize a batch of GLUE rows in hub schema (unpadded; longest-first truncation of pairs,
+    ``max_length`` tokens with the special ones); ``labels`` is ``label`` unchanged."""
     texts = [batch[c] for c in text_columns]
     enc = tokenizer(*texts, truncation=True, max_length=max_length, return_token_type_ids=True)
-    return {
-        "input_ids": enc["input_ids"],
-        "token_type_ids": enc["token_type_ids"],
-        "attention_mask": enc["attention_mask"],
-        "labels": batch["label"],
-    }
+    return {**{k: enc[k] for k in MODEL_FEATURES}, "labels": batch["label"]}
 
 
 class GlueDataModule(TaskDataModule):
-    """GLUE task data: ``setup`` loads and tokenizes, the loaders yield padded batches.
+    """GLUE task data (arguments: :class:`~cofi_lightning.data.base.TaskDataModule`).
 
-    Batches are dicts of tensors: ``input_ids``, ``attention_mask``, ``token_type_ids`` (``[B, T]``
-    int64) and ``labels`` (``[B]``; int64 class ids, float32 scores for STS-B). ``val_dataloader``
-    returns one loader, or for MNLI a list of two (``eval_splits``: matched, then mismatched);
-    ``test_dataloader`` is the same as validation (GLUE test labels are hidden).
-
-    Example:
-        >>> dm = GlueDataModule(task="sst2", tokenizer=tok, data_dir=d, batch_size=32)
-        >>> dm.setup("fit"); batch = next(iter(dm.train_dataloader()))
-
-    Args: see :class:`~cofi_lightning.data.base.TaskDataModule`.
+    Batches: ``input_ids``, ``attention_mask``, ``token_type_ids`` (``[B, T]`` int64) and
+    ``labels`` (``[B]``; int64 class ids, float32 scores for STS-B). MNLI has two validation
+    loaders (matched, then mismatched).
     """
 
     family = "glue"
 
     def __init__(self, task: str, tokenizer: Any, **kwargs: Any) -> None:
         super().__init__(task, tokenizer, **kwargs)
-        self.train_dataset: Dataset | None = None
         self.eval_datasets: dict[str, Dataset] | None = None
 
     def setup(self, stage: str | None = None) -> None:
         """Load and tokenize the splits ``stage`` needs (``fit``: train and eval; else eval)."""
         if stage in (None, "fit") and self.train_dataset is None:
-            self.train_dataset = self._features(self.task.train_split, self.limit_train_samples)
+            self.train_dataset = self._glue_features(
+                self.task.train_split, self.limit_train_samples
+            )
         if self.eval_datasets is None:
             self.eval_datasets = {
-                split: self._features(split, self.limit_eval_samples)
+                split: self._glue_features(split, self.limit_eval_samples)
                 for split in self.task.eval_splits
             }
 
-    def _features(self, split: str, limit: int | None) -> Dataset:
-        ds, fingerprint = self._load(split, limit)
+    def _glue_features(self, split: str, limit: int | None) -> Dataset:
         label = Value("float32") if self.task.is_regression else Value("int64")
-        features = Features(
-            {
-                "input_ids": List(Value("int32")),
-                "token_type_ids": List(Value("int8")),
-                "attention_mask": List(Value("int8")),
-                "labels": label,
-            }
+        columns = list(self.task.text_columns)
+        _, features = self._features(
+            split, limit, "glue", encode_glue, {"labels": label}, {}, text_columns=columns
         )
-        kwargs = {
-            "tokenizer": self.tokenizer,
-            "text_columns": list(self.task.text_columns),
-            "max_length": self.max_seq_length,
-        }
-        return self._tokenize(ds, split, "glue", fingerprint, encode_glue, kwargs, features, {})
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches."""
-        ds = self._require(self.train_dataset, "the training split")
-        return self._loader(ds, self.batch_size, True, float_labels=self.task.is_regression)
+        return features
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         """Evaluation batches in file order: one loader, or one per split of ``eval_splits``."""
         evals = self._require(self.eval_datasets, "the evaluation splits")
-        loaders = [
-            self._loader(
-                evals[s], self.eval_batch_size, False, float_labels=self.task.is_regression
-            )
-            for s in self.task.eval_splits
-        ]
+        loaders = [self._loader(evals[s], False) for s in self.task.eval_splits]
         return loaders[0] if len(loaders) == 1 else loaders
-
-    def test_dataloader(self) -> DataLoader | list[DataLoader]:
-        """The validation loaders (GLUE test labels are not public)."""
-        return self.val_dataloader()

@@ -1,20 +1,10 @@
 """DataLoaders that resume mid-epoch and evaluate every example exactly once under DDP.
 
-This file owns two things the plain ``torch`` loaders get wrong for long CoFi runs:
-
-* :class:`EpochShuffleSampler` + :class:`ResumableDataLoader`: the training order of epoch e is a
-  permutation seeded by ``(seed, e)``, and the loader's ``state_dict`` records how many batches of
-  the current epoch were handed out. Lightning stores it in every checkpoint and restores it on
-  resume, so a run killed mid-epoch continues with exactly the batches it had not seen yet (a plain
-  ``RandomSampler`` would restart the epoch in a new random order: some examples twice, some never).
-* :func:`eval_sampler`: under DDP, an "unrepeated" distributed sampler for evaluation. Lightning's
-  default ``DistributedSampler`` pads the shards with repeated examples, so GLUE metrics would count
-  up to ``world_size − 1`` examples twice.
-
+A run killed mid-epoch continues with exactly the batches it had not seen (a plain
+``RandomSampler`` would restart the epoch in a new order: some examples twice, some never).
 Lightning restores the loader's state only if the training loader is built after the checkpoint is
 read, so nothing may build it early (``CoFiSystem.stage_steps`` sizes the schedules from the
-dataset instead of ``trainer.estimated_stepping_batches``). It does not build datasets or batches
-(``cofi_lightning.data.base``).
+dataset instead of ``trainer.estimated_stepping_batches``).
 """
 
 from __future__ import annotations
@@ -28,14 +18,8 @@ from torch.utils.data import DataLoader, Sampler
 
 
 class EpochShuffleSampler(Sampler[int]):
-    """A fresh random permutation of ``range(n)`` per epoch, reproducible from ``(seed, epoch)``.
-
-    Lightning calls :meth:`set_epoch` before each training epoch (as for ``DistributedSampler``).
-
-    Args:
-        n: Dataset size.
-        seed: Base seed (the run's seed).
-    """
+    """A fresh random permutation of ``range(n)`` per epoch, reproducible from ``(seed, epoch)``
+    (Lightning calls :meth:`set_epoch` before each training epoch)."""
 
     def __init__(self, n: int, seed: int = 0) -> None:
         self.n = int(n)
@@ -91,11 +75,8 @@ class ResumableDataLoader(DataLoader):
 
 
 def eval_sampler(dataset: Any) -> Sampler[int] | None:
-    """An unrepeated distributed sampler when running under DDP, else None (sequential order).
-
-    Each rank gets a disjoint, contiguous-by-stride share and the shares together cover the dataset
-    exactly once (shards may differ in length by one, which evaluation tolerates).
-    """
+    """Under DDP, a sampler whose shards cover the dataset exactly once (Lightning's default pads
+    them with repeated examples, which metrics would count twice); else None (sequential order)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return None
     from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler

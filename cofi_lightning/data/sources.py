@@ -1,10 +1,5 @@
-"""Where raw task data comes from, and the checks that make it safe to train on.
-
-This file owns: the default locations (``default_data_dir``, ``default_cache_dir`` and the
-OmegaConf resolvers ``cofi.data_dir`` / ``cofi.cache_dir`` used by ``conf/paths/default.yaml``),
-loading one split from a local Parquet mirror or else the Hugging Face hub (``load_split``), and
-validating it (columns, label values, row counts) with errors that name the file and column. It does
-not tokenize.
+"""Where raw task data comes from (the default locations, a local Parquet mirror, else the hub) and
+the checks that make it safe to train on, with errors that name the file and column.
 
 Mirror layout (the hub schemas, exactly what ``../shared/data`` holds)::
 
@@ -19,11 +14,11 @@ import logging
 import os
 from pathlib import Path
 
+import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datasets import Dataset
-from omegaconf import OmegaConf
 
 from cofi_lightning.data.tasks import TaskSpec
 
@@ -42,12 +37,8 @@ def shared_dir() -> str:
 
 
 def default_data_dir() -> str | None:
-    """The local mirror to use when none is configured.
-
-    Returns:
-        ``$COFI_DATA_DIR`` if set, else ``<shared dir>/data`` (:func:`shared_dir`) if it exists,
-        else ``None`` (the hub).
-    """
+    """The local mirror when none is configured: ``$COFI_DATA_DIR``, else ``<shared dir>/data`` if
+    it exists, else ``None`` (the hub)."""
     env = os.environ.get("COFI_DATA_DIR")
     if env:
         return env
@@ -60,10 +51,6 @@ def default_cache_dir() -> str:
     return os.environ.get("COFI_CACHE_DIR") or str(Path.home() / ".cache" / "cofi_lightning")
 
 
-OmegaConf.register_new_resolver("cofi.data_dir", default_data_dir, replace=True)
-OmegaConf.register_new_resolver("cofi.cache_dir", default_cache_dir, replace=True)
-
-
 def local_path(data_dir: str | os.PathLike, task: TaskSpec, split: str) -> Path:
     """Path of ``split`` of ``task`` inside a mirror directory (see the module docstring)."""
     if task.family == "squad":
@@ -73,12 +60,9 @@ def local_path(data_dir: str | os.PathLike, task: TaskSpec, split: str) -> Path:
 
 def train_rows(task: TaskSpec, data_dir: str | os.PathLike | None, limit: int | None) -> int | None:
     """How many training examples the DataModule will train on, known without loading or
-    tokenizing: the mirror file's row count (Parquet metadata), else the official size of the
-    hub's split, cut to ``limit``. None for SQuAD, whose long contexts give several features
-    per question (their number is known only after tokenizing), or an unreadable file.
-
-    The door check of the prune stage's length uses it (``cofi_lightning.run.preflight``).
-    """
+    tokenizing (for the door check of the prune stage's length): the mirror file's row count,
+    else the hub split's official size, cut to ``limit``. None for SQuAD (several features per
+    question, counted only by tokenizing) or an unreadable file."""
     if task.family == "squad":
         return None
     rows = None
@@ -98,8 +82,6 @@ def train_rows(task: TaskSpec, data_dir: str | os.PathLike | None, limit: int | 
 
 def load_from_hub(path: str, config: str | None, split: str) -> Dataset:
     """Load one split from the Hugging Face hub (or its local ``datasets`` cache)."""
-    import datasets
-
     return datasets.load_dataset(path, config, split=split)
 
 
@@ -121,21 +103,13 @@ def load_split(
 ) -> tuple[Dataset, str, str]:
     """Load and validate one split: the local mirror first, then the hub.
 
-    Args:
-        task: The task.
-        split: Hub split name (``train``, ``validation``, ``validation_matched``, ...).
-        data_dir: Mirror directory, or ``None`` to go straight to the hub.
-        use_hub: Whether to fall back to the hub when the mirror lacks the split.
-        check_num_rows: Refuse a split whose size differs from the official one.
-
     Returns:
-        ``(dataset, origin, fingerprint)``: the rows in hub schema; a human-readable origin (file
-        path or hub name) for messages; a string that changes whenever the data changes (for the
-        cache key).
+        ``(dataset, origin, fingerprint)``: the rows in hub schema; the file path or hub name for
+        messages; a string that changes whenever the data changes (for the cache key).
 
     Raises:
-        DataError: The split is nowhere to be found (the message lists every place looked in and
-            how to prepare it), or the data found is malformed.
+        DataError: The split is nowhere (the message lists every place looked in and how to
+            prepare it), or the data found is malformed.
     """
     looked: list[str] = []
     if data_dir is not None:
@@ -175,30 +149,16 @@ def read_parquet(path: Path) -> pa.Table:
 
 
 def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def check_table(
     table: pa.Table, task: TaskSpec, split: str, origin: str, check_num_rows: bool = True
 ) -> None:
-    """Validate one split in hub schema.
-
-    Args:
-        table: The rows.
-        task: The task they belong to.
-        split: Split name (for messages and the row-count check).
-        origin: File path or hub name, named in every message.
-        check_num_rows: Compare the row count with the official one.
-
-    Raises:
-        DataError: Empty table, missing column, null text, label outside the task's label set
-            (e.g. the ``-1`` of GLUE test splits, NaN for STS-B), or a row count other than the
-            official one.
-    """
+    """Validate one split in hub schema; every :class:`DataError` names ``origin`` (the file or
+    hub name): empty table, missing column, null text, label outside the task's label set (e.g.
+    the ``-1`` of GLUE test splits, NaN for STS-B), or a row count other than the official one."""
     if table.num_rows == 0:
         raise DataError(
             f"{origin}: no rows (split {split!r} of task {task.name!r}); refusing to use it"

@@ -1,9 +1,6 @@
-"""The SQuAD v1.1 LightningDataModule: windowed training features, post-processed evaluation.
-
-This file owns the module that serves SQuAD batches and turns a validation pass's start/end logits
-back into ``{id: answer text}`` (``postprocess``) next to the gold answers (``references``), so the
-training system can call ``cofi_lightning.training.metrics.squad_metrics`` at the end of validation.
-The window/offset arithmetic is in ``squad_features.py``.
+"""The SQuAD v1.1 LightningDataModule: windowed features, and a validation pass's start/end logits
+back to ``{id: answer text}`` (``postprocess``) beside the gold answers (``references``). The
+window/offset arithmetic is in ``squad_features.py``.
 """
 
 from __future__ import annotations
@@ -14,22 +11,15 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 import torch
-from datasets import Dataset, Features, List, Value
+from datasets import Dataset, List, Value
 from torch.utils.data import DataLoader
 
-from cofi_lightning.data.base import TaskDataModule
+from cofi_lightning.data.base import MODEL_FEATURES, TaskDataModule
 from cofi_lightning.data.squad_features import (
     best_spans,
     prepare_eval_features,
     prepare_train_features,
 )
-
-_MODEL_COLUMNS = ["input_ids", "token_type_ids", "attention_mask"]
-_COMMON = {
-    "input_ids": List(Value("int32")),
-    "token_type_ids": List(Value("int8")),
-    "attention_mask": List(Value("int8")),
-}
 
 Logits = torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray]
 
@@ -45,8 +35,6 @@ class SquadDataModule(TaskDataModule):
     ``limit_eval_samples`` counts questions, not windows.
 
     Args:
-        task: Must be ``"squad"``.
-        tokenizer: The model's fast tokenizer.
         doc_stride: Overlap in tokens between consecutive windows of a context (128 in the paper).
         n_best: Start/end candidates per window in post-processing (20).
         max_answer_length: Longest answer in tokens (30).
@@ -72,67 +60,34 @@ class SquadDataModule(TaskDataModule):
         self.doc_stride = doc_stride
         self.n_best = n_best
         self.max_answer_length = max_answer_length
-        self.train_dataset: Dataset | None = None
         self.eval_examples: Dataset | None = None
         self.eval_features: Dataset | None = None
         self._lookup: tuple | None = None  # post-processing arrays, built on first use
 
     def setup(self, stage: str | None = None) -> None:
         """Load and tokenize the splits ``stage`` needs (``fit``: train and eval; else eval)."""
-        params = {"doc_stride": self.doc_stride}
-        kwargs = {
-            "tokenizer": self.tokenizer,
-            "max_length": self.max_seq_length,
-            "doc_stride": self.doc_stride,
-        }
+        stride = {"doc_stride": self.doc_stride}
         if stage in (None, "fit") and self.train_dataset is None:
-            split = self.task.train_split
-            ds, fingerprint = self._load(split, self.limit_train_samples)
-            features = Features(
-                {**_COMMON, "start_positions": Value("int32"), "end_positions": Value("int32")}
-            )
-            self.train_dataset = self._tokenize(
-                ds, split, "train", fingerprint, prepare_train_features, kwargs, features, params
+            split, limit = self.task.train_split, self.limit_train_samples
+            columns = {"start_positions": Value("int32"), "end_positions": Value("int32")}
+            _, self.train_dataset = self._features(
+                split, limit, "train", prepare_train_features, columns, stride, **stride
             )
         if self.eval_features is None:
-            split = self.task.eval_splits[0]
-            ds, fingerprint = self._load(split, self.limit_eval_samples)
-            features = Features(
-                {
-                    **_COMMON,
-                    "example_index": Value("int64"),
-                    "offset_mapping": List(List(Value("int32"))),
-                }
+            split, limit = self.task.eval_splits[0], self.limit_eval_samples
+            columns = {
+                "example_index": Value("int64"),
+                "offset_mapping": List(List(Value("int32"))),
+            }
+            self.eval_examples, feats = self._features(
+                split, limit, "eval", prepare_eval_features, columns, stride, True, **stride
             )
-            feats = self._tokenize(
-                ds,
-                split,
-                "eval",
-                fingerprint,
-                prepare_eval_features,
-                kwargs,
-                features,
-                params,
-                with_indices=True,
-            )
-            self.eval_examples = ds
             self.eval_features = feats.add_column("feature_index", np.arange(len(feats)))
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training windows with their answer positions."""
-        ds = self._require(self.train_dataset, "the training split")
-        return self._loader(ds, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         """Evaluation windows in feature order, with ``feature_index``."""
         feats = self._require(self.eval_features, "the evaluation split")
-        return self._loader(
-            feats.select_columns([*_MODEL_COLUMNS, "feature_index"]), self.eval_batch_size, False
-        )
-
-    def test_dataloader(self) -> DataLoader:
-        """The validation loader (SQuAD v1.1 has no public test set)."""
-        return self.val_dataloader()
+        return self._loader(feats.select_columns([*MODEL_FEATURES, "feature_index"]), False)
 
     def references(self) -> dict[str, list[str]]:
         """Gold answers of the evaluation questions: ``{id: [answer texts]}`` (duplicates kept)."""
@@ -145,18 +100,14 @@ class SquadDataModule(TaskDataModule):
     def postprocess(
         self, start_logits: Logits, end_logits: Logits, feature_index: Logits | None = None
     ) -> dict[str, str]:
-        """Turn start/end logits of evaluation windows into one answer text per question.
+        """Turn start/end logits of evaluation windows into one answer text per question
+        (``""`` when no valid span exists), for each question with a scored window.
 
         Args:
-            start_logits: ``[F, T]`` array/tensor, or a list of per-batch ``[B_i, T_i]`` tensors
-                (batch lengths may differ with dynamic padding), in the order of ``feature_index``.
-            end_logits: Same layout as ``start_logits``.
+            start_logits / end_logits: ``[F, T]``, or per-batch ``[B_i, T_i]`` (lengths may differ
+                with dynamic padding), in the order of ``feature_index``.
             feature_index: ``[F]`` or per-batch ``[B_i]`` rows of ``eval_features`` the logits
                 belong to; ``None`` means ``0..F-1`` in order.
-
-        Returns:
-            ``{id: answer text}`` for each question with at least one scored window (all of them
-            after a full validation pass); ``""`` when no valid span exists.
         """
         feats = self._require(self.eval_features, "the evaluation split")
         examples = self._require(self.eval_examples, "the evaluation split")

@@ -1,16 +1,6 @@
-"""SQuAD v1.1 windows: question/context features, answer-span labels, logits back to text.
-
-This file owns the three conversions between characters and tokens:
-
-* ``char_span_to_token_span``: an answer's character span to (start, end) token positions in one
-  window;
-* ``prepare_train_features`` / ``prepare_eval_features``: examples to overlapping windows of at most
-  ``max_length`` tokens that advance with an overlap of ``doc_stride`` tokens (offset mappings keep
-  the token-to-character link; training answers outside a window point at ``[CLS]``);
-* ``best_spans``: start/end logits of all windows of each example back to the best-scoring text span
-  (n-best start and end candidates, a maximum answer length in tokens).
-
-The DataModule that uses them is ``squad.py``; EM/F1 are in ``cofi_lightning.training.metrics``.
+"""SQuAD v1.1 windows: the conversions between characters and tokens. Examples become overlapping
+windows of at most ``max_length`` tokens (``doc_stride`` tokens of overlap; offset mappings keep
+the token-to-character link), answers become token spans, and logits become text again.
 """
 
 from __future__ import annotations
@@ -19,6 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from cofi_lightning.data.base import MODEL_FEATURES
 
 #: Offset written for tokens outside the context (question, special tokens) in evaluation features.
 NO_OFFSET = (-1, -1)
@@ -30,17 +22,12 @@ def char_span_to_token_span(
     start_char: int,
     end_char: int,
 ) -> tuple[int, int] | None:
-    """Token positions of the character span ``[start_char, end_char)`` within one window.
+    """Inclusive token positions ``(start, end)`` covering the character span
+    ``[start_char, end_char)`` of one window; ``None`` unless it lies inside the window's context.
 
     Args:
         offsets: ``[T]`` pairs ``(first_char, end_char)`` of each token in the context string.
         is_context: ``[T]`` whether each token belongs to the context.
-        start_char: First character of the answer in the context.
-        end_char: One past the last character of the answer.
-
-    Returns:
-        ``(start, end)`` token positions, inclusive, of the tokens covering the span; ``None`` if
-        the span is not entirely inside this window's context tokens.
     """
     context = [t for t, c in enumerate(is_context) if c]
     if not context:
@@ -72,22 +59,15 @@ def _windows(batch: dict[str, list], tokenizer: Any, max_length: int, doc_stride
     )
 
 
+def _model_inputs(enc: Any) -> dict[str, list]:
+    return {k: enc[k] for k in MODEL_FEATURES}
+
+
 def prepare_train_features(
     batch: dict[str, list], tokenizer: Any, max_length: int, doc_stride: int
 ) -> dict[str, list]:
-    """Windows of training examples labelled with the first answer's token span.
-
-    Args:
-        batch: ``n`` examples in hub schema (``question``, ``context``, ``answers``).
-        tokenizer: Fast tokenizer (question first, context second, right padding).
-        max_length: Tokens per window (384 in the paper).
-        doc_stride: Overlap in tokens between consecutive windows of one context (128).
-
-    Returns:
-        Columns of ``m >= n`` features: ``input_ids``, ``token_type_ids``, ``attention_mask`` and
-        ``start_positions`` / ``end_positions`` (the ``[CLS]`` position when the answer is not fully
-        inside the window).
-    """
+    """Windows (``m >= n`` features) of ``n`` training examples in hub schema, labelled with the
+    first answer's token span (``[CLS]`` when the answer is not fully inside the window)."""
     enc = _windows(batch, tokenizer, max_length, doc_stride)
     starts, ends = [], []
     for i, example in enumerate(enc["overflow_to_sample_mapping"]):
@@ -100,13 +80,7 @@ def prepare_train_features(
         start, end = span if span is not None else (cls, cls)
         starts.append(start)
         ends.append(end)
-    return {
-        "input_ids": enc["input_ids"],
-        "token_type_ids": enc["token_type_ids"],
-        "attention_mask": enc["attention_mask"],
-        "start_positions": starts,
-        "end_positions": ends,
-    }
+    return {**_model_inputs(enc), "start_positions": starts, "end_positions": ends}
 
 
 def prepare_eval_features(
@@ -116,32 +90,16 @@ def prepare_eval_features(
     max_length: int,
     doc_stride: int,
 ) -> dict[str, list]:
-    """Windows of evaluation examples that remember their example and their context offsets.
-
-    Args:
-        batch: ``n`` examples in hub schema.
-        indices: ``[n]`` row numbers of those examples in the evaluation example table.
-        tokenizer: Fast tokenizer.
-        max_length: Tokens per window.
-        doc_stride: Overlap in tokens between consecutive windows.
-
-    Returns:
-        Columns of ``m >= n`` features: ``input_ids``, ``token_type_ids``, ``attention_mask``,
-        ``example_index`` (row of the example) and ``offset_mapping`` (``[T]`` character spans in
-        the context; ``NO_OFFSET`` for question and special tokens, so they can never be an answer).
-    """
+    """Windows of the evaluation examples at rows ``indices`` that remember their example row
+    (``example_index``) and their ``[T]`` character spans (``offset_mapping``; ``NO_OFFSET`` for
+    question and special tokens, so they can never be an answer)."""
     enc = _windows(batch, tokenizer, max_length, doc_stride)
     offsets = []
     for i, pairs in enumerate(enc["offset_mapping"]):
         seq = enc.sequence_ids(i)
         offsets.append([tuple(p) if s == 1 else NO_OFFSET for p, s in zip(pairs, seq, strict=True)])
-    return {
-        "input_ids": enc["input_ids"],
-        "token_type_ids": enc["token_type_ids"],
-        "attention_mask": enc["attention_mask"],
-        "example_index": [indices[e] for e in enc["overflow_to_sample_mapping"]],
-        "offset_mapping": offsets,
-    }
+    example_index = [indices[e] for e in enc["overflow_to_sample_mapping"]]
+    return {**_model_inputs(enc), "example_index": example_index, "offset_mapping": offsets}
 
 
 def best_spans(
@@ -153,26 +111,17 @@ def best_spans(
     n_best: int = 20,
     max_answer_length: int = 30,
 ) -> dict[int, str]:
-    """Best answer text per example over all of its windows.
+    """``{example row: answer text}`` over all windows of every example with a scored window.
 
-    For each window, the ``n_best`` highest start and end logits are paired; a pair is valid when
-    both tokens are context tokens, ``end >= start`` and it spans at most ``max_answer_length``
-    tokens. Its score is ``start_logit + end_logit``; the best valid pair over all windows of an
-    example gives the answer ``context[offsets[start][0]:offsets[end][1]]``, or ``""`` when no pair
-    is valid.
+    Each window pairs its ``n_best`` highest start and end logits; a pair of context tokens with
+    ``1 <= end - start + 1 <= max_answer_length`` scores ``start_logit + end_logit``, and the
+    example's best pair gives ``context[offsets[start][0]:offsets[end][1]]`` (``""`` if none).
 
     Args:
-        start_logits: ``[F]`` arrays of ``[T_f']`` logits (``T_f' >= T_f``; padding is ignored), or
+        start_logits / end_logits: ``[F]`` arrays of ``[T_f' >= T_f]`` logits (padding ignored),
             ``None`` for features that were not scored.
-        end_logits: Same as ``start_logits``.
         offsets: ``[F]`` int arrays ``[T_f, 2]`` from ``prepare_eval_features``.
         example_index: ``[F]`` example row of each feature.
-        contexts: Context string of each example row.
-        n_best: Start and end candidates considered per window.
-        max_answer_length: Longest answer in tokens.
-
-    Returns:
-        ``{example row: answer text}`` for every example with at least one scored feature.
     """
     best: dict[int, tuple[float, str]] = {}
     for f, (start, end) in enumerate(zip(start_logits, end_logits, strict=True)):

@@ -1,26 +1,15 @@
-"""The typed registry of the nine CoFi evaluation tasks (eight GLUE tasks and SQuAD v1.1).
-
-This file owns what is *declared* about a task: its hub name, the columns it reads, its label set,
-its metrics and main metric, the paper's max sequence length, its evaluation splits and the official
-row counts. It loads no data (see ``sources.py``) and computes no metric (see
-``cofi_lightning.training.metrics``). ``conf/task/<name>.yaml`` repeats the user-facing values; a
-test checks that the two agree.
+"""The typed registry of the nine CoFi evaluation tasks (eight GLUE tasks and SQuAD v1.1): what is
+declared about a task. It loads no data (``sources.py``) and computes no metric
+(``cofi_lightning.training.metrics``); a test checks that ``conf/task/<name>.yaml`` agrees.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-#: Metric names, one spelling each (they are the keys returned by
-#: ``cofi_lightning.training.metrics``).
-GLUE_METRIC_NAMES: tuple[str, ...] = (
-    "accuracy",
-    "f1",
-    "matthews_correlation",
-    "pearson",
-    "spearman",
-)
+#: Metric names, one spelling each (the keys ``cofi_lightning.training.metrics`` returns).
+GLUE_METRIC_NAMES = ("accuracy", "f1", "matthews_correlation", "pearson", "spearman")
 SQUAD_METRIC_NAMES: tuple[str, ...] = ("exact_match", "f1")
 
 
@@ -29,26 +18,20 @@ class TaskSpec:
     """Everything the data and metric code needs to know about one task.
 
     Attributes:
-        name: Task name as used in configs (``task=<name>``).
-        family: ``"glue"`` (sentence(-pair) classification / regression) or ``"squad"`` (span
-            extraction).
-        hub_path: Hugging Face hub dataset repository.
+        family: ``"glue"`` (classification / regression) or ``"squad"`` (span extraction).
         hub_config: Hub configuration name (``None`` when the dataset has one configuration).
         text_columns: Input text columns, in the order they are fed to the tokenizer.
-        num_labels: Classifier outputs: number of classes, 1 for regression (STS-B), 2 for SQuAD
-            (start and end logits per token).
+        num_labels: Classes; 1 for regression (STS-B), 2 for SQuAD (start and end logits).
         metrics: Metric keys reported for this task, in percent.
         main_metric: The metric used for model selection; computed on ``eval_splits[0]``.
         max_seq_length: The paper's maximum sequence length in tokens.
-        eval_splits: Hub split names used for evaluation (MNLI has two).
         eval_names: Short names of ``eval_splits`` used in metric keys (``mnli_m``, ``mnli_mm``).
-        num_rows: ``(split, rows)`` pairs of the official split sizes; a full split of another size
-            is refused (it would be a truncated or wrong file).
-        label_values: The allowed class ids for classification tasks (hub schema, never remapped).
+        num_rows: ``(split, rows)`` of the official split sizes; a full split of another size is
+            refused (it would be a truncated or wrong file).
+        label_values: The allowed class ids (hub schema, never remapped).
         label_range: Closed interval of allowed regression targets (STS-B similarity score).
-        label_names: Class names by id (the hub dataset's ``ClassLabel`` names), written into
-            every saved model's ``id2label`` so pipelines answer ``positive``, not ``LABEL_1``.
-        train_split: Hub split name used for training.
+        label_names: Class names by id (the hub's ``ClassLabel`` names), written into every saved
+            model's ``id2label`` so pipelines answer ``positive``, not ``LABEL_1``.
     """
 
     name: str
@@ -79,8 +62,6 @@ class TaskSpec:
             raise ValueError(f"task {self.name!r}: eval_names and eval_splits differ in length")
         if self.family == "glue" and self.is_regression == (self.label_range is None):
             raise ValueError(f"task {self.name!r}: a regression task needs label_range, others not")
-        if self.label_names and len(self.label_names) != len(self.label_values):
-            raise ValueError(f"task {self.name!r}: one label name per label value")
 
     def id2label(self) -> dict[int, str] | None:
         """``{class id: name}`` for a model config, or None (regression, span extraction)."""
@@ -108,23 +89,34 @@ class TaskSpec:
         return dict(self.num_rows).get(split)
 
 
-def _glue(name: str, columns: tuple[str, ...], metrics: tuple[str, ...], main: str, rows, **kw):
+def _glue(
+    name: str,
+    columns: tuple[str, ...],
+    metrics: tuple[str, ...],
+    main: str,
+    rows: dict[str, int],
+    labels: tuple[str, ...] = (),
+    **kw: Any,
+) -> TaskSpec:
+    """A GLUE task: class ids ``0..n-1`` named ``labels`` (none: STS-B's one regression output),
+    evaluated on ``validation`` unless ``kw`` says otherwise."""
+    kw = {"eval_splits": ("validation",), "eval_names": (name,), **kw}
     return TaskSpec(
         name=name,
         family="glue",
         hub_path="nyu-mll/glue",
         hub_config=name,
         text_columns=columns,
+        num_labels=len(labels) or 1,
         metrics=metrics,
         main_metric=main,
         max_seq_length=128,  # CoFi's GLUE runs: max_seq_length 128 for every task
         num_rows=tuple(rows.items()),
+        label_values=tuple(range(len(labels))),
+        label_names=labels,
         **kw,
     )
 
-
-_BINARY = {"num_labels": 2, "label_values": (0, 1)}
-_VAL = {"eval_splits": ("validation",)}
 
 # Main metrics follow the CoFi code's model-selection keys (accuracy for MRPC/QQP, Matthews for
 # CoLA); STS-B uses Spearman, the figure the pruning papers tabulate.
@@ -137,10 +129,7 @@ TASKS: dict[str, TaskSpec] = {
             ("accuracy",),
             "accuracy",
             {"train": 67349, "validation": 872},
-            eval_names=("sst2",),
-            label_names=("negative", "positive"),
-            **_BINARY,
-            **_VAL,
+            ("negative", "positive"),
         ),
         _glue(
             "mnli",
@@ -148,9 +137,7 @@ TASKS: dict[str, TaskSpec] = {
             ("accuracy",),
             "accuracy",
             {"train": 392702, "validation_matched": 9815, "validation_mismatched": 9832},
-            num_labels=3,
-            label_values=(0, 1, 2),
-            label_names=("entailment", "neutral", "contradiction"),  # the hub's order
+            ("entailment", "neutral", "contradiction"),  # the hub's order
             eval_splits=("validation_matched", "validation_mismatched"),
             eval_names=("mnli_m", "mnli_mm"),
         ),
@@ -160,10 +147,7 @@ TASKS: dict[str, TaskSpec] = {
             ("accuracy",),
             "accuracy",
             {"train": 104743, "validation": 5463},
-            eval_names=("qnli",),
-            label_names=("entailment", "not_entailment"),
-            **_BINARY,
-            **_VAL,
+            ("entailment", "not_entailment"),
         ),
         _glue(
             "qqp",
@@ -171,10 +155,7 @@ TASKS: dict[str, TaskSpec] = {
             ("accuracy", "f1"),
             "accuracy",
             {"train": 363846, "validation": 40430},
-            eval_names=("qqp",),
-            label_names=("not_duplicate", "duplicate"),
-            **_BINARY,
-            **_VAL,
+            ("not_duplicate", "duplicate"),
         ),
         _glue(
             "cola",
@@ -182,10 +163,7 @@ TASKS: dict[str, TaskSpec] = {
             ("matthews_correlation",),
             "matthews_correlation",
             {"train": 8551, "validation": 1043},
-            eval_names=("cola",),
-            label_names=("unacceptable", "acceptable"),
-            **_BINARY,
-            **_VAL,
+            ("unacceptable", "acceptable"),
         ),
         _glue(
             "rte",
@@ -193,10 +171,7 @@ TASKS: dict[str, TaskSpec] = {
             ("accuracy",),
             "accuracy",
             {"train": 2490, "validation": 277},
-            eval_names=("rte",),
-            label_names=("entailment", "not_entailment"),
-            **_BINARY,
-            **_VAL,
+            ("entailment", "not_entailment"),
         ),
         _glue(
             "mrpc",
@@ -204,10 +179,7 @@ TASKS: dict[str, TaskSpec] = {
             ("accuracy", "f1"),
             "accuracy",
             {"train": 3668, "validation": 408},
-            eval_names=("mrpc",),
-            label_names=("not_equivalent", "equivalent"),
-            **_BINARY,
-            **_VAL,
+            ("not_equivalent", "equivalent"),
         ),
         _glue(
             "stsb",
@@ -215,10 +187,7 @@ TASKS: dict[str, TaskSpec] = {
             ("pearson", "spearman"),
             "spearman",
             {"train": 5749, "validation": 1500},
-            num_labels=1,
             label_range=(0.0, 5.0),
-            eval_names=("stsb",),
-            **_VAL,
         ),
         TaskSpec(
             name="squad",
@@ -241,15 +210,8 @@ GLUE_TASKS: tuple[str, ...] = tuple(n for n, t in TASKS.items() if t.family == "
 
 
 def get_task(name: str) -> TaskSpec:
-    """Look up a task by name.
-
-    Args:
-        name: One of ``TASKS`` (``sst2``, ``mnli``, ``qnli``, ``qqp``, ``cola``, ``rte``, ``mrpc``,
-            ``stsb``, ``squad``); case-insensitive, ``sst-2``/``sts-b`` spellings accepted.
-
-    Raises:
-        KeyError: Unknown task, with the list of known ones.
-    """
+    """The task named ``name`` (case-insensitive, ``sst-2``/``sts-b`` spellings accepted); an
+    unknown name raises ``KeyError`` listing the known ones."""
     key = name.lower().replace("-", "")
     if key not in TASKS:
         raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
