@@ -40,7 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cofi_lightning.config import ConfigError
-from cofi_lightning.data import PadCollator
+from cofi_lightning.data.base import PadCollator
 from cofi_lightning.run.ranks import barrier, is_global_zero
 from cofi_lightning.run.rundir import pid_alive
 
