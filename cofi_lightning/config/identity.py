@@ -61,7 +61,13 @@ NON_IDENTITY_KEYS: frozenset[str] = frozenset(
 #: key belongs here unless its default changes what earlier configs compute
 #: (``tests/training/identity_keys.txt`` records the identity's keys, ``test_run_identity.py``
 #: checks them).
-LATER_KEYS: dict[str, Any] = {}
+LATER_KEYS: dict[str, Any] = {
+    "pruning.student_init": "pretrained",
+    "pruning.posttrain.num_samples": 2048,
+    "pruning.posttrain.batch_size": 32,
+    "pruning.posttrain.rearrange": True,
+    "pruning.posttrain.rescale": True,
+}
 
 #: Keys the task config once repeated from the registry (``cofi_lightning.data.tasks.TASKS``),
 #: which now holds them alone. Identities keep them, with the registry's values, so every run
