@@ -4,6 +4,8 @@ rescaling lowers each layer's error on held-out batches, and the whole is determ
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import BertConfig
@@ -132,3 +134,139 @@ def test_the_same_inputs_give_bitwise_identical_masks():
         assert isinstance(a, Masks)
         assert torch.equal(a.head, b.head) and torch.equal(a.intermediate, b.intermediate)
     assert gates.sparsity(first[1]) >= 0.7 > gates.sparsity(first[0]) >= 0.4
+
+
+POSTTRAIN = [
+    "pruning.method=posttrain",
+    "pruning.posttrain.num_samples=20",  # 3 batches, the last one cut to 4 examples
+    "pruning.posttrain.batch_size=8",
+]
+
+
+def _folded(run_dir, pretrained):
+    """The model ``prune/best`` describes, folded: its weights pruned with its masks."""
+    from cofi_lightning.training.callbacks import load_masks
+
+    best = run_dir / "prune" / "best"
+    model = CoFiBertForSequenceClassification.from_pretrained(pretrained, num_labels=2)
+    model.load_state_dict(torch.load(best / "student.pt", weights_only=True))
+    return model.prune(load_masks(best))
+
+
+def test_pipeline_posttrain_without_finetune_exports_the_folded_masks(
+    compose_train, tiny_overrides, tiny_bert_dir, tmp_path
+):
+    from transformers import AutoModelForSequenceClassification
+
+    from cofi_lightning.run.pipeline import train
+
+    run_dir = tmp_path / "run"
+    results = train(
+        compose_train([*tiny_overrides(run_dir), *POSTTRAIN, "pruning.finetune.max_steps=0"])
+    )
+    meta = json.loads((run_dir / "prune" / "best" / "meta.json").read_text())
+    assert meta["method"] == results["method"] == "posttrain" and meta["reached_target"]
+    saved = torch.load(run_dir / "prune" / "best" / "student.pt", weights_only=True)
+    teacher = CoFiBertForSequenceClassification.from_pretrained(run_dir / "teacher" / "model")
+    for name, tensor in teacher.state_dict().items():  # the fine-tuned weights, unchanged
+        assert torch.equal(saved[name], tensor), name
+    masks = torch.load(run_dir / "prune" / "best" / "masks.pt", weights_only=True)
+    assert set(masks) == {"head", "intermediate"}
+    assert ((masks["intermediate"] != 0) & (masks["intermediate"] != 1)).any()  # tuned scales
+    exported = AutoModelForSequenceClassification.from_pretrained(results["export_dir"])
+    folded = _folded(run_dir, tiny_bert_dir).state_dict()
+    assert exported.state_dict().keys() == folded.keys()
+    for name, tensor in exported.state_dict().items():
+        assert torch.equal(folded[name], tensor), name
+    assert 0.3 <= results["sparsity"] == pytest.approx(meta["deterministic_sparsity"])
+    assert not (run_dir / "prune" / "checkpoints").exists()  # nothing was trained
+
+
+def test_pipeline_posttrain_with_a_short_finetune(compose_train, tiny_overrides, tmp_path):
+    from cofi_lightning.run.pipeline import train
+
+    run_dir = tmp_path / "run"
+    overrides = [*tiny_overrides(run_dir), *POSTTRAIN, "pruning.finetune.max_steps=2"]
+    results = train(compose_train(overrides))
+    meta = json.loads((run_dir / "prune" / "best" / "meta.json").read_text())
+    assert results["method"] == "posttrain"
+    assert results["sparsity"] == pytest.approx(meta["deterministic_sparsity"])
+    done = json.loads((run_dir / "finetune" / "DONE.json").read_text())
+    assert done["metrics"]  # the finetune stage trained and validated
+
+
+def _refused(compose_train, overrides, run_dir, error, match):
+    """``train`` raises ``error`` in one line matching ``match`` before any run directory."""
+    from cofi_lightning.run.pipeline import train
+
+    with pytest.raises(error, match=match) as caught:
+        train(compose_train(overrides))
+    assert "\n" not in str(caught.value)
+    assert not run_dir.exists()
+
+
+def test_posttrain_without_a_fine_tuned_model_is_refused_at_the_door(
+    compose_train, tiny_overrides, tmp_path
+):
+    from cofi_lightning.config import ConfigError
+
+    run_dir = tmp_path / "run"
+    overrides = [*tiny_overrides(run_dir), *POSTTRAIN, "distill.enabled=false"]
+    match = "pruning.method=posttrain prunes the fine-tuned teacher, but distill.enabled=false"
+    _refused(compose_train, overrides, run_dir, ConfigError, match)
+
+
+@pytest.mark.parametrize("method", ["cofi", "posttrain"])
+def test_a_teacher_of_another_shape_or_family_is_refused_naming_both_keys(
+    compose_train, tiny_overrides, tiny_roberta_dir, minilm_dir, method, tmp_path
+):
+    from cofi_lightning.config import ConfigError
+    from cofi_lightning.run.preflight import ModelSourceError
+
+    from tiny_bert import save_tiny_bert
+
+    wide = save_tiny_bert(tmp_path / "wide_ffn", minilm_dir, intermediate_size=64)
+    run_dir = tmp_path / "run"
+    key = "pruning.student_init=teacher" if method == "cofi" else "pruning.method=posttrain"
+    base = [*tiny_overrides(run_dir), f"pruning.method={method}", "pruning.student_init=teacher"]
+    match = rf"{key}: distill.teacher=.*wide_ffn and model.pretrained=.*"
+    match += r"\(intermediate_size 64 vs 48\)"
+    _refused(compose_train, [*base, f"distill.teacher={wide}"], run_dir, ConfigError, match)
+    match = "distill.teacher is a RoBERTa model and model.pretrained a BERT one"
+    teacher = f"distill.teacher={tiny_roberta_dir}"
+    _refused(compose_train, [*base, teacher], run_dir, ModelSourceError, match)
+
+
+def test_student_init_teacher_starts_the_prune_stage_from_the_teacher(
+    compose_train, tiny_overrides, tiny_bert_dir, tmp_path, monkeypatch
+):
+    """The prune stage's student holds the fine-tuned teacher's weights, not the pretrained
+    model's (here the teacher is a copy of it with another classifier)."""
+    import shutil
+
+    from cofi_lightning.run import stages
+    from cofi_lightning.run.pipeline import train
+
+    teacher_dir = tmp_path / "teacher"
+    shutil.copytree(tiny_bert_dir, teacher_dir)
+    teacher = CoFiBertForSequenceClassification.from_pretrained(teacher_dir)
+    with torch.no_grad():
+        teacher.classifier.weight.add_(1.0)
+    teacher.save_pretrained(teacher_dir)
+
+    class Started(Exception):
+        pass
+
+    def record(student, **kwargs):
+        record.student = student
+        raise Started
+
+    monkeypatch.setattr(stages, "CoFiSystem", record)
+    overrides = [
+        *tiny_overrides(tmp_path / "run"),
+        f"distill.teacher={teacher_dir}",
+        "pruning.student_init=teacher",
+    ]
+    with pytest.raises(Started):
+        train(compose_train(overrides))
+    assert torch.equal(record.student.classifier.weight, teacher.classifier.weight)
