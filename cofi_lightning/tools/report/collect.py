@@ -354,10 +354,10 @@ def _optional_number(value: Any) -> float | None:
 
 def _variant(data: dict) -> str:
     """The run's row label: its ablation (``full`` for full CoFi), suffixed ``+original`` when
-    it ran with the original code's training choices (``fidelity=original``); ``uniform`` for
-    the uniform-width baseline (``pruning.method=uniform``)."""
-    if data.get("method") == "uniform":
-        return "uniform"
+    it ran with the original code's training choices (``fidelity=original``); the method for
+    another ``pruning.method`` than CoFi (``uniform``, ``posttrain``)."""
+    if data.get("method") not in (None, "cofi"):
+        return str(data["method"])
     ablation = str(data.get("ablation") or "full")
     fidelity = data.get("fidelity") or "ours"
     return ablation if fidelity == "ours" else f"{ablation}+{fidelity}"
