@@ -189,7 +189,8 @@ def _calibration(ctx: RunContext) -> list[dict]:
     settings, dm = ctx.cfg.pruning.posttrain, ctx.datamodule
     dm.setup("fit")
     size, dm.batch_size = dm.batch_size, settings.batch_size
-    loader, dm.batch_size = dm.train_dataloader(), size
+    loader = dm.train_dataloader()  # in calibration batches; the stages keep their size
+    dm.batch_size = size
     batches, left = [], settings.num_samples
     for batch in loader:
         batches.append({k: v[:left] for k, v in batch.items()})
@@ -263,9 +264,9 @@ def prune_stage(ctx: RunContext) -> dict[str, Any]:
     teacher = ctx.records.get("teacher", {}).get("teacher_dir")
     if fine_tuned and teacher is None:
         raise ConfigError(
-            f"pruning.method={p.method} / pruning.student_init={p.student_init} start from the "
-            "fine-tuned teacher, and this run has none: run the teacher stage or set "
-            "distill.teacher"
+            "the prune stage starts from the fine-tuned teacher (pruning.method=posttrain or "
+            "pruning.student_init=teacher) and this run has none: include the teacher stage in "
+            "stages or set distill.teacher"
         )
     student = ctx.load_model(teacher if fine_tuned else cfg.model.pretrained)
     if p.method == "uniform":
