@@ -61,8 +61,8 @@ def _outputs(model, masks=None) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     ("name", "qa"),
-    [("bert", False), ("bert", True)]
-    + [(name, False) for name in sorted(FAMILIES)]
+    # one configuration per family (test_families covers their options); QA for ModernBERT
+    [(name, False) for name in ("bert", "roberta", "deberta-v2", "modernbert")]
     + [("modernbert", True)],
 )
 @torch.no_grad()
