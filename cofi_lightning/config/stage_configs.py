@@ -186,8 +186,8 @@ class PruningConfig(StageConfig):
         method: ``cofi`` learns the structure; ``uniform`` is the simple baseline: every layer
             keeps the same number of heads and FFN dims, those of largest weight norm, at the
             target sparsity (``cofi_lightning.core.uniform``), and the prune stage trains nothing;
-            ``posttrain`` prunes heads and FFN dims of the fine-tuned teacher without training
-            (Kwon et al. 2022, ``posttrain``).
+            ``posttrain`` prunes the fine-tuned teacher's heads and FFN dims without training
+            (Kwon et al. 2022; settings in ``posttrain``; ``units`` does not apply).
         student_init: What the prune stage's student starts from: ``pretrained``
             (``model.pretrained``, as the paper) or ``teacher`` (the fine-tuned teacher, of the
             same family and shape).
