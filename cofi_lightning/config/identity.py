@@ -47,7 +47,13 @@ NON_IDENTITY_KEYS: frozenset[str] = frozenset(
 #: Keys added after runs existed, each with the value that reproduces the runs made before it: at
 #: that value a key is left out of the identity, so a new option never orphans a run directory
 #: (``tests/training/identity_keys.txt`` records the identity's keys).
-LATER_KEYS: dict[str, Any] = {}
+LATER_KEYS: dict[str, Any] = {
+    "pruning.student_init": "pretrained",
+    "pruning.posttrain.num_samples": 2048,
+    "pruning.posttrain.batch_size": 32,
+    "pruning.posttrain.rearrange": True,
+    "pruning.posttrain.rescale": True,
+}
 
 #: Keys the task config once repeated from the registry (``TASKS``); identities keep them, with the
 #: registry's values, so runs made while they were config keys keep their hash.

@@ -243,14 +243,14 @@ class TrainConfig:
 
     def _check_stage_lengths(self, stages: list[str]) -> None:
         """Every training stage the run includes trains at least one step (a teacher given by
-        ``distill.teacher`` and the ``uniform`` prune stage train nothing, whatever their
-        length)."""
+        ``distill.teacher``, the ``uniform`` and ``posttrain`` prune stages and a finetune stage
+        of ``max_steps=0`` train nothing, whatever their length)."""
         trained = {
             "teacher": self.distill.teacher_training
             if self.distill.enabled and self.distill.teacher is None
             else None,
             "prune": self.pruning if self.pruning.method == "cofi" else None,
-            "finetune": self.pruning.finetune,
+            "finetune": self.pruning.finetune if self.pruning.finetune.max_steps else None,
         }
         training = [s for s in stages if trained.get(s) is not None]
         for stage in training:

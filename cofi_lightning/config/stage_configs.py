@@ -21,7 +21,8 @@ SCHEDULES: tuple[str, ...] = ("linear", "constant")
 LAYER_MAPPINGS: tuple[str, ...] = ("dynamic", "fixed")
 LAYER_LOSS_TOKENS: tuple[str, ...] = ("real", "all")
 SELECT_ON: tuple[str, ...] = ("deterministic", "expected")
-METHODS: tuple[str, ...] = ("cofi", "uniform")
+METHODS: tuple[str, ...] = ("cofi", "uniform", "posttrain")
+STUDENT_INITS: tuple[str, ...] = ("pretrained", "teacher")
 CONSTRAINTS: tuple[str, ...] = ("params", "latency")
 
 
@@ -85,6 +86,7 @@ class TeacherTrainingConfig(StageConfig):
 @dataclass
 class FinetuneConfig(StageConfig):
     """The finetune stage of the compact model (CoFi's finetune script: no scheduler, batch 64).
+    ``max_steps=0`` skips it: the export is the pruned structure as the prune stage left it.
 
     Attributes:
         batch_size: Training batch size of this stage (None: ``task.datamodule.batch_size``).
@@ -102,6 +104,27 @@ class FinetuneConfig(StageConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         counts_or_null(self, self.KEY, ("batch_size",))
+
+
+@dataclass
+class PosttrainConfig:
+    """``pruning.method=posttrain`` (Kwon et al. 2022; ``cofi_lightning.core.posttrain``).
+
+    Attributes:
+        num_samples: Training examples (the first of the seeded training order) of the Fisher
+            importance and of the rescaling (paper: 2048).
+        batch_size: Examples per calibration batch (the Fisher sums squared per-batch gradients).
+        rearrange: Rearrange each layer's kept heads / FFN dims by the layer's Fisher block.
+        rescale: Tune the kept units' mask values by least squares, layer by layer.
+    """
+
+    num_samples: int = 2048
+    batch_size: int = 32
+    rearrange: bool = True
+    rescale: bool = True
+
+    def __post_init__(self) -> None:
+        at_least(self, "pruning.posttrain", ("num_samples", "batch_size"), 1, strict=False)
 
 
 @dataclass
@@ -135,7 +158,12 @@ class PruningConfig(StageConfig):
     Attributes:
         method: ``cofi`` learns the structure; ``uniform`` is the simple baseline: every layer
             keeps the same number of heads and FFN dims, those of largest weight norm, at the
-            target sparsity (``cofi_lightning.core.uniform``), and the prune stage trains nothing.
+            target sparsity (``cofi_lightning.core.uniform``), and the prune stage trains nothing;
+            ``posttrain`` prunes the fine-tuned teacher's heads and FFN dims without training
+            (Kwon et al. 2022; settings in ``posttrain``; ``units`` does not apply).
+        student_init: What the prune stage's student starts from: ``pretrained``
+            (``model.pretrained``, as the paper) or ``teacher`` (the fine-tuned teacher, of the
+            same family and shape).
         target_sparsity: Final target t of the encoder parameters, in [0, 1) (ignored when
             ``targets`` is set).
         targets: A sparsity path: ascending targets in [0, 1) pruned to one after the other in
@@ -164,6 +192,7 @@ class PruningConfig(StageConfig):
             as the original; False keeps one optimizer and schedule for the whole stage.
         structure_dir: Finetune-only runs: a ``prune/best`` dir (``masks.pt``, ``student.pt``).
         path: Ramp and dwell lengths of a sparsity path (``targets``).
+        posttrain: The settings of ``method=posttrain``.
         finetune: The finetune stage.
     """
 
@@ -172,6 +201,7 @@ class PruningConfig(StageConfig):
     epochs: int = 20
     eval_every_steps: int | None = 500
     method: str = "cofi"
+    student_init: str = "pretrained"
     target_sparsity: float = 0.95
     targets: list[float] | None = None
     constraint: str = "params"
@@ -191,6 +221,7 @@ class PruningConfig(StageConfig):
     restart_optimizer: bool = False
     structure_dir: str | None = None
     path: PathConfig = field(default_factory=PathConfig)
+    posttrain: PosttrainConfig = field(default_factory=PosttrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def __post_init__(self) -> None:
@@ -205,7 +236,11 @@ class PruningConfig(StageConfig):
         lengths += ("lagrangian_warmup_epochs", "lagrangian_warmup_steps")
         at_least(self, "pruning", ("reg_lr", "sparsity_epsilon", *lengths), 0, strict=False)
         at_least(self, "pruning", ("checkpoint_every_steps",), 1, strict=False)
-        one_of(self, "pruning", {"method": METHODS, "constraint": CONSTRAINTS})
+        one_of(
+            self,
+            "pruning",
+            {"method": METHODS, "student_init": STUDENT_INITS, "constraint": CONSTRAINTS},
+        )
         if self.constraint == "latency":
             require(
                 self.target_speedup is not None and self.target_speedup > 1,

@@ -3,9 +3,10 @@
 This file owns the checks that need the file system, the Hugging Face cache or the data's size
 rather than the config alone (those live in ``cofi_lightning.config``): model, tokenizer and teacher
 sources (a hub name that cannot be fetched is refused at once with the places looked in), the data
-splits, the encoder family, a teacher that fits the student, the prune stage's length, the latency
-table, ``export.push_to_hub`` and a SLURM sweep's tasks per device. Every failure is one line
-naming the key and the value.
+splits, the encoder family, a teacher that fits the student (of its very shape for
+``pruning.method=posttrain`` and ``pruning.student_init=teacher``), the prune stage's length, the
+latency table, ``export.push_to_hub`` and a SLURM sweep's tasks per device. Every failure is one
+line naming the key and the value.
 """
 
 from __future__ import annotations
@@ -166,6 +167,37 @@ def check_teacher_fits(student: dict[str, Any], teacher: dict[str, Any], mapping
     if mapping == "fixed" and (depths[0] or 0) > (depths[1] or 0):
         raise ModelSourceError(
             f"distill.layer_mapping=fixed needs a student at least as deep as the teacher: {shapes}"
+        )
+
+
+def check_student_from_teacher(cfg: TrainConfig, student: dict | None, teacher: dict | None):
+    """``pruning.method=posttrain`` and ``pruning.student_init=teacher`` prune the fine-tuned
+    teacher: there is one (distillation on: the teacher stage trains it, or ``distill.teacher``),
+    and a given one has ``model.pretrained``'s shape (the finetune stage builds the student from
+    ``model.pretrained``'s config; its family is checked by :func:`check_teacher_fits`).
+
+    Raises:
+        ConfigError: naming the keys.
+    """
+    p = cfg.pruning
+    if "prune" not in cfg.stages or (p.method != "posttrain" and p.student_init != "teacher"):
+        return
+    key = "pruning.method=posttrain" if p.method == "posttrain" else "pruning.student_init=teacher"
+    if not cfg.distill.enabled:
+        raise ConfigError(
+            f"{key} prunes the fine-tuned teacher, but distill.enabled=false leaves no teacher: "
+            "set distill.enabled=true (the teacher stage fine-tunes one, or give distill.teacher)"
+        )
+    if student is None or teacher is None:
+        return
+    keys = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
+    differ = [f"{k} {teacher.get(k)} vs {student.get(k)}" for k in keys]
+    differ = [d for d, k in zip(differ, keys, strict=True) if teacher.get(k) != student.get(k)]
+    if differ:
+        raise ConfigError(
+            f"{key}: distill.teacher={cfg.distill.teacher} and model.pretrained="
+            f"{cfg.model.pretrained} differ in shape ({'; '.join(differ)}); use a teacher "
+            "fine-tuned from model.pretrained"
         )
 
 
@@ -368,12 +400,14 @@ def preflight(cfg: TrainConfig, run_dir: str | Path | None = None) -> None:
         check_family("model.pretrained", cfg.model.pretrained, student)
     if cfg.model.tokenizer != cfg.model.pretrained:
         check_source("model.tokenizer", cfg.model.tokenizer, need=None)
+    teacher = None
     if cfg.distill.enabled and cfg.distill.teacher is not None:
         teacher = check_source("distill.teacher", cfg.distill.teacher)
         if teacher is not None:
             check_teacher_head(cfg.distill.teacher, teacher, cfg.task.name)
         if student is not None and teacher is not None:
             check_teacher_fits(student, teacher, cfg.distill.layer_mapping)
+    check_student_from_teacher(cfg, student, teacher)
     check_data(cfg)
     check_prune_length(cfg)
     check_latency(cfg, student, None if run_dir is None else Path(run_dir))

@@ -6,7 +6,8 @@ of the same teacher identity in a run directory beside this one is linked or cop
 ``distill.reuse_teacher``),
 ``prune/best`` (best deterministic masks and full-size student weights), ``finetune/model`` and
 ``pruned_model`` (loadable with the Auto classes). As in the paper, the prune stage's student
-starts from the *pretrained* model, not from the teacher.
+starts from the *pretrained* model, not from the teacher, unless ``pruning.student_init=teacher``;
+``pruning.method=posttrain`` prunes the fine-tuned teacher itself.
 """
 
 from __future__ import annotations
@@ -236,6 +237,56 @@ def _uniform_structure(ctx: RunContext, student: torch.nn.Module) -> dict[str, A
     return _prune_record(ctx, bests, metrics)
 
 
+def _calibration(ctx: RunContext) -> list[dict]:
+    """``pruning.posttrain``'s calibration batches: the first ``num_samples`` training examples
+    in the run's seeded training order."""
+    settings, dm = ctx.cfg.pruning.posttrain, ctx.datamodule
+    dm.setup("fit")
+    size, dm.batch_size = dm.batch_size, settings.batch_size
+    loader = dm.train_dataloader()  # in calibration batches; the stages keep their size
+    dm.batch_size = size
+    batches, left = [], settings.num_samples
+    for batch in loader:
+        batches.append({k: v[:left] for k, v in batch.items()})
+        left -= len(batches[-1]["input_ids"])
+        if left <= 0:
+            break
+    return batches
+
+
+def _posttrain_structure(ctx: RunContext, student: torch.nn.Module) -> dict[str, Any]:
+    """``pruning.method=posttrain``: prune the fine-tuned ``student`` for every target of the
+    run's constraint without training (``cofi_lightning.core.posttrain``) and write each
+    structure where CoFi writes its best one, with the fine-tuned weights."""
+    from cofi_lightning.core.posttrain import posttrain_masks
+
+    p = ctx.cfg.pruning
+    constraint = _constraint(ctx, student.config)
+    gates = CoFiMasks(student.config, units=("head", "intermediate"))  # the parameter formula
+    targets = list(constraint.targets)
+    fits = [lambda z, t=t: constraint.real(gates, z) >= t for t in targets]
+    batches = _calibration(ctx)
+    all_masks = posttrain_masks(student, batches, fits, p.posttrain.rearrange, p.posttrain.rescale)
+    bests, metrics = {}, {}
+    for point, target, masks in zip(ctx.points, targets, all_masks, strict=True):
+        metrics = ctx.evaluate(student.prune(masks))
+        sparsity = gates.sparsity(masks)
+        bests[point.label] = meta = {
+            "step": 0,
+            "metric": metrics.get(ctx.task.main_metric_key),
+            "main_metric": f"val/{ctx.task.main_metric_key}",
+            "expected_sparsity": sparsity,
+            "deterministic_sparsity": sparsity,
+            "reached_target": constraint.real(gates, masks) >= target,
+            "method": "posttrain",
+        }
+        if is_global_zero():
+            save_structure(point.best_dir(ctx.run_dir), masks, student, meta)
+        barrier()
+        rank_zero_info(f"[prune] posttrain structure at sparsity {sparsity:.3f}, nothing trained")
+    return _prune_record(ctx, bests, metrics)
+
+
 def _prune_record(ctx: RunContext, bests: dict[str, dict], metrics: dict) -> dict[str, Any]:
     """The prune stage's DONE record: ``structure_dir`` and ``best`` (the selected evaluation's
     meta) of a single target; ``structure_dirs`` and ``best`` keyed by target on a path."""
@@ -263,9 +314,19 @@ def _constraint(ctx: RunContext, config):
 
 def prune_stage(ctx: RunContext) -> dict[str, Any]:
     cfg, p = ctx.cfg, ctx.cfg.pruning
-    student = ctx.load_model(cfg.model.pretrained)
+    fine_tuned = p.method == "posttrain" or p.student_init == "teacher"
+    teacher = ctx.records.get("teacher", {}).get("teacher_dir")
+    if fine_tuned and teacher is None:
+        raise ConfigError(
+            "the prune stage starts from the fine-tuned teacher (pruning.method=posttrain or "
+            "pruning.student_init=teacher) and this run has none: include the teacher stage in "
+            "stages or set distill.teacher"
+        )
+    student = ctx.load_model(teacher if fine_tuned else cfg.model.pretrained)
     if p.method == "uniform":
         return _uniform_structure(ctx, student)
+    if p.method == "posttrain":
+        return _posttrain_structure(ctx, student)
     constraint = _constraint(ctx, student.config)
     pruning = Pruning(CoFiMasks(student.config, units=list(p.units)), p, constraint, cfg.seed)
     system = CoFiSystem(
@@ -339,6 +400,12 @@ def finetune_stage(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
         scores = Masks(**torch.load(src / "scores.pt", weights_only=True))
         masks = round_widths(masks, scores, cfg.export.round_to, cfg.export.round_hidden)
     compact = student.prune(masks)
+    target = recorded_target(point, cfg.pruning.constraint)
+    if f.max_steps == 0:  # no finetune: the pruned structure as the prune stage left it
+        out = ctx.run_dir / point.stage("finetune") / "model"
+        save_model(compact, ctx.tokenizer, out)
+        barrier()
+        return {"model_dir": str(out), "metrics": ctx.evaluate(compact), "target_sparsity": target}
     if f.batch_size:  # the paper's finetune script used 64 (pruning: 32)
         ctx.datamodule.batch_size = int(f.batch_size)
     system = CoFiSystem(
@@ -350,7 +417,6 @@ def finetune_stage(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
         objective=_objective(ctx, src, masks),
     )
     out, metrics = _train_and_save(ctx, point.stage("finetune"), system)
-    target = recorded_target(point, cfg.pruning.constraint)
     return {"model_dir": str(out), "metrics": metrics, "target_sparsity": target}
 
 

@@ -398,3 +398,15 @@ def test_cli_on_a_read_only_sweep_suggests_out(tmp_path, capsys):
     assert not (sweep / "report").exists()
     out = tmp_path / "elsewhere"
     assert main([str(sweep), f"out={out}"]) == 0 and (out / "report.md").is_file()
+
+
+def test_each_pruning_method_is_a_row_of_its_own(tmp_path):
+    """Runs of the baselines beside CoFi at one target are rows of their own, not CoFi's seeds."""
+    for method in ("cofi", "uniform", "posttrain"):
+        (tmp_path / method).mkdir()
+        results = {**fake_results(target=0.6), "method": method}
+        (tmp_path / method / "results.json").write_text(json.dumps(results))
+    runs, problems = collect_runs(tmp_path)
+    assert not problems
+    assert sorted(r.ablation for r in runs) == ["full", "posttrain", "uniform"]
+    assert len(aggregate(runs)) == 3

@@ -298,9 +298,10 @@ def _required(data: dict, key: str, prefix: str = "") -> float:
 
 def _variant(data: dict) -> str:
     """The run's row label: its ablation (``full`` for full CoFi), suffixed ``+<fidelity>`` unless
-    of the default fidelity; ``uniform`` for the uniform-width baseline."""
-    if data.get("method") == "uniform":
-        return "uniform"
+    of the default fidelity; the method for another ``pruning.method`` than CoFi (``uniform``,
+    ``posttrain``)."""
+    if data.get("method") not in (None, "cofi"):
+        return str(data["method"])
     ablation = str(data.get("ablation") or "full")
     fidelity = data.get("fidelity") or "ours"
     return ablation if fidelity == "ours" else f"{ablation}+{fidelity}"
