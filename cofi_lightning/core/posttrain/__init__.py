@@ -59,11 +59,12 @@ def warm_start_(gates: CoFiMasks, kept: Masks) -> None:
     :data:`PRUNED_LOG_ALPHA`.
 
     Why these values: both are CoFi's initial log-alphas, so the expected sparsity at step 0 is
-    no higher than CoFi's default init (the Lagrangian's target ramps from ``start_sparsity``;
-    gates started at the final structure, below P = 0.5, would be pushed back open by the
-    multipliers until the ramp caught up). The structure is a head start, not a verdict: the
-    pruned units are sampled off more often and rank last in the deterministic masks, and the
-    Lagrangian closes them first, but training can still keep any of them.
+    about 0.17 × the target (P(z ≠ 0) ≈ 0.83 at log-alpha 0): near the start of the Lagrangian's
+    target ramp, and below CoFi's default init's (0.11 for BERT-shaped layers) up to targets of
+    about 2/3. Gates started at the final structure, below P = 0.5, would start near the target
+    and be pushed back open by the multipliers until the ramp caught up. The structure is a head
+    start, not a verdict: the pruned units are sampled off more often and rank last in the
+    deterministic masks, and the Lagrangian closes them first, but training can keep any of them.
 
     Args:
         gates: The gates of a model shaped as the searched one; a unit they do not mask is
