@@ -49,6 +49,7 @@ NON_IDENTITY_KEYS: frozenset[str] = frozenset(
 #: (``tests/training/identity_keys.txt`` records the identity's keys).
 LATER_KEYS: dict[str, Any] = {
     "pruning.student_init": "pretrained",
+    "pruning.mask_init": "default",
     "pruning.posttrain.num_samples": 2048,
     "pruning.posttrain.batch_size": 32,
     "pruning.posttrain.rearrange": True,

@@ -23,6 +23,7 @@ LAYER_LOSS_TOKENS: tuple[str, ...] = ("real", "all")
 SELECT_ON: tuple[str, ...] = ("deterministic", "expected")
 METHODS: tuple[str, ...] = ("cofi", "uniform", "posttrain")
 STUDENT_INITS: tuple[str, ...] = ("pretrained", "teacher")
+MASK_INITS: tuple[str, ...] = ("default", "posttrain")
 CONSTRAINTS: tuple[str, ...] = ("params", "latency")
 
 
@@ -164,6 +165,10 @@ class PruningConfig(StageConfig):
         student_init: What the prune stage's student starts from: ``pretrained``
             (``model.pretrained``, as the paper) or ``teacher`` (the fine-tuned teacher, of the
             same family and shape).
+        mask_init: The initial log-alphas of ``method=cofi``'s gates: ``default`` (CoFi's,
+            :data:`~cofi_lightning.core.masks.COFI_INIT_LOG_ALPHA`) or ``posttrain`` (the head and
+            FFN-dim gates start from the fine-tuned teacher's Fisher importance on ``posttrain``'s
+            calibration examples: ``cofi_lightning.core.posttrain.warm_start_``).
         target_sparsity: Final target t of the encoder parameters, in [0, 1) (ignored when
             ``targets`` is set).
         targets: A sparsity path: ascending targets in [0, 1) pruned to one after the other in
@@ -202,6 +207,7 @@ class PruningConfig(StageConfig):
     eval_every_steps: int | None = 500
     method: str = "cofi"
     student_init: str = "pretrained"
+    mask_init: str = "default"
     target_sparsity: float = 0.95
     targets: list[float] | None = None
     constraint: str = "params"
@@ -239,7 +245,18 @@ class PruningConfig(StageConfig):
         one_of(
             self,
             "pruning",
-            {"method": METHODS, "student_init": STUDENT_INITS, "constraint": CONSTRAINTS},
+            {
+                "method": METHODS,
+                "student_init": STUDENT_INITS,
+                "mask_init": MASK_INITS,
+                "constraint": CONSTRAINTS,
+            },
+        )
+        require(
+            self.mask_init == "default" or self.method == "cofi",
+            "pruning.mask_init",
+            f"is posttrain, which warm-starts CoFi's gates; pruning.method={self.method} trains "
+            "none: set pruning.mask_init=default",
         )
         if self.constraint == "latency":
             require(

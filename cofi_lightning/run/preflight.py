@@ -3,10 +3,10 @@
 This file owns the checks that need the file system, the Hugging Face cache or the data's size
 rather than the config alone (those live in ``cofi_lightning.config``): model, tokenizer and teacher
 sources (a hub name that cannot be fetched is refused at once with the places looked in), the data
-splits, the encoder family, a teacher that fits the student (of its very shape for
-``pruning.method=posttrain`` and ``pruning.student_init=teacher``), the prune stage's length, the
-latency table, ``export.push_to_hub`` and a SLURM sweep's tasks per device. Every failure is one
-line naming the key and the value.
+splits, the encoder family, a teacher that fits the student (of its very shape where the prune
+stage starts from it or from its importance), the prune stage's length, the latency table,
+``export.push_to_hub`` and a SLURM sweep's tasks per device. Every failure is one line naming the
+key and the value.
 """
 
 from __future__ import annotations
@@ -171,21 +171,28 @@ def check_teacher_fits(student: dict[str, Any], teacher: dict[str, Any], mapping
 
 
 def check_student_from_teacher(cfg: TrainConfig, student: dict | None, teacher: dict | None):
-    """``pruning.method=posttrain`` and ``pruning.student_init=teacher`` prune the fine-tuned
-    teacher: there is one (distillation on: the teacher stage trains it, or ``distill.teacher``),
-    and a given one has ``model.pretrained``'s shape (the finetune stage builds the student from
-    ``model.pretrained``'s config; its family is checked by :func:`check_teacher_fits`).
+    """``pruning.method=posttrain``, ``pruning.student_init=teacher`` and
+    ``pruning.mask_init=posttrain`` (its importance) need the fine-tuned teacher: there is one
+    (distillation on: the teacher stage trains it, or ``distill.teacher``), and a given one has
+    ``model.pretrained``'s shape (the finetune stage builds the student from ``model.pretrained``'s
+    config, and the warm-started gates are the student's; its family is checked by
+    :func:`check_teacher_fits`).
 
     Raises:
         ConfigError: naming the keys.
     """
     p = cfg.pruning
-    if "prune" not in cfg.stages or (p.method != "posttrain" and p.student_init != "teacher"):
+    uses = {
+        "pruning.method=posttrain": p.method == "posttrain",
+        "pruning.student_init=teacher": p.student_init == "teacher",
+        "pruning.mask_init=posttrain": p.mask_init == "posttrain",
+    }
+    key = next((key for key, used in uses.items() if used), None)
+    if "prune" not in cfg.stages or key is None:
         return
-    key = "pruning.method=posttrain" if p.method == "posttrain" else "pruning.student_init=teacher"
     if not cfg.distill.enabled:
         raise ConfigError(
-            f"{key} prunes the fine-tuned teacher, but distill.enabled=false leaves no teacher: "
+            f"{key} needs the fine-tuned teacher, but distill.enabled=false leaves no teacher: "
             "set distill.enabled=true (the teacher stage fine-tunes one, or give distill.teacher)"
         )
     if student is None or teacher is None:

@@ -7,7 +7,8 @@ of the same teacher identity in a run directory beside this one is linked or cop
 ``prune/best`` (best deterministic masks and full-size student weights), ``finetune/model`` and
 ``pruned_model`` (loadable with the Auto classes). As in the paper, the prune stage's student
 starts from the *pretrained* model, not from the teacher, unless ``pruning.student_init=teacher``;
-``pruning.method=posttrain`` prunes the fine-tuned teacher itself.
+``pruning.method=posttrain`` prunes the fine-tuned teacher itself, and
+``pruning.mask_init=posttrain`` starts CoFi's gates from the structure it would keep.
 """
 
 from __future__ import annotations
@@ -254,6 +255,29 @@ def _calibration(ctx: RunContext) -> list[dict]:
     return batches
 
 
+def _fits(constraint, gates: CoFiMasks) -> list:
+    """Per target of the run's ``constraint``, whether 0/1 masks meet it (``constraint.real``:
+    the exact sparsity or table latency of the export, as CoFi's selection counts it)."""
+    return [lambda z, t=t: constraint.real(gates, z) >= t for t in constraint.targets]
+
+
+def _warm_start(ctx: RunContext, gates: CoFiMasks, constraint, teacher: str) -> None:
+    """``pruning.mask_init=posttrain``: start ``gates`` from the structure post-training pruning
+    keeps of the fine-tuned teacher at the run's final target (searched by the Fisher importance
+    on the calibration batches of ``method=posttrain``; not rearranged, not rescaled)."""
+    from cofi_lightning.core.posttrain import posttrain_masks, warm_start_
+
+    fits = _fits(constraint, gates)[-1:]  # the final target
+    model, batches = ctx.load_model(teacher), _calibration(ctx)
+    kept = posttrain_masks(model, batches, fits, rearranged=False, rescaled=False)[0]
+    warm_start_(gates, kept)
+    s_hat = float(gates.expected_sparsity().detach())
+    rank_zero_info(
+        f"[prune] gates warm-started from the posttrain structure of sparsity "
+        f"{gates.sparsity(kept):.3f}; expected sparsity at step 0: {s_hat:.3f}"
+    )
+
+
 def _posttrain_structure(ctx: RunContext, student: torch.nn.Module) -> dict[str, Any]:
     """``pruning.method=posttrain``: prune the fine-tuned ``student`` for every target of the
     run's constraint without training (``cofi_lightning.core.posttrain``) and write each
@@ -264,7 +288,7 @@ def _posttrain_structure(ctx: RunContext, student: torch.nn.Module) -> dict[str,
     constraint = _constraint(ctx, student.config)
     gates = CoFiMasks(student.config, units=("head", "intermediate"))  # the parameter formula
     targets = list(constraint.targets)
-    fits = [lambda z, t=t: constraint.real(gates, z) >= t for t in targets]
+    fits = _fits(constraint, gates)
     batches = _calibration(ctx)
     all_masks = posttrain_masks(student, batches, fits, p.posttrain.rearrange, p.posttrain.rescale)
     bests, metrics = {}, {}
@@ -316,11 +340,11 @@ def prune_stage(ctx: RunContext) -> dict[str, Any]:
     cfg, p = ctx.cfg, ctx.cfg.pruning
     fine_tuned = p.method == "posttrain" or p.student_init == "teacher"
     teacher = ctx.records.get("teacher", {}).get("teacher_dir")
-    if fine_tuned and teacher is None:
+    if (fine_tuned or p.mask_init == "posttrain") and teacher is None:
         raise ConfigError(
-            "the prune stage starts from the fine-tuned teacher (pruning.method=posttrain or "
-            "pruning.student_init=teacher) and this run has none: include the teacher stage in "
-            "stages or set distill.teacher"
+            "the prune stage needs the fine-tuned teacher (pruning.method=posttrain, "
+            "pruning.student_init=teacher or pruning.mask_init=posttrain) and this run has none: "
+            "include the teacher stage in stages or set distill.teacher"
         )
     student = ctx.load_model(teacher if fine_tuned else cfg.model.pretrained)
     if p.method == "uniform":
@@ -328,7 +352,10 @@ def prune_stage(ctx: RunContext) -> dict[str, Any]:
     if p.method == "posttrain":
         return _posttrain_structure(ctx, student)
     constraint = _constraint(ctx, student.config)
-    pruning = Pruning(CoFiMasks(student.config, units=list(p.units)), p, constraint, cfg.seed)
+    gates = CoFiMasks(student.config, units=list(p.units))
+    if p.mask_init == "posttrain":
+        _warm_start(ctx, gates, constraint, teacher)
+    pruning = Pruning(gates, p, constraint, cfg.seed)
     system = CoFiSystem(
         student,
         task=ctx.task.name,

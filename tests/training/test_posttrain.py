@@ -212,7 +212,7 @@ def test_posttrain_without_a_fine_tuned_model_is_refused_at_the_door(
 
     run_dir = tmp_path / "run"
     overrides = [*tiny_overrides(run_dir), *POSTTRAIN, "distill.enabled=false"]
-    match = "pruning.method=posttrain prunes the fine-tuned teacher, but distill.enabled=false"
+    match = "pruning.method=posttrain needs the fine-tuned teacher, but distill.enabled=false"
     _refused(compose_train, overrides, run_dir, ConfigError, match)
 
 

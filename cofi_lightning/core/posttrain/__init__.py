@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import nn
 
-from cofi_lightning.core.masks import Masks
+from cofi_lightning.core.masks import COFI_INIT_LOG_ALPHA, CoFiMasks, Masks
 from cofi_lightning.core.posttrain.importance import mask_gradients
 from cofi_lightning.core.posttrain.rearrange import rearrange
 from cofi_lightning.core.posttrain.rescale import rescale
@@ -43,3 +44,35 @@ def posttrain_masks(
             masks = Masks(**{unit: rearrange(t, grads[unit]) for unit, t in masks.items()})
         out.append(rescale(model, masks, batches) if rescaled else masks)
     return out
+
+
+#: ``pruning.mask_init=posttrain``'s log-alphas, both CoFi's own initial values (see
+#: :func:`warm_start_`): a unit the search keeps starts open, one it prunes where CoFi starts
+#: every FFN dim (P(z ≠ 0) ≈ 0.83, soft score 0.5).
+KEPT_LOG_ALPHA, PRUNED_LOG_ALPHA = COFI_INIT_LOG_ALPHA["head"], COFI_INIT_LOG_ALPHA["intermediate"]
+
+
+@torch.no_grad()
+def warm_start_(gates: CoFiMasks, kept: Masks) -> None:
+    """Start CoFi's head and FFN-dim gates from the structure post-training pruning keeps
+    (``pruning.mask_init=posttrain``): kept units at :data:`KEPT_LOG_ALPHA`, the others at
+    :data:`PRUNED_LOG_ALPHA`.
+
+    Why these values: both are CoFi's initial log-alphas, so the expected sparsity at step 0 is
+    about 0.17 × the target (P(z ≠ 0) ≈ 0.83 at log-alpha 0): near the start of the Lagrangian's
+    target ramp, and below CoFi's default init's (0.11 for BERT-shaped layers) up to targets of
+    about 2/3. Gates started at the final structure, below P = 0.5, would start near the target
+    and be pushed back open by the multipliers until the ramp caught up. The structure is a head
+    start, not a verdict: the pruned units are sampled off more often and rank last in the
+    deterministic masks, and the Lagrangian closes them first, but training can keep any of them.
+
+    Args:
+        gates: The gates of a model shaped as the searched one; a unit they do not mask is
+            skipped.
+        kept: 0/1 ``Masks(head=[L, N], intermediate=[L, I])`` of :func:`search.search`.
+    """
+    for unit, keep in kept.items():
+        if unit in gates.gates:
+            log_alpha = gates.gates[unit].log_alpha
+            keep = keep.reshape(log_alpha.shape) != 0
+            log_alpha.copy_(torch.where(keep, KEPT_LOG_ALPHA, PRUNED_LOG_ALPHA))
