@@ -83,6 +83,7 @@ def _layer_inputs(model: nn.Module, layers: list[nn.Module], batch: dict) -> lis
 
 
 def _stop(module, args, out):
+    """Forward hook ending the run (see ``_Stop``)."""
     raise _Stop
 
 
@@ -131,13 +132,6 @@ def _token_rows(batch: dict, first_only: bool) -> torch.Tensor:
         real = torch.zeros_like(real)
         real[:, 0] = True
     return real.flatten()
-
-
-def _reads_first_token(model: nn.Module) -> bool:
-    """Whether the task head reads only the first token's output (a classifier pooling it)."""
-    return (
-        hasattr(model, "classifier") and getattr(model.config, "classifier_pooling", "cls") == "cls"
-    )
 
 
 def _solve(layer, sublayer, kept, inputs, targets, rows, stop) -> torch.Tensor | None:
@@ -200,7 +194,8 @@ def rescale(model: nn.Module, masks: Masks, batches: Sequence[dict]) -> Masks:
     model.eval()
     values = {unit: t.clone().float() for unit, t in masks.items()}
     layers = model.base_model.encoder_layers()
-    first_only = _reads_first_token(model)
+    pools = getattr(model.config, "classifier_pooling", "cls") == "cls"
+    first_only = hasattr(model, "classifier") and pools  # the head reads the first token only
     captured = [_layer_inputs(model, layers, b) for b in batches]
     context = [[args[1] for args in c] for c in captured]  # per batch and layer (attention inputs)
     teacher = student = [c[0][0] for c in captured]  # the first layer's input: the same for both
@@ -218,15 +213,8 @@ def rescale(model: nn.Module, masks: Masks, batches: Sequence[dict]) -> Masks:
                 continue  # the sublayer is removed: nothing to scale
             layer_masks = split_masks(replace(masks, **values), len(layers))[0][i]
             inputs = [(x, c[i], layer_masks) for x, c in zip(student, context, strict=True)]
-            scale = _solve(
-                layer,
-                sublayer,
-                kept,
-                inputs,
-                [t[s] for t in targets],
-                [r[s] for r in rows],
-                stop=s == 0,
-            )
+            sub_targets, sub_rows = [t[s] for t in targets], [r[s] for r in rows]
+            scale = _solve(layer, sublayer, kept, inputs, sub_targets, sub_rows, stop=s == 0)
             if scale is not None:
                 values[unit][i, kept] = scale.float()
         if not last:
