@@ -100,15 +100,19 @@ def test_rearranging_keeps_each_layers_counts_and_lowers_its_fisher_cost():
 
 
 def _layer_errors(model, masks, batches):
-    """Per layer: the squared error of the masked model's output against the unmasked one's."""
+    """Per layer: the squared error of the masked model's output against the unmasked one's, on
+    the real tokens; the last layer's on the first token (all the classifier reads of it)."""
     errors = torch.zeros(model.config.num_hidden_layers, dtype=torch.float64)
     with torch.no_grad():
         for b in batches:
             full = model(**b, output_hidden_states=True).hidden_states
             pruned = model(**b, masks=masks, output_hidden_states=True).hidden_states
             real, layers = b["attention_mask"].bool(), len(errors)
+            first = torch.zeros_like(real)
+            first[:, 0] = True
             for i, (f, p) in enumerate(zip(full[-layers:], pruned[-layers:], strict=True)):
-                errors[i] += (f - p)[real].double().pow(2).sum()
+                rows = first if i == layers - 1 else real
+                errors[i] += (f - p)[rows].double().pow(2).sum()
     return errors
 
 
@@ -123,6 +127,44 @@ def test_rescaling_lowers_every_layers_error_on_held_out_batches():
     assert not torch.equal(tuned.intermediate, z.intermediate)
     before, after = _layer_errors(model, z, held_out), _layer_errors(model, tuned, held_out)
     assert (after < before).all(), (before, after)
+
+
+def _last_sum_error(model, masks, batches):
+    """The squared error on the first tokens of the last layer's residual sum (the input of its
+    output LayerNorm; the classifier reads that token only) against the unmasked model's."""
+    sums = []
+    norm = model.base_model.encoder_layers()[-1].output.LayerNorm
+    hook = norm.register_forward_pre_hook(lambda m, a: sums.append(a[0][:, 0]))
+    try:
+        error = 0.0
+        for b in batches:
+            with torch.no_grad():
+                model(**b)
+            model(**b, masks=masks)
+            error = error + (sums[-2].double() - sums[-1].double()).pow(2).sum()
+    finally:
+        hook.remove()
+    return error
+
+
+def test_the_last_ffns_scales_minimise_the_first_token_error_the_classifier_reads():
+    """On the calibration batches the last FFN's scales are at the minimum of the first-token
+    error (its gradient in them vanishes), not at a fit of every token's output."""
+    model = _model()
+    gates = CoFiMasks(model.config, units=("head", "intermediate"))
+    batches = _batches(6, seed=0)
+    fisher = {u: g.pow(2).sum(0) for u, g in mask_gradients(model, batches).items()}
+    z = search(fisher, _params_fits(gates, 0.5))
+    tuned = rescale(model, z, batches)
+
+    def gradient(masks):
+        last = masks.intermediate[-1:].clone().requires_grad_(True)
+        values = torch.cat([masks.intermediate[:-1], last])
+        error = _last_sum_error(model, Masks(head=masks.head, intermediate=values), batches)
+        (grad,) = torch.autograd.grad(error, last)
+        return grad[0][masks.intermediate[-1] != 0].norm()
+
+    assert gradient(tuned) < 1e-3 * gradient(z)
 
 
 def test_the_same_inputs_give_bitwise_identical_masks():

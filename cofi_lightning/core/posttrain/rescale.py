@@ -8,13 +8,18 @@ A sublayer (attention or FFN) adds to its residual stream ``r`` the output proje
 
 For the kept units the scales ``m`` are chosen so that the pruned model's ``y`` matches the
 fine-tuned model's on the calibration tokens: ``min_m ‖A m − B‖²`` with ``A[:, i] = W_i x_i``
-(flattened over tokens and hidden dims) and ``B = y_teacher − r − b``. Its normal equations are
-small: ``AᵀA = blocksum((XᵀX) ∘ (W_Kᵀ W_K))`` and ``Aᵀ B = blocksum(Σ_t X ∘ (B W_K))`` with
-``X [T, k·u]`` the kept units' activations, summed in float64 over the batches and solved with
-``torch.linalg.lstsq``. Sublayers go in order, each with inputs from the model already tuned
-below it (so a scale also corrects the error the layers beneath leave). A solution that is not
-finite or leaves ``|m| ≤ 10`` (the paper's guard against ill-posed systems) is not applied.
-The activations and residuals are read with hooks, so every family's forward is used as is.
+(flattened over tokens and hidden dims) and ``B = y_teacher − r − b`` (the bias cancels). Its normal
+equations are small: ``AᵀA = blocksum((XᵀX) ∘ (W_Kᵀ W_K))`` and ``Aᵀ B = blocksum(Σ_t X ∘ (B W_K))``
+with ``X [T, k·u]`` the kept units' activations, per batch in float32, summed in float64 and solved
+with ``torch.linalg.lstsq``. Sublayers go in order, each with inputs from the model already tuned
+below it (so a scale also corrects the error the layers beneath leave). As in the paper's code, a
+classifier that reads the first token is matched on that token only in the last layer's FFN (the
+other tokens are not read after it). A solution that is not finite or leaves ``|m| ≤ 10`` (the
+paper's guard against ill-posed systems) is not applied.
+
+Each layer's inputs (the fine-tuned model's and the pruned one's) are kept between layers, so a
+layer runs once for the targets and a few times for the pruned model, never the layers below it.
+The activations and residuals are read with hooks, so every family's layer is used as is.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from torch.overrides import TorchFunctionMode
 from tqdm.auto import tqdm
 
 from cofi_lightning.core.masks import Masks
+from cofi_lightning.modeling.layers import split_masks
 
 #: Largest |scale| applied (beyond it the system is taken as ill-posed).
 MAX_SCALE = 10.0
@@ -42,6 +48,10 @@ class _LastLinearInput(TorchFunctionMode):
         if func is F.linear:
             self.input = args[0]
         return func(*args, **(kwargs or {}))
+
+
+class _Stop(Exception):
+    """Ends a layer's run once the sublayer read is done (the rest is not needed)."""
 
 
 def _sublayers(layer: nn.Module) -> list[tuple[nn.Module, nn.Linear, int, Callable]]:
@@ -60,62 +70,116 @@ def _sublayers(layer: nn.Module) -> list[tuple[nn.Module, nn.Linear, int, Callab
 
 
 @torch.no_grad()
-def _capture(model, batch, masks, layer, module) -> tuple[torch.Tensor, dict]:
-    """Run ``model`` on ``batch``; return ``module``'s projection input and what it saw."""
-    seen, mode = {}, _LastLinearInput()
-
-    def enter(m, args):
-        seen["args"] = args
-        mode.__enter__()
-
-    def leave(m, args, out):
-        mode.__exit__(None, None, None)
-        seen["out"] = out
-
-    hooks = [
-        layer.register_forward_pre_hook(lambda m, a: seen.__setitem__("layer_in", a[0])),
-        layer.register_forward_hook(lambda m, a, out: seen.__setitem__("layer_out", out)),
-        module.register_forward_pre_hook(enter),
-        module.register_forward_hook(leave),
-    ]
+def _layer_inputs(model: nn.Module, layers: list[nn.Module], batch: dict) -> list[tuple]:
+    """Every layer's positional inputs ``(x, attention inputs, masks)`` on ``batch``."""
+    inputs = []
+    hooks = [layer.register_forward_pre_hook(lambda m, a: inputs.append(a)) for layer in layers]
     try:
-        model(**batch, masks=masks)
+        model(**batch)
     finally:
         for h in hooks:
             h.remove()
-    return mode.input, seen
+    return inputs
 
 
-def _tokens(t: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """``[B, S, d]`` -> ``[T, d]`` float64 of the real tokens."""
-    return t.reshape(-1, t.shape[-1])[real].double().cpu()
+def _stop(module, args, out):
+    """Forward hook ending the run (see ``_Stop``)."""
+    raise _Stop
 
 
-def _solve(model, masks, batches, layer, sublayer, kept: torch.Tensor) -> torch.Tensor | None:
-    """Least-squares scales ``[k]`` of one sublayer's kept units (None: not applied)."""
+@torch.no_grad()
+def _run(layer, args, modules, stop: bool = False) -> tuple[torch.Tensor | None, list[dict]]:
+    """Run ``layer`` on ``args``; its output (None when stopped after the last of ``modules``) and,
+    per module, what it saw: ``x`` (its projection's input), ``args``, ``out``, the layer's ends."""
+    seen = [{"layer_in": args[0]} for _ in modules]
+    hooks = []
+    for module, c in zip(modules, seen, strict=True):
+        mode = _LastLinearInput()
+
+        def enter(m, a, c=c, mode=mode):
+            c["args"] = a
+            mode.__enter__()
+
+        def leave(m, a, out, c=c, mode=mode):
+            mode.__exit__(None, None, None)
+            c["x"], c["out"] = mode.input, out
+
+        hooks += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    if stop:
+        hooks.append(modules[-1].register_forward_hook(_stop))
+    out = None
+    try:
+        out = layer(*args)
+    except _Stop:
+        pass
+    finally:
+        for h in hooks:
+            h.remove()
+    for c in seen:
+        c["layer_out"] = out
+    return out, seen
+
+
+def _rows(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``[B, S, d]`` -> ``[T, d]`` float32 of the ``rows`` (flat ``[B·S]`` bool) kept."""
+    return t.reshape(-1, t.shape[-1])[rows].float()
+
+
+def _token_rows(batch: dict, first_only: bool) -> torch.Tensor:
+    """Flat ``[B·S]`` bool: the real tokens, or only each sequence's first."""
+    real = batch["attention_mask"].bool()
+    if first_only:
+        real = torch.zeros_like(real)
+        real[:, 0] = True
+    return real.flatten()
+
+
+def _solve(layer, sublayer, kept, inputs, targets, rows, stop) -> torch.Tensor | None:
+    """Least-squares scales ``[k]`` of one sublayer's kept units (None: not applied).
+
+    Args:
+        layer: The encoder layer holding ``sublayer``.
+        sublayer: ``_sublayers``' entry.
+        kept: The kept units' indices.
+        inputs: Per batch, the pruned model's positional layer inputs.
+        targets: Per batch, the fine-tuned model's ``r + W x`` on the ``rows`` (float32).
+        rows: Per batch, the flat token rows matched.
+        stop: End each run after the sublayer (nothing after it is read).
+    """
     module, proj, u, residual = sublayer
     cols = (kept[:, None] * u + torch.arange(u)).flatten()  # the kept units' columns
-    w = proj.weight.detach().double().cpu()
-    bias = 0.0 if proj.bias is None else proj.bias.detach().double().cpu()
-    wk = w[:, cols]  # [H, k·u]
+    wk = proj.weight.detach().float()[:, cols]  # [H, k·u]
     xtx = torch.zeros(len(cols), len(cols), dtype=torch.float64)
     xtb = torch.zeros(len(cols), dtype=torch.float64)
-    for batch in batches:
-        real = batch["attention_mask"].flatten().bool().cpu()  # calibrate on real tokens only
-        x_t, seen_t = _capture(model, batch, None, layer, module)
-        x_s, seen_s = _capture(model, batch, masks, layer, module)
-        x_t, x_s = _tokens(x_t, real), _tokens(x_s, real)
-        if x_s.shape[1] != len(cols):  # every unit was computed (zeros masked, not skipped)
-            x_s = x_s[:, cols]
-        target = _tokens(residual(seen_t), real) + x_t @ w.T + bias
-        b = target - _tokens(residual(seen_s), real) - bias  # [T, H]
-        xtx += x_s.T @ x_s
-        xtb += (x_s * (b @ wk)).sum(0)
+    for args, target, r in zip(inputs, targets, rows, strict=True):
+        _, (seen,) = _run(layer, args, [module], stop=stop)
+        x = _rows(seen["x"], r)
+        if x.shape[1] != len(cols):  # every unit was computed (zeros masked, not skipped)
+            x = x[:, cols]
+        b = target - _rows(residual(seen), r)  # [T, H]
+        xtx += (x.T @ x).double()
+        xtb += (x * (b @ wk)).sum(0).double()
     k = len(kept)
-    ata = (xtx * (wk.T @ wk)).view(k, u, k, u).sum((1, 3))
+    ata = (xtx * (wk.T @ wk).double()).view(k, u, k, u).sum((1, 3))
     atb = xtb.view(k, u).sum(1)
     scale = torch.linalg.lstsq(ata, atb[:, None]).solution[:, 0]
     return scale if scale.isfinite().all() and scale.abs().max() <= MAX_SCALE else None
+
+
+@torch.no_grad()
+def _targets(layer, sublayers, inputs, rows) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+    """Per batch, ``layer``'s output and, per sublayer, its ``r + W x`` on its ``rows``."""
+    outs, targets = [], []
+    for args, batch_rows in zip(inputs, rows, strict=True):
+        out, seen = _run(layer, args, [s[0] for s in sublayers])
+        outs.append(out)
+        targets.append(
+            [
+                _rows(residual(c), r) + _rows(c["x"], r) @ proj.weight.detach().float().T
+                for (_, proj, _, residual), c, r in zip(sublayers, seen, batch_rows, strict=True)
+            ]
+        )
+    return outs, targets
 
 
 def rescale(model: nn.Module, masks: Masks, batches: Sequence[dict]) -> Masks:
@@ -130,13 +194,33 @@ def rescale(model: nn.Module, masks: Masks, batches: Sequence[dict]) -> Masks:
     model.eval()
     values = {unit: t.clone().float() for unit, t in masks.items()}
     layers = model.base_model.encoder_layers()
+    pools = getattr(model.config, "classifier_pooling", "cls") == "cls"
+    first_only = hasattr(model, "classifier") and pools  # the head reads the first token only
+    captured = [_layer_inputs(model, layers, b) for b in batches]
+    context = [[args[1] for args in c] for c in captured]  # per batch and layer (attention inputs)
+    teacher = student = [c[0][0] for c in captured]  # the first layer's input: the same for both
+    del captured
+    plain = split_masks(None, len(layers))[0][0]
     for i, layer in enumerate(tqdm(layers, desc="[prune] rescale", leave=False)):
-        for unit, sublayer in zip(("head", "intermediate"), _sublayers(layer), strict=True):
+        last = i == len(layers) - 1
+        rows = [[_token_rows(b, first_only and last and s == 1) for s in (0, 1)] for b in batches]
+        sublayers = _sublayers(layer)
+        inputs = [(x, c[i], plain) for x, c in zip(teacher, context, strict=True)]
+        teacher, targets = _targets(layer, sublayers, inputs, rows)
+        for s, (unit, sublayer) in enumerate(zip(("head", "intermediate"), sublayers, strict=True)):
             kept = torch.nonzero(values[unit][i]).flatten()
             if len(kept) == 0:
                 continue  # the sublayer is removed: nothing to scale
-            current = replace(masks, **values)
-            scale = _solve(model, current, batches, layer, sublayer, kept)
+            layer_masks = split_masks(replace(masks, **values), len(layers))[0][i]
+            inputs = [(x, c[i], layer_masks) for x, c in zip(student, context, strict=True)]
+            sub_targets, sub_rows = [t[s] for t in targets], [r[s] for r in rows]
+            scale = _solve(layer, sublayer, kept, inputs, sub_targets, sub_rows, stop=s == 0)
             if scale is not None:
                 values[unit][i, kept] = scale.float()
+        if not last:
+            layer_masks = split_masks(replace(masks, **values), len(layers))[0][i]
+            student = [
+                _run(layer, (x, c[i], layer_masks), [])[0]
+                for x, c in zip(student, context, strict=True)
+            ]
     return replace(masks, **values)
