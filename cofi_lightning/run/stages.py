@@ -221,21 +221,30 @@ def _uniform_structure(ctx: RunContext, student: torch.nn.Module) -> dict[str, A
     gates = CoFiMasks(student.config, units=list(p.units))  # shapes and the parameter formula
     for point in ctx.points:
         masks, sparsity = uniform_masks(student, gates, point.target)
-        metrics = ctx.evaluate(student.prune(masks))
-        bests[point.label] = meta = {
-            "step": 0,
-            "metric": metrics.get(ctx.task.main_metric_key),
-            "main_metric": f"val/{ctx.task.main_metric_key}",
-            "expected_sparsity": sparsity,
-            "deterministic_sparsity": sparsity,
-            "reached_target": abs(sparsity - point.target) <= p.sparsity_epsilon,
-            "method": "uniform",
-        }
-        if is_global_zero():
-            save_structure(point.best_dir(ctx.run_dir), masks, student, meta)
-        barrier()
-        rank_zero_info(f"[prune] uniform structure at sparsity {sparsity:.3f}: nothing to train")
+        reached = abs(sparsity - point.target) <= p.sparsity_epsilon
+        bests[point.label], metrics = _save_untrained(ctx, student, point, masks, sparsity, reached)
     return _prune_record(ctx, bests, metrics)
+
+
+def _save_untrained(ctx, student, point, masks: Masks, sparsity: float, reached: bool):
+    """Evaluate a structure chosen without training (``pruning.method`` uniform or posttrain) and
+    write it where CoFi writes its best one (``prune/best``); returns its meta and metrics."""
+    method = ctx.cfg.pruning.method
+    metrics = ctx.evaluate(student.prune(masks))
+    meta = {
+        "step": 0,
+        "metric": metrics.get(ctx.task.main_metric_key),
+        "main_metric": f"val/{ctx.task.main_metric_key}",
+        "expected_sparsity": sparsity,
+        "deterministic_sparsity": sparsity,
+        "reached_target": reached,
+        "method": method,
+    }
+    if is_global_zero():
+        save_structure(point.best_dir(ctx.run_dir), masks, student, meta)
+    barrier()
+    rank_zero_info(f"[prune] {method} structure at sparsity {sparsity:.3f}: nothing trained")
+    return meta, metrics
 
 
 def _calibration(ctx: RunContext) -> list[dict]:
@@ -293,21 +302,10 @@ def _posttrain_structure(ctx: RunContext, student: torch.nn.Module) -> dict[str,
     all_masks = posttrain_masks(student, batches, fits, p.posttrain.rearrange, p.posttrain.rescale)
     bests, metrics = {}, {}
     for point, target, masks in zip(ctx.points, targets, all_masks, strict=True):
-        metrics = ctx.evaluate(student.prune(masks))
-        sparsity = gates.sparsity(masks)
-        bests[point.label] = meta = {
-            "step": 0,
-            "metric": metrics.get(ctx.task.main_metric_key),
-            "main_metric": f"val/{ctx.task.main_metric_key}",
-            "expected_sparsity": sparsity,
-            "deterministic_sparsity": sparsity,
-            "reached_target": constraint.real(gates, masks) >= target,
-            "method": "posttrain",
-        }
-        if is_global_zero():
-            save_structure(point.best_dir(ctx.run_dir), masks, student, meta)
-        barrier()
-        rank_zero_info(f"[prune] posttrain structure at sparsity {sparsity:.3f}, nothing trained")
+        reached = constraint.real(gates, masks) >= target
+        bests[point.label], metrics = _save_untrained(
+            ctx, student, point, masks, gates.sparsity(masks), reached
+        )
     return _prune_record(ctx, bests, metrics)
 
 
