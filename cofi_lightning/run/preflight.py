@@ -198,8 +198,11 @@ def check_student_from_teacher(cfg: TrainConfig, student: dict | None, teacher: 
     if student is None or teacher is None:
         return
     keys = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
-    differ = [f"{k} {teacher.get(k)} vs {student.get(k)}" for k in keys]
-    differ = [d for d, k in zip(differ, keys, strict=True) if teacher.get(k) != student.get(k)]
+    differ = [
+        f"{k} {teacher.get(k)} vs {student.get(k)}"
+        for k in keys
+        if teacher.get(k) != student.get(k)
+    ]
     if differ:
         raise ConfigError(
             f"{key}: distill.teacher={cfg.distill.teacher} and model.pretrained="
