@@ -234,6 +234,13 @@ class TrainConfig:
             stages == [s for s in STAGES if s in stages], "stages", f"must follow {STAGES}", stages
         )
         self._check_stage_lengths(stages)
+        require(
+            self.export.round_to == 1 or self.pruning.method == "cofi",
+            "export.round_to",
+            f"rounds widths by CoFi's gate scores, which pruning.method={self.pruning.method} "
+            "does not learn: set export.round_to=1",
+            self.export.round_to,
+        )
         check_target_kwargs(self.trainer, "trainer", TRAINER_PIPELINE_KWARGS)
         for group, passed in (("logger", LOGGER_PIPELINE_KWARGS), ("callbacks", ())):
             for name, node in getattr(self, group).items():

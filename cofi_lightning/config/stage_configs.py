@@ -21,7 +21,13 @@ SCHEDULES: tuple[str, ...] = ("linear", "constant")
 LAYER_MAPPINGS: tuple[str, ...] = ("dynamic", "fixed")
 LAYER_LOSS_TOKENS: tuple[str, ...] = ("real", "all")
 SELECT_ON: tuple[str, ...] = ("deterministic", "expected")
-METHODS: tuple[str, ...] = ("cofi", "uniform", "posttrain")
+#: ``pruning.method``'s values and how logs name them.
+METHOD_NAMES: dict[str, str] = {
+    "cofi": "CoFi",
+    "uniform": "Uniform-width baseline",
+    "posttrain": "Post-training pruning",
+}
+METHODS: tuple[str, ...] = tuple(METHOD_NAMES)
 STUDENT_INITS: tuple[str, ...] = ("pretrained", "teacher")
 MASK_INITS: tuple[str, ...] = ("default", "posttrain")
 CONSTRAINTS: tuple[str, ...] = ("params", "latency")

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cofi_lightning.config import STAGES, TrainConfig, config_identity, load_config
 from cofi_lightning.config.identity import identity_hash
+from cofi_lightning.config.stage_configs import METHOD_NAMES
 from cofi_lightning.modeling.structure import Structure
 from cofi_lightning.run import stages
 from cofi_lightning.run.checkpoints import write_text_atomically
@@ -231,7 +232,8 @@ def _run_stages(
             if is_global_zero():
                 write_text_atomically(run_dir / "results.json", json.dumps(results, indent=2))
             rank_zero_info(f"results: {json.dumps(results)}")
-            rank_zero_info("CoFi run finished\n" + summary_table(results, run_dir))
+            method = METHOD_NAMES[cfg.pruning.method]
+            rank_zero_info(f"{method} run finished\n" + summary_table(results, run_dir))
             if cfg.export.push_to_hub and is_global_zero():
                 _push(ctx, record)  # after results.json: a failed upload loses nothing
     except BaseException:

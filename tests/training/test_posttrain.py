@@ -224,12 +224,19 @@ def test_pipeline_posttrain_without_finetune_exports_the_folded_masks(
     assert not (run_dir / "prune" / "checkpoints").exists()  # nothing was trained
 
 
-def test_pipeline_posttrain_with_a_short_finetune(compose_train, tiny_overrides, tmp_path):
+def test_pipeline_posttrain_with_a_short_finetune(
+    compose_train, tiny_overrides, tmp_path, monkeypatch
+):
+    from cofi_lightning.run import pipeline
     from cofi_lightning.run.pipeline import train
+
+    logged = []
+    monkeypatch.setattr(pipeline, "rank_zero_info", logged.append)
 
     run_dir = tmp_path / "run"
     overrides = [*tiny_overrides(run_dir), *POSTTRAIN, "pruning.finetune.max_steps=2"]
     results = train(compose_train(overrides))
+    assert any(m.startswith("Post-training pruning run finished") for m in logged)  # not CoFi
     meta = json.loads((run_dir / "prune" / "best" / "meta.json").read_text())
     assert results["method"] == "posttrain"
     assert results["sparsity"] == pytest.approx(meta["deterministic_sparsity"])
@@ -255,6 +262,18 @@ def test_posttrain_without_a_fine_tuned_model_is_refused_at_the_door(
     run_dir = tmp_path / "run"
     overrides = [*tiny_overrides(run_dir), *POSTTRAIN, "distill.enabled=false"]
     match = "pruning.method=posttrain needs the fine-tuned teacher, but distill.enabled=false"
+    _refused(compose_train, overrides, run_dir, ConfigError, match)
+
+
+@pytest.mark.parametrize("method", ["posttrain", "uniform"])
+def test_rounding_widths_without_gate_scores_is_refused_at_the_door(
+    compose_train, tiny_overrides, tmp_path, method
+):
+    from cofi_lightning.config import ConfigError
+
+    run_dir = tmp_path / "run"
+    overrides = [*tiny_overrides(run_dir), f"pruning.method={method}", "export.round_to=8"]
+    match = f"export.round_to rounds widths by CoFi's gate scores, which pruning.method={method}"
     _refused(compose_train, overrides, run_dir, ConfigError, match)
 
 
