@@ -7,6 +7,7 @@ The jobs themselves are ``python train.py -m experiment=study_sst2_cpu ...`` swe
     python scripts/sst2_study.py budgets    # full CoFi against budget (markdown)
     python scripts/sst2_study.py path       # the sparsity path against separate runs
     python scripts/sst2_study.py latency    # speed targets: target against measured speedup
+    python scripts/sst2_study.py posttrain  # post-training pruning: targets, accuracy, seconds
     python scripts/sst2_study.py compare --budget 1000  # variants against full CoFi over seeds
     python scripts/sst2_study.py report     # report.md, plots and curves of the study's folder
     python scripts/sst2_study.py bert-base runs/models/bert_base_random  # random BERT-base
@@ -146,6 +147,31 @@ def latency(records: Path) -> None:
         )
 
 
+def posttrain(records: Path) -> None:
+    """Post-training pruning without a finetune (``posttrain_b0_*``): the constraint's target,
+    what the export reaches (sparsity; the table's and the measured speedup), accuracy against
+    the teacher and the run's wall seconds (teacher given: evaluation, prune, export)."""
+    print(
+        "| job | target | sparsity | table speedup | measured speedup | accuracy | of teacher | "
+        "prune s | run s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for file in sorted(records.glob("posttrain_b0_*/results.json")):
+        r, job = json.loads(file.read_text()), file.parent
+        main = r["main_metric"]
+        lat = r.get("latency") or {}
+        speeds = sorted(job.glob("speed_cpu_fp32*.json"))
+        measured = json.loads(speeds[-1].read_text()).get("speedup") if speeds else None
+        target = f"x{lat['target_speedup']:g}" if lat else f"s{r['target_sparsity']:g}"
+        accuracy, teacher = r["pruned"][main], r["teacher"][main]
+        print(
+            f"| {job.name} | {target} | {r['sparsity']:.3f} | "
+            f"{lat.get('table_speedup', 0) or 0:.2f} | {measured or 0:.2f} | {accuracy:.2f} | "
+            f"{100 * accuracy / teacher:.1f}% | {r['stage_seconds'].get('prune', 0):.0f} | "
+            f"{_seconds(r):.0f} |"
+        )
+
+
 def compare(records: Path, budget: int) -> None:
     """Full CoFi against the baseline, the original's choices and the ablations, over seeds.
 
@@ -217,7 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=Path, default=HERE / "runs", help="collected records")
     sub = parser.add_subparsers(dest="command", required=True)
-    tables = {"budgets": budgets, "path": sparsity_path, "latency": latency}
+    tables = {
+        "budgets": budgets,
+        "path": sparsity_path,
+        "latency": latency,
+        "posttrain": posttrain,
+    }
     for name, table in tables.items():
         sub.add_parser(name, help=table.__doc__.split("\n")[0])
     sub.add_parser("collect", help=collect.__doc__).add_argument(

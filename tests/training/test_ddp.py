@@ -46,3 +46,27 @@ def test_ddp_full_pipeline_counts_each_eval_example_once(tiny_overrides, train_c
         correct = accuracy / 100 * 31
         assert correct == pytest.approx(round(correct), abs=1e-6)
     assert results["params"]["pruned"] < results["params"]["unpruned"]
+
+
+def test_ddp_posttrain_prunes_once_and_exports_what_rank_zero_saved(
+    tiny_overrides, train_cli, tmp_path
+):
+    """``pruning.method=posttrain`` under DDP: the structure rank 0 writes (tuned scales) is the
+    one the finetune, trained on both ranks, starts from and the export counts."""
+    import torch
+
+    run_dir = tmp_path / "run"
+    train_cli(
+        *_ddp_overrides(tiny_overrides, tmp_path),
+        "pruning.method=posttrain",
+        "pruning.posttrain.num_samples=20",
+        "pruning.posttrain.batch_size=8",
+        "pruning.finetune.max_steps=2",
+    )
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["method"] == "posttrain"
+    masks = torch.load(run_dir / "prune" / "best" / "masks.pt", weights_only=True)
+    assert ((masks["intermediate"] != 0) & (masks["intermediate"] != 1)).any()  # tuned scales
+    meta = json.loads((run_dir / "prune" / "best" / "meta.json").read_text())
+    assert results["sparsity"] == meta["deterministic_sparsity"] >= 0.3
+    assert json.loads((run_dir / "finetune" / "DONE.json").read_text())["metrics"]

@@ -4,6 +4,7 @@ rescaling lowers each layer's error on held-out batches, and the whole is determ
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
@@ -127,6 +128,38 @@ def test_rescaling_lowers_every_layers_error_on_held_out_batches():
     assert not torch.equal(tuned.intermediate, z.intermediate)
     before, after = _layer_errors(model, z, held_out), _layer_errors(model, tuned, held_out)
     assert (after < before).all(), (before, after)
+
+
+def test_rebatching_by_length_keeps_every_sequence_and_the_tuned_scales(monkeypatch):
+    """The calibration batches are re-batched by length before the tuning: the same real token
+    sequences in fewer padded slots, and the same scales as the batches in their given order."""
+    module = importlib.import_module("cofi_lightning.core.posttrain.rescale")  # not the function
+
+    batches = _batches(4, seed=0)
+    for j, b in enumerate(batches):  # varied lengths, right-padded
+        b["attention_mask"][:, 12 - 3 * j :] = 0
+    rebatched = module.by_length(batches)
+
+    def sequences(bs):
+        return sorted(
+            tuple(ids[m != 0].tolist())
+            for b in bs
+            for ids, m in zip(b["input_ids"], b["attention_mask"], strict=True)
+        )
+
+    assert [len(b["input_ids"]) for b in rebatched] == [len(b["input_ids"]) for b in batches]
+    assert sequences(rebatched) == sequences(batches)
+    slots = sum(b["attention_mask"].numel() for b in rebatched)
+    assert slots < sum(b["attention_mask"].numel() for b in batches)
+    model = _model()
+    gates = CoFiMasks(model.config, units=("head", "intermediate"))
+    fisher = {u: g.pow(2).sum(0) for u, g in mask_gradients(model, batches).items()}
+    z = search(fisher, _params_fits(gates, 0.5))
+    tuned = rescale(model, z, batches)
+    monkeypatch.setattr(module, "by_length", list)
+    as_given = rescale(model, z, batches)
+    for unit, values in tuned.items():
+        torch.testing.assert_close(values, getattr(as_given, unit), atol=1e-4, rtol=1e-4)
 
 
 def _last_sum_error(model, masks, batches):
