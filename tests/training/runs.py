@@ -71,4 +71,5 @@ POINT_KEYS = (
     "structure",
     "export_dir",
     "latency",
+    "runtimes",
 )
