@@ -32,6 +32,7 @@ class OrtModel(nn.Module):
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
+        self.eval()  # an inference graph: no dropout in it, whatever the module's mode
 
     def forward(
         self,

@@ -368,12 +368,13 @@ def check_push(cfg: TrainConfig) -> None:
 
 
 #: What ``export.onnx``, ``python -m cofi_lightning.deploy`` and the bench's ``runtime=ort*``
-#: need installed (``onnx``, ``onnxruntime``: ``[project.optional-dependencies] deploy``).
+#: need installed (``[project.optional-dependencies] deploy`` in pyproject.toml).
 DEPLOY_EXTRA = 'pip install -e ".[deploy]"'
 
 
 def check_deploy_extra(key: str) -> None:
-    """ONNX and ONNX Runtime import (``key``: the setting that asked for them).
+    """The deploy extra imports: ONNX, ONNX Runtime and onnxscript (torch's ONNX exporter's)
+    (``key``: the setting or command that asked for them).
 
     Raises:
         ConfigError: one line naming the key, the missing module and the extra to install.
@@ -381,6 +382,7 @@ def check_deploy_extra(key: str) -> None:
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
     except ImportError as err:
         missing = err.name or str(err)
         raise ConfigError(
