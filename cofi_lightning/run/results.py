@@ -52,7 +52,8 @@ class PointResult:
         latency: With ``pruning.constraint=latency``: ``target_speedup``, ``table_ms``,
             ``unpruned_table_ms``, ``table_speedup``, ``table_device``; else None.
         runtimes: With ``export.onnx``: the export through each runtime (torch fp32, ONNX
-            Runtime fp32, and INT8 with ``export.quantize``); empty otherwise.
+            Runtime fp32, and INT8 with ``export.quantize``); empty (and absent from the JSON)
+            otherwise.
     """
 
     target_sparsity: float | None
@@ -70,6 +71,14 @@ class PointResult:
         values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
         values["runtimes"] = [RuntimeResult(**r) for r in values.get("runtimes") or ()]
         return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form; ``runtimes`` only once measured (an export without ONNX files reads and
+        writes as before they existed)."""
+        out = asdict(self)
+        if not self.runtimes:
+            del out["runtimes"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,7 @@ class Results:
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: a single point's fields also at the top level."""
         shared = {f.name: getattr(self, f.name) for f in fields(self)}
-        points = [asdict(point) for point in shared.pop("operating_points")]
+        points = [point.to_dict() for point in shared.pop("operating_points")]
         top = {**shared, **points[0]} if len(points) == 1 else shared
         return {**top, "operating_points": points}
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -488,11 +487,11 @@ def export_stage(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
         title = f"exported: sparsity {sparsity:.3f}"
         save_heatmap(plot, structure, Structure.from_config(full), title, result.target_sparsity)
         teacher = ctx.records.get("teacher", {}).get("metrics", {})
-        card = {**asdict(result), "teacher": teacher, "main_metric": ctx.task.main_metric_key}
+        card = {**result.to_dict(), "teacher": teacher, "main_metric": ctx.task.main_metric_key}
         write_card(out, ctx.run_dir, ctx.task, str(ctx.cfg.model.pretrained), card, point)
         for tracker in ctx.trackers().values():  # after the card and ONNX files: all of it
             tracker.log_export(out, ctx.cfg.run_name, _label(ctx, result), int(ctx.cfg.seed))
-    return {**asdict(result), "structure_plot": str(plot)}
+    return {**result.to_dict(), "structure_plot": str(plot)}
 
 
 def _label(ctx: RunContext, result: PointResult) -> str:

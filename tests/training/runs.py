@@ -71,5 +71,4 @@ POINT_KEYS = (
     "structure",
     "export_dir",
     "latency",
-    "runtimes",
 )

@@ -4,7 +4,7 @@ PyTorch fp32, ONNX Runtime fp32 and ONNX Runtime INT8 (files of ``export.onnx`` 
 
 Each row has its latency, its speedup over dense PyTorch, its size on disk and its validation
 metric as the run recorded it (``results.json``: the export's runtimes; the dense row shows the
-fine-tuned teacher's, the dense model of the same shape).
+fine-tuned teacher's, the dense model of the same shape, and its fp32 weights' size).
 """
 
 from __future__ import annotations
@@ -52,11 +52,8 @@ def _recorded(sources: Sources) -> tuple[str | None, dict[str, float | None]]:
     return main, {}
 
 
-def _size_mb(source: str, model: torch.nn.Module) -> float:
-    """A model directory's ``model.safetensors`` size, else its weights' bytes in memory."""
-    file = Path(source) / "model.safetensors"
-    if file.is_file():
-        return file.stat().st_size / 1e6
+def _weights_mb(model: torch.nn.Module) -> float:
+    """The weights' bytes as timed (fp32; a checkpoint on disk may be stored in half precision)."""
     return sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
 
 
@@ -87,7 +84,7 @@ def compare_runtimes(
         )
     models = {DENSE: dense.eval()}
     models.update({f"pruned {n}": m for n, m in runtime_models(pruned, export, names).items()})
-    sizes = {DENSE: _size_mb(sources.baseline, dense)}
+    sizes = {DENSE: _weights_mb(dense)}
     sizes.update({f"pruned {n}": size_mb(export / FILES[n]) for n in names})
     vocab = min(dense.config.vocab_size, pruned.config.vocab_size)
     inputs = make_inputs(batch, seq, vocab, torch.device("cpu"))
