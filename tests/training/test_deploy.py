@@ -41,8 +41,9 @@ def deployed(tiny_bert_dir, feature_cache, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("deployed") / "run"
     overrides = tiny_run_overrides(tiny_bert_dir, run_dir, feature_cache)
     overrides = [o for o in overrides if o != "logger=csv"]  # the demo's W&B + CSV
-    # 200 validation examples: one changed prediction moves the metric by 0.5
-    overrides += [*DEPLOY, "task.datamodule.limit_eval_samples=200"]
+    # 100 validation examples: one changed prediction moves the metric by 1 point; no teacher
+    # (the ablation without distillation): the export is what is tested, in seconds
+    overrides += [*DEPLOY, "task.datamodule.limit_eval_samples=100", "ablation=no_distill"]
     logged = []
     real = wandb.Run.log_artifact
 
@@ -80,13 +81,14 @@ def test_int8_and_fp32_onnx_are_reevaluated_and_recorded(deployed):
 
 
 def test_the_export_is_a_wandb_model_artifact(deployed):
-    run_dir, results, logged = deployed
+    run_dir, _, logged = deployed
     ((artifact, aliases),) = logged
-    cfg = json.loads(json.dumps(results))  # noqa: F841  (results name the run's seed)
-    run_name = load_config(_compose([f"run_dir={run_dir}"])).run_name  # noqa: F841
+    from omegaconf import OmegaConf
+
+    run_name = OmegaConf.load(run_dir / "config.yaml").run_name
     name = artifact.name
     assert artifact.type == "model"
-    assert name.endswith("-s0.3") and name.startswith("sst2_s0.3_full_seed57_")
+    assert run_name.startswith("sst2_s0.3_no_distill_seed57_") and name == f"{run_name}-s0.3"
     assert set(name) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
     assert aliases == ["s0.3", "seed57", "latest"]
     files = set(artifact.manifest.entries)
