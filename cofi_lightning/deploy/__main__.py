@@ -69,11 +69,8 @@ def deploy_run(run_dir: Path, quantize: str | None) -> Results:
     cfg = run_config(run_dir)
     ctx = RunContext(cfg, run_dir)
     results = Results.from_dict(json.loads((run_dir / "results.json").read_text()))
-    auto = (
-        AutoModelForQuestionAnswering
-        if ctx.task.family == "squad"
-        else (AutoModelForSequenceClassification)
-    )
+    squad = ctx.task.family == "squad"
+    auto = AutoModelForQuestionAnswering if squad else AutoModelForSequenceClassification
     points = []
     pairs = zip(result_points(results.to_dict()), results.operating_points, strict=True)
     for (point, _), result in pairs:

@@ -22,11 +22,11 @@ from torch import nn
 
 from cofi_lightning.training.parts import logits
 
-#: Graph inputs, in order; a family that ignores one (token types) drops it from the graph.
+#: Graph inputs, in order (a family without token types still takes them, as its forward does).
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
-OPSET = 18  # the dynamo exporter's lowest
+OPSET = 18  # the opset of torch 2.13's ONNX function library (its default)
 
 
 class _Logits(nn.Module):
@@ -37,7 +37,10 @@ class _Logits(nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask, token_type_ids):
-        return logits(self.model(input_ids, attention_mask, token_type_ids))
+        out = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        )
+        return logits(out)
 
 
 def export_onnx(model: nn.Module, path: str | Path) -> Path:
