@@ -14,6 +14,7 @@ MODULES = (
     "cofi_lightning.tools.prepare",
     "cofi_lightning.tools.demo",
     "cofi_lightning.tools.report",
+    "cofi_lightning.deploy",
 )
 
 

@@ -39,13 +39,35 @@ def test_each_folder_says_what_it_owns(folder):
     assert doc and len(doc.split("\n\n")[0]) > 20, f"{folder.name}/__init__.py needs a docstring"
 
 
+def _imports_a_tool(path: Path, module: str) -> bool:
+    """``module`` is a tool's; a command's entry point (``__main__.py``) may share the commands'
+    argument parsing (``tools.cli``), which nothing else outside ``tools/`` may import."""
+    shared = path.name == "__main__.py" and module == "cofi_lightning.tools.cli"
+    return module.startswith("cofi_lightning.tools") and not shared
+
+
 @pytest.mark.parametrize("folder", [f for f in FOLDERS if f.name != "tools"], ids=lambda p: p.name)
 def test_nothing_outside_tools_imports_a_tool(folder):
     bad = {
         f"{path.relative_to(PACKAGE)}: {module}"
         for path in _modules(folder)
         for module in _imports(path)
-        if module.startswith("cofi_lightning.tools")
+        if _imports_a_tool(path, module)
+    }
+    assert not bad
+
+
+def test_training_never_imports_deploy_at_the_top():
+    """``cofi_lightning.deploy`` (ONNX, the ``deploy`` extra) is imported only lazily, from the
+    export stage: a run without ``export.onnx`` never needs it."""
+    bad = {
+        f"{path.relative_to(PACKAGE)}: {node.module}"
+        for folder in FOLDERS
+        if folder.name not in ("deploy", "tools")
+        for path in _modules(folder)
+        for node in ast.parse(path.read_text()).body  # module level only
+        if isinstance(node, ast.ImportFrom)
+        and (node.module or "").startswith("cofi_lightning.deploy")
     }
     assert not bad
 

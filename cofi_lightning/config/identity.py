@@ -29,6 +29,8 @@ NON_IDENTITY_KEYS: frozenset[str] = frozenset(
         "cleanup",
         "export.push_to_hub",
         "export.private",
+        "export.onnx",
+        "export.quantize",
         "experiment_name",
         "callbacks.progress_bar",
         "callbacks.lr_monitor",

@@ -39,6 +39,7 @@ ABLATIONS: tuple[str, ...] = ("no_hidden_mask", "no_layer_masks", "fixed_layer_m
 RESUME_MODES: tuple[str, ...] = ("auto", "never", "must")
 CLIP_OVER: tuple[str, ...] = ("optimized", "model")
 FIDELITIES: tuple[str, ...] = ("ours", "original")
+QUANTIZE: tuple[str | None, ...] = (None, "int8")
 
 # --- model, task, optimizer, paths --------------------------------------------------------------
 
@@ -145,15 +146,30 @@ class ExportConfig:
         push_to_hub: A hub repository id (``user/name``) to upload ``pruned_model/`` to once
             ``results.json`` is written; None keeps it local.
         private: Create that repository private.
+        onnx: Also write ``model.onnx`` (ONNX Runtime, fp32, dynamic batch and length) beside
+            the export and re-evaluate it (``cofi_lightning.deploy``; the ``deploy`` extra).
+        quantize: ``int8``: also write ``model.int8.onnx`` (dynamic INT8 quantization of
+            ``model.onnx``) and re-evaluate it; None: no quantized model.
     """
 
     push_to_hub: str | None = None
     private: bool = True
     round_to: int = 1
     round_hidden: bool = False
+    onnx: bool = False
+    quantize: str | None = None
 
     def __post_init__(self) -> None:
         at_least(self, "export", ("round_to",), 1, strict=False)
+        require(
+            self.quantize in QUANTIZE, "export.quantize", f"must be in {QUANTIZE}", self.quantize
+        )
+        require(
+            self.quantize is None or self.onnx,
+            "export.quantize",
+            "quantizes the ONNX model: set export.onnx=true too",
+            self.quantize,
+        )
 
 
 @dataclass

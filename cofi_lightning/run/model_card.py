@@ -1,7 +1,8 @@
 """The model card (``README.md``) of an exported model: what it is, how it was made, how to load it.
 
 The export stage writes it; ``python -m cofi_lightning.tools.bench run=<dir>`` rewrites it with the
-speed it measured (:func:`refresh_card`).
+speed it measured and ``python -m cofi_lightning.deploy run=<dir>`` with its runtimes
+(:func:`refresh_card`).
 """
 
 from __future__ import annotations
@@ -89,6 +90,26 @@ def _speed_text(speeds: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _runtime_text(runtimes: list[dict[str, Any]], main: str) -> str:
+    """The export through each runtime (``export.onnx``): metric, file size and latency."""
+    if not runtimes:
+        return ""
+    lines = [
+        "## Runtimes",
+        "",
+        f"| runtime | file | {main} | size (MB) | latency (ms) | batch × seq, CPU threads |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in runtimes:
+        metric = r["metrics"].get(main, float("nan"))
+        lines.append(
+            f"| {r['runtime']} | `{r['file']}` | {metric:.2f} | {r['size_mb']:.2f} "
+            f"| {r['latency_ms']:.2f} | {r['batch']} × {r['seq']}, {r['threads']} |"
+        )
+    lines.append("\nONNX Runtime loads `model.onnx` (fp32) or `model.int8.onnx` (dynamic INT8).\n")
+    return "\n".join(lines) + "\n"
+
+
 def build_card(
     *,
     task: TaskSpec,
@@ -158,7 +179,7 @@ and the compact model fine-tuned.
 
 {_speed_text(speeds or [])}
 
-## Loading
+{_runtime_text(results.get("runtimes") or [], main)}## Loading
 
 ```python
 # with cofi-lightning installed

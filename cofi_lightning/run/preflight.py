@@ -5,8 +5,8 @@ rather than the config alone (those live in ``cofi_lightning.config``): model, t
 sources (a hub name that cannot be fetched is refused at once with the places looked in), the data
 splits, the encoder family, a teacher that fits the student (of its very shape where the prune
 stage starts from it or from its importance), the prune stage's length, the latency table,
-``export.push_to_hub`` and a SLURM sweep's tasks per device. Every failure is one line naming the
-key and the value.
+``export.push_to_hub``, the ``deploy`` extra of ``export.onnx`` and a SLURM sweep's tasks per
+device. Every failure is one line naming the key and the value.
 """
 
 from __future__ import annotations
@@ -367,6 +367,29 @@ def check_push(cfg: TrainConfig) -> None:
         )
 
 
+#: What ``export.onnx``, ``python -m cofi_lightning.deploy`` and the bench's ``runtime=ort*``
+#: need installed (``[project.optional-dependencies] deploy`` in pyproject.toml).
+DEPLOY_EXTRA = 'pip install -e ".[deploy]"'
+
+
+def check_deploy_extra(key: str) -> None:
+    """The deploy extra imports: ONNX, ONNX Runtime and onnxscript (torch's ONNX exporter's)
+    (``key``: the setting or command that asked for them).
+
+    Raises:
+        ConfigError: one line naming the key, the missing module and the extra to install.
+    """
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as err:
+        missing = err.name or str(err)
+        raise ConfigError(
+            f"{key} needs the deploy extra ({missing} is not installed): {DEPLOY_EXTRA}"
+        ) from None
+
+
 def _datasets_cache(task) -> Path:
     import datasets
 
@@ -422,3 +445,5 @@ def preflight(cfg: TrainConfig, run_dir: str | Path | None = None) -> None:
     check_prune_length(cfg)
     check_latency(cfg, student, None if run_dir is None else Path(run_dir))
     check_push(cfg)
+    if cfg.export.onnx and "export" in cfg.stages:
+        check_deploy_extra("export.onnx=true")

@@ -8,10 +8,34 @@ reads as one point. :func:`flat_points` and :func:`result_points` serve readers 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from cofi_lightning.run.operating_points import OperatingPoint, operating_points
+
+
+@dataclass(frozen=True)
+class RuntimeResult:
+    """One runtime's measurement of an export (``cofi_lightning.deploy``).
+
+    Attributes:
+        runtime: ``torch-fp32``, ``ort-fp32`` (ONNX Runtime) or ``ort-int8`` (dynamic INT8).
+        file: The model file it ran, in the export directory.
+        metrics: Validation metrics through this runtime (``{metric: percent}``), computed by the
+            same code as the export's own.
+        size_mb: The file's size on disk (MB: 10^6 bytes).
+        latency_ms: Median forward latency of ``batch`` x ``seq`` tokens on ``threads`` CPU
+            threads (``cofi_lightning.latency.timing``).
+    """
+
+    runtime: str
+    file: str
+    metrics: dict[str, float]
+    size_mb: float
+    latency_ms: float
+    batch: int
+    seq: int
+    threads: int
 
 
 @dataclass(frozen=True)
@@ -27,6 +51,9 @@ class PointResult:
         structure: ``Structure.as_dict()`` of the export.
         latency: With ``pruning.constraint=latency``: ``target_speedup``, ``table_ms``,
             ``unpruned_table_ms``, ``table_speedup``, ``table_device``; else None.
+        runtimes: With ``export.onnx``: the export through each runtime (torch fp32, ONNX
+            Runtime fp32, and INT8 with ``export.quantize``); empty (and absent from the JSON)
+            otherwise.
     """
 
     target_sparsity: float | None
@@ -36,11 +63,22 @@ class PointResult:
     structure: dict[str, Any]
     export_dir: str
     latency: dict[str, Any] | None = None
+    runtimes: list[RuntimeResult] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PointResult:
         """The point's fields of ``data`` (other keys, e.g. a DONE record's, are ignored)."""
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        values["runtimes"] = [RuntimeResult(**r) for r in values.get("runtimes") or ()]
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form; ``runtimes`` only once measured (an export without ONNX files reads and
+        writes as before they existed)."""
+        out = asdict(self)
+        if not self.runtimes:
+            del out["runtimes"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -70,7 +108,7 @@ class Results:
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: a single point's fields also at the top level."""
         shared = {f.name: getattr(self, f.name) for f in fields(self)}
-        points = [asdict(point) for point in shared.pop("operating_points")]
+        points = [point.to_dict() for point in shared.pop("operating_points")]
         top = {**shared, **points[0]} if len(points) == 1 else shared
         return {**top, "operating_points": points}
 

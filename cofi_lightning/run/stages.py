@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClas
 
 from cofi_lightning.config import ConfigError, config_identity
 from cofi_lightning.config.identity import teacher_identity
+from cofi_lightning.config.resolvers import target_label
 from cofi_lightning.core.constraint import LatencyConstraint, ParamsConstraint, check_latency_family
 from cofi_lightning.core.distillation import LayerDistiller
 from cofi_lightning.core.masks import CoFiMasks, Masks
@@ -446,8 +446,10 @@ def finetune_stage(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
 
 
 def export_stage(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
-    """Save the point's compact model as its export and measure what was saved; returns the
-    point's :class:`~cofi_lightning.run.results.PointResult` and ``structure_plot``."""
+    """Save the point's compact model as its export and measure what was saved (with
+    ``export.onnx``, through ONNX Runtime too: ``cofi_lightning.deploy``); log the export as a
+    model artifact of the job's W&B run, if any; returns the point's
+    :class:`~cofi_lightning.run.results.PointResult` and ``structure_plot``."""
     src = Path(ctx.records[point.stage("finetune")]["model_dir"])
     out = point.export_dir(ctx.run_dir)
     save_model(ctx.load_model(src), ctx.tokenizer, out)
@@ -464,23 +466,38 @@ def export_stage(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
     latency = None
     if ctx.cfg.pruning.constraint == "latency":
         latency = _table_latency(ctx, full, structure)
+    metrics, runtimes = ctx.evaluate(model), []
+    if ctx.cfg.export.onnx:
+        from cofi_lightning.deploy.measure import deploy_export
+
+        seq = ctx.cfg.task.max_seq_length
+        runtimes = deploy_export(model, out, ctx.cfg.export.quantize, ctx.evaluate, metrics, seq)
     result = PointResult(
         target_sparsity=recorded_target(point, ctx.cfg.pruning.constraint),
         sparsity=sparsity,
         params={"unpruned": unpruned, "pruned": pruned},
-        pruned=ctx.evaluate(model),
+        pruned=metrics,
         structure=structure.as_dict(),
         export_dir=str(out),
         latency=latency,
+        runtimes=runtimes,
     )
     plot = point.structure_plot(ctx.run_dir)
     if is_global_zero():
         title = f"exported: sparsity {sparsity:.3f}"
         save_heatmap(plot, structure, Structure.from_config(full), title, result.target_sparsity)
         teacher = ctx.records.get("teacher", {}).get("metrics", {})
-        card = {**asdict(result), "teacher": teacher, "main_metric": ctx.task.main_metric_key}
+        card = {**result.to_dict(), "teacher": teacher, "main_metric": ctx.task.main_metric_key}
         write_card(out, ctx.run_dir, ctx.task, str(ctx.cfg.model.pretrained), card, point)
-    return {**asdict(result), "structure_plot": str(plot)}
+        for tracker in ctx.trackers().values():  # after the card and ONNX files: all of it
+            tracker.log_export(out, ctx.cfg.run_name, _label(ctx, result), int(ctx.cfg.seed))
+    return {**result.to_dict(), "structure_plot": str(plot)}
+
+
+def _label(ctx: RunContext, result: PointResult) -> str:
+    """The point's target as run names write it: ``s0.6``, or ``x2.0`` for a speed target."""
+    p = ctx.cfg.pruning
+    return target_label(result.target_sparsity, None, p.constraint, p.target_speedup)
 
 
 def _table_latency(ctx: RunContext, full, structure: Structure) -> dict[str, Any]:

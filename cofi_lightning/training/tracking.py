@@ -1,11 +1,12 @@
 """The job's one Weights & Biases run, shared by the Lightning trainers of all its stages: keys
 ``<stage>/<key>`` plotted against a per-stage step ``<stage>/step`` (every stage's trainer restarts
-its ``global_step`` at 0), and ``results.json`` in the run summary. Rank 0 only; ``wandb`` is
-imported on first use.
+its ``global_step`` at 0), ``results.json`` in the run summary and each export as a ``model``
+artifact. Rank 0 only; ``wandb`` is imported on first use.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -21,6 +22,12 @@ if TYPE_CHECKING:
 
 #: Columns of the exported structure table (``export/structure``).
 STRUCTURE_COLUMNS = ("layer", "heads", "ffn_dims", "hidden")
+
+
+def artifact_name(run_name: str, target: str) -> str:
+    """The model artifact of one export: ``<run name>-<target>``, any character W&B refuses in
+    a name (it allows ``[A-Za-z0-9._-]``) written as ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", f"{run_name}-{target}")
 
 
 @runtime_checkable
@@ -104,6 +111,20 @@ class WandbRun:
             media["export/structure_heatmap"] = wandb.Image(str(heatmap))
         if media:
             run.log(media)
+
+    @rank_zero_only
+    def log_export(
+        self, export_dir: str | Path, run_name: str, target: str, seed: int
+    ) -> wandb.Artifact:
+        """Log an export directory (weights, card, ONNX files when made) as a ``model`` artifact
+        named :func:`artifact_name`, with the aliases ``target`` (``s0.6``, ``x2.0``),
+        ``seed<seed>`` and ``latest``; through the run itself, so offline runs keep it too
+        (Lightning's ``log_model`` refuses them). Returns the artifact."""
+        import wandb
+
+        artifact = wandb.Artifact(artifact_name(run_name, target), type="model")
+        artifact.add_dir(str(export_dir))
+        return self.experiment.log_artifact(artifact, aliases=[target, f"seed{seed}", "latest"])
 
     @rank_zero_only
     def finish(self, exit_code: int = 0) -> None:

@@ -4,6 +4,7 @@ and an exact inference rewrite, on tiny random BERTs (latencies are measured but
 import dataclasses
 import json
 import statistics
+import sys
 
 import pytest
 import torch
@@ -351,3 +352,52 @@ def test_without_a_run_the_report_goes_under_outputs_bench(tmp_path, monkeypatch
     written = tmp_path / "outputs" / "bench" / "speed_cpu_fp32.json"
     assert json.loads(written.read_text())["pruned"]["source"] == "synthetic s95 (random weights)"
     assert "wrote outputs/bench/speed_cpu_fp32.json" in capsys.readouterr().out
+
+
+def test_runtime_table_of_dense_torch_and_the_export_through_each_runtime(run_dir, capsys):
+    """``runtime=``: one table, dense PyTorch first (speedup 1), each runtime's size its file's
+    and its metric as the run recorded it; the export's ONNX files must exist."""
+    pytest.importorskip("onnxruntime", reason="the deploy extra is not installed")
+    from cofi_lightning.deploy.measure import write_onnx
+
+    export = run_dir / "pruned_model"
+    args = [f"run={run_dir}", "runtime=torch,ort,ort-int8", *FAST]
+    with pytest.raises(
+        SystemExit, match="has no model.onnx, model.int8.onnx.*cofi_lightning.deploy"
+    ):
+        main(args)
+    write_onnx(CoFiBertForSequenceClassification.from_pretrained(export).eval(), export, "int8")
+    recorded = {"torch-fp32": 81.0, "ort-fp32": 81.0, "ort-int8": 80.5}
+    runtimes = [{"runtime": k, "metrics": {"accuracy": v}} for k, v in recorded.items()]
+    results = json.loads((run_dir / "results.json").read_text())
+    results.update(main_metric="accuracy", teacher={"accuracy": 85.0}, runtimes=runtimes)
+    (run_dir / "results.json").write_text(json.dumps(results))
+    main(args)
+    printed = capsys.readouterr().out
+    assert "threads=1" in printed and "accuracy" in printed
+    report = json.loads((run_dir / "runtimes_cpu_b2.json").read_text())
+    rows = {r["model"]: r for r in report["rows"]}
+    assert list(rows) == [
+        "dense torch-fp32",
+        "pruned torch-fp32",
+        "pruned ort-fp32",
+        "pruned ort-int8",
+    ]
+    assert (report["batch"], report["seq"], report["threads"]) == (2, 8, 1)
+    dense_ms = rows["dense torch-fp32"]["latency_ms"]
+    for name, row in rows.items():
+        assert row["speedup"] == pytest.approx(dense_ms / row["latency_ms"])
+        assert f"{row['speedup']:.2f}x" in printed and name in printed
+    assert rows["dense torch-fp32"]["metric"] == 85.0  # the teacher's
+    assert [rows[f"pruned {k}"]["metric"] for k in recorded] == list(recorded.values())
+    files = {"torch-fp32": "model.safetensors", "ort-fp32": "model.onnx"}
+    files["ort-int8"] = "model.int8.onnx"
+    for runtime, file in files.items():
+        size = (export / file).stat().st_size / 1e6
+        assert rows[f"pruned {runtime}"]["size_mb"] == pytest.approx(size)
+
+
+def test_runtime_without_the_deploy_extra_names_it(run_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(SystemExit, match=r'runtime=ort.*pip install -e "\.\[deploy\]"'):
+        main([f"run={run_dir}", "runtime=ort", *FAST])

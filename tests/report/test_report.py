@@ -20,7 +20,7 @@ from matplotlib.image import imread
 
 from cofi_lightning.tools.report import collect_runs
 from cofi_lightning.tools.report.__main__ import main, parse_args
-from cofi_lightning.tools.report.collect import CSV_COLUMNS, parse_results
+from cofi_lightning.tools.report.collect import CSV_COLUMNS, Run, parse_results
 from cofi_lightning.tools.report.plots import pareto_front
 from cofi_lightning.tools.report.tables import aggregate
 from cofi_lightning.tools.report.write import write_report
@@ -410,3 +410,45 @@ def test_each_pruning_method_is_a_row_of_its_own(tmp_path):
     assert not problems
     assert sorted(r.ablation for r in runs) == ["full", "posttrain", "uniform"]
     assert len(aggregate(runs)) == 3
+
+
+def test_the_report_run_uses_the_exports_model_artifacts(tmp_path):
+    """Online, the report's W&B run uses each summarised export's model artifact (named as the
+    job logged it: ``<run name>-<target>``), skipping exports never logged; offline, none."""
+    import wandb
+
+    from cofi_lightning.tools.report.wandb_report import use_exports
+    from cofi_lightning.training.tracking import artifact_name
+
+    runs = []
+    for name, target in (("sst2_s0.6_full_seed57_aaaa0000", 0.6), ("sst2_s0.9_x_seed1_b", 0.9)):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        (run_dir / "config.yaml").write_text(f"run_name: {name}\npruning:\n  constraint: params\n")
+        runs.append(
+            Run(
+                task="sst2",
+                ablation="full",
+                target_sparsity=target,
+                sparsity=target,
+                main_metric="accuracy",
+                pruned=80.0,
+                run_dir=run_dir,
+            )  # fmt: skip
+        )
+    logged = {f"{artifact_name('sst2_s0.6_full_seed57_aaaa0000', 's0.6')}:s0.6"}
+
+    class ReportRun:
+        def __init__(self, offline: bool) -> None:
+            self.offline, self.used = offline, []
+
+        def use_artifact(self, ref, type=None):
+            assert type == "model"
+            if ref not in logged:
+                raise wandb.errors.CommError(f"artifact {ref} not found")
+            self.used.append(ref)
+
+    online = ReportRun(offline=False)
+    assert use_exports(online, runs) == online.used == sorted(logged)
+    offline = ReportRun(offline=True)
+    assert use_exports(offline, runs) == offline.used == []

@@ -15,14 +15,18 @@ from typing import Any
 
 import torch
 
+from cofi_lightning.config import ConfigError
 from cofi_lightning.latency.timing import DTYPES, resolve_device, resolve_dtype
+from cofi_lightning.run.preflight import check_deploy_extra
 from cofi_lightning.tools.bench.compare import compare, format_table
+from cofi_lightning.tools.bench.runtimes import compare_runtimes, format_runtime_table, runtime_list
 from cofi_lightning.tools.bench.sources import BenchError, discover, load_pair, synthetic_pair
 from cofi_lightning.tools.cli import add_flag, boolean, int_at_least, parse_key_values
 
 EXAMPLES = """\
 examples:
   python -m cofi_lightning.tools.bench run=outputs/demo/<run>              # a finished training run
+  python -m cofi_lightning.tools.bench run=outputs/demo/<run> runtime=torch,ort,ort-int8 batch=1
   python -m cofi_lightning.tools.bench pruned=<dir> baseline=<dir or hub name> device=cuda
   dtype=bf16 python -m cofi_lightning.tools.bench synthetic=s95 batch=32 threads=2    # BERT-base at
   95% sparsity
@@ -108,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     timing.add_argument("--threads", type=int_at_least(1), help="CPU threads (default: torch's)")
     add_flag(timing, "--compile", "time both models through torch.compile (default: false)")
+    timing.add_argument(
+        "--runtime",
+        type=runtime_list,
+        metavar="LIST",
+        help="instead: one table of dense PyTorch fp32 and the pruned export through each of "
+        "torch, ort (ONNX Runtime fp32), ort-int8 (comma-separated; CPU, needs the deploy extra)",
+    )
     parser.add_argument(
         "--out",
         metavar="JSON",
@@ -125,6 +136,12 @@ def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error("synthetic=s95 builds both models; drop run=, pruned= and baseline=")
     if not args.synthetic and not (args.run or args.pruned):
         parser.error("give the models: run=<run_dir>, pruned=<dir> [baseline=...] or synthetic=s95")
+    if args.runtime and (args.synthetic or args.device != "cpu" or args.compile):
+        parser.error(
+            "runtime= times a run's export files on CPU: drop synthetic=, device=, compile="
+        )
+    if args.runtime and args.dtype != "fp32":
+        parser.error("runtime= compares the stored precisions (fp32, INT8): drop dtype=")
     cuda = args.device.startswith("cuda")
     if args.warmup is None:
         args.warmup = 10 if cuda else 2
@@ -137,6 +154,11 @@ def measure(settings: dict[str, Any]) -> tuple[dict[str, Any], Path, Path | None
     """Load (or build) and time both models: the report (:func:`compare`'s, plus ``task``), its
     JSON path and the run measured; nothing is written."""
     resolve_device(settings["device"])  # fail before minutes of loading, not after
+    if any(r.startswith("ort") for r in settings.get("runtime") or ()):
+        try:
+            check_deploy_extra("runtime=" + ",".join(settings["runtime"]))
+        except ConfigError as err:
+            raise BenchError(str(err)) from None
     resolve_dtype(settings["dtype"])
     if settings["threads"] is not None:
         torch.set_num_threads(settings["threads"])
@@ -155,22 +177,25 @@ def measure(settings: dict[str, Any]) -> tuple[dict[str, Any], Path, Path | None
     if seq is None:  # SQuAD windows are 384 tokens, GLUE inputs 128
         qa = task == "squad" or "QuestionAnswering" in type(pruned).__name__
         seq = 384 if qa else 128
-    report = compare(
-        pruned,
-        baseline,
-        device=settings["device"],
-        dtype=settings["dtype"],
-        batch=settings["batch"],
-        seq=seq,
-        warmup=settings["warmup"],
-        rounds=settings["rounds"],
-        compile_model=settings["compile"],
-        sources=names,
-    )
+    timing = {k: settings[k] for k in ("batch", "warmup", "rounds")}
+    if settings.get("runtime"):
+        report = compare_runtimes(pruned, baseline, found, settings["runtime"], seq=seq, **timing)
+        name = f"runtimes_cpu_b{report['batch']}{settings.get('suffix', '')}.json"
+    else:
+        report = compare(
+            pruned,
+            baseline,
+            device=settings["device"],
+            dtype=settings["dtype"],
+            seq=seq,
+            compile_model=settings["compile"],
+            sources=names,
+            **timing,
+        )
+        name = f"speed_{report['device']}_{report['dtype']}{settings.get('suffix', '')}.json"
     report["task"] = task
     out = settings["out"]
     if out is None:
-        name = f"speed_{report['device']}_{report['dtype']}{settings.get('suffix', '')}.json"
         out = (run_dir if run_dir is not None else DEFAULT_OUT_DIR) / name
     return report, Path(out), run_dir
 
@@ -229,7 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for each in run_all(settings):
             report, out, run_dir = measure(each)
-            print(format_table(report))  # first: nothing measured is lost
+            table = format_runtime_table if "rows" in report else format_table
+            print(table(report))  # first: nothing measured is lost
             sys.stdout.flush()
             save(report, out, run_dir, several="suffix" in each)
             print(f"wrote {out}")

@@ -1,7 +1,9 @@
 """A sweep's report as one W&B run (``python -m cofi_lightning.tools.report <dir> --wandb``): the
 rows of ``results.csv`` as the table ``results``, per task (tasks have different main metrics) a
 scatter of the pruned main metric against sparsity and, where measured, speedup, the report's PNG
-plots (``plots/<name>``) and the run / problem counts. ``wandb`` is imported only when used.
+plots (``plots/<name>``) and the run / problem counts; online, it uses the model artifacts of the
+exports it summarises (``WandbRun.log_export``), so W&B links them. ``wandb`` is imported only when
+used.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def log_report(
     for png in sorted(out.glob("*.png")):
         media[f"plots/{png.stem}"] = wandb.Image(str(png))
     run.log(media)
-    run.summary.update({"runs": len(runs), "problems": len(problems)})
+    used = use_exports(run, runs)
+    run.summary.update({"runs": len(runs), "problems": len(problems), "artifacts_used": used})
     local = Path(run.dir).parent
     run.finish()
     return local
@@ -72,3 +75,34 @@ def _point(row: dict[str, Any], x: str, scale: float) -> list[Any]:
     """``scale * row[x]``, the pruned main metric, then :data:`POINT_COLUMNS`."""
     target = round(100 * row["target_sparsity"], 6)
     return [scale * row[x], row["pruned"], row["ablation"], target, row["seed"]]
+
+
+def export_artifact(run_: Run) -> str | None:
+    """The model artifact a job logged for this export (``<name>:<target alias>``), from its
+    ``config.yaml``; None without one."""
+    from cofi_lightning.config.resolvers import target_label
+    from cofi_lightning.tools.report.diagnose import read_yaml
+    from cofi_lightning.training.tracking import artifact_name
+
+    cfg = read_yaml(Path(run_.run_dir) / "config.yaml")
+    pruning = cfg.get("pruning") or {}
+    if not cfg.get("run_name"):
+        return None
+    constraint = pruning.get("constraint", "params")
+    target = target_label(run_.target_sparsity, None, constraint, pruning.get("target_speedup"))
+    return f"{artifact_name(cfg['run_name'], target)}:{target}"
+
+
+def use_exports(run, runs: Sequence[Run]) -> list[str]:
+    """Declare the exports' model artifacts as inputs of the report ``run`` (online only: an
+    offline run cannot use artifacts); returns those used (a job logged without W&B has none)."""
+    import wandb
+
+    used = []
+    for ref in dict.fromkeys(filter(None, map(export_artifact, runs))) if not run.offline else ():
+        try:
+            run.use_artifact(ref, type="model")
+        except wandb.errors.CommError:  # never logged, or logged offline and not synced
+            continue
+        used.append(ref)
+    return used
