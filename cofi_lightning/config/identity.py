@@ -55,7 +55,7 @@ LATER_KEYS: dict[str, Any] = {
     "pruning.posttrain.num_samples": 2048,
     "pruning.posttrain.batch_size": 32,
     "pruning.posttrain.rearrange": True,
-    "pruning.posttrain.rescale": True,
+    "pruning.posttrain.rescale": "auto",
 }
 
 #: Keys the task config once repeated from the registry (``TASKS``); identities keep them, with the

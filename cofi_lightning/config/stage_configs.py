@@ -31,6 +31,7 @@ METHODS: tuple[str, ...] = tuple(METHOD_NAMES)
 STUDENT_INITS: tuple[str, ...] = ("pretrained", "teacher")
 MASK_INITS: tuple[str, ...] = ("default", "posttrain")
 CONSTRAINTS: tuple[str, ...] = ("params", "latency")
+RESCALE_MODES: tuple[str, ...] = ("auto", "always", "never")
 
 
 @dataclass
@@ -122,16 +123,20 @@ class PosttrainConfig:
             importance and of the rescaling (paper: 2048).
         batch_size: Examples per calibration batch (the Fisher sums squared per-batch gradients).
         rearrange: Rearrange each layer's kept heads / FFN dims by the layer's Fisher block.
-        rescale: Tune the kept units' mask values by least squares, layer by layer.
+        rescale: Tune the kept units' mask values by least squares, layer by layer: ``auto``
+            keeps the tuned values only if they lower the task loss on the calibration
+            examples (tuning can raise it at moderate sparsity: docs/results/posttrain);
+            ``always`` keeps them (the paper's code); ``never`` does not tune.
     """
 
     num_samples: int = 2048
     batch_size: int = 32
     rearrange: bool = True
-    rescale: bool = True
+    rescale: str = "auto"
 
     def __post_init__(self) -> None:
         at_least(self, "pruning.posttrain", ("num_samples", "batch_size"), 1, strict=False)
+        one_of(self, "pruning.posttrain", {"rescale": RESCALE_MODES})
 
 
 @dataclass

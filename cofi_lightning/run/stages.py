@@ -226,9 +226,10 @@ def _uniform_structure(ctx: RunContext, student: torch.nn.Module) -> dict[str, A
     return _prune_record(ctx, bests, metrics)
 
 
-def _save_untrained(ctx, student, point, masks: Masks, sparsity: float, reached: bool):
+def _save_untrained(ctx, student, point, masks: Masks, sparsity: float, reached: bool, **extra):
     """Evaluate a structure chosen without training (``pruning.method`` uniform or posttrain) and
-    write it where CoFi writes its best one (``prune/best``); returns its meta and metrics."""
+    write it where CoFi writes its best one (``prune/best``; ``extra``: more of its meta);
+    returns its meta and metrics."""
     method = ctx.cfg.pruning.method
     metrics = ctx.evaluate(student.prune(masks))
     meta = {
@@ -239,6 +240,7 @@ def _save_untrained(ctx, student, point, masks: Masks, sparsity: float, reached:
         "deterministic_sparsity": sparsity,
         "reached_target": reached,
         "method": method,
+        **extra,
     }
     if is_global_zero():
         save_structure(point.best_dir(ctx.run_dir), masks, student, meta)
@@ -278,7 +280,7 @@ def _warm_start(ctx: RunContext, gates: CoFiMasks, constraint, teacher: str) -> 
 
     fits = _fits(constraint, gates)[-1:]  # the final target
     model, batches = ctx.load_model(teacher), _calibration(ctx)
-    kept = posttrain_masks(model, batches, fits, rearranged=False, rescaled=False)[0]
+    kept = posttrain_masks(model, batches, fits, rearranged=False, rescaled="never")[0]
     warm_start_(gates, kept)
     s_hat = float(gates.expected_sparsity().detach())
     rank_zero_info(
@@ -303,8 +305,9 @@ def _posttrain_structure(ctx: RunContext, student: torch.nn.Module) -> dict[str,
     bests, metrics = {}, {}
     for point, target, masks in zip(ctx.points, targets, all_masks, strict=True):
         reached = constraint.real(gates, masks) >= target
+        tuned = any(((z != 0) & (z != 1)).any() for _, z in masks.items())
         bests[point.label], metrics = _save_untrained(
-            ctx, student, point, masks, gates.sparsity(masks), reached
+            ctx, student, point, masks, gates.sparsity(masks), reached, rescaled=bool(tuned)
         )
     return _prune_record(ctx, bests, metrics)
 

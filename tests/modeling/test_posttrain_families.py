@@ -70,7 +70,9 @@ def test_the_posttrain_export_equals_the_tuned_masked_model(name, qa, tmp_path):
     model = _model(name, qa, tmp_path / "vanilla")
     gates = CoFiMasks(model.config, units=("head", "intermediate"))
     with torch.enable_grad():  # the Fisher pass needs gradients
-        (z,) = posttrain_masks(model, _batches(qa), [lambda m: gates.sparsity(m) >= TARGET])
+        (z,) = posttrain_masks(
+            model, _batches(qa), [lambda m: gates.sparsity(m) >= TARGET], rescaled="always"
+        )
     for t in (z.head, z.intermediate):  # tuned scales of both unit types
         assert ((t != 0) & (t != 1)).any()
     out = tmp_path / "export"

@@ -61,6 +61,7 @@ def test_ddp_posttrain_prunes_once_and_exports_what_rank_zero_saved(
         "pruning.method=posttrain",
         "pruning.posttrain.num_samples=20",
         "pruning.posttrain.batch_size=8",
+        "pruning.posttrain.rescale=always",
         "pruning.finetune.max_steps=2",
     )
     results = json.loads((run_dir / "results.json").read_text())

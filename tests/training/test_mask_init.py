@@ -24,7 +24,7 @@ MASK_INIT = ["pruning.mask_init=posttrain", *POSTTRAIN[1:]]  # posttrain's calib
 
 def _warm_started(model, batches, target):
     gates = CoFiMasks(model.config)
-    kept = posttrain_masks(model, batches, [_params_fits(gates, target)], False, False)[0]
+    kept = posttrain_masks(model, batches, [_params_fits(gates, target)], False, "never")[0]
     warm_start_(gates, kept)
     return gates, kept
 

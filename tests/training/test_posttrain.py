@@ -200,6 +200,32 @@ def test_the_last_ffns_scales_minimise_the_first_token_error_the_classifier_read
     assert gradient(tuned) < 1e-3 * gradient(z)
 
 
+def test_auto_rescale_keeps_the_tuned_scales_only_when_they_lower_the_calibration_loss(
+    monkeypatch,
+):
+    from cofi_lightning.core import posttrain
+
+    model, batches = _model(), _batches(4)
+    gates = CoFiMasks(model.config, units=("head", "intermediate"))
+    fits = [_params_fits(gates, t) for t in (0.3, 0.6)]
+    untuned = posttrain_masks(model, batches, fits, rescaled="never")
+    tuned = posttrain_masks(model, batches, fits, rescaled="always")
+    auto = posttrain_masks(model, batches, fits, rescaled="auto")
+    for u, t, a in zip(untuned, tuned, auto, strict=True):
+        lower = posttrain.calibration_loss(model, t, batches) < posttrain.calibration_loss(
+            model, u, batches
+        )
+        assert torch.equal(a.intermediate, (t if lower else u).intermediate)
+    # the choice, on a loss that grows with the masks' sum: x3 is dropped, x0.5 kept
+    monkeypatch.setattr(posttrain, "calibration_loss", lambda m, z, b: float(z.head.sum()))
+    for factor, kept in ((3.0, False), (0.5, True)):
+        scaled = lambda m, z, b, f=factor: Masks(**{k: f * v for k, v in z.items()})  # noqa: E731
+        monkeypatch.setattr(posttrain, "rescale", scaled)
+        for u, a in zip(untuned, posttrain_masks(model, batches, fits), strict=True):
+            expected = (factor if kept else 1.0) * u.intermediate
+            assert torch.equal(a.intermediate, expected)
+
+
 def test_the_same_inputs_give_bitwise_identical_masks():
     model, batches = _model(num_hidden_layers=2), _batches(2, size=8)
     gates = CoFiMasks(model.config, units=("head", "intermediate"))
@@ -213,6 +239,7 @@ def test_the_same_inputs_give_bitwise_identical_masks():
 
 POSTTRAIN = [
     "pruning.method=posttrain",
+    "pruning.posttrain.rescale=always",  # tuned scales to fold, whatever they do to the loss
     "pruning.posttrain.num_samples=20",  # 3 batches, the last one cut to 4 examples
     "pruning.posttrain.batch_size=8",
 ]
@@ -241,6 +268,7 @@ def test_pipeline_posttrain_without_finetune_exports_the_folded_masks(
     )
     meta = json.loads((run_dir / "prune" / "best" / "meta.json").read_text())
     assert meta["method"] == results["method"] == "posttrain" and meta["reached_target"]
+    assert meta["rescaled"]  # pruning.posttrain.rescale=always
     saved = torch.load(run_dir / "prune" / "best" / "student.pt", weights_only=True)
     teacher = CoFiBertForSequenceClassification.from_pretrained(run_dir / "teacher" / "model")
     for name, tensor in teacher.state_dict().items():  # the fine-tuned weights, unchanged

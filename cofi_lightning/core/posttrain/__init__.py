@@ -3,6 +3,7 @@ importance, structure search, rearrangement and least-squares rescaling of a fin
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 import torch
@@ -14,13 +15,44 @@ from cofi_lightning.core.posttrain.rearrange import rearrange
 from cofi_lightning.core.posttrain.rescale import rescale
 from cofi_lightning.core.posttrain.search import search
 
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def calibration_loss(model: nn.Module, masks: Masks, batches: Sequence[dict]) -> float:
+    """The mean task loss of ``model`` under ``masks`` over the calibration examples."""
+    total, count = 0.0, 0
+    for batch in batches:
+        n = len(batch["input_ids"])
+        total += float(model(**batch, masks=masks).loss) * n
+        count += n
+    return total / count
+
+
+def _tuned(model: nn.Module, masks: Masks, batches: Sequence[dict], mode: str) -> Masks:
+    """``masks`` with the least-squares scales (``mode``: ``pruning.posttrain.rescale``)."""
+    if mode == "never":
+        return masks
+    tuned = rescale(model, masks, batches)
+    if mode == "always":
+        return tuned
+    before, after = (calibration_loss(model, m, batches) for m in (masks, tuned))
+    kept = after < before
+    log.info(
+        "[prune] rescale: calibration loss %.4f untuned, %.4f tuned: %s",
+        before,
+        after,
+        "tuned scales kept" if kept else "untuned masks kept",
+    )
+    return tuned if kept else masks
+
 
 def posttrain_masks(
     model: nn.Module,
     batches: Sequence[dict],
     constraints: Sequence[Callable[[Masks], bool]],
     rearranged: bool = True,
-    rescaled: bool = True,
+    rescaled: str = "auto",
 ) -> list[Masks]:
     """Masks of the fine-tuned ``model`` for each constraint: searched by Fisher importance,
     rearranged within layers, their kept values tuned (soft; ``model.prune`` folds them).
@@ -30,7 +62,8 @@ def posttrain_masks(
         batches: Calibration batches with labels (the importance and the tuning use the same).
         constraints: Per target, whether 0/1 masks meet it (monotone: see ``search.search``).
         rearranged: Run the rearrangement (``pruning.posttrain.rearrange``).
-        rescaled: Run the least-squares tuning (``pruning.posttrain.rescale``).
+        rescaled: ``pruning.posttrain.rescale``: ``auto`` (the least-squares scales if they
+            lower :func:`calibration_loss`), ``always`` or ``never``.
 
     Returns:
         One ``Masks(head=[L, N], intermediate=[L, I])`` per constraint.
@@ -42,7 +75,7 @@ def posttrain_masks(
         masks = search(fisher, fits)
         if rearranged:
             masks = Masks(**{unit: rearrange(t, grads[unit]) for unit, t in masks.items()})
-        out.append(rescale(model, masks, batches) if rescaled else masks)
+        out.append(_tuned(model, masks, batches, rescaled))
     return out
 
 
