@@ -74,3 +74,18 @@ def test_compare_prints_the_table_of_the_study_readme(capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| sst2 |")]
     readme = (STUDY / "README.md").read_text()
     assert len(rows) >= 19 and all(row in readme for row in rows)
+
+
+def test_posttrain_prints_one_row_per_committed_job_from_its_records(capsys):
+    import json
+
+    records = REPO_ROOT / "docs" / "results" / "posttrain" / "runs"
+    _script().main(["--records", str(records), "posttrain"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if "| posttrain_b0_" in line]
+    jobs = sorted(records.glob("posttrain_b0_*/results.json"))
+    assert len(rows) == len(jobs) >= 6
+    for row, path in zip(rows, jobs, strict=True):
+        results = json.loads(path.read_text())
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[0] == path.parent.name
+        assert cells[5] == f"{results['pruned']['accuracy']:.2f}"
