@@ -120,6 +120,12 @@ def sparsity_path(records: Path) -> None:
     print("path stages: " + ", ".join(f"{k} {v:.0f} s" for k, v in run["stage_seconds"].items()))
 
 
+def _measured(job: Path) -> dict:
+    """The newest ``speed_cpu_fp32*.json`` the bench wrote for ``job`` ({} if none)."""
+    speeds = sorted(job.glob("speed_cpu_fp32*.json"))
+    return json.loads(speeds[-1].read_text()) if speeds else {}
+
+
 def latency(records: Path) -> None:
     """Speed-target runs (and the params runs beside them): target, table and measured speedup
     (measured: the newest ``speed_cpu_fp32*.json`` the bench wrote)."""
@@ -134,8 +140,7 @@ def latency(records: Path) -> None:
             ("full_b1000_s0.5", "full_b1000_s0.8")
         ):
             continue
-        speeds = sorted(job.glob("speed_cpu_fp32*.json"))
-        measured = json.loads(speeds[-1].read_text()) if speeds else {}
+        measured = _measured(job)
         lat = r.get("latency") or {}
         target, got = lat.get("target_speedup"), measured.get("speedup")
         share = f"{100 * got / target:.0f}%" if got and target else "-"
@@ -150,7 +155,7 @@ def latency(records: Path) -> None:
 def posttrain(records: Path) -> None:
     """Post-training pruning without a finetune (``posttrain_b0_*``): the constraint's target,
     what the export reaches (sparsity; the table's and the measured speedup), accuracy against
-    the teacher and the run's wall seconds (teacher given: evaluation, prune, export)."""
+    the teacher and the seconds of the prune stage and of all stages (the teacher given)."""
     print(
         "| job | target | sparsity | table speedup | measured speedup | accuracy | of teacher | "
         "prune s | run s |"
@@ -160,8 +165,7 @@ def posttrain(records: Path) -> None:
         r, job = json.loads(file.read_text()), file.parent
         main = r["main_metric"]
         lat = r.get("latency") or {}
-        speeds = sorted(job.glob("speed_cpu_fp32*.json"))
-        measured = json.loads(speeds[-1].read_text()).get("speedup") if speeds else None
+        measured = _measured(job).get("speedup")
         target = f"x{lat['target_speedup']:g}" if lat else f"s{r['target_sparsity']:g}"
         accuracy, teacher = r["pruned"][main], r["teacher"][main]
         print(
