@@ -3,7 +3,9 @@ that is already exported.
 
 For every export of the run it writes ``model.onnx`` (and ``model.int8.onnx``), evaluates them on
 the task's validation set, times every runtime, then updates the export's ``DONE.json``,
-``results.json`` and the model card. Problems exit with one line and status 1.
+``results.json`` and the model card. A run logged to W&B gets a new version of each export's model
+artifact, ONNX files included, in the job's own W&B run (resumed by its id). Problems exit with one
+line and status 1.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from cofi_lightning.config import ConfigError, TrainConfig, load_config
 from cofi_lightning.run.checkpoints import write_text_atomically
 from cofi_lightning.run.preflight import check_deploy_extra
 from cofi_lightning.run.results import Results, result_points
+from cofi_lightning.run.rundir import recorded_run_id
 from cofi_lightning.tools.cli import parse_key_values
 
 EXAMPLES = """\
@@ -50,10 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
 def run_config(run_dir: Path) -> TrainConfig:
     """The typed config a run recorded (``config.yaml``)."""
     path = run_dir / "config.yaml"
-    if not (run_dir / "results.json").is_file() or not path.is_file():
+    needed = ("results.json", "config.yaml", "run.json")
+    missing = [name for name in needed if not (run_dir / name).is_file()]
+    if missing:
         raise ConfigError(
-            f"run={run_dir}: not a finished run (no results.json or config.yaml); run its "
-            "export stage first"
+            f"run={run_dir}: not a finished run (no {', '.join(missing)}); run its export stage "
+            "first"
         )
     return load_config(OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(path)))
 
@@ -67,11 +72,11 @@ def deploy_run(run_dir: Path, quantize: str | None) -> Results:
     from cofi_lightning.run.model_card import refresh_card
 
     cfg = run_config(run_dir)
-    ctx = RunContext(cfg, run_dir)
+    ctx = RunContext(cfg, run_dir, run_id=recorded_run_id(run_dir))
     results = Results.from_dict(json.loads((run_dir / "results.json").read_text()))
     squad = ctx.task.family == "squad"
     auto = AutoModelForQuestionAnswering if squad else AutoModelForSequenceClassification
-    points = []
+    points, exports = [], []
     pairs = zip(result_points(results.to_dict()), results.operating_points, strict=True)
     for (point, _), result in pairs:
         export = point.export_dir(run_dir)
@@ -79,12 +84,16 @@ def deploy_run(run_dir: Path, quantize: str | None) -> Results:
         seq = cfg.task.max_seq_length
         runtimes = deploy_export(model, export, quantize, ctx.evaluate, result.pruned, seq)
         points.append(replace(result, runtimes=runtimes))
+        exports.append((export, result.label))
         done = run_dir / point.stage("export") / "DONE.json"
         record = {**json.loads(done.read_text()), "runtimes": [asdict(r) for r in runtimes]}
         write_text_atomically(done, json.dumps(record, indent=2))
     results = replace(results, operating_points=points)
     write_text_atomically(run_dir / "results.json", json.dumps(results.to_dict(), indent=2))
     refresh_card(run_dir)
+    for export, label in exports:  # after the cards: the artifact holds all of the export
+        ctx.log_export(export, label)
+    ctx.finish_trackers(None)
     return results
 
 

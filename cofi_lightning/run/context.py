@@ -225,6 +225,12 @@ class RunContext:
                 out.append(instantiate(node, save_dir=str(self.run_dir / stage), name=name))
         return out
 
+    def log_export(self, export_dir: str | Path, label: str) -> None:
+        """Log an export directory as a model artifact of each job tracker (rank 0), named from
+        the run and aliased by its target ``label`` (``s0.6``, ``x2.0``) and seed."""
+        for tracker in self.trackers().values():
+            tracker.log_export(export_dir, self.cfg.run_name, label, int(self.cfg.seed))
+
     def finish_trackers(
         self, results: dict[str, Any] | None, exit_code: int = 0, heatmap: str | None = None
     ) -> None:

@@ -14,10 +14,9 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from cofi_lightning.config.resolvers import target_label
 from cofi_lightning.data.tasks import TaskSpec
 from cofi_lightning.modeling.structure import Structure
-from cofi_lightning.run.results import result_points
+from cofi_lightning.run.results import point_label, result_points
 
 PAPER = "https://arxiv.org/abs/2204.00408"
 
@@ -31,13 +30,6 @@ def _base_model(source: str) -> tuple[str | None, str | None]:
         license_ = ModelCard.load(card).data.license if card.is_file() else None
         return None, license_
     return source, None
-
-
-def _target_label(results: dict[str, Any]) -> str:
-    """The card's target (``s0.6``, or ``x2.0`` for a speed target), as in the run's name."""
-    speedup = (results.get("latency") or {}).get("target_speedup")
-    constraint = "latency" if speedup else "params"
-    return target_label(results["target_sparsity"], None, constraint, speedup)
 
 
 def _metric_rows(task: TaskSpec, metrics: dict[str, float]) -> list[EvalResult]:
@@ -135,7 +127,7 @@ def build_card(
         library_name="transformers",
         license=license_,
         tags=["cofi", "pruning", "structured-pruning", "distillation", task.name],
-        model_name=f"cofi-{task.name}-{_target_label(results)}",
+        model_name=f"cofi-{task.name}-{point_label(results)}",
         eval_results=_metric_rows(task, pruned) or None,
     )
     params = results["params"]

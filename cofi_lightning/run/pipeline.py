@@ -8,7 +8,6 @@ from its last checkpoint. What each stage does lives in ``cofi_lightning.run.sta
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import shlex
 import shutil
@@ -34,7 +33,7 @@ from cofi_lightning.run.operating_points import PER_POINT_STAGES, OperatingPoint
 from cofi_lightning.run.preflight import preflight
 from cofi_lightning.run.ranks import barrier, is_global_zero
 from cofi_lightning.run.results import PointResult, Results, result_points
-from cofi_lightning.run.rundir import RunLock, check_run_dir, claim
+from cofi_lightning.run.rundir import RunLock, check_run_dir, claim, tracker_run_id
 
 
 def run_stage(
@@ -175,11 +174,7 @@ def train(
             resumed = claim(run_dir, identity, cfg.resume)
             rank_zero_info(f"{'resuming' if resumed else 'starting'} run {run_dir}")
             (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(structured))
-        # A tracker run id per (identity, directory): a resumed job continues its W&B run, and
-        # the same config run again elsewhere gets a run of its own.
-        config_id = identity_hash(identity)
-        place = f"{config_id}:{run_dir.resolve()}"
-        run_id = f"{config_id}-{hashlib.sha256(place.encode()).hexdigest()[:6]}"
+        run_id = tracker_run_id(run_dir, identity_hash(identity))
         bars = cfg.trainer.get("enable_progress_bar", True)
         with guard, contextlib.nullcontext() if bars else _library_bars_off():
             return _run_stages(cfg, run_dir, run_id, extra_callbacks, guard)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from cofi_lightning.config.resolvers import target_label
 from cofi_lightning.run.operating_points import OperatingPoint, operating_points
 
 
@@ -64,6 +65,11 @@ class PointResult:
     export_dir: str
     latency: dict[str, Any] | None = None
     runtimes: list[RuntimeResult] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """:func:`point_label` of this point."""
+        return point_label(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PointResult:
@@ -126,6 +132,14 @@ class Results:
         metrics (every point counts equally, so a sweep cannot win by sacrificing one target)."""
         scores = [point.pruned[self.main_metric] for point in self.operating_points]
         return sum(scores) / len(scores)
+
+
+def point_label(point: dict[str, Any]) -> str:
+    """A point record's target as run names write it: ``s0.6``, or ``x2.0`` for a speed target
+    (read from its ``latency`` record, present only under the latency constraint)."""
+    speedup = (point.get("latency") or {}).get("target_speedup")
+    constraint = "latency" if speedup else "params"
+    return target_label(point["target_sparsity"], None, constraint, speedup)
 
 
 def flat_points(data: dict[str, Any]) -> list[dict[str, Any]]:

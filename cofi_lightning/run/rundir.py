@@ -9,6 +9,7 @@ invocation writes nothing there, not even Hydra's files: see :func:`unless_refus
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -89,6 +90,19 @@ def claim(run_dir: Path, identity: dict[str, Any], resume: str) -> bool:
     record = {"hash": identity_hash(identity), "identity": identity}
     write_text_atomically(path, json.dumps(record, indent=2, sort_keys=True, default=str))
     return False
+
+
+def tracker_run_id(run_dir: Path, config_id: str) -> str:
+    """The id of the job's tracker run (W&B) for the config of hash ``config_id`` in ``run_dir``:
+    a resumed job, and a later command on the finished run (``python -m cofi_lightning.deploy``),
+    continue the same tracker run; the same config run again elsewhere gets a run of its own."""
+    place = f"{config_id}:{Path(run_dir).resolve()}"
+    return f"{config_id}-{hashlib.sha256(place.encode()).hexdigest()[:6]}"
+
+
+def recorded_run_id(run_dir: Path) -> str:
+    """:func:`tracker_run_id` of a run directory, from the identity hash in its ``run.json``."""
+    return tracker_run_id(run_dir, json.loads((Path(run_dir) / RUN_FILE).read_text())["hash"])
 
 
 def slurm_attempt() -> tuple[str, int] | None:

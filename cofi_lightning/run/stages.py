@@ -26,7 +26,6 @@ from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClas
 
 from cofi_lightning.config import ConfigError, config_identity
 from cofi_lightning.config.identity import teacher_identity
-from cofi_lightning.config.resolvers import target_label
 from cofi_lightning.core.constraint import LatencyConstraint, ParamsConstraint, check_latency_family
 from cofi_lightning.core.distillation import LayerDistiller
 from cofi_lightning.core.masks import CoFiMasks, Masks
@@ -492,15 +491,8 @@ def export_stage(ctx: RunContext, point: OperatingPoint) -> dict[str, Any]:
         teacher = ctx.records.get("teacher", {}).get("metrics", {})
         card = {**result.to_dict(), "teacher": teacher, "main_metric": ctx.task.main_metric_key}
         write_card(out, ctx.run_dir, ctx.task, str(ctx.cfg.model.pretrained), card, point)
-        for tracker in ctx.trackers().values():  # after the card and ONNX files: all of it
-            tracker.log_export(out, ctx.cfg.run_name, _label(ctx, result), int(ctx.cfg.seed))
+        ctx.log_export(out, result.label)  # after the card and ONNX files: all of it
     return {**result.to_dict(), "structure_plot": str(plot)}
-
-
-def _label(ctx: RunContext, result: PointResult) -> str:
-    """The point's target as run names write it: ``s0.6``, or ``x2.0`` for a speed target."""
-    p = ctx.cfg.pruning
-    return target_label(result.target_sparsity, None, p.constraint, p.target_speedup)
 
 
 def _table_latency(ctx: RunContext, full, structure: Structure) -> dict[str, Any]:

@@ -7,6 +7,7 @@ One tiny run (offline W&B, as the demo) serves the tests that read a deployed ru
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -15,6 +16,7 @@ import pytest
 
 from cofi_lightning.config import ConfigError, load_config
 from cofi_lightning.run.pipeline import train
+from cofi_lightning.run.rundir import recorded_run_id
 
 from runs import tiny_run_overrides
 
@@ -36,14 +38,22 @@ def _compose(overrides):
 def deployed(tiny_bert_dir, feature_cache, tmp_path_factory):
     """``(run_dir, results, logged)`` of a tiny run with ONNX and INT8 and the demo's offline W&B
     logger; ``logged``: each ``log_artifact`` call of the W&B run (artifact, aliases)."""
-    import wandb
-
     run_dir = tmp_path_factory.mktemp("deployed") / "run"
     overrides = tiny_run_overrides(tiny_bert_dir, run_dir, feature_cache)
     overrides = [o for o in overrides if o != "logger=csv"]  # the demo's W&B + CSV
     # 100 validation examples: one changed prediction moves the metric by 1 point; no teacher
     # (the ablation without distillation): the export is what is tested, in seconds
     overrides += [*DEPLOY, "task.datamodule.limit_eval_samples=100", "ablation=no_distill"]
+    with _model_artifacts() as logged:
+        results = train(_compose(overrides))
+    return run_dir, results, logged
+
+
+@contextlib.contextmanager
+def _model_artifacts():
+    """Yields a list of each model artifact W&B runs log meanwhile, as (artifact, aliases)."""
+    import wandb
+
     logged = []
     real = wandb.Run.log_artifact
 
@@ -54,8 +64,7 @@ def deployed(tiny_bert_dir, feature_cache, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(wandb.Run, "log_artifact", spy)
-        results = train(_compose(overrides))
-    return run_dir, results, logged
+        yield logged
 
 
 def test_int8_and_fp32_onnx_are_reevaluated_and_recorded(deployed):
@@ -99,8 +108,8 @@ def test_the_export_is_a_wandb_model_artifact(deployed):
         "model.onnx",
         "model.int8.onnx",
     } <= files
-    wandb_dir = run_dir / "wandb"
-    assert len(list(wandb_dir.glob("offline-run-*"))) == 1  # logged into the job's one run
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")  # logged into the job's one run,
+    assert offline.name.endswith(f"-{recorded_run_id(run_dir)}")  # the id a later command resumes
 
 
 def test_deploy_command_deploys_a_finished_run(deployed, tmp_path):
@@ -122,13 +131,20 @@ def test_deploy_command_deploys_a_finished_run(deployed, tmp_path):
     refresh_card(run_dir)
     assert "## Runtimes" not in (export / "README.md").read_text()
 
-    main([f"run={run_dir}", "quantize=none"])
+    with _model_artifacts() as logged:
+        main([f"run={run_dir}", "quantize=none"])
     results = json.loads((run_dir / "results.json").read_text())
     assert [r["runtime"] for r in results["runtimes"]] == RUNTIMES[:2]
     assert (export / "model.onnx").is_file() and not (export / "model.int8.onnx").exists()
     done = json.loads((run_dir / "export" / "DONE.json").read_text())
     assert done["runtimes"] == results["runtimes"]
     assert "| ort-fp32 | `model.onnx` |" in (export / "README.md").read_text()
+    # the job's W&B run (resumed by its id) gets the export again, with its ONNX file
+    ((artifact, aliases),) = logged
+    assert aliases == ["s0.3", "seed57", "latest"]
+    assert {"model.safetensors", "README.md", "model.onnx"} <= set(artifact.manifest.entries)
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    assert offline.name.endswith(f"-{recorded_run_id(run_dir)}")
 
 
 def test_a_missing_deploy_extra_stops_at_the_door(compose_train, tiny_overrides, tmp_path, capsys):
