@@ -46,9 +46,10 @@ def _finished(job: Path) -> bool:
     return (job / "results.json").is_file() or teacher_only
 
 
-def collect(runs: Path, records: Path) -> None:
-    """Copy every finished job's records (no checkpoints, models, W&B or Hydra files)."""
-    for job in sorted(p for p in runs.glob("*/") if _finished(p)):
+def collect(runs: Path, records: Path, only: str = "*") -> None:
+    """Copy every finished job's records (no checkpoints, models, W&B or Hydra files); ``only``:
+    a glob of the jobs' names."""
+    for job in sorted(p for p in runs.glob(f"{only}/") if _finished(p)):
         for path in job.rglob("*"):
             parts = path.relative_to(job).parts
             kept = path.name in RECORDS or path.name.startswith("speed_")
@@ -176,8 +177,9 @@ def posttrain(records: Path) -> None:
         )
 
 
-def compare(records: Path, budget: int) -> None:
-    """Full CoFi against the baseline, the original's choices and the ablations, over seeds.
+def compare(records: Path, budget: int, against: str = "full") -> None:
+    """Full CoFi, the baseline, the warm starts, the original's choices and the ablations over
+    seeds, each against the variant ``against`` at the same target, and against its teacher.
 
     Runs are labelled by their job's variant (``orig_restart``, which results.json calls plain
     ``full``); jobs of another task than SST-2 start with the task's name (``stsb_full_...``).
@@ -190,33 +192,38 @@ def compare(records: Path, budget: int) -> None:
         variant = JOB.fullmatch(job.name).group(1)
         runs += [dataclasses.replace(r, ablation=variant.removeprefix(f"{r.task}_")) for r in found]
     groups = aggregate(runs)
-    full = {(g.task, g.target_sparsity): g for g in groups if g.ablation == "full"}
+    refs = {(g.task, g.target_sparsity): g for g in groups if g.ablation == against}
     print(
-        f"{budget} pruning steps; mean ± sample std over seeds; difference to full CoFi at the "
-        "same target with its standard error sqrt(s1²/n1 + s2²/n2)"
+        f"{budget} pruning steps; mean ± sample std over seeds; difference to {against} at the "
+        "same target with its standard error sqrt(s1²/n1 + s2²/n2); of teacher: the mean of each "
+        "run's metric over its own teacher's"
     )
-    print("| task | variant | target | seeds | sparsity | metric | vs full | speedup |")
-    print("|---|---|---|---|---|---|---|---|")
-    for g in sorted(groups, key=_row_order):
-        diff, ref = "–", full.get((g.task, g.target_sparsity))
-        if g.ablation != "full" and ref is not None:
+    columns = f"task | variant | target | seeds | sparsity | metric | vs {against} | of teacher"
+    print(f"| {columns} | speedup |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for g in sorted(groups, key=lambda g: _row_order(g, against)):
+        diff, ref = "–", refs.get((g.task, g.target_sparsity))
+        if g.ablation != against and ref is not None:
             diff = f"{g.pruned.mean - ref.pruned.mean:+.2f}"
             if g.pruned.std is None or ref.pruned.std is None:
                 diff += " (1 seed)"
             else:
                 se = (g.pruned.std**2 / g.n_seeds + ref.pruned.std**2 / ref.n_seeds) ** 0.5
                 diff += f" ± {se:.2f}"
+        kept = [100 * r.pruned / r.teacher for r in g.runs if r.teacher]
+        of_teacher = f"{sum(kept) / len(kept):.1f}%" if len(kept) == g.n_seeds else "–"
         seeds = ",".join(str(r.seed) for r in sorted(g.runs, key=lambda r: r.seed))
         speed = g.speedup.format(2, unit="×") if g.speedup else "–"
         print(
             f"| {g.task} | {g.ablation} | {g.target_sparsity:g} | {seeds} | "
-            f"{g.sparsity.format(1, scale=100)} | {g.pruned.format(2)} | {diff} | {speed} |"
+            f"{g.sparsity.format(1, scale=100)} | {g.pruned.format(2)} | {diff} | {of_teacher} | "
+            f"{speed} |"
         )
 
 
-def _row_order(g) -> tuple:
-    """SST-2 first, then by task, target, full CoFi first, then the variants by name."""
-    return (g.task != "sst2", g.task, g.target_sparsity, g.ablation != "full", g.ablation)
+def _row_order(g, first: str = "full") -> tuple:
+    """SST-2 first, then by task, target, the variant ``first`` first, then the others by name."""
+    return (g.task != "sst2", g.task, g.target_sparsity, g.ablation != first, g.ablation)
 
 
 def report(records: Path) -> int:
@@ -255,11 +262,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     for name, table in tables.items():
         sub.add_parser(name, help=table.__doc__.split("\n")[0])
-    sub.add_parser("collect", help=collect.__doc__).add_argument(
-        "--runs", type=Path, default=RUNS, help="the jobs' directories"
-    )
-    sub.add_parser("compare", help="variants against full CoFi").add_argument(
+    gather = sub.add_parser("collect", help=collect.__doc__.split(";")[0])
+    gather.add_argument("--runs", type=Path, default=RUNS, help="the jobs' directories")
+    gather.add_argument("--only", default="*", help="a glob of the job names to collect")
+    comparison = sub.add_parser("compare", help="variants against one of them, over seeds")
+    comparison.add_argument(
         "--budget", type=int, default=1000, help="pruning steps of the jobs compared"
+    )
+    comparison.add_argument(
+        "--against", default="full", help="the variant the others are compared with: full, uniform…"
     )
     sub.add_parser("report", help="report.md, plots and curves beside --records")
     model = sub.add_parser("bert-base", help="write a random BERT-base classifier")
@@ -267,9 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     model.add_argument("--shared", type=Path, default=Path("../shared"), help="MiniLM's folder")
     args = parser.parse_args(argv)
     if args.command == "collect":
-        collect(args.runs, args.records)
+        collect(args.runs, args.records, args.only)
     elif args.command == "compare":
-        compare(args.records, args.budget)
+        compare(args.records, args.budget, args.against)
     elif args.command == "report":
         return report(args.records)
     elif args.command == "bert-base":

@@ -76,6 +76,32 @@ def test_compare_prints_the_table_of_the_study_readme(capsys):
     assert len(rows) >= 19 and all(row in readme for row in rows)
 
 
+def test_compare_against_the_baseline_from_the_records(capsys):
+    """``--against uniform``: each variant's mean minus the baseline's, and the mean share of each
+    run's own teacher, as the 90% records say."""
+    import json
+    import statistics
+
+    _script().main(["compare", "--budget", "1000", "--against", "uniform"])
+    rows = {
+        tuple(c.strip() for c in line.strip("|").split("|")[1:3]): line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| sst2 |")
+    }
+
+    def runs(variant):
+        paths = sorted((STUDY / "runs").glob(f"{variant}_b1000_s0.9_seed*/results.json"))
+        return [json.loads(p.read_text()) for p in paths]
+
+    full, uniform = runs("full"), runs("uniform")
+    mean = lambda rs: statistics.mean(r["pruned"]["accuracy"] for r in rs)  # noqa: E731
+    cells = [c.strip() for c in rows[("full", "0.9")].strip("|").split("|")]
+    assert cells[6].startswith(f"{mean(full) - mean(uniform):+.2f} ± ")
+    kept = statistics.mean(r["pruned"]["accuracy"] / r["teacher"]["accuracy"] for r in full)
+    assert cells[7] == f"{100 * kept:.1f}%"
+    assert [c.strip() for c in rows[("uniform", "0.9")].strip("|").split("|")][6] == "–"
+
+
 def test_posttrain_prints_one_row_per_committed_job_from_its_records(capsys):
     import json
 
@@ -89,3 +115,19 @@ def test_posttrain_prints_one_row_per_committed_job_from_its_records(capsys):
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[0] == path.parent.name
         assert cells[5] == f"{results['pruned']['accuracy']:.2f}"
+
+
+def test_collect_copies_the_records_of_the_finished_jobs_it_is_given(tmp_path):
+    runs, records = tmp_path / "runs", tmp_path / "records"
+    for name in ("warm_b1000_s0.9_seed57", "full_b1000_s0.9_seed57", "warm_b1000_s0.6_seed57"):
+        job = runs / name
+        (job / "prune" / "checkpoints").mkdir(parents=True)
+        (job / "prune" / "checkpoints" / "last.ckpt").write_text("weights")
+        (job / "prune" / "DONE.json").write_text("{}")
+        if name != "warm_b1000_s0.6_seed57":  # the last one is unfinished
+            (job / "results.json").write_text("{}")
+    _script().main(["--records", str(records), "collect", "--runs", str(runs), "--only", "warm_*"])
+    assert sorted(p.name for p in records.iterdir()) == ["warm_b1000_s0.9_seed57"]
+    copied = sorted(str(p.relative_to(records)) for p in records.rglob("*") if p.is_file())
+    job = "warm_b1000_s0.9_seed57"
+    assert copied == [f"{job}/prune/DONE.json", f"{job}/results.json"]
