@@ -452,3 +452,24 @@ def test_the_report_run_uses_the_exports_model_artifacts(tmp_path):
     assert use_exports(online, runs) == online.used == sorted(logged)
     offline = ReportRun(offline=True)
     assert use_exports(offline, runs) == offline.used == []
+
+
+def test_each_warm_start_of_cofi_is_a_row_of_its_own(tmp_path):
+    """Warm-started CoFi runs (read from each run's config.yaml) are not seeds of cold CoFi."""
+    starts = {
+        "cold": {},
+        "stinit": {"student_init": "teacher"},
+        "warm": {"student_init": "teacher", "mask_init": "posttrain"},
+    }
+    for name, pruning in starts.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(fake_results(target=0.6)))
+        config = {"pruning": {"student_init": "pretrained", "mask_init": "default", **pruning}}
+        (tmp_path / name / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
+    runs, problems = collect_runs(tmp_path)
+    assert not problems
+    assert sorted(r.ablation for r in runs) == [
+        "full",
+        "full+teacher_init",
+        "full+teacher_init+posttrain_masks",
+    ]

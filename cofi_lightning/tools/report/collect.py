@@ -176,7 +176,7 @@ def _parse_point(path: Path, data: dict[str, Any], label: str | None) -> Run:
         raise ValueError(f"pruned metrics lack the main metric {main!r}")
     teacher = _dict(data, "teacher")
     speed = _read_speed(path.parent, "" if label is None else f"_{label}")
-    variant = _variant(data)
+    variant = _variant(data, path.parent)
     latency = _dict(data, "latency")
     if data.get("constraint") == "latency" and latency.get("target_speedup"):
         # a speed target: the row's target is the latency reduction 1 - 1/x, not the parameter
@@ -296,12 +296,27 @@ def _required(data: dict, key: str, prefix: str = "") -> float:
     return value
 
 
-def _variant(data: dict) -> str:
+#: The row label's suffix of each warm start of CoFi (``pruning.<key>=<value>`` in the run's
+#: ``config.yaml``), in this order.
+WARM_STARTS = {
+    ("student_init", "teacher"): "teacher_init",
+    ("mask_init", "posttrain"): "posttrain_masks",
+}
+
+
+def _variant(data: dict, run_dir: Path) -> str:
     """The run's row label: its ablation (``full`` for full CoFi), suffixed ``+<fidelity>`` unless
-    of the default fidelity; the method for another ``pruning.method`` than CoFi (``uniform``,
+    of the default fidelity and ``+<warm start>`` for each of :data:`WARM_STARTS` (read from the
+    run's ``config.yaml``); the method for another ``pruning.method`` than CoFi (``uniform``,
     ``posttrain``)."""
     if data.get("method") not in (None, "cofi"):
         return str(data["method"])
-    ablation = str(data.get("ablation") or "full")
+    label = str(data.get("ablation") or "full")
     fidelity = data.get("fidelity") or "ours"
-    return ablation if fidelity == "ours" else f"{ablation}+{fidelity}"
+    if fidelity != "ours":
+        label += f"+{fidelity}"
+    pruning = read_yaml(run_dir / "config.yaml").get("pruning") or {}
+    for (key, value), suffix in WARM_STARTS.items():
+        if pruning.get(key) == value:
+            label += f"+{suffix}"
+    return label
