@@ -65,7 +65,7 @@ def measure(
     median) and record it with its ``metrics`` and its file's size."""
     vocab = min(m.config.vocab_size for m in models.values() if hasattr(m, "config"))
     inputs = make_inputs(batch, seq, vocab, torch.device("cpu"))
-    timings = time_models(models, inputs, warmup, rounds)
+    timings = time_models(models, inputs, warmup, rounds, interleave=False)
     return [
         RuntimeResult(
             runtime=name,

@@ -106,12 +106,23 @@ def _forward_ms(model: nn.Module, inputs: dict, cuda: bool) -> tuple[float, int 
 
 
 def time_models(
-    models: dict[str, nn.Module], inputs: dict[str, torch.Tensor], warmup: int, rounds: int
+    models: dict[str, nn.Module],
+    inputs: dict[str, torch.Tensor],
+    warmup: int,
+    rounds: int,
+    *,
+    interleave: bool = True,
 ) -> dict[str, Timing]:
     """Time one forward of every model (in eval mode) per round, after ``warmup`` rounds.
 
     Interleaving spreads drift (clock boost, other load) over all models alike, and the order
-    alternates each round so no model always runs with the other's data in cache.
+    alternates each round so no model always runs with the other's data in cache. Models of
+    different runtimes must not be interleaved (``interleave=False``): each runtime keeps its own
+    worker threads spinning for a while after a call (ONNX Runtime's pool, PyTorch's OpenMP), and
+    they take the cores from the other runtime's next forward (measured on 2 cores: PyTorch 3.7 ms
+    alone, 8.2 ms interleaved with ONNX Runtime). Then each model runs in blocks of its own
+    (``warmup`` discarded forwards, then its rounds), in two passes of opposite order that split
+    the rounds.
     """
     if rounds < 1 or warmup < 0:
         raise ValueError(f"need rounds >= 1 and warmup >= 0, got {rounds=}, {warmup=}")
@@ -121,19 +132,32 @@ def time_models(
     cuda = next(iter(inputs.values())).device.type == "cuda"
     timings = {name: Timing() for name in models}
     names = list(models)
+    if interleave:
+        schedule = [(r >= warmup, n) for r in range(warmup + rounds) for n in _order(names, r)]
+    else:
+        first = (rounds + 1) // 2
+        schedule = [
+            (i >= warmup, name)
+            for part, order in ((first, names), (rounds - first, names[::-1]))
+            for name in (order if part else [])
+            for i in range(warmup + part)
+        ]
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()  # as timeit does: a collection inside one model's forward is noise
     try:
         with torch.inference_mode():
-            for r in range(warmup + rounds):
-                for name in names if r % 2 == 0 else reversed(names):
-                    ms, faults = _forward_ms(models[name], inputs, cuda)
-                    if r >= warmup:
-                        timings[name].rounds_ms.append(ms)
-                        if faults is not None:
-                            timings[name].page_faults.append(faults)
+            for timed, name in schedule:
+                ms, faults = _forward_ms(models[name], inputs, cuda)
+                if timed:
+                    timings[name].rounds_ms.append(ms)
+                    if faults is not None:
+                        timings[name].page_faults.append(faults)
     finally:
         if gc_was_enabled:
             gc.enable()
     return timings
+
+
+def _order(names: list[str], round_: int) -> list[str]:
+    return names if round_ % 2 == 0 else names[::-1]

@@ -401,3 +401,30 @@ def test_runtime_without_the_deploy_extra_names_it(run_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(SystemExit, match=r'runtime=ort.*pip install -e "\.\[deploy\]"'):
         main([f"run={run_dir}", "runtime=ort", *FAST])
+
+
+class _Recorder(torch.nn.Module):
+    """A model that records each call's name into a shared list."""
+
+    def __init__(self, name: str, calls: list[str]) -> None:
+        super().__init__()
+        self.name, self.calls = name, calls
+
+    def forward(self, **_):
+        self.calls.append(self.name)
+
+
+def test_models_of_different_runtimes_are_timed_in_blocks_of_their_own():
+    """Interleaved: one forward of each per round, the order alternating. Blocked (models of
+    different runtimes): each model's warm-up and rounds in one block, two passes of opposite
+    order splitting the rounds; every model gets all its rounds either way."""
+    inputs = make_inputs(1, 4, 10, torch.device("cpu"))
+    for interleave, expected in [
+        (True, ["a", "b", "b", "a", "a", "b", "b", "a"]),
+        (False, ["a", "a", "a", "b", "b", "b", "b", "b", "a", "a"]),
+    ]:
+        calls: list[str] = []
+        models = {n: _Recorder(n, calls).eval() for n in "ab"}
+        timings = time_models(models, inputs, warmup=1, rounds=3, interleave=interleave)
+        assert calls == expected, interleave
+        assert all(len(t.rounds_ms) == 3 for t in timings.values())

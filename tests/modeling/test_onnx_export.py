@@ -70,3 +70,30 @@ def test_onnx_runtime_equals_torch_on_a_pruned_model(name, qa, tmp_path):
         expected, got = _cat(pruned(**x)), _cat(ort_model(**x))
         assert got.shape == expected.shape
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+@torch.no_grad()
+def test_the_sessions_graph_keeps_add_and_layernorm_unfused(tmp_path):
+    """ONNX Runtime would fuse each residual add and LayerNorm into its slow CPU
+    SkipLayerNormalization; our sessions turn that fusion off by its name (an unknown name would
+    be ignored silently, so the optimized graph is read back)."""
+    import onnx
+    import onnxruntime as ort
+
+    from cofi_lightning.deploy.runtime import SLOW_FUSIONS, ort_session
+
+    torch.manual_seed(0)
+    model = family_of("bert").model_class(False)(_config("bert", num_labels=2)).eval()
+    path = export_onnx(model, tmp_path / "model.onnx")
+    ours, default = tmp_path / "ours.onnx", tmp_path / "default.onnx"
+    ort_session(path, threads=1, optimized_path=str(ours))
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(default)
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def ops(graph_path):
+        return {node.op_type for node in onnx.load(str(graph_path)).graph.node}
+
+    assert SLOW_FUSIONS == ("SkipLayerNormFusion",)
+    assert "SkipLayerNormalization" in ops(default)
+    assert "SkipLayerNormalization" not in ops(ours) and "LayerNormalization" in ops(ours)

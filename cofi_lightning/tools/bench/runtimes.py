@@ -88,7 +88,7 @@ def compare_runtimes(
     sizes.update({f"pruned {n}": size_mb(export / FILES[n]) for n in names})
     vocab = min(dense.config.vocab_size, pruned.config.vocab_size)
     inputs = make_inputs(batch, seq, vocab, torch.device("cpu"))
-    timings = time_models(models, inputs, warmup, rounds)
+    timings = time_models(models, inputs, warmup, rounds, interleave=False)
     main, metrics = _recorded(sources)
     dense_ms = timings[DENSE].median_ms
     rows = [
