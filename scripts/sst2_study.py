@@ -154,26 +154,32 @@ def latency(records: Path) -> None:
 
 
 def posttrain(records: Path) -> None:
-    """Post-training pruning without a finetune (``posttrain_b0_*``): the constraint's target,
-    what the export reaches (sparsity; the table's and the measured speedup), accuracy against
-    the teacher and the seconds of the prune stage and of all stages (the teacher given)."""
+    """Post-training pruning without a finetune (``posttrain_b0_*``) and with a short one
+    (``posttrain_ft<steps>_*``): the constraint's target, what the export reaches (sparsity; the
+    table's and the measured speedup, "–" where not benchmarked), accuracy against the teacher and
+    the seconds of the prune stage and of all stages (the teacher given)."""
     print(
-        "| job | target | sparsity | table speedup | measured speedup | accuracy | of teacher | "
-        "prune s | run s |"
+        "| job | target | finetune steps | sparsity | table speedup | measured speedup | "
+        "accuracy | of teacher | prune s | run s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for file in sorted(records.glob("posttrain_b0_*/results.json")):
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    files = sorted(records.glob("posttrain_b0_*/results.json"))
+    files += sorted(records.glob("posttrain_ft*_*/results.json"))
+    for file in files:
         r, job = json.loads(file.read_text()), file.parent
+        config = yaml.safe_load((job / "config.yaml").read_text())
+        steps = config["pruning"]["finetune"]["max_steps"]
         main = r["main_metric"]
         lat = r.get("latency") or {}
         measured = _measured(job).get("speedup")
         target = f"x{lat['target_speedup']:g}" if lat else f"s{r['target_sparsity']:g}"
         accuracy, teacher = r["pruned"][main], r["teacher"][main]
+        table = f"{lat['table_speedup']:.2f}" if lat else "–"
+        got = f"{measured:.2f}" if measured else "–"
         print(
-            f"| {job.name} | {target} | {r['sparsity']:.3f} | "
-            f"{lat.get('table_speedup', 0) or 0:.2f} | {measured or 0:.2f} | {accuracy:.2f} | "
-            f"{100 * accuracy / teacher:.1f}% | {r['stage_seconds'].get('prune', 0):.0f} | "
-            f"{_seconds(r):.0f} |"
+            f"| {job.name} | {target} | {steps} | {r['sparsity']:.3f} | {table} | {got} | "
+            f"{accuracy:.2f} | {100 * accuracy / teacher:.1f}% | "
+            f"{r['stage_seconds'].get('prune', 0):.0f} | {_seconds(r):.0f} |"
         )
 
 

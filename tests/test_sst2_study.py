@@ -107,14 +107,17 @@ def test_posttrain_prints_one_row_per_committed_job_from_its_records(capsys):
 
     records = REPO_ROOT / "docs" / "results" / "posttrain" / "runs"
     _script().main(["--records", str(records), "posttrain"])
-    rows = [line for line in capsys.readouterr().out.splitlines() if "| posttrain_b0_" in line]
+    rows = [line for line in capsys.readouterr().out.splitlines() if "| posttrain_" in line]
     jobs = sorted(records.glob("posttrain_b0_*/results.json"))
+    jobs += sorted(records.glob("posttrain_ft*/results.json"))
     assert len(rows) == len(jobs) >= 6
     for row, path in zip(rows, jobs, strict=True):
         results = json.loads(path.read_text())
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[0] == path.parent.name
-        assert cells[5] == f"{results['pruned']['accuracy']:.2f}"
+        steps = 0 if "_b0_" in path.parent.name else int(path.parent.name.split("_")[1][2:])
+        assert cells[2] == str(steps)
+        assert cells[6] == f"{results['pruned']['accuracy']:.2f}"
 
 
 def test_collect_copies_the_records_of_the_finished_jobs_it_is_given(tmp_path):
