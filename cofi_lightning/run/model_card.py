@@ -98,9 +98,11 @@ def _runtime_text(runtimes: list[dict[str, Any]], main: str) -> str:
             f"| {r['runtime']} | `{r['file']}` | {metric:.2f} | {r['size_mb']:.2f} "
             f"| {r['latency_ms']:.2f} | {r['batch']} × {r['seq']}, {r['threads']} |"
         )
+    from cofi_lightning.deploy.runtime import SLOW_FUSIONS
+
     lines.append(
         "\nONNX Runtime loads `model.onnx` (fp32) or `model.int8.onnx` (dynamic INT8); the "
-        'latencies were measured with `disabled_optimizers=["SkipLayerNormFusion"]` '
+        f"latencies were measured with `disabled_optimizers={json.dumps(list(SLOW_FUSIONS))}` "
         "(its fused kernel is slower on CPU).\n"
     )
     return "\n".join(lines) + "\n"
