@@ -454,16 +454,21 @@ def test_the_report_run_uses_the_exports_model_artifacts(tmp_path):
     assert use_exports(offline, runs) == offline.used == []
 
 
-def test_each_warm_start_of_cofi_is_a_row_of_its_own(tmp_path):
-    """Warm-started CoFi runs (read from each run's config.yaml) are not seeds of cold CoFi."""
+def test_each_warm_start_is_a_row_of_its_own(tmp_path):
+    """Warm-started CoFi and uniform runs (read from each run's config.yaml) are not seeds of the
+    cold ones; post-training pruning always starts from the teacher, so its option changes nothing."""
     starts = {
-        "cold": {},
-        "stinit": {"student_init": "teacher"},
-        "warm": {"student_init": "teacher", "mask_init": "posttrain"},
+        "cold": (None, {}),
+        "stinit": (None, {"student_init": "teacher"}),
+        "warm": (None, {"student_init": "teacher", "mask_init": "posttrain"}),
+        "uniform": ("uniform", {}),
+        "uniform_stinit": ("uniform", {"student_init": "teacher", "mask_init": "posttrain"}),
+        "posttrain": ("posttrain", {"student_init": "teacher"}),
     }
-    for name, pruning in starts.items():
+    for name, (method, pruning) in starts.items():
         (tmp_path / name).mkdir()
-        (tmp_path / name / "results.json").write_text(json.dumps(fake_results(target=0.6)))
+        results = {**fake_results(target=0.6), "method": method}
+        (tmp_path / name / "results.json").write_text(json.dumps(results))
         config = {"pruning": {"student_init": "pretrained", "mask_init": "default", **pruning}}
         (tmp_path / name / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
     runs, problems = collect_runs(tmp_path)
@@ -472,4 +477,7 @@ def test_each_warm_start_of_cofi_is_a_row_of_its_own(tmp_path):
         "full",
         "full+teacher_init",
         "full+teacher_init+posttrain_masks",
+        "posttrain",
+        "uniform",
+        "uniform+teacher_init",
     ]

@@ -296,27 +296,30 @@ def _required(data: dict, key: str, prefix: str = "") -> float:
     return value
 
 
-#: The row label's suffix of each warm start of CoFi (``pruning.<key>=<value>`` in the run's
-#: ``config.yaml``), in this order.
+#: The row label's suffix of each warm start (``pruning.<key>=<value>`` in the run's
+#: ``config.yaml``), in this order, and the methods it changes: the uniform baseline can start
+#: from the teacher too, post-training pruning always does and draws no masks.
 WARM_STARTS = {
-    ("student_init", "teacher"): "teacher_init",
-    ("mask_init", "posttrain"): "posttrain_masks",
+    ("student_init", "teacher"): ("teacher_init", ("cofi", "uniform")),
+    ("mask_init", "posttrain"): ("posttrain_masks", ("cofi",)),
 }
 
 
 def _variant(data: dict, run_dir: Path) -> str:
-    """The run's row label: its ablation (``full`` for full CoFi), suffixed ``+<fidelity>`` unless
-    of the default fidelity and ``+<warm start>`` for each of :data:`WARM_STARTS` (read from the
-    run's ``config.yaml``); the method for another ``pruning.method`` than CoFi (``uniform``,
-    ``posttrain``)."""
-    if data.get("method") not in (None, "cofi"):
-        return str(data["method"])
-    label = str(data.get("ablation") or "full")
-    fidelity = data.get("fidelity") or "ours"
-    if fidelity != "ours":
-        label += f"+{fidelity}"
+    """The run's row label: its ablation (``full`` for full CoFi) or its method if another than
+    CoFi (``uniform``, ``posttrain``), suffixed ``+<fidelity>`` unless of the default fidelity and
+    ``+<warm start>`` for each of :data:`WARM_STARTS` that changed what the run did (read from the
+    run's ``config.yaml``)."""
+    method = data.get("method") or "cofi"
+    if method != "cofi":
+        label = str(method)
+    else:
+        label = str(data.get("ablation") or "full")
+        fidelity = data.get("fidelity") or "ours"
+        if fidelity != "ours":
+            label += f"+{fidelity}"
     pruning = read_yaml(run_dir / "config.yaml").get("pruning") or {}
-    for (key, value), suffix in WARM_STARTS.items():
-        if pruning.get(key) == value:
+    for (key, value), (suffix, methods) in WARM_STARTS.items():
+        if method in methods and pruning.get(key) == value:
             label += f"+{suffix}"
     return label
