@@ -2,7 +2,7 @@
 PYTHON ?= python
 STAMP := .install.stamp
 
-.PHONY: install demo demo-exact test test-all test-slurm slurm-up slurm-down bench lint clean
+.PHONY: install demo demo-exact test test-slow test-all test-slurm slurm-up slurm-down bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install torch==2.13.0
@@ -26,6 +26,11 @@ demo-exact: $(STAMP)
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q
+
+# The slow tests alone: subprocess runs of train.py (DDP, SIGTERM and resume, sweeps, Optuna),
+# kill-in-every-stage resumes, full-split data. CI runs them after `make test`.
+test-slow: $(STAMP)
+	$(PYTHON) -m pytest -q -m "slow and not gpu and not slurm"
 
 test-all: $(STAMP)
 	$(PYTHON) -m pytest -q -m "not gpu and not slurm"

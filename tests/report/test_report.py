@@ -456,7 +456,7 @@ def test_the_report_run_uses_the_exports_model_artifacts(tmp_path):
 
 def test_each_warm_start_is_a_row_of_its_own(tmp_path):
     """Warm-started CoFi and uniform runs (read from each run's config.yaml) are not seeds of the
-    cold ones; post-training pruning always starts from the teacher, so its option changes nothing."""
+    cold ones; post-training pruning always starts from the teacher: the option changes nothing."""
     starts = {
         "cold": (None, {}),
         "stinit": (None, {"student_init": "teacher"}),

@@ -14,6 +14,7 @@ def _ddp_overrides(tiny_overrides, tmp_path) -> list[str]:
     return ["experiment=demo", *overrides, "trainer=ddp", f"hydra.run.dir={tmp_path / 'hydra'}"]
 
 
+@pytest.mark.slow  # a subprocess run of train.py; CI runs the slow tests too
 def test_ddp_ranks_share_masks(tiny_overrides, train_cli, tmp_path):
     run_dir = tmp_path / "run"
     train_cli(
@@ -48,6 +49,7 @@ def test_ddp_full_pipeline_counts_each_eval_example_once(tiny_overrides, train_c
     assert results["params"]["pruned"] < results["params"]["unpruned"]
 
 
+@pytest.mark.slow  # a subprocess run of train.py; CI runs the slow tests too
 def test_ddp_posttrain_prunes_once_and_exports_what_rank_zero_saved(
     tiny_overrides, train_cli, tmp_path
 ):

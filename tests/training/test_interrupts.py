@@ -62,6 +62,7 @@ def _interrupted_lines(out: str) -> list[str]:
     return [line for line in out.splitlines() if "interrupted by SIGTERM" in line]
 
 
+@pytest.mark.slow  # a subprocess run of train.py; CI runs the slow tests too
 def test_sigterm_mid_stage_exits_143_and_the_same_command_resumes(
     tiny_bert_dir, feature_cache, tmp_path, train_cli
 ):

@@ -72,6 +72,7 @@ def _trials(sweep):
     return out
 
 
+@pytest.mark.slow  # a subprocess run of train.py; CI runs the slow tests too
 def test_a_failed_trial_is_recorded_and_the_study_goes_on(sweep_overrides, train_cli, tmp_path):
     """Seed 57 samples lr 2e-5, -1.0, -1.0: the second trial fails (the config check refuses a
     negative lr), and the third still runs."""

@@ -328,6 +328,7 @@ def _train_py(tmp_path, *args: str) -> tuple[str, int, float]:
     return (proc.stdout + proc.stderr).strip(), proc.returncode, time.perf_counter() - start
 
 
+@pytest.mark.slow  # a subprocess run of train.py; CI runs the slow tests too
 def test_without_shared_assets_or_network_one_line_names_where_it_looked(tmp_path):
     """No ``../shared`` and no network (``HF_HUB_OFFLINE`` unset): one line naming the directory
     and cache looked in and the variable to set, instead of the hub client's 28 s of retries and

@@ -25,6 +25,7 @@ def _weights(run_dir):
     return load_file(str(run_dir / "pruned_model" / "model.safetensors"))
 
 
+@pytest.mark.slow  # a subprocess run of train.py; CI runs the slow tests too
 def test_sweep_over_a_hyperparameter_gets_one_run_dir_per_value(
     sweep_overrides, train_cli, compose_train, tmp_path
 ):

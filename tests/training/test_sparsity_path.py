@@ -83,6 +83,7 @@ def test_path_runs_every_target_and_reports_each(compose_train, tiny_overrides, 
     ]
 
 
+@pytest.mark.slow  # a subprocess run of train.py; CI runs the slow tests too
 def test_train_py_runs_a_path_and_sweeps_optimise_its_mean(train_cli, tiny_overrides, tmp_path):
     """The command line, end to end: ``train.py`` returns a path's objective (the mean of its
     points' main metric) rather than looking for a single-target result."""
