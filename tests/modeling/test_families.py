@@ -158,15 +158,20 @@ def logits(model, masks=None):
     return out.logits
 
 
+def _save_vanilla(name, out):
+    """``(name, dir of a vanilla classification checkpoint, dir of a QA one)`` of the family."""
+    config_cls, seq_cls, qa_cls, kwargs = FAMILIES[name]
+    torch.manual_seed(0)
+    seq_dir, qa_dir = out / "seq", out / "qa"
+    seq_cls(config_cls(**kwargs(num_labels=3))).save_pretrained(seq_dir)
+    qa_cls(config_cls(**kwargs())).save_pretrained(qa_dir)
+    return name, seq_dir, qa_dir
+
+
 @pytest.fixture(params=sorted(FAMILIES))
 def vanilla_dir(request, tmp_path):
     """``(family model_type, dir of a vanilla classification checkpoint, dir of a QA one)``."""
-    config_cls, seq_cls, qa_cls, kwargs = FAMILIES[request.param]
-    torch.manual_seed(0)
-    seq_dir, qa_dir = tmp_path / "seq", tmp_path / "qa"
-    seq_cls(config_cls(**kwargs(num_labels=3))).save_pretrained(seq_dir)
-    qa_cls(config_cls(**kwargs())).save_pretrained(qa_dir)
-    return request.param, seq_dir, qa_dir
+    return _save_vanilla(request.param, tmp_path)
 
 
 def _pairs(vanilla_dir):
@@ -215,37 +220,68 @@ def test_export_reloads_through_the_auto_classes(vanilla_dir, tmp_path):
         torch.testing.assert_close(logits(loaded), logits(small), atol=0, rtol=0)
 
 
-def test_export_loads_as_remote_code_without_the_package(vanilla_dir, tmp_path):
-    ours = _pairs(vanilla_dir)[0][0]
-    small = ours.prune(random_masks(ours.config, 5)).eval()
-    export = tmp_path / "export"
-    small.save_pretrained(export)
-    with torch.no_grad():
-        torch.save(logits(small), tmp_path / "expected.pt")
-    ids, am = inputs()
-    torch.save((ids, am), tmp_path / "inputs.pt")
-    script = f"""
-import sys, importlib.abc, torch
+_REMOTE_CODE = """
+import sys, importlib.abc, traceback, torch
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name.split(".")[0] == "cofi_lightning":
             raise ImportError("blocked: " + name)
 sys.meta_path.insert(0, Block())
 from transformers import AutoModelForSequenceClassification
-model = AutoModelForSequenceClassification.from_pretrained({str(export)!r}, trust_remote_code=True)
-assert "cofi_lightning" not in sys.modules, "package leaked in"
-ids, am = torch.load({str(tmp_path / "inputs.pt")!r})
-with torch.no_grad():
-    got = model.eval()(input_ids=ids, attention_mask=am).logits
-torch.testing.assert_close(got, torch.load({str(tmp_path / "expected.pt")!r}), atol=0, rtol=0)
-print("remote-code OK", type(model).__name__)
+for case in sys.argv[1:]:
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            case + "/export", trust_remote_code=True
+        )
+        assert "cofi_lightning" not in sys.modules, "package leaked in"
+        ids, am = torch.load(case + "/inputs.pt")
+        with torch.no_grad():
+            got = model.eval()(input_ids=ids, attention_mask=am).logits
+        torch.testing.assert_close(got, torch.load(case + "/expected.pt"), atol=0, rtol=0)
+        print("remote-code OK", case, type(model).__name__)
+    except Exception:
+        print("remote-code FAILED", case, traceback.format_exc().replace(chr(10), " | "))
 """
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def remote_code_runs(tmp_path_factory):
+    """Every family's pruned export loaded with ``trust_remote_code`` in one fresh process that
+    cannot import the package (one process: each start spends seconds importing torch and
+    transformers): ``{name: (printed line, class name of our pruned model)}``."""
+    cases = {}
+    for name in sorted(FAMILIES):
+        case = tmp_path_factory.mktemp("remote_code")
+        ours = _pairs(_save_vanilla(name, case))[0][0]
+        small = ours.prune(random_masks(ours.config, 5)).eval()
+        small.save_pretrained(case / "export")
+        with torch.no_grad():
+            torch.save(logits(small), case / "expected.pt")
+        torch.save(inputs(), case / "inputs.pt")
+        cases[name] = (case, type(small).__name__)
+    env = {
+        **os.environ,
+        "HF_MODULES_CACHE": str(tmp_path_factory.mktemp("modules")),
+        "HF_HUB_OFFLINE": "1",
+    }
+    args = [str(case) for case, _ in cases.values()]
     done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", _REMOTE_CODE, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"remote-code OK {type(small).__name__}" in done.stdout
+    printed = [line for line in done.stdout.splitlines() if line.startswith("remote-code ")]
+    lines = {line.split()[2]: line for line in printed}
+    return {name: (lines.get(str(case), ""), cls) for name, (case, cls) in cases.items()}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_export_loads_as_remote_code_without_the_package(remote_code_runs, name):
+    line, cls = remote_code_runs[name]
+    assert line.startswith("remote-code OK ") and line.endswith(f" {cls}"), line[-3000:]
 
 
 @torch.no_grad()
